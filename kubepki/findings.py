@@ -1,0 +1,98 @@
+"""Findings: what inspection says about an item, with stable codes and severities.
+
+The codes are part of kubepki's interface (JSON output, metrics, automation): a code
+is never renamed or reused for another meaning. :data:`CODES` documents each one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+import attrs
+
+__all__ = ["CODES", "Finding", "Severity", "Status"]
+
+
+class Severity(str, enum.Enum):
+    """How bad a finding is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 for info up to 3 for critical."""
+        return _RANK[self]
+
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2, Severity.CRITICAL: 3}
+
+
+class Status(str, enum.Enum):
+    """An item's overall state, as in the JSON ``status`` field."""
+
+    OK = "ok"
+    WARNING = "warning"
+    EXPIRED = "expired"
+    MISSING = "missing"
+    INVALID = "invalid"
+
+
+@attrs.frozen
+class Finding:
+    """One thing inspection noticed about an item."""
+
+    code: str
+    severity: Severity
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        """``{code, severity, message}`` for JSON."""
+        return {"code": self.code, "severity": self.severity.value, "message": self.message}
+
+
+#: Every finding code with its usual severity and meaning.
+CODES: Mapping[str, tuple[Severity, str]] = {
+    "missing": (Severity.ERROR, "A required file is absent (info for optional items)."),
+    "unreadable": (Severity.ERROR, "The file exists but cannot be read (permissions, I/O error)."),
+    "not-pem": (Severity.ERROR, "The file holds no PEM data at all (garbage)."),
+    "truncated-pem": (Severity.ERROR, "A PEM block is cut short: BEGIN without END."),
+    "wrong-pem-type": (Severity.ERROR, "The PEM block is of another type (a key where a certificate should be)."),
+    "bad-base64": (Severity.ERROR, "A PEM body or kubeconfig field is not valid base64."),
+    "bad-certificate": (Severity.ERROR, "The certificate's DER cannot be parsed."),
+    "bad-key": (Severity.ERROR, "The private or public key cannot be parsed."),
+    "encrypted-key": (Severity.ERROR, "The private key is encrypted; kubeadm keys never are."),
+    "too-large": (Severity.ERROR, "The file is far larger than any certificate, key or kubeconfig."),
+    "invalid-kubeconfig": (Severity.ERROR, "The kubeconfig is not YAML or lacks its context, cluster or user."),
+    "no-client-certificate": (Severity.ERROR, "The kubeconfig's user has no client certificate or key."),
+    "expired": (Severity.ERROR, "NotAfter has passed."),
+    "expiring": (Severity.WARNING, "NotAfter is within the warning threshold."),
+    "not-yet-valid": (Severity.ERROR, "NotBefore is in the future."),
+    "wrong-signer": (Severity.ERROR, "Not signed by the CA the catalog names."),
+    "signer-unavailable": (Severity.INFO, "The signing CA is missing or unusable, so the signature was not checked."),
+    "key-missing": (Severity.ERROR, "The certificate's private key file is absent."),
+    "key-mismatch": (Severity.ERROR, "The private key does not belong to the certificate."),
+    "not-a-ca": (Severity.ERROR, "A CA certificate without CA:TRUE basic constraints."),
+    "ca-not-self-signed": (Severity.INFO, "A CA that is not self-signed (an intermediate from an external PKI)."),
+    "kubeconfig-ca-mismatch": (Severity.ERROR, "The kubeconfig's CA differs from ca.crt."),
+    "kubeconfig-file-reference": (Severity.INFO, "The kubeconfig references files; kubepki followed them."),
+    "kubelet-client-embedded": (
+        Severity.WARNING,
+        "kubelet.conf embeds a client certificate that never rotates (kubernetes/kubeadm#1753).",
+    ),
+    "ca-expires-before-leaf": (Severity.WARNING, "The signing CA expires before this certificate."),
+    "missing-san": (Severity.ERROR, "A SAN kubeadm would put in is absent (node name, service VIP...)."),
+    "missing-usage": (Severity.ERROR, "A key usage or extended key usage kubeadm sets is absent."),
+    "unexpected-subject": (Severity.WARNING, "The CN is not the one kubeadm writes on this node."),
+    "unexpected-organization": (Severity.INFO, "The O values differ from what this kubeadm version writes."),
+    "external-ca": (Severity.INFO, "The CA's key is absent: its certificates are managed outside kubeadm."),
+    "sa-key-mismatch": (Severity.ERROR, "sa.key and sa.pub are not one key pair."),
+}
+
+
+def make(code: str, message: str, severity: Severity | None = None) -> Finding:
+    """A finding with ``code``'s usual severity unless ``severity`` is given."""
+    return Finding(code, severity if severity is not None else CODES[code][0], message)

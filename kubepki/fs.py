@@ -1,0 +1,270 @@
+"""How kubepki reaches a node's files: a root directory, paths as seen on the node.
+
+A node path is an absolute POSIX path as the node sees it (``/etc/kubernetes/pki/ca.crt``).
+:class:`LocalFS` maps it under a root directory (``/`` on the node itself, ``/host`` in
+a privileged pod, a temporary directory in tests) and resolves symlinks as the node
+would: an absolute link target is taken relative to the root, and nothing resolves
+to a place outside the root (:class:`~kubepki.PathEscapeError`).
+
+Writes are atomic: a temporary file in the same directory, created with
+``O_EXCL | O_NOFOLLOW``, written, fsynced, renamed over the target, then the
+directory is fsynced. A crash leaves either the old or the new file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat as stat_mod
+from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from kubepki.errors import NodeError
+
+__all__ = ["FileStat", "LocalFS", "NodeFS", "atomic_write", "node_path"]
+
+_MAX_LINKS = 40
+
+
+def node_path(path: str | PurePosixPath) -> PurePosixPath:
+    """Normalise ``path`` to an absolute node path; refuses relative paths."""
+    p = PurePosixPath(path)
+    if not p.is_absolute():
+        raise NodeError(f"node paths must be absolute: {str(path)!r}", path=str(path))
+    return p
+
+
+@attrs.frozen(kw_only=True)
+class FileStat:
+    """What kubepki needs to know of a file's metadata."""
+
+    size: int
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    mtime: float
+    is_symlink: bool = False
+    is_dir: bool = False
+    is_file: bool = True
+
+
+@runtime_checkable
+class NodeFS(Protocol):
+    """Access to one node's files by node path (local directory, SSH, ...)."""
+
+    def describe(self) -> str:
+        """A short description for messages (``/host``, ``ssh://cp1``)."""
+        ...
+
+    def read_bytes(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
+        """The file's bytes; :class:`NodeError` when absent or unreadable."""
+        ...
+
+    def stat(self, path: PurePosixPath, *, follow: bool = True) -> FileStat | None:
+        """The file's metadata, or None when it does not exist."""
+        ...
+
+    def readlink(self, path: PurePosixPath) -> str | None:
+        """A symlink's target as stored, or None when ``path`` is not a symlink."""
+        ...
+
+    def listdir(self, path: PurePosixPath) -> list[str]:
+        """Names in a directory (empty when it does not exist)."""
+        ...
+
+    def write_atomic(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Replace ``path`` atomically with ``data``."""
+        ...
+
+
+class LocalFS:
+    """A node whose filesystem is a local directory."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalFS({str(self.root)!r})"
+
+    def describe(self) -> str:
+        """The root directory."""
+        return str(self.root)
+
+    def host_path(self, path: PurePosixPath | str, *, follow_last: bool = True) -> Path:
+        """The local path of node ``path``, symlinks resolved inside the root."""
+        return self.root / self._resolve(node_path(path), follow_last=follow_last).relative_to("/")
+
+    def _resolve(self, path: PurePosixPath, *, follow_last: bool) -> PurePosixPath:
+        parts = list(path.parts[1:])
+        done = PurePosixPath("/")
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                done = done.parent  # the root's parent is the root
+                continue
+            candidate = done / part
+            if not parts and not follow_last:
+                done = candidate
+                break
+            local = self.root / candidate.relative_to("/")
+            try:
+                is_link = stat_mod.S_ISLNK(os.lstat(local).st_mode)
+            except FileNotFoundError:
+                is_link = False
+            except NotADirectoryError:
+                is_link = False
+            except OSError as exc:
+                raise _node_error(exc, candidate) from None
+            if not is_link:
+                done = candidate
+                continue
+            hops += 1
+            if hops > _MAX_LINKS:
+                raise NodeError(f"too many levels of symbolic links at {candidate}", path=str(candidate))
+            target = PurePosixPath(os.readlink(local))
+            if target.is_absolute():
+                done = PurePosixPath("/")
+                parts = list(target.parts[1:]) + parts
+            else:
+                parts = list(target.parts) + parts
+        return done
+
+    def read_bytes(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
+        """The file's bytes, at most ``limit`` + 1 of them when ``limit`` is given."""
+        local = self.host_path(path)
+        try:
+            with open(local, "rb") as fh:
+                return fh.read(-1 if limit is None else limit + 1)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def stat(self, path: PurePosixPath, *, follow: bool = True) -> FileStat | None:
+        """Metadata of ``path`` (of the link itself when ``follow`` is False)."""
+        local = self.host_path(path, follow_last=follow)
+        try:
+            st = os.stat(local) if follow else os.lstat(local)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        return FileStat(
+            size=st.st_size,
+            mode=stat_mod.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mtime=st.st_mtime,
+            is_symlink=stat_mod.S_ISLNK(st.st_mode),
+            is_dir=stat_mod.S_ISDIR(st.st_mode),
+            is_file=stat_mod.S_ISREG(st.st_mode),
+        )
+
+    def readlink(self, path: PurePosixPath) -> str | None:
+        """The symlink's stored target, or None when not a symlink."""
+        local = self.host_path(path, follow_last=False)
+        try:
+            return os.readlink(local)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return None
+            raise _node_error(exc, path) from None
+
+    def listdir(self, path: PurePosixPath) -> list[str]:
+        """Sorted names in the directory; empty when it does not exist."""
+        local = self.host_path(path)
+        try:
+            return sorted(os.listdir(local))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def write_atomic(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Atomically replace ``path``; a symlink at ``path`` is replaced, never followed."""
+        local = self.host_path(path, follow_last=False)
+        atomic_write(local, data, mode=mode, uid=uid, gid=gid, node_path=str(path))
+
+
+def atomic_write(
+    target: Path, data: bytes, *, mode: int, uid: int | None = None, gid: int | None = None,
+    node_path: str | None = None,
+) -> None:
+    """Write ``data`` to ``target`` through a fsynced temporary file and a rename.
+
+    The temporary file is created ``O_EXCL | O_NOFOLLOW`` with ``mode`` from the
+    start, so a key is never readable by others, not even for a moment. On any
+    error the temporary file is removed and ``target`` is untouched.
+    """
+    shown = node_path or str(target)
+    directory = target.parent
+    tmp = directory / f".{target.name}.kubepki-{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, mode)
+    except OSError as exc:
+        raise _node_error(exc, shown) from None
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask may have narrowed it
+            if uid is not None or gid is not None:
+                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise _node_error(exc, shown) from None
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory so a rename in it survives a crash (best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _node_error(exc: OSError, path: PurePosixPath | str) -> NodeError:
+    reason = {
+        errno.ENOENT: "does not exist",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOSPC: "no space left on device",
+        errno.EROFS: "read-only filesystem",
+        errno.ELOOP: "refusing to follow a symbolic link",
+        errno.EISDIR: "is a directory",
+        errno.ENOTDIR: "a parent is not a directory",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    err = NodeError(f"{path}: {reason}", path=str(path))
+    err.errno = exc.errno
+    return err
+

@@ -1,0 +1,49 @@
+"""Kubernetes/kubeadm versions as comparable values.
+
+kubepki only cares about minor versions (kubeadm's behaviour changes per minor
+release), so a version is a ``(major, minor)`` pair; patch levels are parsed and
+dropped.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from kubepki.errors import ConfigError
+
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
+
+
+@attrs.frozen(order=True)
+class KubeVersion:
+    """A Kubernetes minor version such as ``1.29``."""
+
+    major: int
+    minor: int
+
+    @classmethod
+    def parse(cls, text: str) -> KubeVersion:
+        """Parse ``"v1.34.1"``, ``"1.29"`` or ``"1.30.0-rc.1"``.
+
+        Raises :class:`~kubepki.ConfigError` for anything else.
+        """
+        match = _VERSION_RE.match(text.strip())
+        if match is None:
+            raise ConfigError(f"not a Kubernetes version: {text!r}")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+
+#: The oldest kubeadm release kubepki models (``kubeadm certs`` without ``alpha``).
+OLDEST = KubeVersion(1, 21)
+#: The newest kubeadm release kubepki models; assumed when nothing on a node says.
+NEWEST = KubeVersion(1, 36)
+
+
+def as_version(value: KubeVersion | str) -> KubeVersion:
+    """Accept a version or its text form."""
+    return value if isinstance(value, KubeVersion) else KubeVersion.parse(value)
