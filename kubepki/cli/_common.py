@@ -1,0 +1,77 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from kubepki.errors import ConfigError
+from kubepki.kubeadm_config import parse_duration
+from kubepki.node import Node
+
+EXIT_OK = 0
+EXIT_WARNING = 1
+EXIT_PROBLEM = 2
+EXIT_ERROR = 3
+
+
+def add_node_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command that reads a node takes."""
+    g = parser.add_argument_group("node")
+    g.add_argument("--root", default="/", metavar="DIR",
+                   help="the node's filesystem root (default /; e.g. /host in a privileged pod)")
+    g.add_argument("--cert-dir", metavar="DIR", help="certificate directory on the node "
+                   "(default: discovered, else /etc/kubernetes/pki)")
+    g.add_argument("--kubeconfig-dir", metavar="DIR", help="kubeconfig directory on the node "
+                   "(default /etc/kubernetes)")
+    g.add_argument("--config", metavar="KUBEADM_CONFIG", help="a kubeadm configuration file "
+                   "(default: discovered on the node, if any)")
+
+
+def add_now_option(parser: argparse.ArgumentParser) -> None:
+    """``--now``: the time to evaluate at."""
+    parser.add_argument("--now", type=parse_now, metavar="ISO8601",
+                        help="evaluate as of this time (default: the current time; UTC if no zone)")
+
+
+def add_output_option(parser: argparse.ArgumentParser) -> None:
+    """``-o table|json``."""
+    parser.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                        help="output format (default: table)")
+
+
+def parse_now(text: str) -> dt.datetime:
+    """Parse ``--now``; naive times are UTC."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc)
+
+
+def parse_within(text: str) -> dt.timedelta:
+    """Parse a duration option such as ``30d`` or ``720h``."""
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def node_from_args(args: argparse.Namespace) -> Node:
+    """The node the node options describe; checks the root exists."""
+    root = Path(args.root)
+    config = getattr(args, "config", None)
+    if config is not None and not Path(config).is_file():
+        raise ConfigError(f"kubeadm config {config!r} does not exist or is not a file", path=config)
+    node = Node(root, cert_dir=args.cert_dir, kubeconfig_dir=args.kubeconfig_dir, config=config)
+    node.check_root()
+    return node
+
+
+def emit(text: str) -> None:
+    """Write command output to stdout."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
