@@ -3,8 +3,8 @@
 A node path is an absolute POSIX path as the node sees it (``/etc/kubernetes/pki/ca.crt``).
 :class:`LocalFS` maps it under a root directory (``/`` on the node itself, ``/host`` in
 a privileged pod, a temporary directory in tests) and resolves symlinks as the node
-would: an absolute link target is taken relative to the root, and nothing resolves
-to a place outside the root (:class:`~kubepki.PathEscapeError`).
+would: an absolute link target is taken relative to the root, and ``..`` stops at
+the root as it does in a chroot, so nothing resolves to a place outside the root.
 
 Writes are atomic: a temporary file in the same directory, created with
 ``O_EXCL | O_NOFOLLOW``, written, fsynced, renamed over the target, then the
@@ -67,6 +67,13 @@ class NodeFS(Protocol):
         """The file's metadata, or None when it does not exist."""
         ...
 
+    def read_file(
+        self, path: PurePosixPath, *, limit: int
+    ) -> tuple[FileStat, str | None, bytes | None] | None:
+        """Metadata, symlink target and bytes (None when not a regular file or over
+        ``limit``) of ``path``; None when it does not exist."""
+        ...
+
     def readlink(self, path: PurePosixPath) -> str | None:
         """A symlink's target as stored, or None when ``path`` is not a symlink."""
         ...
@@ -88,6 +95,7 @@ class LocalFS:
 
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
         self.root = Path(root)
+        self._root_str = str(self.root).rstrip("/")
 
     def __repr__(self) -> str:
         return f"LocalFS({str(self.root)!r})"
@@ -98,49 +106,51 @@ class LocalFS:
 
     def host_path(self, path: PurePosixPath | str, *, follow_last: bool = True) -> Path:
         """The local path of node ``path``, symlinks resolved inside the root."""
-        return self.root / self._resolve(node_path(path), follow_last=follow_last).relative_to("/")
+        return Path(self._local(str(node_path(path)), follow_last=follow_last))
 
-    def _resolve(self, path: PurePosixPath, *, follow_last: bool) -> PurePosixPath:
-        parts = list(path.parts[1:])
-        done = PurePosixPath("/")
+    def _local(self, path: str, *, follow_last: bool = True) -> str:
+        """Resolve node ``path`` (absolute, as a string) to a local path string.
+
+        Plain strings and ``os.lstat`` keep this cheap: it runs for every file read.
+        """
+        root = self._root_str
+        parts = [p for p in path.split("/") if p]
+        done: list[str] = []
         hops = 0
         while parts:
             part = parts.pop(0)
-            if part in ("", "."):
+            if part == ".":
                 continue
             if part == "..":
-                done = done.parent  # the root's parent is the root
+                if done:
+                    done.pop()  # the root's parent is the root
                 continue
-            candidate = done / part
             if not parts and not follow_last:
-                done = candidate
+                done.append(part)
                 break
-            local = self.root / candidate.relative_to("/")
+            local = root + "/" + "/".join((*done, part))
             try:
                 is_link = stat_mod.S_ISLNK(os.lstat(local).st_mode)
-            except FileNotFoundError:
-                is_link = False
-            except NotADirectoryError:
+            except (FileNotFoundError, NotADirectoryError):
                 is_link = False
             except OSError as exc:
-                raise _node_error(exc, candidate) from None
+                raise _node_error(exc, "/" + "/".join((*done, part))) from None
             if not is_link:
-                done = candidate
+                done.append(part)
                 continue
             hops += 1
             if hops > _MAX_LINKS:
-                raise NodeError(f"too many levels of symbolic links at {candidate}", path=str(candidate))
-            target = PurePosixPath(os.readlink(local))
-            if target.is_absolute():
-                done = PurePosixPath("/")
-                parts = list(target.parts[1:]) + parts
-            else:
-                parts = list(target.parts) + parts
-        return done
+                shown = "/" + "/".join((*done, part))
+                raise NodeError(f"too many levels of symbolic links at {shown}", path=shown)
+            target = os.readlink(local)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p] + parts
+        return root + "/" + "/".join(done) if done else (root or "/")
 
     def read_bytes(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
         """The file's bytes, at most ``limit`` + 1 of them when ``limit`` is given."""
-        local = self.host_path(path)
+        local = self._local(str(path))
         try:
             with open(local, "rb") as fh:
                 return fh.read(-1 if limit is None else limit + 1)
@@ -149,7 +159,7 @@ class LocalFS:
 
     def stat(self, path: PurePosixPath, *, follow: bool = True) -> FileStat | None:
         """Metadata of ``path`` (of the link itself when ``follow`` is False)."""
-        local = self.host_path(path, follow_last=follow)
+        local = self._local(str(path), follow_last=follow)
         try:
             st = os.stat(local) if follow else os.lstat(local)
         except (FileNotFoundError, NotADirectoryError):
@@ -167,9 +177,57 @@ class LocalFS:
             is_file=stat_mod.S_ISREG(st.st_mode),
         )
 
+    def read_file(
+        self, path: PurePosixPath, *, limit: int
+    ) -> tuple[FileStat, str | None, bytes | None] | None:
+        """Metadata, symlink target and bytes (None when over ``limit``) in one pass.
+
+        Returns None when the file does not exist.
+        """
+        link_local = self._local(str(path), follow_last=False)
+        try:
+            lst = os.lstat(link_local)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        target = None
+        local = link_local
+        if stat_mod.S_ISLNK(lst.st_mode):
+            target = os.readlink(link_local)
+            local = self._local(str(path))
+        try:
+            fd = os.open(local, os.O_RDONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        try:
+            st = os.fstat(fd)
+            info = FileStat(
+                size=st.st_size, mode=stat_mod.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                mtime=st.st_mtime, is_symlink=target is not None, is_dir=stat_mod.S_ISDIR(st.st_mode),
+                is_file=stat_mod.S_ISREG(st.st_mode),
+            )
+            if not info.is_file or st.st_size > limit:
+                return info, target, None
+            chunks = []
+            remaining = limit + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return info, target, b"".join(chunks)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        finally:
+            os.close(fd)
+
     def readlink(self, path: PurePosixPath) -> str | None:
         """The symlink's stored target, or None when not a symlink."""
-        local = self.host_path(path, follow_last=False)
+        local = self._local(str(path), follow_last=False)
         try:
             return os.readlink(local)
         except (FileNotFoundError, NotADirectoryError):

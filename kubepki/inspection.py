@@ -317,6 +317,8 @@ class _Context:
         self.warn_within = warn_within
         self._files: dict[tuple[PurePosixPath, str], _Loaded] = {}
         self._cas: dict[str, _CA] = {}
+        self._facts: dict[int, tuple[x509.Certificate, CertFacts]] = {}
+        self._parsed: dict[bytes, x509.Certificate] = {}
         self._san_values = profile.san_values()
 
     # -- files ---------------------------------------------------------------------
@@ -328,27 +330,30 @@ class _Context:
         return self._files[key]
 
     def _load(self, path: PurePosixPath, role: str) -> _Loaded:
-        fs = self.node.fs
         try:
-            link = fs.readlink(path)
-            st = fs.stat(path)
+            found = self.node.fs.read_file(path, limit=_MAX_FILE)
         except NodeError as exc:
             return _Loaded(ItemFile(path=str(path), role=role, exists=True),
                            error=make("unreadable", exc.message))
-        if st is None:
-            return _Loaded(ItemFile(path=str(path), role=role, exists=False, link_target=link))
+        if found is None:
+            return _Loaded(ItemFile(path=str(path), role=role, exists=False))
+        st, link, data = found
         info = ItemFile(path=str(path), role=role, exists=True, size=st.size, mode=st.mode,
                         uid=st.uid, gid=st.gid, mtime=st.mtime, link_target=link)
         if not st.is_file:
             return _Loaded(info, error=make("unreadable", f"{path} is not a regular file"))
-        if st.size > _MAX_FILE:
+        if data is None or len(data) > _MAX_FILE:
             return _Loaded(info, error=make("too-large", f"{path} is {st.size} bytes"))
-        try:
-            data = fs.read_bytes(path, limit=_MAX_FILE)
-        except NodeError as exc:
-            return _Loaded(info, error=make("unreadable", exc.message))
         info = attrs.evolve(info, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
         return _Loaded(info, data=data)
+
+    def cert(self, data: bytes, shown: str) -> x509.Certificate:
+        """load_certificate, parsed once per distinct content (CAs are read many times)."""
+        cert = self._parsed.get(data)
+        if cert is None:
+            cert = load_certificate(data, path=shown)
+            self._parsed[data] = cert
+        return cert
 
     # -- CAs -------------------------------------------------------------------------
 
@@ -361,7 +366,7 @@ class _Context:
             cert = None
             if loaded.data is not None:
                 try:
-                    cert = load_certificate(loaded.data, path=str(cert_path))
+                    cert = self.cert(loaded.data, str(cert_path))
                 except ParseError:
                     cert = None
             key_info = self.load(key_path, "key").info
@@ -409,7 +414,7 @@ class _Context:
             return self._finish(entry, cert_path, None, [cert_file.error], files)
         assert cert_file.data is not None
         try:
-            cert = load_certificate(cert_file.data, path=str(cert_path))
+            cert = self.cert(cert_file.data, str(cert_path))
         except ParseError as exc:
             return self._finish(entry, cert_path, None, [make(_code(exc), exc.message)], files)
         # The private key.
@@ -470,12 +475,21 @@ class _Context:
         out.extend(self._profile_checks(entry, cert, shown))
         return out
 
+    def facts(self, cert: x509.Certificate) -> CertFacts:
+        """cert_facts, computed once per certificate object."""
+        key = id(cert)
+        cached = self._facts.get(key)
+        if cached is None or cached[0] is not cert:
+            cached = (cert, cert_facts(cert))
+            self._facts[key] = cached
+        return cached[1]
+
     def _profile_checks(self, entry: CatalogEntry, cert: x509.Certificate, shown: str) -> list[Finding]:
         """Subject, usages and SANs against the catalog's rules."""
         out: list[Finding] = []
         if entry.subject is None:
             return out
-        facts = cert_facts(cert)
+        facts = self.facts(cert)
         expected_cn = entry.subject.render_cn(self.profile.name)
         if expected_cn is not None and facts.common_name != expected_cn:
             out.append(make("unexpected-subject", f"{shown} has CN {facts.common_name!r}, "
@@ -589,7 +603,7 @@ class _Context:
             return []
         ca = self.ca("ca")
         try:
-            embedded = load_certificate(data, path=kc.path)
+            embedded = self.cert(data, kc.path or "kubeconfig")
         except ParseError as exc:
             return [make(_code(exc), f"the CA of {kc.path}: {exc.message}")]
         if ca.cert is not None and embedded != ca.cert:
@@ -627,7 +641,7 @@ class _Context:
 
     def _finish(self, entry: CatalogEntry, path: PurePosixPath, cert: x509.Certificate | None,
                 findings: list[Finding], files: Sequence[ItemFile]) -> InventoryItem:
-        facts = cert_facts(cert) if cert is not None else None
+        facts = self.facts(cert) if cert is not None else None
         return InventoryItem(
             entry=entry,
             path=str(path),

@@ -57,6 +57,7 @@ _PEM_RE = re.compile(
     re.DOTALL,
 )
 _BEGIN = b"-----BEGIN "
+_B64_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 
 @attrs.frozen
@@ -88,8 +89,11 @@ def split_pem(data: bytes, *, path: str | None = None) -> list[PemBlock]:
             if any(ln.startswith(b"Proc-Type:") and b"ENCRYPTED" in ln for ln in lines):
                 raise PEMError("encrypted private keys are not supported", code="encrypted-key", path=path)
             lines = [ln for ln in lines if b":" not in ln]
+        body_bytes = b"".join(ln.strip() for ln in lines)
         try:
-            der = binascii.a2b_base64(b"".join(lines))
+            if not _B64_RE.fullmatch(body_bytes):
+                raise ValueError("non-base64 characters")
+            der = binascii.a2b_base64(body_bytes)
         except (binascii.Error, ValueError):
             raise PEMError(f"PEM block {kind.decode()} is not valid base64", code="bad-base64", path=path) from None
         blocks.append(PemBlock(kind.decode(), der, match.group(0)))
@@ -124,6 +128,16 @@ def load_certificates(data: bytes, *, path: str | None = None) -> list[x509.Cert
 
 def load_certificate(data: bytes, *, path: str | None = None) -> x509.Certificate:
     """The first certificate in ``data`` (PEM or DER)."""
+    if data.startswith(b"-----BEGIN CERTIFICATE-----") and len(data) <= MAX_PEM_BYTES:
+        # Fast path for well-formed files; anything odd gets the diagnosing parser.
+        try:
+            cert = x509.load_pem_x509_certificate(data)
+            cert.not_valid_after_utc  # noqa: B018
+            cert.extensions  # noqa: B018
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            pass
+        else:
+            return cert
     return _parse_der_cert(_first_der(data, ("CERTIFICATE",), "a CERTIFICATE", path), path)
 
 
@@ -151,6 +165,14 @@ def load_private_key(data: bytes, *, path: str | None = None) -> PrivateKey:
     """
     if b"ENCRYPTED PRIVATE KEY" in data:
         raise PEMError("encrypted private keys are not supported", code="encrypted-key", path=path)
+    if data.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in data[:40] and b"CERTIFICATE" not in data:
+        try:
+            fast = serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            pass
+        else:
+            if isinstance(fast, PrivateKey):
+                return fast
     der = _first_der(data, _KEY_TYPES, "a PRIVATE KEY", path)
     block_type = next((t for t in _KEY_TYPES if f"BEGIN {t}-".encode() in data), "PRIVATE KEY")
     try:
