@@ -410,20 +410,17 @@ class _Context:
         if not cert_file.info.exists:
             return self._missing(entry, cert_path, files)
         findings: list[Finding] = []
-        if cert_file.error is not None:
-            return self._finish(entry, cert_path, None, [cert_file.error], files)
-        assert cert_file.data is not None
+        if cert_file.data is None:
+            return self._finish(entry, cert_path, None, _errors(cert_file), files)
         try:
             cert = self.cert(cert_file.data, str(cert_path))
         except ParseError as exc:
             return self._finish(entry, cert_path, None, [make(_code(exc), exc.message)], files)
         # The private key.
         key: PrivateKey | None = None
-        if combined:
-            key_data: bytes | None = cert_file.data
-            key_shown = cert_path
-        else:
-            assert key_file is not None
+        key_data: bytes | None = cert_file.data
+        key_shown = cert_path
+        if key_file is not None:
             key_data, key_shown = key_file.data, PurePosixPath(key_file.info.path)
             if not key_file.info.exists:
                 if entry.is_ca:
@@ -464,14 +461,13 @@ class _Context:
             if ca.cert is None:
                 out.append(make("signer-unavailable", f"{entry.signer} is missing or unusable; "
                                 "signature not checked"))
-            else:
-                if not signed_by(cert, ca.cert):
-                    out.append(make("wrong-signer", f"{shown} is not signed by {entry.signer} "
-                                    f"(issuer {cert.issuer.rfc4514_string()})"))
-                elif ca.cert.not_valid_after_utc < facts_na:
-                    out.append(make("ca-expires-before-leaf",
-                                    f"{entry.signer} expires on {iso(ca.cert.not_valid_after_utc)}, "
-                                    f"before this certificate ({iso(facts_na)})"))
+            elif not signed_by(cert, ca.cert):
+                out.append(make("wrong-signer", f"{shown} is not signed by {entry.signer} "
+                                f"(issuer {cert.issuer.rfc4514_string()})"))
+            elif ca.cert.not_valid_after_utc < facts_na:
+                out.append(make("ca-expires-before-leaf",
+                                f"{entry.signer} expires on {iso(ca.cert.not_valid_after_utc)}, "
+                                f"before this certificate ({iso(facts_na)})"))
         out.extend(self._profile_checks(entry, cert, shown))
         return out
 
@@ -536,9 +532,8 @@ class _Context:
         files = [loaded.info]
         if not loaded.info.exists:
             return self._missing(entry, path, files)
-        if loaded.error is not None:
-            return self._finish(entry, path, None, [loaded.error], files)
-        assert loaded.data is not None
+        if loaded.data is None:
+            return self._finish(entry, path, None, _errors(loaded), files)
         try:
             kc = parse_kubeconfig(loaded.data, path=str(path))
         except KubeconfigError as exc:
@@ -658,6 +653,10 @@ class _Context:
             ),
             key_algorithm=facts.key_algorithm if facts else None,
         )
+
+
+def _errors(loaded: _Loaded) -> list[Finding]:
+    return [loaded.error] if loaded.error is not None else [make("unreadable", f"{loaded.info.path}: no data")]
 
 
 def _status(findings: Sequence[Finding]) -> Status:

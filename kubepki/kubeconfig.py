@@ -98,7 +98,8 @@ def parse_kubeconfig(data: bytes, *, path: str | None = None) -> Kubeconfig:
     if isinstance(current, str) and current:
         ctx = _named(contexts, current, "context", "context", path)
     elif isinstance(contexts, list) and len(contexts) == 1 and isinstance(contexts[0], dict):
-        ctx = contexts[0].get("context") if isinstance(contexts[0].get("context"), dict) else {}
+        raw_ctx = contexts[0].get("context")
+        ctx = raw_ctx if isinstance(raw_ctx, dict) else {}
         current = contexts[0].get("name")
     else:
         raise KubeconfigError("no current-context", path=path)

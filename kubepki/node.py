@@ -128,7 +128,7 @@ class Node:
                 raise ConfigError(f"{what} must be an absolute path on the node: {value!r}")
             return p
 
-        self.__attrs_init__(  # type: ignore[attr-defined]
+        self.__attrs_init__(
             root=Path(root),
             fs=fs if fs is not None else LocalFS(root),
             cert_dir=opt(cert_dir, "cert_dir"),

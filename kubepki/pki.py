@@ -10,7 +10,6 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import hashlib
-import ipaddress
 import re
 from collections.abc import Sequence
 
@@ -82,7 +81,9 @@ def split_pem(data: bytes, *, path: str | None = None) -> list[PemBlock]:
     for match in _PEM_RE.finditer(data):
         kind, body, end = match.group(1), match.group(2), match.group(3)
         if kind != end:
-            raise PEMError(f"PEM block BEGIN {kind.decode()} ends with END {end.decode()}", code="truncated-pem", path=path)
+            raise PEMError(
+                f"PEM block BEGIN {kind.decode()} ends with END {end.decode()}", code="truncated-pem", path=path
+            )
         lines = [ln for ln in body.splitlines() if ln.strip()]
         if any(b":" in ln for ln in lines):
             # RFC 1421 headers: only encrypted legacy keys use them.
@@ -176,7 +177,7 @@ def load_private_key(data: bytes, *, path: str | None = None) -> PrivateKey:
     der = _first_der(data, _KEY_TYPES, "a PRIVATE KEY", path)
     block_type = next((t for t in _KEY_TYPES if f"BEGIN {t}-".encode() in data), "PRIVATE KEY")
     try:
-        if block_type == "RSA PRIVATE KEY" or block_type == "EC PRIVATE KEY":
+        if block_type in ("RSA PRIVATE KEY", "EC PRIVATE KEY"):
             # Traditional OpenSSL formats have no DER loader of their own: re-wrap.
             pem = _to_pem(block_type, der)
             key = serialization.load_pem_private_key(pem, None, unsafe_skip_rsa_key_validation=True)
@@ -339,7 +340,7 @@ def cert_facts(cert: x509.Certificate) -> CertFacts:
         value = e.value
         if isinstance(value, x509.SubjectAlternativeName):
             dns = tuple(value.get_values_for_type(x509.DNSName))
-            ips = tuple(str(ipaddress.ip_address(i)) for i in value.get_values_for_type(x509.IPAddress))
+            ips = tuple(str(i) for i in value.get_values_for_type(x509.IPAddress))
         elif isinstance(value, x509.KeyUsage):
             kus = tuple(n for n in _KU_NAMES if _ku_bit(value, n))
         elif isinstance(value, x509.ExtendedKeyUsage):

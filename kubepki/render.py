@@ -75,8 +75,8 @@ def go_tabwriter(lines: Sequence[str], *, minwidth: int = 10, padding: int = 3) 
 
     format_block(0, len(rows), 0)
     out = []
-    for row, ws in zip(rows, widths):
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], ws)]
+    for row, ws in zip(rows, widths, strict=True):
+        cells = [cell.ljust(w) for cell, w in zip(row[:-1], ws, strict=True)]
         out.append("".join(cells) + row[-1])
     return "\n".join(out) + "\n"
 

@@ -27,7 +27,7 @@ def load_documents(
     if b"&" in data or b"*" in data:
         _refuse_aliases(data, path, error)
     try:
-        return [d for d in yaml.load_all(data, Loader=_Loader) if d is not None]  # noqa: S506
+        return [d for d in yaml.load_all(data, Loader=_Loader) if d is not None]
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise error(f"not valid YAML: {_first_line(exc)}", path=path) from None
 
