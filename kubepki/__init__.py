@@ -3,11 +3,17 @@
 >>> import kubepki
 >>> kubepki.catalog.get("apiserver").signer
 'ca'
+
+Public names are loaded on first use (PEP 562), so ``import kubepki`` stays cheap:
+the X.509 and YAML machinery is imported only when something needs it.
 """
 
-from kubepki import catalog
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kubepki._version import __version__
-from kubepki.catalog import CatalogEntry, Component, Kind, Reload, Scope
 from kubepki.errors import (
     BackupError,
     ConfigError,
@@ -25,10 +31,35 @@ from kubepki.errors import (
     UnknownItemError,
     UnsafeArchiveError,
 )
-from kubepki.findings import Finding, Severity, Status
-from kubepki.inspection import Inventory, InventoryItem, compare_nodes, inspect
-from kubepki.node import Node, NodeProfile
-from kubepki.versions import KubeVersion
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from kubepki import catalog, testing
+    from kubepki.catalog import CatalogEntry, Component, Kind, Reload, Scope
+    from kubepki.findings import Finding, Severity, Status
+    from kubepki.inspection import Inventory, InventoryItem, compare_nodes, inspect
+    from kubepki.node import Node, NodeProfile
+    from kubepki.versions import KubeVersion
+
+#: Lazily loaded public names: name -> module that defines it.
+_LAZY: dict[str, str] = {
+    "CatalogEntry": "kubepki.catalog",
+    "Component": "kubepki.catalog",
+    "Finding": "kubepki.findings",
+    "Inventory": "kubepki.inspection",
+    "InventoryItem": "kubepki.inspection",
+    "Kind": "kubepki.catalog",
+    "KubeVersion": "kubepki.versions",
+    "Node": "kubepki.node",
+    "NodeProfile": "kubepki.node",
+    "Reload": "kubepki.catalog",
+    "Scope": "kubepki.catalog",
+    "Severity": "kubepki.findings",
+    "Status": "kubepki.findings",
+    "compare_nodes": "kubepki.inspection",
+    "inspect": "kubepki.inspection",
+}
+#: Lazily loaded public submodules.
+_SUBMODULES = frozenset({"catalog", "testing"})
 
 __all__ = [
     "BackupError",
@@ -63,4 +94,22 @@ __all__ = [
     "catalog",
     "compare_nodes",
     "inspect",
+    "testing",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"kubepki.{name}")
+        globals()[name] = module
+        return module
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'kubepki' has no attribute {name!r}")
+    value = getattr(importlib.import_module(target), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
