@@ -31,7 +31,7 @@ required item missing, 3 kubepki could not run."""
 def register(sub: Any) -> None:
     """Add the ``check`` sub-command."""
     p = sub.add_parser("check", help="inspect a node's PKI (like kubeadm certs check-expiration)",
-                       description=__doc__, epilog=EXAMPLES,
+                       description="Inspect a node's certificates, keys and kubeconfigs: kubeadm's expiry tables, then kubepki's findings.", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(p)
     add_now_option(p)
