@@ -34,6 +34,22 @@ from kubepki.errors import (
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki import catalog, testing
+    from kubepki.backups import (
+        BackupInfo,
+        BackupMember,
+        RestoreAction,
+        RestorePlan,
+        RestoreResult,
+        RestoreStep,
+        VerifyReport,
+        apply_restore,
+        backup,
+        list_backups,
+        plan_restore,
+        prune_backups,
+        restore,
+        verify_backup,
+    )
     from kubepki.catalog import CatalogEntry, Component, Kind, Reload, Scope
     from kubepki.findings import Finding, Severity, Status
     from kubepki.inspection import Inventory, InventoryItem, compare_nodes, inspect
@@ -42,6 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 
 #: Lazily loaded public names: name -> module that defines it.
 _LAZY: dict[str, str] = {
+    "BackupInfo": "kubepki.backups",
+    "BackupMember": "kubepki.backups",
     "CatalogEntry": "kubepki.catalog",
     "Component": "kubepki.catalog",
     "Finding": "kubepki.findings",
@@ -52,17 +70,31 @@ _LAZY: dict[str, str] = {
     "Node": "kubepki.node",
     "NodeProfile": "kubepki.node",
     "Reload": "kubepki.catalog",
+    "RestoreAction": "kubepki.backups",
+    "RestorePlan": "kubepki.backups",
+    "RestoreResult": "kubepki.backups",
+    "RestoreStep": "kubepki.backups",
     "Scope": "kubepki.catalog",
     "Severity": "kubepki.findings",
     "Status": "kubepki.findings",
+    "VerifyReport": "kubepki.backups",
+    "apply_restore": "kubepki.backups",
+    "backup": "kubepki.backups",
     "compare_nodes": "kubepki.inspection",
     "inspect": "kubepki.inspection",
+    "list_backups": "kubepki.backups",
+    "plan_restore": "kubepki.backups",
+    "prune_backups": "kubepki.backups",
+    "restore": "kubepki.backups",
+    "verify_backup": "kubepki.backups",
 }
 #: Lazily loaded public submodules.
 _SUBMODULES = frozenset({"catalog", "testing"})
 
 __all__ = [
     "BackupError",
+    "BackupInfo",
+    "BackupMember",
     "CatalogEntry",
     "Component",
     "ConfigError",
@@ -84,17 +116,29 @@ __all__ = [
     "Reload",
     "RenewalError",
     "RestartError",
+    "RestoreAction",
+    "RestorePlan",
+    "RestoreResult",
+    "RestoreStep",
     "Scope",
     "Severity",
     "SignerError",
     "Status",
     "UnknownItemError",
     "UnsafeArchiveError",
+    "VerifyReport",
     "__version__",
+    "apply_restore",
+    "backup",
     "catalog",
     "compare_nodes",
     "inspect",
+    "list_backups",
+    "plan_restore",
+    "prune_backups",
+    "restore",
     "testing",
+    "verify_backup",
 ]
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from kubepki._version import __version__
-from kubepki.cli import _common, check, demo
+from kubepki.cli import _common, check, demo, metrics
 from kubepki.errors import KubepkiError
 
 __all__ = ["EXIT_ERROR", "main"]
@@ -22,7 +22,8 @@ __all__ = ["EXIT_ERROR", "main"]
 EXIT_ERROR = _common.EXIT_ERROR
 
 #: Modules with ``register(subparsers)``; each sets ``func`` on its parser.
-COMMANDS = [check, demo]
+COMMANDS = [check, demo, metrics]
+COMMANDS.append(__import__("kubepki.cli.backup", fromlist=["register"]))  # backup, restore
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,260 @@
+"""``kubepki backup`` and ``kubepki restore``: archive a node's PKI, check it, put it back."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubepki.cli._common import EXIT_OK, EXIT_PROBLEM, add_node_options, emit, node_from_args
+from kubepki.errors import BackupError
+
+#: Where ``kubepki backup`` writes without ``--to``: a node path, under ``--root``.
+DEFAULT_DEST = "var/backups/kubepki"
+
+BACKUP_EXAMPLES = f"""\
+command lines:
+  kubepki backup [--root DIR] [--to DIR]      write a new archive (same as `backup create`)
+  kubepki backup list DIR                     the backups in DIR, newest first
+  kubepki backup verify FILE                  check an archive completely
+  kubepki backup prune DIR --keep N           keep the newest N backups of each node
+
+examples:
+  kubepki backup                              # this node, into /{DEFAULT_DEST}
+  kubepki backup --root /host --to /backups   # from a privileged pod
+  kubepki backup verify /backups/kubepki-backup-cp1-20261128T101500Z.tar.gz
+
+exit status: 0 done (verify: the archive is sound), 2 the backup failed or verify
+found problems, 3 kubepki could not run (bad arguments, unreadable root)."""
+
+RESTORE_EXAMPLES = """\
+examples:
+  kubepki restore FILE                          # show the plan only
+  kubepki restore FILE --only apiserver         # just apiserver.crt and apiserver.key
+  kubepki restore FILE --apply                  # back up the current state, then restore
+  kubepki restore FILE --apply --accept-changed # also discard changes made after the backup
+
+exit status: 0 planned or restored, 2 the archive is damaged or unsafe, or the
+restore was refused or failed, 3 kubepki could not run (bad arguments, an unknown
+--only name, unreadable root)."""
+
+_Run = Callable[[argparse.Namespace], int]
+
+
+def register(sub: Any) -> None:
+    """Add the ``backup`` (with its actions) and ``restore`` sub-commands."""
+    _register_backup(sub)
+    _register_restore(sub)
+
+
+def _output_option(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("-o", "--output", choices=("table", "json"),
+                        default=argparse.SUPPRESS if default is None else default,
+                        help="output format (default: table)")
+
+
+def _register_backup(sub: Any) -> None:
+    p = sub.add_parser(
+        "backup", help="back up a node's PKI into one archive; list, verify or prune backups",
+        description="Back up everything kubepki knows on a node (cert dir, kubeconfigs, the "
+                    "kubelet's PKI, static pod manifests, kubeadm config) into one tar.gz "
+                    "archive with a manifest of hashes; list, verify and prune archives.",
+        usage="kubepki backup [create] [options] | list DIR | verify FILE | prune DIR --keep N",
+        epilog=BACKUP_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _create_options(p)
+    _output_option(p, "table")
+    p.set_defaults(func=_guarded(_run_create), output="table")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", title="actions",
+                               prog="kubepki backup")
+
+    create = actions.add_parser("create", help="write a new archive (the default action)",
+                                description="Write a new archive of the node's PKI.")
+    _create_options(create)
+    _output_option(create, None)
+    # Options given before `create` (kubepki backup --root /host create) must not be
+    # reset to this parser's defaults, so it has none of its own.
+    for action in create._actions:  # argparse offers no public way to do this
+        if action.dest != "help":
+            action.default = argparse.SUPPRESS
+
+    lst = actions.add_parser("list", help="list the backups in a directory, newest first",
+                             description="List kubepki backups in DIR: node, time, items, size.")
+    lst.add_argument("directory", metavar="DIR")
+    _output_option(lst, None)
+    lst.set_defaults(func=_guarded(_run_list))
+
+    verify = actions.add_parser("verify", help="check an archive: safe, complete, hashes match",
+                                description="Check every member of an archive against its "
+                                            "manifest; exit status 2 when anything is wrong.")
+    verify.add_argument("file", metavar="FILE")
+    _output_option(verify, None)
+    verify.set_defaults(func=_guarded(_run_verify))
+
+    prune = actions.add_parser("prune", help="remove all but the newest N backups of each node",
+                               description="Remove all but the newest N backups of each node "
+                                           "in DIR; files that are not kubepki backups are "
+                                           "never touched.")
+    prune.add_argument("directory", metavar="DIR")
+    prune.add_argument("--keep", type=_positive, required=True, metavar="N",
+                       help="how many backups of each node to keep (at least 1)")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    _output_option(prune, None)
+    prune.set_defaults(func=_guarded(_run_prune))
+
+
+def _create_options(p: argparse.ArgumentParser) -> None:
+    add_node_options(p)
+    p.add_argument("--to", metavar="DIR",
+                   help=f"directory for the archive (default: /{DEFAULT_DEST} under --root)")
+
+
+def _register_restore(sub: Any) -> None:
+    p = sub.add_parser(
+        "restore", help="restore a node's PKI from a backup (shows the plan unless --apply)",
+        description="Restore files from a kubepki backup onto a node. Without --apply only "
+                    "the plan is shown: which files would be created, replaced or left alone.",
+        epilog=RESTORE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("file", metavar="FILE", help="the backup archive")
+    add_node_options(p)
+    p.add_argument("--only", action="extend", nargs="+", metavar="NAME",
+                   help="restore only these catalog items, e.g. apiserver admin.conf "
+                        "(give them after FILE)")
+    p.add_argument("--apply", action="store_true", help="write the files (default: plan only)")
+    p.add_argument("--accept-changed", action="store_true",
+                   help="apply even when files were modified after the backup or the backup "
+                        "is of another node (those changes are discarded)")
+    p.add_argument("--no-backup", dest="take_backup", action="store_false",
+                   help="do not back up the current state before writing")
+    p.add_argument("--backup-dir", metavar="DIR",
+                   help="where the backup of the current state goes (default: FILE's directory)")
+    _output_option(p, "table")
+    p.set_defaults(func=_guarded(_run_restore))
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1: pruning never removes every backup")
+    return value
+
+
+def _guarded(run: _Run) -> _Run:
+    """Backup failures are "an operation failed" (2), not "could not run" (3)."""
+
+    def guarded(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except BackupError as exc:
+            if getattr(args, "debug", False):
+                raise
+            print(f"kubepki: error: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
+
+    guarded.__doc__ = run.__doc__
+    return guarded
+
+
+def _json(doc: object) -> None:
+    emit(json.dumps(doc, indent=2))
+
+
+def _run_create(args: argparse.Namespace) -> int:
+    """Write one archive of the node given by the node options."""
+    from kubepki.backups import backup
+
+    node = node_from_args(args)
+    dest = Path(args.to) if args.to else node.root / DEFAULT_DEST
+    info = backup(node, dest)
+    if args.output == "json":
+        _json(info.to_dict())
+        return EXIT_OK
+    lines = [f"Backed up node {info.node or 'unknown'}: {info.items} files, {_size(info.size)}",
+             f"  {info.path}"]
+    lines += [f"  skipped {s}" for s in info.skipped]
+    emit("\n".join(lines))
+    return EXIT_OK
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    """Print the backups in a directory."""
+    from kubepki.backups import list_backups
+    from kubepki.render import go_tabwriter
+
+    infos = list_backups(args.directory)
+    if args.output == "json":
+        _json([i.to_dict() for i in infos])
+        return EXIT_OK
+    if not infos:
+        emit(f"no kubepki backups in {args.directory}")
+        return EXIT_OK
+    rows = ["CREATED\tNODE\tITEMS\tSIZE\tFILE"]
+    rows += [f"{i.created.strftime('%Y-%m-%dT%H:%M:%SZ')}\t{i.node or 'unknown'}\t{i.items}\t"
+             f"{_size(i.size)}\t{i.path.name}" for i in infos]
+    emit(go_tabwriter(rows))
+    return EXIT_OK
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    """Verify one archive; 2 when it has problems."""
+    from kubepki.backups import verify_backup
+
+    report = verify_backup(args.file)
+    emit(json.dumps(report.to_dict(), indent=2) if args.output == "json" else report.table())
+    return EXIT_OK if report.ok else EXIT_PROBLEM
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    """Remove old backups."""
+    from kubepki.backups import prune_backups
+
+    removed = prune_backups(args.directory, args.keep, dry_run=args.dry_run)
+    if args.output == "json":
+        _json({"removed": [str(p) for p in removed], "dry_run": args.dry_run, "keep": args.keep})
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [f"{verb} {p}" for p in removed]
+    lines.append(f"{len(removed)} backup(s) {verb}; the newest {args.keep} of each node kept")
+    emit("\n".join(lines))
+    return EXIT_OK
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    """Plan a restore; with --apply, carry it out."""
+    from kubepki.backups import apply_restore, plan_restore
+
+    node = node_from_args(args)
+    plan = plan_restore(args.file, node, only=args.only)
+    if not args.apply:
+        if args.output == "json":
+            _json(plan.to_dict())
+            return EXIT_OK
+        hint = ["Dry run: nothing was written."]
+        if not plan.changes:
+            hint.append("Nothing to restore: the node's files match the backup.")
+        else:
+            cmd = f"kubepki restore {args.file} --apply"
+            if plan.needs_acceptance:
+                cmd += " --accept-changed"
+                hint.append("Files marked CHANGED SINCE THE BACKUP were modified after it was "
+                            "taken; restoring discards those changes.")
+            hint.append(f"To restore: {cmd}")
+        emit(plan.table() + "\n\n" + "\n".join(hint))
+        return EXIT_OK
+    if args.output == "table":
+        emit(plan.table() + "\n")
+    result = apply_restore(plan, accept_changed=args.accept_changed, take_backup=args.take_backup,
+                           backup_dir=args.backup_dir)
+    emit(json.dumps(result.to_dict(), indent=2) if args.output == "json" else result.table())
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MiB"
