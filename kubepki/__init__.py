@@ -54,6 +54,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki.findings import Finding, Severity, Status
     from kubepki.inspection import Inventory, InventoryItem, compare_nodes, inspect
     from kubepki.node import Node, NodeProfile
+    from kubepki.renewal import (
+        RenewalPlan,
+        RenewalResult,
+        apply_renewal,
+        create_super_admin,
+        install_signed,
+        issue_kubeconfig,
+        plan_renewal,
+        resume_renewal,
+        switch_kubelet_conf,
+        write_csrs,
+    )
     from kubepki.versions import KubeVersion
 
 #: Lazily loaded public names: name -> module that defines it.
@@ -70,6 +82,8 @@ _LAZY: dict[str, str] = {
     "Node": "kubepki.node",
     "NodeProfile": "kubepki.node",
     "Reload": "kubepki.catalog",
+    "RenewalPlan": "kubepki.renewal",
+    "RenewalResult": "kubepki.renewal",
     "RestoreAction": "kubepki.backups",
     "RestorePlan": "kubepki.backups",
     "RestoreResult": "kubepki.backups",
@@ -78,15 +92,23 @@ _LAZY: dict[str, str] = {
     "Severity": "kubepki.findings",
     "Status": "kubepki.findings",
     "VerifyReport": "kubepki.backups",
+    "apply_renewal": "kubepki.renewal",
     "apply_restore": "kubepki.backups",
     "backup": "kubepki.backups",
     "compare_nodes": "kubepki.inspection",
+    "create_super_admin": "kubepki.renewal",
     "inspect": "kubepki.inspection",
+    "install_signed": "kubepki.renewal",
+    "issue_kubeconfig": "kubepki.renewal",
     "list_backups": "kubepki.backups",
+    "plan_renewal": "kubepki.renewal",
     "plan_restore": "kubepki.backups",
     "prune_backups": "kubepki.backups",
     "restore": "kubepki.backups",
+    "resume_renewal": "kubepki.renewal",
+    "switch_kubelet_conf": "kubepki.renewal",
     "verify_backup": "kubepki.backups",
+    "write_csrs": "kubepki.renewal",
 }
 #: Lazily loaded public submodules.
 _SUBMODULES = frozenset({"catalog", "testing"})
@@ -115,6 +137,8 @@ __all__ = [
     "PathEscapeError",
     "Reload",
     "RenewalError",
+    "RenewalPlan",
+    "RenewalResult",
     "RestartError",
     "RestoreAction",
     "RestorePlan",
@@ -128,17 +152,25 @@ __all__ = [
     "UnsafeArchiveError",
     "VerifyReport",
     "__version__",
+    "apply_renewal",
     "apply_restore",
     "backup",
     "catalog",
     "compare_nodes",
+    "create_super_admin",
     "inspect",
+    "install_signed",
+    "issue_kubeconfig",
     "list_backups",
+    "plan_renewal",
     "plan_restore",
     "prune_backups",
     "restore",
+    "resume_renewal",
+    "switch_kubelet_conf",
     "testing",
     "verify_backup",
+    "write_csrs",
 ]
 
 

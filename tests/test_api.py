@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 from pathlib import Path
+
+import pytest
 
 import kubepki
 from tests.kubeadm_trees import materialize
@@ -28,12 +29,8 @@ def test_public_callables_have_docstrings() -> None:
 
 def test_unknown_attribute_is_attribute_error() -> None:
     """Lazy loading does not swallow typos."""
-    try:
+    with pytest.raises(AttributeError, match="inspekt"):
         kubepki.inspekt  # type: ignore[attr-defined]  # noqa: B018
-    except AttributeError as exc:
-        assert "inspekt" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
 
 
 def test_import_is_light() -> None:

@@ -24,6 +24,7 @@ EXIT_ERROR = _common.EXIT_ERROR
 #: Modules with ``register(subparsers)``; each sets ``func`` on its parser.
 COMMANDS = [check, demo, metrics]
 COMMANDS.append(__import__("kubepki.cli.backup", fromlist=["register"]))  # backup, restore
+COMMANDS.append(__import__("kubepki.cli.renew", fromlist=["register"]))  # renew, certs
 
 
 class _Parser(argparse.ArgumentParser):

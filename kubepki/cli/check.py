@@ -17,6 +17,7 @@ from kubepki.cli._common import (
 )
 from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, inspect
 
+DESCRIPTION = "Inspect a node's certificates, keys and kubeconfigs: kubeadm's expiry tables, then kubepki's findings."
 EXAMPLES = """\
 examples:
   kubepki check                           # this node, as root
@@ -31,7 +32,7 @@ required item missing, 3 kubepki could not run."""
 def register(sub: Any) -> None:
     """Add the ``check`` sub-command."""
     p = sub.add_parser("check", help="inspect a node's PKI (like kubeadm certs check-expiration)",
-                       description="Inspect a node's certificates, keys and kubeconfigs: kubeadm's expiry tables, then kubepki's findings.", epilog=EXAMPLES,
+                       description=DESCRIPTION, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(p)
     add_now_option(p)

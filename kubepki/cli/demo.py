@@ -10,6 +10,7 @@ from typing import Any
 from kubepki.cli._common import emit
 from kubepki.errors import ConfigError
 
+DESCRIPTION = 'Write a kubeadm-faithful demo cluster (one root directory per node) to explore or test with.'
 EXAMPLES = """\
 examples:
   kubepki demo /tmp/cluster                    # one node, issued 300 days ago
@@ -23,7 +24,7 @@ def register(sub: Any) -> None:
     from kubepki.cli._common import parse_within
 
     p = sub.add_parser("demo", help="write a demo kubeadm cluster (one directory per node)",
-                       description='Write a kubeadm-faithful demo cluster (one root directory per node) to explore or test with.', epilog=EXAMPLES,
+                       description=DESCRIPTION, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dest", metavar="DIR", help="directory to create the nodes' roots in")
     p.add_argument("--nodes", type=int, default=1, help="control-plane nodes (default 1)")

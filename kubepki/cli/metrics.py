@@ -10,6 +10,7 @@ from typing import Any
 from kubepki.cli._common import add_node_options, emit, node_from_args, parse_within
 from kubepki.inspection import DEFAULT_WARN_WITHIN, inspect
 
+DESCRIPTION = "Prometheus metrics of a node's certificates: print them, write a textfile, or serve /metrics."
 EXAMPLES = """\
 examples:
   kubepki metrics                                              # print the exposition
@@ -23,7 +24,7 @@ Alert on kubepki_certificate_seconds_left < 30 * 86400 (warning), < 7 * 86400
 def register(sub: Any) -> None:
     """Add the ``metrics`` sub-command."""
     p = sub.add_parser("metrics", help="Prometheus metrics of a node's certificates",
-                       description="Prometheus metrics of a node's certificates: print them, write a textfile, or serve /metrics.", epilog=EXAMPLES,
+                       description=DESCRIPTION, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(p)
     p.add_argument("--warn-within", type=parse_within, default=DEFAULT_WARN_WITHIN, metavar="DURATION",

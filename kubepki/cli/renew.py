@@ -1,0 +1,296 @@
+"""``kubepki renew`` and ``kubepki certs``: renew as kubeadm does, plan first.
+
+``kubepki renew NAME... | all`` shows the plan; ``--apply`` carries it out (a
+backup first, the node's lock, crash-safe writes). ``--csr DIR`` writes keys and
+CSRs for an external CA instead, and ``kubepki certs install-signed DIR``
+installs what it signed. ``kubepki renew --resume`` completes a renewal that was
+interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kubepki.cli._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PROBLEM,
+    add_node_options,
+    add_now_option,
+    add_output_option,
+    emit,
+    node_from_args,
+    parse_within,
+)
+from kubepki.errors import BackupError, ConfigError, NodeError, RenewalError
+
+#: Where backups go by default, as a node path (under ``--root``).
+DEFAULT_BACKUP_DIR = "/var/lib/kubepki/backups"
+_KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384")
+
+RENEW_EXAMPLES = """\
+examples:
+  kubepki renew all                              # show what would be renewed
+  kubepki renew all --apply                      # renew (backup in /var/lib/kubepki/backups)
+  kubepki renew all --expiring-within 30d --apply
+  kubepki renew apiserver admin.conf --validity 90d --apply
+  kubepki renew all --key-algorithm ECDSA-P256 -o json
+  kubepki renew --csr /tmp/csrs all              # keys and CSRs for an external CA
+  kubepki certs install-signed /tmp/csrs         # install what it signed
+  kubepki renew --resume                         # finish a renewal that was interrupted
+
+exit status: 0 plan shown or renewal done, 2 something refused or failed,
+3 bad arguments or kubepki could not run."""
+
+CERTS_EXAMPLES = """\
+examples:
+  kubepki certs install-signed /tmp/csrs
+  kubepki certs switch-kubelet-conf              # plan; add --apply to do it
+  kubepki certs create-super-admin --apply       # clusters upgraded to 1.29+
+  kubepki certs kubeconfig-user --client-name jane --org devs --validity 30d > jane.conf"""
+
+
+def register(sub: Any) -> None:
+    """Add the ``renew`` and ``certs`` sub-commands."""
+    p = sub.add_parser("renew", help="renew certificates and kubeconfigs like kubeadm certs renew",
+                       description=__doc__, epilog=RENEW_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="items to renew (apiserver, admin.conf...) or 'all'")
+    add_node_options(p)
+    add_now_option(p)
+    p.add_argument("--expiring-within", type=parse_within, metavar="DURATION",
+                   help="only items expiring within this (e.g. 30d, 720h)")
+    _issue_options(p)
+    p.add_argument("--recreate-missing", action="store_true",
+                   help="re-issue missing or unusable items from kubeadm's rules "
+                        "(as kubeadm init phase certs)")
+    _apply_options(p)
+    p.add_argument("--csr", metavar="DIR",
+                   help="write <name>.key and <name>.csr per item into DIR instead of renewing")
+    p.add_argument("--resume", action="store_true",
+                   help="only complete a renewal that was interrupted")
+    add_output_option(p)
+    p.set_defaults(func=run_renew)
+
+    c = sub.add_parser("certs", help="install signed certificates, fix kubelet.conf, "
+                       "create super-admin.conf, issue kubeconfigs",
+                       description="Certificate operations beyond kubeadm certs renew.",
+                       epilog=CERTS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = c.add_subparsers(dest="certs_action", metavar="ACTION")
+    inst = actions.add_parser("install-signed", help="install <name>.crt + <name>.key pairs "
+                              "signed by an external CA", description=_doc("install_signed"))
+    inst.add_argument("dir", metavar="DIR", help="directory with <name>.crt and <name>.key")
+    add_node_options(inst)
+    add_now_option(inst)
+    _backup_options(inst)
+    add_output_option(inst)
+    inst.set_defaults(func=run_install)
+
+    sw = actions.add_parser("switch-kubelet-conf", help="point an embedding kubelet.conf at "
+                            "kubelet-client-current.pem (kubernetes/kubeadm#1753)",
+                            description=_doc("switch_kubelet_conf"))
+    add_node_options(sw)
+    add_now_option(sw)
+    _issue_options(sw)
+    _apply_options(sw)
+    add_output_option(sw)
+    sw.set_defaults(func=run_switch)
+
+    sa = actions.add_parser("create-super-admin", help="create super-admin.conf on a cluster "
+                            "upgraded to 1.29+ (KEP-4214)", description=_doc("create_super_admin"))
+    add_node_options(sa)
+    add_now_option(sa)
+    _issue_options(sa)
+    _apply_options(sa)
+    add_output_option(sa)
+    sa.set_defaults(func=run_super_admin)
+
+    ku = actions.add_parser("kubeconfig-user", help="print a kubeconfig for any client name and "
+                            "organisations (as kubeadm kubeconfig user)",
+                            description=_doc("issue_kubeconfig"))
+    ku.add_argument("--client-name", required=True, help="the certificate's CN (the user name)")
+    ku.add_argument("--org", action="append", default=[], metavar="ORG",
+                    help="an organisation (group); repeat for several")
+    ku.add_argument("--server", metavar="URL", help="API server URL (default: controlPlaneEndpoint)")
+    add_node_options(ku)
+    add_now_option(ku)
+    _issue_options(ku)
+    ku.set_defaults(func=run_kubeconfig_user)
+    c.set_defaults(func=lambda args: _missing_action(c))
+
+
+def _doc(name: str) -> str:
+    from kubepki import renewal
+
+    return (getattr(renewal, name).__doc__ or "").split("\n\n")[0]
+
+
+def _missing_action(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_ERROR
+
+
+def _issue_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--validity", type=parse_within, metavar="DURATION",
+                   help="validity of new certificates (default: the kubeadm config's "
+                        "certificateValidityPeriod, else 365d); clamped to the CA's expiry")
+    p.add_argument("--key-algorithm", choices=_KEY_ALGORITHMS,
+                   help="key algorithm of new keys (default: each item's current one)")
+
+
+def _backup_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backup-dir", metavar="DIR",
+                   help=f"where to put the backup taken first (default {DEFAULT_BACKUP_DIR} "
+                        "on the node, under --root)")
+    p.add_argument("--no-backup", action="store_true", help="do not take a backup first")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another kubepki writing to the node (default: fail)")
+
+
+def _apply_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--apply", action="store_true", help="carry the plan out (default: only show it)")
+    _backup_options(p)
+
+
+def _backup_dir(args: argparse.Namespace) -> Path | None:
+    if args.no_backup:
+        return None
+    if args.backup_dir:
+        return Path(args.backup_dir)
+    return Path(args.root) / DEFAULT_BACKUP_DIR.lstrip("/")
+
+
+def _refused(exc: Exception) -> int:
+    print(f"kubepki: error: {exc}", file=sys.stderr)
+    return EXIT_PROBLEM
+
+
+def run_renew(args: argparse.Namespace) -> int:
+    """Plan (and with --apply, carry out) a renewal; or write CSRs; or resume."""
+    from kubepki import renewal
+
+    if args.resume and (args.names or args.csr):
+        raise ConfigError("--resume takes no names and no --csr")
+    if not args.names and not args.resume and not args.csr:
+        raise ConfigError("name the items to renew, or 'all' (see kubepki renew --help)")
+    node = node_from_args(args)
+    try:
+        if args.resume:
+            result = renewal.resume_renewal(node, wait=_wait(args), now=args.now)
+            if args.output == "json":
+                emit(json.dumps(result.to_dict() if result else {"resumed": []}, indent=2))
+            elif result is None:
+                emit("No interrupted renewal to complete.")
+            else:
+                emit(f"Completed the interrupted renewal of: {', '.join(result.resumed) or 'nothing'}")
+            return EXIT_OK
+        if args.csr:
+            paths = renewal.write_csrs(node, args.csr, args.names or ("all",),
+                                       key_algorithm=args.key_algorithm)
+            if args.output == "json":
+                emit(json.dumps({"written": [str(p) for p in paths]}, indent=2))
+            else:
+                emit("\n".join(str(p) for p in paths))
+            return EXIT_OK
+        resumed: tuple[str, ...] = ()
+        if args.apply:
+            # A renewal interrupted earlier is finished before the node is looked at.
+            earlier = renewal.resume_renewal(node, wait=_wait(args))
+            resumed = earlier.resumed if earlier is not None else ()
+        plan = renewal.plan_renewal(
+            node, args.names, expiring_within=args.expiring_within, validity=args.validity,
+            key_algorithm=args.key_algorithm, now=args.now, recreate_missing=args.recreate_missing,
+        )
+        return _plan_or_apply(plan, args, resumed=resumed)
+    except (RenewalError, BackupError) as exc:
+        return _refused(exc)
+
+
+def _wait(args: argparse.Namespace) -> float:
+    return float(getattr(args, "wait", 0.0))
+
+
+def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, ...] = ()) -> int:
+    import attrs
+
+    from kubepki import renewal
+
+    if not args.apply:
+        emit(plan.to_json() if args.output == "json" else plan.table())
+        return EXIT_OK
+    try:
+        result = renewal.apply_renewal(plan, backup_dir=_backup_dir(args),
+                                       take_backup=not args.no_backup, wait=_wait(args))
+    except NodeError as exc:
+        return _refused(exc)
+    if resumed:
+        result = attrs.evolve(result, resumed=tuple(sorted({*resumed, *result.resumed})))
+    if args.output == "json":
+        # The result at the top (what `kubepki restart` and other consumers read), the plan inside.
+        emit(json.dumps({**result.to_dict(), "plan": plan.to_dict()}, indent=2))
+    else:
+        emit(result.table())
+    return EXIT_OK if result.ok else EXIT_PROBLEM
+
+
+def run_install(args: argparse.Namespace) -> int:
+    """Install signed certificates handed back by an external CA."""
+    from kubepki import renewal
+
+    node = node_from_args(args)
+    try:
+        result = renewal.install_signed(node, args.dir, now=args.now,
+                                        take_backup=not args.no_backup,
+                                        backup_dir=_backup_dir(args), wait=_wait(args))
+    except (RenewalError, BackupError, NodeError) as exc:
+        return _refused(exc)
+    emit(result.to_json() if args.output == "json" else result.table())
+    return EXIT_OK if result.ok else EXIT_PROBLEM
+
+
+def run_switch(args: argparse.Namespace) -> int:
+    """Plan (and with --apply, do) the kubelet.conf switch."""
+    from kubepki import renewal
+
+    node = node_from_args(args)
+    try:
+        plan = renewal.switch_kubelet_conf(node, validity=args.validity,
+                                           key_algorithm=args.key_algorithm, now=args.now)
+        return _plan_or_apply(plan, args)
+    except (RenewalError, BackupError) as exc:
+        return _refused(exc)
+
+
+def run_super_admin(args: argparse.Namespace) -> int:
+    """Plan (and with --apply, do) creating super-admin.conf."""
+    from kubepki import renewal
+
+    node = node_from_args(args)
+    try:
+        plan = renewal.create_super_admin(node, validity=args.validity,
+                                          key_algorithm=args.key_algorithm, now=args.now)
+        return _plan_or_apply(plan, args)
+    except (RenewalError, BackupError) as exc:
+        return _refused(exc)
+
+
+def run_kubeconfig_user(args: argparse.Namespace) -> int:
+    """Print a kubeconfig for --client-name and --org."""
+    from kubepki import renewal
+
+    node = node_from_args(args)
+    try:
+        data = renewal.issue_kubeconfig(
+            node, args.client_name, tuple(args.org), validity=args.validity, now=args.now,
+            server=args.server, key_algorithm=args.key_algorithm,
+        )
+    except RenewalError as exc:
+        return _refused(exc)
+    sys.stdout.write(data.decode())
+    return EXIT_OK
+
