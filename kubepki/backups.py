@@ -52,20 +52,21 @@ import attrs
 from kubepki import catalog as _catalog
 from kubepki._version import __version__
 from kubepki.errors import BackupError, ConfigError, KubepkiError, NodeError, UnsafeArchiveError
-from kubepki.fs import FileStat, LocalFS, fsync_dir
+from kubepki.fs import FileStat, LocalFS, NodeFS, fsync_dir, makedirs
 from kubepki.lock import node_lock
 from kubepki.node import CONFIG_CANDIDATES, Node
 from kubepki.render import go_tabwriter
 
 __all__ = [
     "ARCHIVE_PREFIX",
+    "BackupInfo",
+    "BackupMember",
+    "DEFAULT_BACKUP_DIR",
     "FORMAT",
     "MANIFEST_NAME",
     "MAX_MEMBERS",
     "MAX_MEMBER_SIZE",
     "MAX_TOTAL_SIZE",
-    "BackupInfo",
-    "BackupMember",
     "RestoreAction",
     "RestorePlan",
     "RestoreResult",
@@ -74,6 +75,7 @@ __all__ = [
     "apply_restore",
     "archive_name",
     "backup",
+    "default_backup_dir",
     "list_backups",
     "plan_restore",
     "prune_backups",
@@ -94,6 +96,8 @@ MAX_MEMBER_SIZE = 16 << 20
 MAX_TOTAL_SIZE = 64 << 20
 #: Most members an archive may have.
 MAX_MEMBERS = 4096
+#: Where kubepki keeps the backups it takes before changing a node (a node path).
+DEFAULT_BACKUP_DIR = "/var/backups/kubepki"
 _MAX_MANIFEST = 4 << 20
 # Tar headers add 512 bytes per member plus PAX records; leave room for them.
 _MAX_TAR = MAX_TOTAL_SIZE + _MAX_MANIFEST + (MAX_MEMBERS + 1) * 3 * 512 + (1 << 20)
@@ -217,11 +221,15 @@ class BackupInfo:
     kubepki_version: str
     #: Files left out, as ``path: reason`` (too big, not a file or symlink...).
     skipped: tuple[str, ...] = ()
+    #: True when ``path`` is a path on the node (``backup(..., on_node=True)``), not a
+    #: path on the machine kubepki runs on.
+    on_node: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "path": str(self.path),
+            "on_node": self.on_node,
             "node": self.node,
             "created": _iso(self.created),
             "size": self.size,
@@ -603,11 +611,11 @@ class _Manifest:
         return tuple(PurePosixPath(d) for d in (self.cert_dir, self.kubeconfig_dir,
                                                   self.kubelet_pki_dir, self.manifests_dir))
 
-    def info(self, path: Path, size: int) -> BackupInfo:
+    def info(self, path: Path, size: int, *, on_node: bool = False) -> BackupInfo:
         return BackupInfo(
             path=path, node=self.node, created=self.created, size=size,
             items=len(self.members), kubepki_version=self.kubepki_version,
-            skipped=tuple(f"{p}: {r}" for p, r in self.skipped),
+            skipped=tuple(f"{p}: {r}" for p, r in self.skipped), on_node=on_node,
         )
 
 
@@ -1274,8 +1282,59 @@ def _write_archive(dest: Path, name: str, data: bytes) -> Path:
     return final
 
 
+def _check_dest_on_node(node: Node, dest: PurePosixPath) -> None:
+    """:func:`_check_dest` for a destination on the node, compared as node paths."""
+    try:
+        real = node.fs.resolve(dest)
+    except KubepkiError:
+        return
+    p = node.profile
+    for what, d in (("cert dir", p.cert_dir), ("kubelet PKI dir", p.kubelet_pki_dir),
+                    ("static pod manifests dir", p.manifests_dir)):
+        try:
+            resolved = node.fs.resolve(d)
+        except KubepkiError:
+            continue
+        if real == resolved or resolved in real.parents:
+            raise ConfigError(f"refusing to write backups into the node's {what} {d}: they "
+                              "would be backed up again (or read by the kubelet)", path=str(dest))
+
+
+def _write_archive_on_node(fs: NodeFS, dest: PurePosixPath, name: str, data: bytes) -> PurePosixPath:
+    """:func:`_write_archive` through the node's filesystem: 0600 from the start, never replacing."""
+    def error(exc: NodeError) -> BackupError:
+        return BackupError(f"cannot write a backup to {dest} on {fs.describe()}: {exc.message}",
+                           path=str(dest))
+
+    try:
+        makedirs(fs, dest, mode_for=lambda _d: 0o700)
+    except NodeError as exc:
+        raise error(exc) from None
+    tmp = dest / f".{name}.{secrets.token_hex(6)}.tmp"
+    stem = name[: -len(_SUFFIX)]
+    try:
+        fs.write_new(tmp, data, mode=0o600)  # private keys inside: never readable by others
+        for n in range(1000):
+            final = dest / (name if n == 0 else f"{stem}-{n}{_SUFFIX}")
+            try:
+                fs.rename(tmp, final, replace=False)
+            except NodeError as exc:
+                if exc.errno == errno.EEXIST or fs.stat(final, follow=False) is not None:
+                    continue
+                raise
+            fs.fsync_dir(dest)
+            return final
+    except NodeError as exc:
+        with contextlib.suppress(NodeError):
+            fs.unlink(tmp)
+        raise error(exc) from None
+    with contextlib.suppress(NodeError):
+        fs.unlink(tmp)
+    raise BackupError(f"too many backups named {name} in {dest}", path=str(dest))
+
+
 def backup(node: Node | str | os.PathLike[str], dest: str | os.PathLike[str], *,
-           now: dt.datetime | None = None) -> BackupInfo:
+           now: dt.datetime | None = None, on_node: bool = False) -> BackupInfo:
     """Write one archive of everything kubepki knows on ``node`` into directory ``dest``.
 
     ``node`` is a :class:`~kubepki.Node` or a root path; ``dest`` is created (0700)
@@ -1284,6 +1343,12 @@ def backup(node: Node | str | os.PathLike[str], dest: str | os.PathLike[str], *,
     file and appears under its final name only when complete; an existing archive
     is never replaced (a ``-1``, ``-2``... suffix is added).
 
+    With ``on_node``, ``dest`` is a directory on the node (a node path, under the
+    node's root) and the archive is written through the node's filesystem: a
+    node reached over SSH keeps its private keys on the node, and nothing is
+    written on the machine kubepki runs on. The result's ``on_node`` says so;
+    verify or restore such an archive on the node itself.
+
     Raises :class:`~kubepki.BackupError` when there is nothing to back up or the
     archive cannot be written (the message says why: no space left on device,
     permission denied...), :class:`~kubepki.ConfigError` for a destination inside
@@ -1291,10 +1356,14 @@ def backup(node: Node | str | os.PathLike[str], dest: str | os.PathLike[str], *,
     The backup reads without taking the node lock; mutating operations call it
     while they hold the lock.
     """
-    return _backup(Node.coerce(node), Path(dest), _utc(now), allow_empty=False)
+    n = Node.coerce(node)
+    when = _utc(now)
+    if on_node:
+        return _backup_on_node(n, PurePosixPath(os.fspath(dest)), when)
+    return _backup(n, Path(dest), when, allow_empty=False)
 
 
-def _backup(node: Node, dest: Path, when: dt.datetime, *, allow_empty: bool) -> BackupInfo:
+def _collect_some(node: Node, when: dt.datetime, *, allow_empty: bool) -> tuple[_Manifest, list[_Found]]:
     node.check_root()
     manifest, found = _collect(node, when)
     if not found and not allow_empty:
@@ -1302,10 +1371,26 @@ def _backup(node: Node, dest: Path, when: dt.datetime, *, allow_empty: bool) -> 
         raise BackupError(f"nothing to back up on {node.fs.describe()}: no files in {p.cert_dir}, "
                           f"{p.kubeconfig_dir}, {p.kubelet_pki_dir} or {p.manifests_dir} "
                           "(is the root right?)")
+    return manifest, found
+
+
+def _backup(node: Node, dest: Path, when: dt.datetime, *, allow_empty: bool) -> BackupInfo:
+    manifest, found = _collect_some(node, when, allow_empty=allow_empty)
     _check_dest(node, dest)
     data = _tar_bytes(manifest, found, when)
     final = _write_archive(dest, archive_name(manifest.node, when), data)
     return manifest.info(final, len(data))
+
+
+def _backup_on_node(node: Node, dest: PurePosixPath, when: dt.datetime) -> BackupInfo:
+    if not dest.is_absolute():
+        raise ConfigError(f"a backup directory on the node must be an absolute node path: {str(dest)!r}",
+                          path=str(dest))
+    manifest, found = _collect_some(node, when, allow_empty=False)
+    _check_dest_on_node(node, dest)
+    data = _tar_bytes(manifest, found, when)
+    final = _write_archive_on_node(node.fs, dest, archive_name(manifest.node, when), data)
+    return manifest.info(Path(str(final)), len(data), on_node=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -1427,10 +1512,6 @@ def _select(manifest: _Manifest, only: Iterable[str] | None) -> tuple[
     return tuple(m for m in manifest.members if m.path in chosen), names
 
 
-def _as_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
 def _step(node: Node, m: BackupMember, created: dt.datetime, as_root: bool) -> RestoreStep:
     path = PurePosixPath(m.path)
     create = RestoreStep(
@@ -1497,7 +1578,7 @@ def _plan(scan: _Scan, node: Node, only: Iterable[str] | None) -> RestorePlan:
                 f"directories ({shown}); if the node's cert dir differs, name it (--cert-dir)",
                 path=m.path)
     members, names = _select(manifest, only)
-    as_root = _as_root()
+    as_root = node.fs.can_chown()
     steps = tuple(_step(node, m, manifest.created, as_root) for m in members)
     notes = []
     node_name = node.profile.name
@@ -1536,26 +1617,15 @@ def _same(a: RestorePlan, b: RestorePlan) -> bool:
     return key(a) == key(b)
 
 
-def _ensure_parents(fs: LocalFS, path: PurePosixPath, manifests_dir: PurePosixPath) -> None:
-    for parent in reversed(path.parents):
-        if parent == PurePosixPath("/"):
-            continue
-        host = fs.host_path(parent)
-        if host.is_dir():
-            continue
-        # kubeadm's modes: directories 0755, the static pod manifests dir 0700.
-        mode = 0o700 if parent == manifests_dir else 0o755
-        try:
-            os.mkdir(host, mode)
-            os.chmod(host, mode)
-        except FileExistsError:
-            if not host.is_dir():
-                raise NodeError(f"{parent}: exists and is not a directory", path=str(parent)) from None
-        except OSError as exc:
-            raise NodeError(f"{parent}: {_reason(exc)}", path=str(parent)) from None
+def _ensure_parents(fs: NodeFS, path: PurePosixPath, manifests_dir: PurePosixPath) -> None:
+    # kubeadm's modes: directories 0755, the static pod manifests dir 0700.
+    try:
+        makedirs(fs, path.parent, mode_for=lambda d: 0o700 if d == manifests_dir else 0o755)
+    except NodeError as exc:
+        raise NodeError(exc.message, path=exc.path) from None
 
 
-def _write_step(fs: LocalFS, step: RestoreStep, data: bytes | None,
+def _write_step(fs: NodeFS, step: RestoreStep, data: bytes | None,
                 manifests_dir: PurePosixPath, as_root: bool) -> None:
     path = PurePosixPath(step.path)
     _ensure_parents(fs, path, manifests_dir)
@@ -1564,29 +1634,28 @@ def _write_step(fs: LocalFS, step: RestoreStep, data: bytes | None,
     if step.type == _FILE:
         assert data is not None  # noqa: S101 - files always carry data
         fs.write_atomic(path, data, mode=step.mode, uid=uid, gid=gid)
-        host = fs.host_path(path, follow_last=False)
-        with contextlib.suppress(OSError):  # the content and mode are what matters
-            os.utime(host, (step.mtime, step.mtime), follow_symlinks=False)
+        with contextlib.suppress(NodeError):  # the content and mode are what matters
+            fs.set_mtime(path, step.mtime, follow=False)
         return
-    host = fs.host_path(path, follow_last=False)
-    tmp = host.parent / f".{host.name}.kubepki-{secrets.token_hex(6)}.tmp"
+    tmp = path.parent / f".{path.name}.kubepki-{secrets.token_hex(6)}.tmp"
     try:
-        os.symlink(step.link_target or "", tmp)
+        fs.symlink(step.link_target or "", tmp)
         try:
             if as_root:
-                os.lchown(tmp, step.uid, step.gid)
-            os.utime(tmp, (step.mtime, step.mtime), follow_symlinks=False)
-            os.replace(tmp, host)  # atomic: the old file or link until this instant
+                fs.chown(tmp, step.uid, step.gid, follow=False)
+            fs.set_mtime(tmp, step.mtime, follow=False)
+            fs.rename(tmp, path)  # atomic: the old file or link until this instant
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            with contextlib.suppress(NodeError):
+                fs.unlink(tmp)
             raise
-    except OSError as exc:
-        raise NodeError(f"{step.path}: {_reason(exc)}", path=step.path) from None
-    fsync_dir(host.parent)
+    except NodeError as exc:
+        raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
+                        path=step.path) from None
+    fs.fsync_dir(path.parent)
 
 
-def _check_written(fs: LocalFS, step: RestoreStep) -> None:
+def _check_written(fs: NodeFS, step: RestoreStep) -> None:
     path = PurePosixPath(step.path)
     if step.type == _SYMLINK:
         ok = fs.readlink(path) == step.link_target
@@ -1609,12 +1678,10 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
     and verifies it, unless ``take_backup`` is False; then writes files (then
     symlinks), each read back after writing, creating
     missing directories (0755, the manifests dir 0700). Owners are restored when
-    running as root. Needs a node reached through a local root
-    (:class:`~kubepki.fs.LocalFS`).
+    running as root on the node. Every write goes through the node's filesystem
+    (a local root or SSH); the archive and ``backup_dir`` are on this machine.
     """
     node = plan.node
-    if not isinstance(node.fs, LocalFS):
-        raise ConfigError("restoring needs a node reached through a local root directory")
     fs = node.fs
     reasons = plan.needs_acceptance
     if reasons and not accept_changed:
@@ -1646,7 +1713,7 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
                 raise BackupError(f"no file restored: the backup of the current state "
                                   f"{pre.path} does not verify: {report.problems[0]}",
                                   path=str(pre.path))
-        as_root = _as_root()
+        as_root = fs.can_chown()
         manifests_dir = node.profile.manifests_dir
         ordered = [s for s in todo if s.type == _FILE] + [s for s in todo if s.type == _SYMLINK]
         written: list[str] = []
@@ -1702,3 +1769,9 @@ def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *
     return apply_restore(plan, accept_changed=accept_changed, take_backup=take_backup,
                          backup_dir=backup_dir, now=now)
 
+
+def default_backup_dir(node: Node) -> Path:
+    """The local directory of :data:`DEFAULT_BACKUP_DIR` on ``node`` (under its root)."""
+    if isinstance(node.fs, LocalFS):
+        return node.fs.host_path(PurePosixPath(DEFAULT_BACKUP_DIR))
+    return node.root / DEFAULT_BACKUP_DIR.lstrip("/")

@@ -61,7 +61,7 @@ def test_apply_backs_up_renews_and_check_is_ok(root: Path, capsys: pytest.Captur
     assert (code, err) == (0, "")
     assert "certificate for serving the Kubernetes API renewed" in out
     assert out.rstrip().endswith("so that they can use the new certificates.")
-    backups = list((root / "var/lib/kubepki/backups").iterdir())
+    backups = list((root / "var/backups/kubepki").iterdir())
     assert len(backups) == 1 and backups[0].name.endswith(".tar.gz")
     assert f"Backup: {backups[0]}" in out
     code, out, _ = run_cli(capsys, "check", "--root", str(root), "--now", NOW)

@@ -5,6 +5,10 @@ sub-parser in :data:`COMMANDS`. Exit statuses: 0 all well, 1 warnings only,
 2 something expired, invalid or missing (or an operation failed), 3 kubepki
 could not run (bad arguments, unreadable root). Errors are one line on stderr;
 ``--debug`` shows the traceback.
+
+The global options ``--no-color``, ``-q/--quiet`` and ``--debug`` are accepted
+before the command and after it (``kubepki check --demo -q``); see
+:mod:`kubepki.cli._output` for what they change.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from kubepki._version import __version__
 from kubepki.cli import _common, check, demo, metrics
+from kubepki.cli._common import error
 from kubepki.errors import KubepkiError
 
 __all__ = ["EXIT_ERROR", "main"]
@@ -25,6 +31,20 @@ EXIT_ERROR = _common.EXIT_ERROR
 COMMANDS = [check, demo, metrics]
 COMMANDS.append(__import__("kubepki.cli.backup", fromlist=["register"]))  # backup, restore
 COMMANDS.append(__import__("kubepki.cli.renew", fromlist=["register"]))  # renew, certs
+COMMANDS.append(__import__("kubepki.cli.restarts", fromlist=["register"]))  # restarts, verify-served
+# Last: the completion script describes every command registered before it.
+
+EXAMPLES = """\
+examples:
+  kubepki check --demo                       # try it: a built-in demo cluster
+  kubepki demo /tmp/cluster                  # write a demo node to explore
+  kubepki check --root /tmp/cluster/cp1      # inspect it (on a real node: sudo kubepki check)
+  kubepki renew all --root /tmp/cluster/cp1  # what renewing would do; add --apply to do it
+  kubepki COMMAND --help                     # each command's options and examples
+  source <(kubepki completion bash)          # tab completion for this shell
+
+exit status: 0 all well, 1 warnings only, 2 something expired, invalid or missing
+(or an operation failed), 3 kubepki could not run."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,15 +57,48 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kubepki",
         description="Inspect, back up, renew and roll out the certificates of kubeadm clusters.",
-        epilog="Example: kubepki check --demo",
+        epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kubepki {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module in COMMANDS:
         module.register(sub)
+    for sub_parser in _descendants(parser):
+        _global_options(sub_parser, top=False)
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--no-color``, ``--quiet``, ``--debug``: on the top parser, and again on each command.
+
+    On a command their default is SUPPRESS, so ``kubepki --debug check`` is not
+    undone by the ``check`` parser's own default.
+    """
+    taken = set(parser._option_string_actions)  # a command that defines one of them keeps its own
+    options = [
+        (("--no-color",), "no colour (also: NO_COLOR=1; FORCE_COLOR=1 forces it into pipes)"),
+        (("-q", "--quiet"), "print only results and problems; the exit status says the rest"),
+        (("--debug",), "show tracebacks on errors"),
+    ]
+    if all(taken.isdisjoint(flags) for flags, _ in options):
+        g = parser if top else parser.add_argument_group("global options")
+        default: Any = False if top else argparse.SUPPRESS
+        for flags, text in options:
+            g.add_argument(*flags, action="store_true", default=default, help=text)
+
+
+def _descendants(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every sub-command's parser, depth first, each once (aliases share parsers)."""
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:  # argparse has no public way to walk sub-parsers
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                if child not in out:
+                    out.append(child)
+                    out.extend(c for c in _descendants(child) if c not in out)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -61,10 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KubepkiError as exc:
         if args.debug:
             raise
-        print(f"kubepki: error: {exc}", file=sys.stderr)
+        error(str(exc))
         return getattr(exc, "exit_status", EXIT_ERROR)
     except KeyboardInterrupt:
         print("kubepki: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # a file or device kubepki was not prepared for
+        if args.debug:
+            raise
+        error(str(exc))
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if args.debug:
+            raise
+        error(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return EXIT_ERROR

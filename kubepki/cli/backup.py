@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubepki.cli._common import EXIT_OK, EXIT_PROBLEM, add_node_options, emit, node_from_args
+from kubepki.backups import DEFAULT_BACKUP_DIR
+from kubepki.catalog import CATALOG
+from kubepki.cli._common import EXIT_OK, EXIT_PROBLEM, add_node_options, emit, error, node_from_args
+from kubepki.cli._output import Output, restore_spans, verify_spans
+from kubepki.cli.completion import suggest
 from kubepki.errors import BackupError
 
 #: Where ``kubepki backup`` writes without ``--to``: a node path, under ``--root``.
-DEFAULT_DEST = "var/backups/kubepki"
+
+DEFAULT_DEST = DEFAULT_BACKUP_DIR.lstrip("/")
 
 BACKUP_EXAMPLES = f"""\
 command lines:
@@ -29,6 +34,28 @@ examples:
 
 exit status: 0 done (verify: the archive is sound), 2 the backup failed or verify
 found problems, 3 kubepki could not run (bad arguments, unreadable root)."""
+
+CREATE_EXAMPLES = """\
+examples:
+  kubepki backup create                       # this node, into /var/backups/kubepki
+  kubepki backup create --root /host --to /backups -o json"""
+
+LIST_EXAMPLES = """\
+examples:
+  kubepki backup list /var/backups/kubepki
+  kubepki backup list /backups -o json | jq '.[0].path'     # the newest"""
+
+VERIFY_EXAMPLES = """\
+examples:
+  kubepki backup verify /backups/kubepki-backup-cp1-20261128T101500Z.tar.gz
+  kubepki backup verify FILE -q && echo sound               # quiet: problems only
+
+exit status: 0 the archive is sound, 2 problems found, 3 kubepki could not run."""
+
+PRUNE_EXAMPLES = """\
+examples:
+  kubepki backup prune /var/backups/kubepki --keep 5 --dry-run   # what would go
+  kubepki backup prune /var/backups/kubepki --keep 5"""
 
 RESTORE_EXAMPLES = """\
 examples:
@@ -72,7 +99,8 @@ def _register_backup(sub: Any) -> None:
                                prog="kubepki backup")
 
     create = actions.add_parser("create", help="write a new archive (the default action)",
-                                description="Write a new archive of the node's PKI.")
+                                description="Write a new archive of the node's PKI.",
+                                epilog=CREATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _create_options(create)
     _output_option(create, None)
     # Options given before `create` (kubepki backup --root /host create) must not be
@@ -82,14 +110,16 @@ def _register_backup(sub: Any) -> None:
             action.default = argparse.SUPPRESS
 
     lst = actions.add_parser("list", help="list the backups in a directory, newest first",
-                             description="List kubepki backups in DIR: node, time, items, size.")
+                             description="List kubepki backups in DIR: node, time, items, size.",
+                             epilog=LIST_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     lst.add_argument("directory", metavar="DIR")
     _output_option(lst, None)
     lst.set_defaults(func=_guarded(_run_list))
 
     verify = actions.add_parser("verify", help="check an archive: safe, complete, hashes match",
                                 description="Check every member of an archive against its "
-                                            "manifest; exit status 2 when anything is wrong.")
+                                            "manifest; exit status 2 when anything is wrong.",
+                                epilog=VERIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     verify.add_argument("file", metavar="FILE")
     _output_option(verify, None)
     verify.set_defaults(func=_guarded(_run_verify))
@@ -97,7 +127,8 @@ def _register_backup(sub: Any) -> None:
     prune = actions.add_parser("prune", help="remove all but the newest N backups of each node",
                                description="Remove all but the newest N backups of each node "
                                            "in DIR; files that are not kubepki backups are "
-                                           "never touched.")
+                                           "never touched.",
+                              epilog=PRUNE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     prune.add_argument("directory", metavar="DIR")
     prune.add_argument("--keep", type=_positive, required=True, metavar="N",
                        help="how many backups of each node to keep (at least 1)")
@@ -121,9 +152,10 @@ def _register_restore(sub: Any) -> None:
     )
     p.add_argument("file", metavar="FILE", help="the backup archive")
     add_node_options(p)
-    p.add_argument("--only", action="extend", nargs="+", metavar="NAME",
-                   help="restore only these catalog items, e.g. apiserver admin.conf "
-                        "(give them after FILE)")
+    suggest(p.add_argument("--only", action="extend", nargs="+", metavar="NAME",
+                           help="restore only these catalog items, e.g. apiserver admin.conf "
+                                "(give them after FILE)"),
+            (e.name for e in CATALOG))
     p.add_argument("--apply", action="store_true", help="write the files (default: plan only)")
     p.add_argument("--accept-changed", action="store_true",
                    help="apply even when files were modified after the backup or the backup "
@@ -155,7 +187,7 @@ def _guarded(run: _Run) -> _Run:
         except BackupError as exc:
             if getattr(args, "debug", False):
                 raise
-            print(f"kubepki: error: {exc}", file=sys.stderr)
+            error(str(exc))
             return EXIT_PROBLEM
 
     guarded.__doc__ = run.__doc__
@@ -171,15 +203,17 @@ def _run_create(args: argparse.Namespace) -> int:
     from kubepki.backups import backup
 
     node = node_from_args(args)
+    out = Output.from_args(args)
     dest = Path(args.to) if args.to else node.root / DEFAULT_DEST
-    info = backup(node, dest)
+    with out.status(f"Backing up {node.fs.describe()} into {dest}…"):
+        info = backup(node, dest)
     if args.output == "json":
         _json(info.to_dict())
         return EXIT_OK
     lines = [f"Backed up node {info.node or 'unknown'}: {info.items} files, {_size(info.size)}",
              f"  {info.path}"]
     lines += [f"  skipped {s}" for s in info.skipped]
-    emit("\n".join(lines))
+    out.info("\n".join(lines))
     return EXIT_OK
 
 
@@ -206,8 +240,14 @@ def _run_verify(args: argparse.Namespace) -> int:
     """Verify one archive; 2 when it has problems."""
     from kubepki.backups import verify_backup
 
-    report = verify_backup(args.file)
-    emit(json.dumps(report.to_dict(), indent=2) if args.output == "json" else report.table())
+    out = Output.from_args(args)
+    with out.status(f"Verifying {args.file}…"):
+        report = verify_backup(args.file)
+    if args.output == "json":
+        _json(report.to_dict())
+    else:
+        text = report.table()
+        (out.result if not report.ok else out.info)(text, verify_spans(text))
     return EXIT_OK if report.ok else EXIT_PROBLEM
 
 
@@ -222,7 +262,8 @@ def _run_prune(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     lines = [f"{verb} {p}" for p in removed]
     lines.append(f"{len(removed)} backup(s) {verb}; the newest {args.keep} of each node kept")
-    emit("\n".join(lines))
+    # A dry run is a question (its answer is shown even with --quiet); pruning is an action.
+    (Output.from_args(args).result if args.dry_run else Output.from_args(args).info)("\n".join(lines))
     return EXIT_OK
 
 
@@ -231,6 +272,7 @@ def _run_restore(args: argparse.Namespace) -> int:
     from kubepki.backups import apply_restore, plan_restore
 
     node = node_from_args(args)
+    out = Output.from_args(args)
     plan = plan_restore(args.file, node, only=args.only)
     if not args.apply:
         if args.output == "json":
@@ -240,20 +282,39 @@ def _run_restore(args: argparse.Namespace) -> int:
         if not plan.changes:
             hint.append("Nothing to restore: the node's files match the backup.")
         else:
-            cmd = f"kubepki restore {args.file} --apply"
+            cmd = f"kubepki restore {shlex.quote(args.file)} --apply"
             if plan.needs_acceptance:
                 cmd += " --accept-changed"
                 hint.append("Files marked CHANGED SINCE THE BACKUP were modified after it was "
                             "taken; restoring discards those changes.")
-            hint.append(f"To restore: {cmd}")
-        emit(plan.table() + "\n\n" + "\n".join(hint))
+            hint.append(f"To restore: {cmd}{_same_target(args)}")
+        table = plan.table()
+        out.result(table, restore_spans(table))
+        out.info("\n" + "\n".join(hint), restore_spans("\n" + "\n".join(hint)))
         return EXIT_OK
     if args.output == "table":
-        emit(plan.table() + "\n")
-    result = apply_restore(plan, accept_changed=args.accept_changed, take_backup=args.take_backup,
-                           backup_dir=args.backup_dir)
-    emit(json.dumps(result.to_dict(), indent=2) if args.output == "json" else result.table())
+        table = plan.table()
+        out.info(table + "\n", restore_spans(table))
+    with out.status(f"Restoring {len(plan.changes)} file(s) onto {node.fs.describe()}…"):
+        result = apply_restore(plan, accept_changed=args.accept_changed, take_backup=args.take_backup,
+                               backup_dir=args.backup_dir)
+    if args.output == "json":
+        _json(result.to_dict())
+    else:
+        out.info(result.table())
     return EXIT_OK
+
+
+def _same_target(args: argparse.Namespace) -> str:
+    """The options that chose the node and the files, to repeat in the hint's command."""
+    out = ""
+    for option, value in (("--root", args.root if args.root != "/" else None), ("--cert-dir", args.cert_dir),
+                          ("--kubeconfig-dir", args.kubeconfig_dir), ("--config", args.config)):
+        if value:
+            out += f" {option} {shlex.quote(value)}"
+    if args.only:
+        out += " --only " + " ".join(shlex.quote(n) for n in args.only)
+    return out
 
 
 def _size(n: int) -> str:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kubepki.backups import DEFAULT_BACKUP_DIR
+from kubepki.catalog import CATALOG
 from kubepki.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -23,19 +25,21 @@ from kubepki.cli._common import (
     add_now_option,
     add_output_option,
     emit,
+    error,
     node_from_args,
     parse_within,
 )
+from kubepki.cli._output import Output, plan_spans, renewal_result_spans
+from kubepki.cli.completion import suggest
 from kubepki.errors import BackupError, ConfigError, NodeError, RenewalError
 
 #: Where backups go by default, as a node path (under ``--root``).
-DEFAULT_BACKUP_DIR = "/var/lib/kubepki/backups"
 _KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384")
 
 RENEW_EXAMPLES = """\
 examples:
   kubepki renew all                              # show what would be renewed
-  kubepki renew all --apply                      # renew (backup in /var/lib/kubepki/backups)
+  kubepki renew all --apply                      # renew (backup in /var/backups/kubepki)
   kubepki renew all --expiring-within 30d --apply
   kubepki renew apiserver admin.conf --validity 90d --apply
   kubepki renew all --key-algorithm ECDSA-P256 -o json
@@ -45,6 +49,29 @@ examples:
 
 exit status: 0 plan shown or renewal done, 2 something refused or failed,
 3 bad arguments or kubepki could not run."""
+
+INSTALL_EXAMPLES = """\
+examples:
+  kubepki renew --csr /root/csrs all             # first: keys and CSRs for the external CA
+  kubepki certs install-signed /root/csrs        # then: install each <name>.crt it signed
+
+exit status: 0 installed, 2 a certificate failed a check (the others are installed),
+3 bad arguments or kubepki could not run."""
+
+SWITCH_EXAMPLES = """\
+examples:
+  kubepki certs switch-kubelet-conf              # the plan
+  kubepki certs switch-kubelet-conf --apply      # then: systemctl restart kubelet"""
+
+SUPER_ADMIN_EXAMPLES = """\
+examples:
+  kubepki certs create-super-admin               # the plan
+  kubepki certs create-super-admin --apply --validity 90d"""
+
+KUBECONFIG_USER_EXAMPLES = """\
+examples:
+  kubepki certs kubeconfig-user --client-name jane --org devs --validity 30d > jane.conf
+  kubepki certs kubeconfig-user --client-name ci --server https://cp.example.test:6443 > ci.conf"""
 
 CERTS_EXAMPLES = """\
 examples:
@@ -59,8 +86,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("renew", help="renew certificates and kubeconfigs like kubeadm certs renew",
                        description=__doc__, epilog=RENEW_EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", nargs="*", metavar="NAME",
-                   help="items to renew (apiserver, admin.conf...) or 'all'")
+    suggest(p.add_argument("names", nargs="*", metavar="NAME",
+                           help="items to renew (apiserver, admin.conf...) or 'all'"),
+            ["all", *(e.name for e in CATALOG if e.renewable)])
     add_node_options(p)
     add_now_option(p)
     p.add_argument("--expiring-within", type=parse_within, metavar="DURATION",
@@ -83,7 +111,8 @@ def register(sub: Any) -> None:
                        epilog=CERTS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = c.add_subparsers(dest="certs_action", metavar="ACTION")
     inst = actions.add_parser("install-signed", help="install <name>.crt + <name>.key pairs "
-                              "signed by an external CA", description=_doc("install_signed"))
+                              "signed by an external CA", description=_doc("install_signed"),
+                              epilog=INSTALL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     inst.add_argument("dir", metavar="DIR", help="directory with <name>.crt and <name>.key")
     add_node_options(inst)
     add_now_option(inst)
@@ -93,7 +122,8 @@ def register(sub: Any) -> None:
 
     sw = actions.add_parser("switch-kubelet-conf", help="point an embedding kubelet.conf at "
                             "kubelet-client-current.pem (kubernetes/kubeadm#1753)",
-                            description=_doc("switch_kubelet_conf"))
+                            description=_doc("switch_kubelet_conf"), epilog=SWITCH_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(sw)
     add_now_option(sw)
     _issue_options(sw)
@@ -102,7 +132,8 @@ def register(sub: Any) -> None:
     sw.set_defaults(func=run_switch)
 
     sa = actions.add_parser("create-super-admin", help="create super-admin.conf on a cluster "
-                            "upgraded to 1.29+ (KEP-4214)", description=_doc("create_super_admin"))
+                            "upgraded to 1.29+ (KEP-4214)", description=_doc("create_super_admin"),
+                            epilog=SUPER_ADMIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(sa)
     add_now_option(sa)
     _issue_options(sa)
@@ -112,7 +143,8 @@ def register(sub: Any) -> None:
 
     ku = actions.add_parser("kubeconfig-user", help="print a kubeconfig for any client name and "
                             "organisations (as kubeadm kubeconfig user)",
-                            description=_doc("issue_kubeconfig"))
+                            description=_doc("issue_kubeconfig"), epilog=KUBECONFIG_USER_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     ku.add_argument("--client-name", required=True, help="the certificate's CN (the user name)")
     ku.add_argument("--org", action="append", default=[], metavar="ORG",
                     help="an organisation (group); repeat for several")
@@ -166,7 +198,7 @@ def _backup_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _refused(exc: Exception) -> int:
-    print(f"kubepki: error: {exc}", file=sys.stderr)
+    error(str(exc))
     return EXIT_PROBLEM
 
 
@@ -179,23 +211,25 @@ def run_renew(args: argparse.Namespace) -> int:
     if not args.names and not args.resume and not args.csr:
         raise ConfigError("name the items to renew, or 'all' (see kubepki renew --help)")
     node = node_from_args(args)
+    out = Output.from_args(args)
     try:
         if args.resume:
             result = renewal.resume_renewal(node, wait=_wait(args), now=args.now)
             if args.output == "json":
                 emit(json.dumps(result.to_dict() if result else {"resumed": []}, indent=2))
             elif result is None:
-                emit("No interrupted renewal to complete.")
+                out.info("No interrupted renewal to complete.")
             else:
-                emit(f"Completed the interrupted renewal of: {', '.join(result.resumed) or 'nothing'}")
+                out.info(f"Completed the interrupted renewal of: {', '.join(result.resumed) or 'nothing'}")
             return EXIT_OK
         if args.csr:
-            paths = renewal.write_csrs(node, args.csr, args.names or ("all",),
-                                       key_algorithm=args.key_algorithm)
+            with out.status(f"Writing keys and CSRs into {args.csr}…"):
+                paths = renewal.write_csrs(node, args.csr, args.names or ("all",),
+                                           key_algorithm=args.key_algorithm)
             if args.output == "json":
                 emit(json.dumps({"written": [str(p) for p in paths]}, indent=2))
             else:
-                emit("\n".join(str(p) for p in paths))
+                out.info("\n".join(str(p) for p in paths))
             return EXIT_OK
         resumed: tuple[str, ...] = ()
         if args.apply:
@@ -220,12 +254,19 @@ def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, .
 
     from kubepki import renewal
 
+    out = Output.from_args(args)
     if not args.apply:
-        emit(plan.to_json() if args.output == "json" else plan.table())
+        if args.output == "json":
+            emit(plan.to_json())
+        else:
+            table = plan.table()
+            out.result(table, plan_spans(table))
         return EXIT_OK
+    first = "backing up first" if not args.no_backup else "no backup"
     try:
-        result = renewal.apply_renewal(plan, backup_dir=_backup_dir(args),
-                                       take_backup=not args.no_backup, wait=_wait(args))
+        with out.status(f"Renewing {len(plan.work)} item(s) on {plan.node_name or plan.root} ({first})…"):
+            result = renewal.apply_renewal(plan, backup_dir=_backup_dir(args),
+                                           take_backup=not args.no_backup, wait=_wait(args))
     except NodeError as exc:
         return _refused(exc)
     if resumed:
@@ -234,8 +275,14 @@ def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, .
         # The result at the top (what `kubepki restart` and other consumers read), the plan inside.
         emit(json.dumps({**result.to_dict(), "plan": plan.to_dict()}, indent=2))
     else:
-        emit(result.table())
+        _report(out, result)
     return EXIT_OK if result.ok else EXIT_PROBLEM
+
+
+def _report(out: Output, result: Any) -> None:
+    """A run's report: with --quiet, only when something was refused."""
+    text = result.table()
+    (out.info if result.ok else out.result)(text, renewal_result_spans(text))
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -243,13 +290,18 @@ def run_install(args: argparse.Namespace) -> int:
     from kubepki import renewal
 
     node = node_from_args(args)
+    out = Output.from_args(args)
     try:
-        result = renewal.install_signed(node, args.dir, now=args.now,
-                                        take_backup=not args.no_backup,
-                                        backup_dir=_backup_dir(args), wait=_wait(args))
+        with out.status(f"Checking and installing the certificates in {args.dir}…"):
+            result = renewal.install_signed(node, args.dir, now=args.now,
+                                            take_backup=not args.no_backup,
+                                            backup_dir=_backup_dir(args), wait=_wait(args))
     except (RenewalError, BackupError, NodeError) as exc:
         return _refused(exc)
-    emit(result.to_json() if args.output == "json" else result.table())
+    if args.output == "json":
+        emit(result.to_json())
+    else:
+        _report(out, result)
     return EXIT_OK if result.ok else EXIT_PROBLEM
 
 
