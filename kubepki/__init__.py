@@ -33,7 +33,8 @@ from kubepki.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from kubepki import catalog, testing
+    from kubepki import catalog, probe, testing
+    from kubepki.apiclient import APIError, check_live
     from kubepki.backups import (
         BackupInfo,
         BackupMember,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         verify_backup,
     )
     from kubepki.catalog import CatalogEntry, Component, Kind, Reload, Scope
+    from kubepki.cluster_objects import ObjectInventory, ObjectItem, ObjectItemKind, check_objects
     from kubepki.findings import Finding, Severity, Status
     from kubepki.inspection import Inventory, InventoryItem, compare_nodes, inspect
     from kubepki.node import Node, NodeProfile
@@ -80,6 +82,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 
 #: Lazily loaded public names: name -> module that defines it.
 _LAZY: dict[str, str] = {
+    "APIError": "kubepki.apiclient",
     "BackupInfo": "kubepki.backups",
     "BackupMember": "kubepki.backups",
     "CatalogEntry": "kubepki.catalog",
@@ -91,6 +94,9 @@ _LAZY: dict[str, str] = {
     "KubeVersion": "kubepki.versions",
     "Node": "kubepki.node",
     "NodeProfile": "kubepki.node",
+    "ObjectInventory": "kubepki.cluster_objects",
+    "ObjectItem": "kubepki.cluster_objects",
+    "ObjectItemKind": "kubepki.cluster_objects",
     "Reload": "kubepki.catalog",
     "RenewalPlan": "kubepki.renewal",
     "RenewalResult": "kubepki.renewal",
@@ -110,6 +116,8 @@ _LAZY: dict[str, str] = {
     "apply_restarts": "kubepki.restarts",
     "apply_restore": "kubepki.backups",
     "backup": "kubepki.backups",
+    "check_live": "kubepki.apiclient",
+    "check_objects": "kubepki.cluster_objects",
     "compare_nodes": "kubepki.inspection",
     "create_super_admin": "kubepki.renewal",
     "detect_stale": "kubepki.restarts",
@@ -129,9 +137,10 @@ _LAZY: dict[str, str] = {
     "write_csrs": "kubepki.renewal",
 }
 #: Lazily loaded public submodules.
-_SUBMODULES = frozenset({"catalog", "testing"})
+_SUBMODULES = frozenset({"catalog", "probe", "testing"})
 
 __all__ = [
+    "APIError",
     "BackupError",
     "BackupInfo",
     "BackupMember",
@@ -150,6 +159,9 @@ __all__ = [
     "Node",
     "NodeError",
     "NodeProfile",
+    "ObjectInventory",
+    "ObjectItem",
+    "ObjectItemKind",
     "PEMError",
     "ParseError",
     "PathEscapeError",
@@ -179,6 +191,8 @@ __all__ = [
     "apply_restore",
     "backup",
     "catalog",
+    "check_live",
+    "check_objects",
     "compare_nodes",
     "create_super_admin",
     "detect_stale",
@@ -189,6 +203,7 @@ __all__ = [
     "plan_renewal",
     "plan_restarts",
     "plan_restore",
+    "probe",
     "prune_backups",
     "restore",
     "resume_renewal",

@@ -4,7 +4,7 @@ Needs the optional ``prometheus_client`` package (``pip install 'kubepki[metrics
 it is imported only here, when metrics are asked for.
 
 Series (labels ``node``, ``name``, ``path``, ``signer``, ``kind``, plus ``namespace``,
-``object`` and ``key`` for items found in cluster objects):
+``object_kind``, ``object`` and ``key`` for items found in cluster objects):
 
 - ``kubepki_certificate_expiry_timestamp_seconds``: NotAfter as a Unix time.
 - ``kubepki_certificate_not_before_timestamp_seconds``: NotBefore as a Unix time.
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["InventoryLike", "exposition", "registry", "serve", "write_textfile"]
 
 _BASE_LABELS = ("node", "name", "path", "signer", "kind")
-_OBJECT_LABELS = ("namespace", "object", "key")
+_OBJECT_LABELS = ("namespace", "object_kind", "object", "key")
 _STATUSES = tuple(s.value for s in Status)
 
 
@@ -126,7 +126,8 @@ class _Collector:
                 values = [
                     node, str(item.get("name") or ""), str(item.get("path") or ""),
                     str(item.get("signer") or ""), str(item.get("kind") or ""),
-                    str(item.get("namespace") or ""), str(item.get("object") or ""), str(item.get("key") or ""),
+                    str(item.get("namespace") or ""), str(item.get("object_kind") or ""),
+                    str(item.get("object") or ""), str(item.get("key") or ""),
                 ]
                 expiry = _epoch(item.get("not_after"))
                 if expiry is not None:

@@ -75,3 +75,44 @@ def test_scrape_endpoint_serves_fresh_inventories(tmp_path: Path) -> None:
     finally:
         stop.set()
     assert "kubepki_certificate_valid" in _samples(body)
+
+
+def test_cluster_object_items_are_exported_with_their_object_labels() -> None:
+    """Secrets and ConfigMaps with the same key name stay distinct series (object_kind label)."""
+    import json
+
+    from kubepki import metrics
+    from tests.kubeadm_trees import FIXTURES
+
+    ca = (FIXTURES / "single/root/etc/kubernetes/pki/ca.crt").read_text()
+    import base64
+
+    doc = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "root", "namespace": "ns"},
+         "data": {"ca.crt": ca}},
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": {"name": "root", "namespace": "ns"},
+         "data": {"ca.crt": base64.b64encode(ca.encode()).decode()}},
+    ]}
+    inv = kubepki.check_objects(json.dumps(doc).encode(), now=NOW)
+    samples = _samples(metrics.exposition([inv]))
+    kinds = sorted(s.labels["object_kind"] for s in samples["kubepki_certificate_seconds_left"])  # type: ignore[attr-defined]
+    assert kinds == ["ConfigMap", "Secret"]
+
+
+def test_cli_metrics_includes_cluster_objects(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`kubepki metrics --objects FILE` exports node items and the objects' certificates together."""
+    import json
+
+    from tests.kubeadm_trees import FIXTURES
+
+    ca = (FIXTURES / "single/root/etc/kubernetes/pki/ca.crt").read_text()
+    objects = tmp_path / "objects.json"
+    objects.write_text(json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": "kube-root-ca.crt", "namespace": "default"},
+                                   "data": {"ca.crt": ca}}))
+    root = materialize("single-full", tmp_path / "n")
+    assert main(["metrics", "--root", str(root), "--objects", str(objects)]) == 0
+    samples = _samples(capsys.readouterr().out)
+    names = {s.labels["name"] for s in samples["kubepki_certificate_expiry_timestamp_seconds"]}  # type: ignore[attr-defined]
+    assert "apiserver" in names
+    assert "default/kube-root-ca.crt/ca.crt" in names

@@ -30,6 +30,7 @@ EXIT_ERROR = _common.EXIT_ERROR
 #: Modules with ``register(subparsers)``; each sets ``func`` on its parser.
 COMMANDS = [check, demo, metrics]
 COMMANDS.append(__import__("kubepki.cli.backup", fromlist=["register"]))  # backup, restore
+COMMANDS.append(__import__("kubepki.cli.secrets", fromlist=["register"]))  # secrets check, probe
 COMMANDS.append(__import__("kubepki.cli.renew", fromlist=["register"]))  # renew, certs
 COMMANDS.append(__import__("kubepki.cli.restarts", fromlist=["register"]))  # restarts, verify-served
 # Last: the completion script describes every command registered before it.

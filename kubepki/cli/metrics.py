@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
-from kubepki.cli._common import add_node_options, emit, node_from_args, parse_within
+from kubepki.cli._common import add_node_options, node_from_args, parse_within
+from kubepki.cli._output import Output
 from kubepki.inspection import DEFAULT_WARN_WITHIN, inspect
 
 DESCRIPTION = "Prometheus metrics of a node's certificates: print them, write a textfile, or serve /metrics."
@@ -16,6 +19,7 @@ examples:
   kubepki metrics                                              # print the exposition
   kubepki metrics --textfile /var/lib/node_exporter/textfile/kubepki.prom
   kubepki metrics --serve 127.0.0.1:9842                       # scrape endpoint, /metrics
+  kubepki metrics --objects secrets.json                       # plus TLS Secrets and CA bundles
 
 Alert on kubepki_certificate_seconds_left < 30 * 86400 (warning), < 7 * 86400
 (critical) and kubepki_item_error == 1 (see docs/metrics.md)."""
@@ -32,6 +36,12 @@ def register(sub: Any) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--textfile", metavar="PATH", help="write atomically to PATH (node_exporter textfile)")
     g.add_argument("--serve", metavar="HOST:PORT", help="serve /metrics on HOST:PORT until interrupted")
+    p.add_argument("--objects", action="append", default=[], metavar="FILE",
+                   help="also export certificates found in `kubectl get secrets,configmaps -A -o json` output "
+                        "(repeatable)")
+    p.add_argument("--kubeconfig", metavar="FILE",
+                   help="also export certificates found in the live cluster's Secrets, ConfigMaps, webhooks "
+                        "and APIServices")
     p.add_argument("--cache", type=float, default=30.0, metavar="SECONDS",
                    help="with --serve: re-inspect at most this often (default 30)")
     p.set_defaults(func=run)
@@ -42,14 +52,24 @@ def run(args: argparse.Namespace) -> int:
     from kubepki import metrics
 
     node = node_from_args(args)
+    out = Output.from_args(args)
 
     def current() -> list[Any]:
-        return [inspect(node, warn_within=args.warn_within)]
+        found: list[Any] = [inspect(node, warn_within=args.warn_within)]
+        if args.objects or args.kubeconfig:
+            from kubepki.apiclient import check_live
+            from kubepki.cluster_objects import check_objects
+
+            found += [check_objects(Path(f), warn_within=args.warn_within) for f in args.objects]
+            if args.kubeconfig:
+                found.append(check_live(args.kubeconfig, warn_within=args.warn_within))
+        return found
 
     if args.serve:
         stop = threading.Event()
         host, port = metrics.serve(args.serve, current, cache_seconds=args.cache, stop=stop)
-        emit(f"serving http://{host}:{port}/metrics")
+        out.info(f"serving http://{host}:{port}/metrics")
+        sys.stdout.flush()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
             stop.wait()
@@ -60,5 +80,5 @@ def run(args: argparse.Namespace) -> int:
     if args.textfile:
         metrics.write_textfile(args.textfile, inventories)
         return 0
-    emit(metrics.exposition(inventories))
+    out.result(metrics.exposition(inventories))
     return 0
