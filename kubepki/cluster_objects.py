@@ -62,8 +62,7 @@ from kubepki.bundles import (
     parse_certificates,
 )
 from kubepki.errors import ConfigError, ParseError
-from kubepki.findings import Finding, Severity, Status
-from kubepki.inspection import _status
+from kubepki.findings import Finding, Severity, Status, status_for
 from kubepki.pki import CertFacts, iso
 
 __all__ = [
@@ -573,7 +572,7 @@ def object_item(
     facts = check.facts if check is not None else None
     return ObjectItem(
         namespace=namespace, object_kind=object_kind, object=object, key=key, kind=kind,
-        status=_status(findings), facts=facts, chain=check.certificates if check is not None else (),
+        status=status_for(findings), facts=facts, chain=check.certificates if check is not None else (),
         findings=tuple(findings),
         residual_seconds=int((facts.not_after - now).total_seconds()) if facts is not None else None,
     )

@@ -7,11 +7,11 @@ is never renamed or reused for another meaning. :data:`CODES` documents each one
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
-__all__ = ["CODES", "Finding", "Severity", "Status"]
+__all__ = ["CODES", "Finding", "Severity", "Status", "make", "status_for"]
 
 
 class Severity(str, enum.Enum):
@@ -96,3 +96,22 @@ CODES: Mapping[str, tuple[Severity, str]] = {
 def make(code: str, message: str, severity: Severity | None = None) -> Finding:
     """A finding with ``code``'s usual severity unless ``severity`` is given."""
     return Finding(code, severity if severity is not None else CODES[code][0], message)
+
+
+def status_for(findings: Sequence[Finding]) -> Status:
+    """An existing item's status from its findings.
+
+    Any error other than expiry makes it ``invalid``; else expiry makes it
+    ``expired``; a missing referenced file makes it ``invalid``; warnings make it
+    ``warning``; otherwise ``ok``. (An absent item is ``missing`` before any of this.)
+    """
+    codes = {f.code for f in findings}
+    if any(f.severity.rank >= Severity.ERROR.rank and f.code not in ("expired", "missing") for f in findings):
+        return Status.INVALID
+    if "expired" in codes:
+        return Status.EXPIRED
+    if "missing" in codes:
+        return Status.INVALID  # a file the item references is missing; the item itself exists
+    if any(f.severity is Severity.WARNING for f in findings):
+        return Status.WARNING
+    return Status.OK

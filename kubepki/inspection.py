@@ -27,7 +27,7 @@ from cryptography import x509
 from kubepki import catalog as _catalog
 from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
 from kubepki.errors import KubeconfigError, NodeError, ParseError
-from kubepki.findings import Finding, Severity, Status, make
+from kubepki.findings import Finding, Severity, Status, make, status_for
 from kubepki.kubeconfig import Kubeconfig, parse_kubeconfig
 from kubepki.node import Node, NodeProfile
 from kubepki.pki import (
@@ -35,6 +35,7 @@ from kubepki.pki import (
     PrivateKey,
     PublicKey,
     cert_facts,
+    is_ip,
     iso,
     key_algorithm,
     load_certificate,
@@ -245,6 +246,33 @@ class Inventory:
         from kubepki.render import inventory_html
 
         return inventory_html(self)
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with one row per item (see :func:`kubepki.frames.to_dataframe`).
+
+        Needs pandas (``pip install 'kubepki[notebook]'``); raises
+        :class:`~kubepki.ConfigError` without it.
+        """
+        from kubepki.frames import to_dataframe
+
+        return to_dataframe(self)
+
+    def timeline(
+        self,
+        *,
+        now: dt.datetime | None = None,
+        warn_within: dt.timedelta | None = None,
+        ax: Any = None,
+        path: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """The expiry timeline of this inventory as a matplotlib figure (see :func:`kubepki.timeline.timeline`).
+
+        Needs matplotlib (``pip install 'kubepki[notebook]'``); saves a PNG too when
+        ``path`` is given.
+        """
+        from kubepki.timeline import timeline
+
+        return timeline(self, now=now, warn_within=warn_within, ax=ax, path=path)
 
 
 # --------------------------------------------------------------------------------------
@@ -524,7 +552,7 @@ class _Context:
                 values.extend(cfg.etcd_server_cert_sans)
             elif field == "etcd.local.peerCertSANs":
                 values.extend(cfg.etcd_peer_cert_sans)
-        return {v for v in values if _is_ip(v) == ip}
+        return {v for v in values if is_ip(v) == ip}
 
     def _kubeconfig(self, entry: CatalogEntry) -> InventoryItem:
         path = self.node.path_of(entry)
@@ -640,7 +668,7 @@ class _Context:
         return InventoryItem(
             entry=entry,
             path=str(path),
-            status=_status(findings),
+            status=status_for(findings),
             facts=facts,
             findings=tuple(findings),
             externally_managed=(
@@ -659,19 +687,6 @@ def _errors(loaded: _Loaded) -> list[Finding]:
     return [loaded.error] if loaded.error is not None else [make("unreadable", f"{loaded.info.path}: no data")]
 
 
-def _status(findings: Sequence[Finding]) -> Status:
-    codes = {f.code for f in findings}
-    if any(f.severity.rank >= Severity.ERROR.rank and f.code not in ("expired", "missing") for f in findings):
-        return Status.INVALID
-    if "expired" in codes:
-        return Status.EXPIRED
-    if "missing" in codes:
-        return Status.INVALID  # a referenced file is missing; the item itself exists
-    if any(f.severity is Severity.WARNING for f in findings):
-        return Status.WARNING
-    return Status.OK
-
-
 def _code(exc: ParseError, default: str = "bad-certificate") -> str:
     code = getattr(exc, "code", "malformed")
     return default if code == "malformed" else code
@@ -686,16 +701,6 @@ def _basic_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
-
-
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def compare_nodes(inventories: Sequence[Inventory]) -> Mapping[str, Mapping[str, Any]]:

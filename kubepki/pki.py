@@ -10,6 +10,7 @@ from __future__ import annotations
 import binascii
 import datetime as dt
 import hashlib
+import ipaddress
 import re
 from collections.abc import Sequence
 
@@ -29,6 +30,8 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "cert_facts",
+    "is_ip",
+    "iso",
     "key_algorithm",
     "load_certificate",
     "load_certificates",
@@ -321,6 +324,15 @@ class CertFacts:
         for key in ("organizations", "dns_names", "ip_addresses", "key_usages", "extended_key_usages"):
             out[key] = list(out[key])
         return out
+
+
+def is_ip(text: str) -> bool:
+    """True when ``text`` is an IPv4 or IPv6 address (SAN values, hosts)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def iso(when: dt.datetime) -> str:

@@ -34,7 +34,7 @@ from kubepki.bundles import DEFAULT_WARN_WITHIN, BundleCheck, check_chain, make
 from kubepki.cluster_objects import ObjectInventory, ObjectItem, ObjectItemKind, _utc, object_item
 from kubepki.errors import ConfigError
 from kubepki.findings import Finding
-from kubepki.pki import CertFacts
+from kubepki.pki import CertFacts, is_ip
 
 __all__ = ["ServedChain", "fetch_chain", "parse_endpoint", "probe"]
 
@@ -75,14 +75,6 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ConfigError(f"endpoint {text!r}: port {port} is out of range")
     return host, port
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 @attrs.frozen(kw_only=True)
@@ -130,7 +122,7 @@ def fetch_chain(host: str, port: int, *, server_name: str | None = None, timeout
     Raises :class:`OSError` (``ssl.SSLError`` included) when the endpoint cannot be
     reached or the handshake fails.
     """
-    sni = server_name or (None if _is_ip(host) else host)
+    sni = server_name or (None if is_ip(host) else host)
     with socket.create_connection((host, port), timeout=timeout) as raw, \
             _context().wrap_socket(raw, server_hostname=sni) as tls:
         der, complete = _chain_of(tls)
@@ -138,7 +130,7 @@ def fetch_chain(host: str, port: int, *, server_name: str | None = None, timeout
 
 
 def _covers(facts: CertFacts, name: str) -> bool:
-    if _is_ip(name):
+    if is_ip(name):
         return str(ipaddress.ip_address(name)) in {str(ipaddress.ip_address(i)) for i in facts.ip_addresses}
     wanted = name.rstrip(".").lower()
     for san in facts.dns_names:
@@ -155,7 +147,7 @@ def _probe_one(endpoint: str, *, now: dt.datetime, warn_within: dt.timedelta, ti
                server_name: str | None) -> tuple[ObjectItem, bool]:
     host, port = parse_endpoint(endpoint)
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    sni = server_name or (None if _is_ip(host) else host)
+    sni = server_name or (None if is_ip(host) else host)
 
     def item(check: BundleCheck | None, extra: Sequence[Finding]) -> ObjectItem:
         return object_item(namespace=None, object_kind="Endpoint", object=shown, key=sni or "",
