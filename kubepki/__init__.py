@@ -33,7 +33,7 @@ from kubepki.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from kubepki import catalog, probe, testing
+    from kubepki import catalog, frames, probe, testing, timeline
     from kubepki.apiclient import APIError, check_live
     from kubepki.backups import (
         BackupInfo,
@@ -137,7 +137,7 @@ _LAZY: dict[str, str] = {
     "write_csrs": "kubepki.renewal",
 }
 #: Lazily loaded public submodules.
-_SUBMODULES = frozenset({"catalog", "probe", "testing"})
+_SUBMODULES = frozenset({"catalog", "frames", "probe", "testing", "timeline"})
 
 __all__ = [
     "APIError",
@@ -196,6 +196,7 @@ __all__ = [
     "compare_nodes",
     "create_super_admin",
     "detect_stale",
+    "frames",
     "inspect",
     "install_signed",
     "issue_kubeconfig",
@@ -209,6 +210,7 @@ __all__ = [
     "resume_renewal",
     "switch_kubelet_conf",
     "testing",
+    "timeline",
     "verify_backup",
     "verify_served",
     "write_csrs",

@@ -59,14 +59,14 @@ from kubepki.render import go_tabwriter
 
 __all__ = [
     "ARCHIVE_PREFIX",
-    "BackupInfo",
-    "BackupMember",
     "DEFAULT_BACKUP_DIR",
     "FORMAT",
     "MANIFEST_NAME",
     "MAX_MEMBERS",
     "MAX_MEMBER_SIZE",
     "MAX_TOTAL_SIZE",
+    "BackupInfo",
+    "BackupMember",
     "RestoreAction",
     "RestorePlan",
     "RestoreResult",
@@ -241,6 +241,12 @@ class BackupInfo:
     def __repr__(self) -> str:
         return (f"<BackupInfo {self.path.name} node={self.node!r} created={_shown(self.created)} "
                 f"items={self.items} size={self.size}>")
+
+    def _repr_html_(self) -> str:
+        return _html_table(
+            f"kubepki backup {self.path.name}", ("node", "created", "items", "size", "kubepki"),
+            [(self.node or "?", _shown(self.created), str(self.items), _size(self.size), self.kubepki_version)],
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -326,7 +326,7 @@ def _reads(instance: Instance, consumer: Consumer) -> bool:
 
 
 def detect(
-    node: Node,
+    node: Node | str | os.PathLike[str],
     *,
     proc: str | os.PathLike[str] = "/proc",
     observer: Observer | None = None,
@@ -348,6 +348,7 @@ def detect(
     :data:`~kubepki.served.DEFAULT_PORTS`. Served certificates are checked for
     components seen running and for those named in ``ports``.
     """
+    node = Node.coerce(node)
     return _detect(node, proc=proc, observer=observer, runtime=runtime, served_host=served_host, ports=ports,
                    served=served, timeout=timeout)
 
@@ -443,7 +444,7 @@ def _detect(
 
 
 def detect_stale(
-    node: Node,
+    node: Node | str | os.PathLike[str],
     *,
     proc: str | os.PathLike[str] = "/proc",
     served_host: str = "127.0.0.1",
@@ -453,6 +454,7 @@ def detect_stale(
     timeout: float = 3.0,
 ) -> list[Staleness]:
     """The staleness :func:`detect` finds on ``node`` (see there for the arguments)."""
+    node = Node.coerce(node)
     return list(detect(node, proc=proc, served_host=served_host, ports=ports, runtime=runtime,
                        observer=observer, timeout=timeout).stale)
 
@@ -698,7 +700,7 @@ def _paths(node: Node, entry: CatalogEntry) -> tuple[str, ...]:
 
 
 def plan_restarts(
-    node: Node,
+    node: Node | str | os.PathLike[str],
     *,
     changed: Iterable[str] | None = None,
     renewal: Any = None,
@@ -731,6 +733,7 @@ def plan_restarts(
     for no or several sources, unknown names, policies or methods, and a renewal
     result made for another node.
     """
+    node = Node.coerce(node)
     sources = [changed is not None, renewal is not None, bool(detect)]
     if sum(sources) != 1:
         raise ConfigError("plan_restarts needs exactly one of changed=, renewal= or detect=True")
@@ -1102,7 +1105,7 @@ class _Run:
 
 def apply_restarts(
     plan: RestartPlan,
-    node: Node,
+    node: Node | str | os.PathLike[str],
     *,
     dry_run: bool = True,
     progress: Progress | None = None,
@@ -1143,6 +1146,7 @@ def apply_restarts(
     another node and :class:`~kubepki.LockError` when another kubepki writes to
     the node.
     """
+    node = Node.coerce(node)
     if plan.node and node.profile.name and plan.node != node.profile.name:
         raise ConfigError(f"the plan is for node {plan.node!r}, not {node.profile.name!r}", node=plan.node)
     timeouts = Timeouts.coerce(timeout)

@@ -75,3 +75,8 @@ def node_from_args(args: argparse.Namespace) -> Node:
 def emit(text: str) -> None:
     """Write command output to stdout."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def error(message: str) -> None:
+    """``kubepki: error: <message>`` on stderr, always on one line."""
+    print(f"kubepki: error: {' '.join(str(message).split())}", file=sys.stderr)

@@ -11,10 +11,10 @@ from kubepki.cli._common import (
     add_node_options,
     add_now_option,
     add_output_option,
-    emit,
     node_from_args,
     parse_within,
 )
+from kubepki.cli._output import Output, inventory_spans
 from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, inspect
 
 DESCRIPTION = "Inspect a node's certificates, keys and kubeconfigs: kubeadm's expiry tables, then kubepki's findings."
@@ -24,6 +24,7 @@ examples:
   kubepki check --root /host -o json      # from a privileged pod with / mounted at /host
   kubepki check --demo                    # a built-in demo cluster
   kubepki check --now 2027-11-01 --warn-within 60d
+  kubepki check -q || alert               # quiet: only the findings, and only if there are any
 
 exit status: 0 all well, 1 warnings only, 2 anything expired, invalid or a
 required item missing, 3 kubepki could not run."""
@@ -46,18 +47,30 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Inspect and print; the exit status follows the inventory."""
+    out = Output.from_args(args)
     if args.demo:
         from kubepki import testing
 
         now = args.now or dt.datetime.now(dt.timezone.utc)
         with tempfile.TemporaryDirectory(prefix="kubepki-demo-") as tmp:
-            demo = testing.build_node(tmp, issued_at=now - testing.DEMO_AGE)
+            with out.status("Building a demo cluster…"):
+                demo = testing.build_node(tmp, issued_at=now - testing.DEMO_AGE)
             inv = inspect(demo.as_node(), now=now, warn_within=args.warn_within)
-            return _report(inv, args.output)
+            return _report(inv, args.output, out)
     node = node_from_args(args)
-    return _report(inspect(node, now=args.now, warn_within=args.warn_within), args.output)
+    return _report(inspect(node, now=args.now, warn_within=args.warn_within), args.output, out)
 
 
-def _report(inv: Inventory, output: str) -> int:
-    emit(inv.to_json() if output == "json" else inv.table())
+def _report(inv: Inventory, output: str, out: Output) -> int:
+    if output == "json":
+        out.result(inv.to_json())
+    elif not out.quiet:
+        text = inv.table()
+        out.result(text, inventory_spans(text, inv))
+    elif inv.exit_code:
+        # --quiet: the findings are the answer; the tables are the context.
+        from kubepki.render import findings_text
+
+        text = findings_text(inv).lstrip("\n")
+        out.result(text, inventory_spans(text, inv))
     return inv.exit_code

@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from kubepki.cli._common import emit
+from kubepki.cli._output import Output
 from kubepki.errors import ConfigError
 
 DESCRIPTION = 'Write a kubeadm-faithful demo cluster (one root directory per node) to explore or test with.'
@@ -48,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     if dest.exists() and any(dest.iterdir()):
         raise ConfigError(f"{dest} exists and is not empty", path=str(dest))
     age = args.age if args.age is not None else testing.DEMO_AGE
-    cluster = testing.build_cluster(
-        dest, nodes=args.nodes, version=args.version, key_algorithm=args.key_algorithm,
-        issued_at=dt.datetime.now(dt.timezone.utc) - age, external_ca=args.external_ca,
-        external_etcd=args.external_etcd,
-    )
-    for node in cluster.nodes:
-        emit(f"{node.name}\t{node.address}\t{node.root}")
+    out = Output.from_args(args)
+    with out.status(f"Writing {args.nodes} demo node{'s' if args.nodes > 1 else ''} to {dest}…"):
+        cluster = testing.build_cluster(
+            dest, nodes=args.nodes, version=args.version, key_algorithm=args.key_algorithm,
+            issued_at=dt.datetime.now(dt.timezone.utc) - age, external_ca=args.external_ca,
+            external_etcd=args.external_etcd,
+        )
+    out.info("\n".join(f"{node.name}\t{node.address}\t{node.root}" for node in cluster.nodes))
     return 0
