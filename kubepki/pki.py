@@ -8,17 +8,20 @@ certificate should be, a huge file) and either returns parsed objects or raises
 from __future__ import annotations
 
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubepki.errors import PEMError
@@ -135,24 +138,43 @@ def load_certificate(data: bytes, *, path: str | None = None) -> x509.Certificat
     if data.startswith(b"-----BEGIN CERTIFICATE-----") and len(data) <= MAX_PEM_BYTES:
         # Fast path for well-formed files; anything odd gets the diagnosing parser.
         try:
-            cert = x509.load_pem_x509_certificate(data)
-            cert.not_valid_after_utc  # noqa: B018
-            cert.extensions  # noqa: B018
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+            with _strict_serials():
+                cert = x509.load_pem_x509_certificate(data)
+                cert.not_valid_after_utc  # noqa: B018
+                cert.extensions  # noqa: B018
+        except (ValueError, TypeError, UnsupportedAlgorithm, CryptographyDeprecationWarning):
             pass
         else:
             return cert
     return _parse_der_cert(_first_der(data, ("CERTIFICATE",), "a CERTIFICATE", path), path)
 
 
+@contextlib.contextmanager
+def _strict_serials() -> Iterator[None]:
+    """Turn cryptography's warning about non-positive serials into an error.
+
+    RFC 5280 forbids them, Go's crypto/x509 (and so every Kubernetes component
+    since Go 1.23) refuses to parse them, and a future cryptography will too.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CryptographyDeprecationWarning)
+        yield
+
+
 def _parse_der_cert(der: bytes, path: str | None) -> x509.Certificate:
     try:
-        cert = x509.load_der_x509_certificate(der)
-        # Force the lazy parts that can fail on malformed input.
-        cert.not_valid_after_utc  # noqa: B018
-        cert.subject  # noqa: B018
-        cert.issuer  # noqa: B018
-        cert.extensions  # noqa: B018
+        with _strict_serials():
+            cert = x509.load_der_x509_certificate(der)
+            # Force the lazy parts that can fail on malformed input.
+            cert.not_valid_after_utc  # noqa: B018
+            cert.subject  # noqa: B018
+            cert.issuer  # noqa: B018
+            cert.extensions  # noqa: B018
+    except CryptographyDeprecationWarning:
+        raise PEMError(
+            "not a valid X.509 certificate: its serial number is not positive (RFC 5280; Go and so "
+            "Kubernetes refuse it)", code="bad-certificate", path=path,
+        ) from None
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PEMError(f"not a valid X.509 certificate: {_short(exc)}", code="bad-certificate", path=path) from None
     return cert

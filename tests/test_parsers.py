@@ -180,3 +180,28 @@ def test_error_hierarchy() -> None:
         assert issubclass(cls, KubepkiError)
     err = PEMError("boom", path=Path("/a"), name="ca")
     assert (err.path, err.name, str(err)) == ("/a", "ca", "boom")
+
+
+def test_non_positive_serial_is_refused_like_go_does() -> None:
+    """A certificate with a negative serial is bad-certificate (Go >= 1.23 refuses it), not a warning."""
+    import datetime as dt
+
+    from cryptography import x509 as cx509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from kubepki.testing import key_pool
+
+    key = key_pool("ECDSA-P256").take(1)[0]
+    name = cx509.Name([cx509.NameAttribute(NameOID.COMMON_NAME, "neg")])
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    good = (cx509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(5).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    der = bytearray(good.public_bytes(serialization.Encoding.DER))
+    # Flip the serial's sign bit: the INTEGER 5 (02 01 05) becomes -123 (02 01 85).
+    der[der.index(b"\x02\x01\x05") + 2] = 0x85
+    with pytest.raises(PEMError) as info:
+        pki.load_certificate(bytes(der))
+    assert info.value.code == "bad-certificate"
+    assert "serial" in str(info.value)
