@@ -9,22 +9,33 @@ the root as it does in a chroot, so nothing resolves to a place outside the root
 Writes are atomic: a temporary file in the same directory, created with
 ``O_EXCL | O_NOFOLLOW``, written, fsynced, renamed over the target, then the
 directory is fsynced. A crash leaves either the old or the new file.
+
+:class:`NodeFS` is everything kubepki's operations do to a node's files, so
+inspection, backup, renewal and the node lock work the same on a local root and
+on a node reached over SSH (:class:`kubepki.ssh.SSHFS`). Every path argument is a
+node path; parents are resolved inside the root, and the last component is
+never followed by the operations that create, replace or remove it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import secrets
 import stat as stat_mod
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-from kubepki.errors import NodeError
+from kubepki.errors import LockError, NodeError
 
-__all__ = ["FileStat", "LocalFS", "NodeFS", "atomic_write", "node_path"]
+__all__ = ["FileStat", "LocalFS", "NodeFS", "atomic_write", "makedirs", "node_path"]
 
 _MAX_LINKS = 40
 
@@ -88,6 +99,81 @@ class NodeFS(Protocol):
     ) -> None:
         """Replace ``path`` atomically with ``data``."""
         ...
+
+    def resolve(self, path: PurePosixPath, *, follow_last: bool = True) -> PurePosixPath:
+        """``path`` with its symlinks resolved inside the root, as a node path."""
+        ...
+
+    def write_new(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Create ``path`` with ``data`` (mode set from the start), fsynced.
+
+        Fails with a :class:`NodeError` whose ``errno`` is ``EEXIST`` when
+        anything, a symlink included, is at ``path`` already (``O_EXCL``).
+        """
+        ...
+
+    def symlink(self, target: str, path: PurePosixPath) -> None:
+        """Create a symlink at ``path`` pointing to ``target`` (stored as given)."""
+        ...
+
+    def rename(self, src: PurePosixPath, dst: PurePosixPath, *, replace: bool = True) -> None:
+        """Rename ``src`` to ``dst`` atomically; with ``replace`` False, fail (``EEXIST``)
+        rather than replace an existing ``dst``."""
+        ...
+
+    def unlink(self, path: PurePosixPath) -> bool:
+        """Remove a file or symlink; False when there was nothing to remove."""
+        ...
+
+    def mkdir(self, path: PurePosixPath, *, mode: int = 0o755) -> bool:
+        """Create one directory with exactly ``mode``; False when it exists already."""
+        ...
+
+    def chown(self, path: PurePosixPath, uid: int, gid: int, *, follow: bool = True) -> None:
+        """Change the owner of ``path`` (of the link itself when ``follow`` is False)."""
+        ...
+
+    def set_mtime(self, path: PurePosixPath, mtime: float, *, follow: bool = True) -> None:
+        """Set the access and modification times of ``path`` to ``mtime``."""
+        ...
+
+    def fsync_dir(self, path: PurePosixPath) -> None:
+        """Make renames in a directory durable (best effort)."""
+        ...
+
+    def can_chown(self) -> bool:
+        """True when files can be given any owner (kubepki runs as root on the node)."""
+        ...
+
+    def lock(self, path: PurePosixPath, *, wait: float = 0.0,
+             poll: float = 0.05) -> AbstractContextManager[None]:
+        """Hold an exclusive lock on the node, keyed by ``path``, for a ``with`` block.
+
+        ``wait`` is how many seconds to wait for another holder; raises
+        :class:`~kubepki.LockError` when the lock stays taken.
+        """
+        ...
+
+
+def makedirs(fs: NodeFS, path: PurePosixPath, *,
+             mode_for: Callable[[PurePosixPath], int] | None = None) -> None:
+    """Create ``path`` and its missing parents through ``fs``.
+
+    Each directory created gets ``mode_for(directory)`` (default 0755). A parent
+    that exists but is not a directory raises :class:`NodeError`.
+    """
+    for directory in (*reversed(path.parents), path):
+        if directory == PurePosixPath("/"):
+            continue
+        st = fs.stat(directory)
+        if st is not None:
+            if not st.is_dir:
+                raise NodeError(f"{directory}: exists and is not a directory", path=str(directory))
+            continue
+        fs.mkdir(directory, mode=mode_for(directory) if mode_for is not None else 0o755)
 
 
 class LocalFS:
@@ -255,6 +341,159 @@ class LocalFS:
         local = self.host_path(path, follow_last=False)
         atomic_write(local, data, mode=mode, uid=uid, gid=gid, node_path=str(path))
 
+    def resolve(self, path: PurePosixPath, *, follow_last: bool = True) -> PurePosixPath:
+        """The node path ``path`` leads to, symlinks resolved inside the root."""
+        local = self._local(str(node_path(path)), follow_last=follow_last)
+        rel = local[len(self._root_str):].lstrip("/")
+        return PurePosixPath("/" + rel)
+
+    def write_new(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Create ``path`` ``O_EXCL | O_NOFOLLOW`` with ``mode``, write and fsync it.
+
+        The owner is changed only when it differs from the process's, so an
+        unprivileged run can still write files it owns.
+        """
+        local = self._local(str(path), follow_last=False)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(local, flags, mode)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        try:
+            try:
+                os.fchmod(fd, mode)  # the umask may have narrowed it
+                if (uid is not None and uid != os.geteuid()) or (gid is not None and gid != os.getegid()):
+                    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(local)
+            raise _node_error(exc, path) from None
+
+    def symlink(self, target: str, path: PurePosixPath) -> None:
+        """``symlink(2)``; the target is stored as given, resolved only when followed."""
+        try:
+            os.symlink(target, self._local(str(path), follow_last=False))
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def rename(self, src: PurePosixPath, dst: PurePosixPath, *, replace: bool = True) -> None:
+        """``rename(2)``; without ``replace``, ``link(2)`` then ``unlink(2)`` so nothing is replaced."""
+        a = self._local(str(src), follow_last=False)
+        b = self._local(str(dst), follow_last=False)
+        try:
+            if replace:
+                os.replace(a, b)
+                return
+            try:
+                os.link(a, b, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                # No hard links on this filesystem: check, then rename.
+                if os.path.lexists(b):
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), b) from None
+                os.rename(a, b)
+                return
+            os.unlink(a)
+        except OSError as exc:
+            raise _node_error(exc, dst if exc.errno == errno.EEXIST else src) from None
+
+    def unlink(self, path: PurePosixPath) -> bool:
+        """Remove a file or symlink (never what a symlink points at)."""
+        try:
+            os.unlink(self._local(str(path), follow_last=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        return True
+
+    def mkdir(self, path: PurePosixPath, *, mode: int = 0o755) -> bool:
+        """``mkdir(2)`` then ``chmod(2)`` (the umask may have narrowed the mode)."""
+        local = self._local(str(path))
+        try:
+            os.mkdir(local, mode)
+        except FileExistsError:
+            if not os.path.isdir(local):
+                raise NodeError(f"{path}: exists and is not a directory", path=str(path)) from None
+            return False
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        try:
+            os.chmod(local, mode)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        return True
+
+    def chown(self, path: PurePosixPath, uid: int, gid: int, *, follow: bool = True) -> None:
+        """``chown(2)``, or ``lchown(2)`` when ``follow`` is False."""
+        try:
+            os.chown(self._local(str(path), follow_last=follow), uid, gid, follow_symlinks=follow)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def set_mtime(self, path: PurePosixPath, mtime: float, *, follow: bool = True) -> None:
+        """``utime(2)`` (``lutimes`` when ``follow`` is False)."""
+        try:
+            os.utime(self._local(str(path), follow_last=follow), (mtime, mtime), follow_symlinks=follow)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def fsync_dir(self, path: PurePosixPath) -> None:
+        """fsync the directory (best effort)."""
+        fsync_dir(Path(self._local(str(path))))
+
+    def can_chown(self) -> bool:
+        """True when running as root."""
+        return hasattr(os, "geteuid") and os.geteuid() == 0
+
+    def lock(self, path: PurePosixPath, *, wait: float = 0.0,
+             poll: float = 0.05) -> AbstractContextManager[None]:
+        """``flock(2)`` on ``path``; the kernel drops it when the holder dies."""
+        return _flock(self, path, wait=wait, poll=poll)
+
+
+@contextlib.contextmanager
+def _flock(fs: LocalFS, path: PurePosixPath, *, wait: float, poll: float) -> Iterator[None]:
+    lock_path = fs.host_path(path, follow_last=False)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise NodeError(f"cannot create lock file {lock_path}: {exc.strerror}", path=str(lock_path)) from None
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise NodeError(f"cannot lock {lock_path}: {exc.strerror}", path=str(lock_path)) from None
+                if time.monotonic() >= deadline:
+                    raise LockError(
+                        f"another kubepki is writing to this node (lock {lock_path} is held); "
+                        "try again when it has finished", path=str(lock_path),
+                    ) from None
+                time.sleep(poll)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
 
 def atomic_write(
     target: Path, data: bytes, *, mode: int, uid: int | None = None, gid: int | None = None,
@@ -321,6 +560,7 @@ def _node_error(exc: OSError, path: PurePosixPath | str) -> NodeError:
         errno.EISDIR: "is a directory",
         errno.ENOTDIR: "a parent is not a directory",
         errno.EDQUOT: "disk quota exceeded",
+        errno.EEXIST: "exists already",
     }.get(exc.errno or 0, exc.strerror or str(exc))
     err = NodeError(f"{path}: {reason}", path=str(path))
     err.errno = exc.errno

@@ -1,22 +1,26 @@
-"""One writer per node: an advisory lock every mutating operation takes.
+"""One writer per node: an exclusive lock every mutating operation takes.
 
-The lock is ``flock(2)`` on ``<kubeconfig dir>/.kubepki.lock`` inside the node's
-root, so two kubepki processes (or threads) renewing or restoring the same node
-cannot interleave. The kernel drops the lock when its holder dies, so a crashed
-run never leaves the node locked.
+The lock is keyed by ``<kubeconfig dir>/.kubepki.lock`` inside the node's root
+and taken through the node's filesystem (:meth:`kubepki.fs.NodeFS.lock`), so two
+kubepki processes (or threads) renewing or restoring the same node cannot
+interleave, wherever they run:
+
+- a local root (:class:`~kubepki.fs.LocalFS`) takes ``flock(2)`` on the file;
+- a node over SSH (:class:`~kubepki.ssh.SSHFS`) runs ``flock(1)`` on the same
+  file on the node, held by an SSH session for the ``with`` block.
+
+Both are the same kernel lock on the node, so a kubepki running on the node
+(the Ansible module, a cron job) and one driving it over SSH exclude each
+other. The kernel drops the lock when its holder dies (for SSH: when the
+session's connection goes away), so a crashed run never leaves the node locked
+and no stale-lock timeout is needed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import os
-import time
 from collections.abc import Iterator
 
-from kubepki.errors import LockError, NodeError
-from kubepki.fs import LocalFS
 from kubepki.node import Node
 
 __all__ = ["LOCK_NAME", "node_lock"]
@@ -29,37 +33,8 @@ def node_lock(node: Node, *, wait: float = 0.0, poll: float = 0.05) -> Iterator[
     """Hold ``node``'s write lock for the ``with`` block.
 
     ``wait`` is how many seconds to wait for another holder (0: fail at once).
-    Raises :class:`~kubepki.LockError` when the lock stays taken.
+    Raises :class:`~kubepki.LockError` when the lock stays taken, and
+    :class:`~kubepki.NodeError` when the lock file cannot be created.
     """
-    if not isinstance(node.fs, LocalFS):
-        yield  # remote nodes lock on their side
-        return
-    lock_path = node.fs.host_path(node.profile.kubeconfig_dir / LOCK_NAME, follow_last=False)
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise NodeError(f"cannot create lock file {lock_path}: {exc.strerror}", path=str(lock_path)) from None
-    deadline = time.monotonic() + wait
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise NodeError(f"cannot lock {lock_path}: {exc.strerror}", path=str(lock_path)) from None
-                if time.monotonic() >= deadline:
-                    raise LockError(
-                        f"another kubepki is writing to this node (lock {lock_path} is held); "
-                        "try again when it has finished", path=str(lock_path),
-                    ) from None
-                time.sleep(poll)
-        try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
-        except OSError:
-            pass
+    with node.fs.lock(node.profile.kubeconfig_dir / LOCK_NAME, wait=wait, poll=poll):
         yield
-    finally:
-        os.close(fd)  # closing releases the flock

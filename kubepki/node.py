@@ -145,13 +145,24 @@ class Node:
         return node if isinstance(node, Node) else cls(node)
 
     def check_root(self) -> None:
-        """Raise :class:`~kubepki.NodeError` when the root is not a readable directory."""
+        """Raise :class:`~kubepki.NodeError` when the root cannot be read.
+
+        A local root must be a readable directory; a remote node must answer
+        (connection, host key) and have its root as a directory.
+        """
         if isinstance(self.fs, LocalFS):
             root = self.fs.root
             if not root.is_dir():
                 raise NodeError(f"node root {str(root)!r} is not a directory", path=str(root))
             if not os.access(root, os.R_OK | os.X_OK):
                 raise NodeError(f"node root {str(root)!r} is not readable", path=str(root))
+            return
+        connect = getattr(self.fs, "connect", None)
+        if callable(connect):
+            connect()  # raises NodeError (HostKeyError, unreachable) with a clear message
+        st = self.fs.stat(PurePosixPath("/"))
+        if st is None or not st.is_dir:
+            raise NodeError(f"node root {self.fs.describe()} is not a directory", path=self.fs.describe())
 
     @functools.cached_property
     def profile(self) -> NodeProfile:

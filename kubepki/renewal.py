@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import errno
+import fnmatch
 import hashlib
 import html
 import ipaddress
@@ -70,7 +72,7 @@ from kubepki.errors import (
     RenewalError,
     SignerError,
 )
-from kubepki.fs import LocalFS, atomic_write, fsync_dir
+from kubepki.fs import LocalFS, NodeFS, atomic_write, makedirs
 from kubepki.issuing import LeafTemplate, Signer
 from kubepki.kubeconfig import parse_kubeconfig
 from kubepki.lock import node_lock
@@ -449,6 +451,9 @@ class RenewalResult:
     #: The backup archive taken first, or None.
     backup: Path | None
     skipped: tuple[SkippedItem, ...] = ()
+    #: True when ``backup`` is a path on the node (nodes reached over SSH keep
+    #: their backups, and so their private keys, on the node).
+    backup_on_node: bool = False
     #: Names an interrupted earlier run had left in its journal and this run completed.
     resumed: tuple[str, ...] = ()
     not_before: dt.datetime | None = None
@@ -480,6 +485,7 @@ class RenewalResult:
             "changed": list(self.changed),
             "files": list(self.files),
             "backup": str(self.backup) if self.backup else None,
+            "backup_on_node": self.backup_on_node,
             "skipped": [s.to_dict() for s in self.skipped],
             "resumed": list(self.resumed),
             "not_before": _iso(self.not_before),
@@ -498,7 +504,7 @@ class RenewalResult:
         if self.resumed:
             lines.append(f"Completed an interrupted renewal first: {', '.join(self.resumed)}")
         if self.backup:
-            lines.append(f"Backup: {self.backup}")
+            lines.append(f"Backup: {self.backup}{' (on the node)' if self.backup_on_node else ''}")
         if self.changed:
             lines += ["", "Files written:"] + [f"  {p}" for p in self.files]
             lines += ["", "Done renewing certificates. You must restart the kube-apiserver, "
@@ -583,9 +589,7 @@ class _Reader:
     def planned_file(self, path: PurePosixPath, role: str, default_mode: int) -> PlannedFile:
         """Where writing ``path`` lands and the mode/owner it keeps (kubeadm's mode when new)."""
         fs = self.node.fs
-        target = path
-        if isinstance(fs, LocalFS):
-            target = PurePosixPath("/") / fs.host_path(path).relative_to(fs.root)
+        target = fs.resolve(path)
         st = fs.stat(path)
         if st is None:
             return PlannedFile(path=str(path), target=str(target), role=role, mode=default_mode,
@@ -741,8 +745,7 @@ def plan_renewal(
     if span > _RECOMMENDED_MAX_VALIDITY:
         notes.append(f"validity {span} is more than kubeadm's recommended maximum (8760h); "
                      "kubeadm only warns, and so does kubepki")
-    journal = _journal_host(n)
-    pending = journal is not None and journal.exists()
+    pending = _lexists(n.fs, _journal(n))
     if pending:
         notes.append("an interrupted renewal left a journal: applying completes it first, "
                      "then refuses this plan if that changed its files (plan again)")
@@ -1241,16 +1244,8 @@ def _checkpoint(label: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _local(node: Node) -> LocalFS:
-    if not isinstance(node.fs, LocalFS):
-        raise RenewalError(f"renewal writes through a local root; {node.fs.describe()} is not one")
-    return node.fs
-
-
-def _journal_host(node: Node) -> Path | None:
-    if not isinstance(node.fs, LocalFS):
-        return None
-    return node.fs.host_path(node.profile.cert_dir / JOURNAL_NAME, follow_last=False)
+def _journal(node: Node) -> PurePosixPath:
+    return node.profile.cert_dir / JOURNAL_NAME
 
 
 def _staged(target: PurePosixPath) -> PurePosixPath:
@@ -1265,11 +1260,15 @@ def apply_renewal(
     wait: float = 0.0,
     workers: int | None = None,
     now: dt.datetime | None = None,
+    backup_on_node: bool | None = None,
 ) -> RenewalResult:
     """Carry out ``plan``: back up, then write every step's files crash-safely.
 
     A backup of the node's PKI goes to ``backup_dir`` (required unless
-    ``take_backup`` is False) before anything is written. The node's lock is held
+    ``take_backup`` is False) before anything is written. ``backup_dir`` is a
+    directory on this machine, or a node path when ``backup_on_node`` is True;
+    None (the default) means "on the node" for nodes that are not a local root
+    (SSH), so their private keys never reach this machine's disk. The node's lock is held
     throughout (``wait`` seconds to get it, else :class:`~kubepki.LockError`).
     An interrupted earlier run is completed first. New keys are generated in
     ``workers`` threads (default: one per CPU). ``now`` is only the result's
@@ -1283,7 +1282,6 @@ def apply_renewal(
     if take_backup and backup_dir is None:
         raise ConfigError("backup_dir is required (or pass take_backup=False)")
     node = plan.node
-    _local(node)
     with node_lock(node, wait=wait):
         resumed = _roll_forward(node)
         changed = _changed_inputs(node, plan)
@@ -1296,7 +1294,14 @@ def apply_renewal(
                 f"{first}); plan again", path=changed[0],
             )
         return _execute(plan, {}, backup_dir=backup_dir if take_backup else None,
-                        workers=workers, now=now, resumed=resumed)
+                        workers=workers, now=now, resumed=resumed,
+                        backup_on_node=_on_node(node, backup_on_node))
+
+
+def _on_node(node: Node, backup_on_node: bool | None) -> bool:
+    if backup_on_node is None:
+        return not isinstance(node.fs, LocalFS)
+    return backup_on_node
 
 
 def _changed_inputs(node: Node, plan: RenewalPlan) -> list[str]:
@@ -1331,6 +1336,7 @@ def _execute(
     workers: int | None,
     now: dt.datetime | None,
     resumed: Sequence[str] = (),
+    backup_on_node: bool = False,
 ) -> RenewalResult:
     """Issue, stage and commit the plan's steps; the caller holds the lock."""
     node = plan.node
@@ -1362,7 +1368,8 @@ def _execute(
         for step in needs_key:
             algorithm = _need(step.new_key_algorithm, "the key algorithm")
             keys[step.name] = pool.submit(issuing.generate_key, algorithm)
-        backup_path = _backup(node, backup_dir, now) if backup_dir is not None else None
+        backup_path = (_backup(node, backup_dir, now, on_node=backup_on_node)
+                       if backup_dir is not None else None)
         if backup_path is not None:
             _checkpoint("backup")
         groups: list[_Group] = []
@@ -1383,6 +1390,7 @@ def _execute(
     return RenewalResult(
         root=plan.root, node_name=plan.node_name, renewed_at=plan.now, finished_at=_utc(now),
         changed=tuple(sorted(g.name for g in groups)), files=written, backup=backup_path,
+        backup_on_node=backup_on_node and backup_path is not None,
         skipped=tuple(skipped), resumed=tuple(resumed), not_before=plan.not_before,
         not_after=plan.not_after, messages=tuple(messages),
     )
@@ -1403,12 +1411,13 @@ def _needs_key(step: PlanStep) -> bool:
     return step.action is Action.SWITCH and step.new_not_before is not None
 
 
-def _backup(node: Node, backup_dir: str | os.PathLike[str], now: dt.datetime | None) -> Path:
+def _backup(node: Node, backup_dir: str | os.PathLike[str], now: dt.datetime | None, *,
+            on_node: bool = False) -> Path:
     try:
         from kubepki.backups import backup
     except ImportError as exc:  # pragma: no cover - the backups module ships with kubepki
         raise RenewalError(f"cannot take a backup: {exc}") from None
-    info = backup(node, Path(backup_dir), now=now)
+    info = backup(node, backup_dir, now=now, on_node=on_node)
     return Path(info.path)
 
 
@@ -1456,13 +1465,15 @@ def _material_group(step: PlanStep, cert_pem: bytes, key_pem: bytes, reader: _Re
 
 
 # -- the journal ---------------------------------------------------------------------------
+#
+# Every file operation goes through the node's filesystem (kubepki.fs.NodeFS), so
+# the same journal protects a local root and a node reached over SSH: on SSH the
+# keys are generated and signed in the controller's memory and written on the
+# node only, never on the controller's disk.
 
 
-def _host(fs: LocalFS, path: PurePosixPath | str) -> Path:
-    return fs.host_path(PurePosixPath(path), follow_last=False)
-
-
-def _write_journal(host: Path, state: str, groups: Sequence[_Group], started: dt.datetime) -> None:
+def _write_journal(fs: NodeFS, path: PurePosixPath, state: str, groups: Sequence[_Group],
+                   started: dt.datetime) -> None:
     doc = {
         "version": 1,
         "state": state,
@@ -1475,54 +1486,34 @@ def _write_journal(host: Path, state: str, groups: Sequence[_Group], started: dt
             for g in groups
         ],
     }
-    atomic_write(host, json.dumps(doc, indent=1).encode() + b"\n", mode=0o600)
+    fs.write_atomic(path, json.dumps(doc, indent=1).encode() + b"\n", mode=0o600)
 
 
-def _stage(fs: LocalFS, w: _Write) -> Path:
-    staged = _host(fs, _staged(w.target))
+def _stage(fs: NodeFS, w: _Write) -> PurePosixPath:
+    staged = _staged(w.target)
     try:
-        os.unlink(staged)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise NodeError(f"{_staged(w.target)}: {exc.strerror}", path=str(_staged(w.target))) from None
-    try:
+        fs.unlink(staged)
         if w.link is not None:
-            os.symlink(w.link, staged)
+            fs.symlink(w.link, staged)
             return staged
-        data = _need(w.data, "the data")
-        flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-                 | getattr(os, "O_CLOEXEC", 0))
-        fd = os.open(staged, flags, w.mode)
-        try:
-            os.fchmod(fd, w.mode)
-            if (w.uid is not None and w.uid != os.geteuid()) or (
-                    w.gid is not None and w.gid != os.getegid()):
-                os.fchown(fd, -1 if w.uid is None else w.uid, -1 if w.gid is None else w.gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise NodeError(f"cannot write {_staged(w.target)}: {exc.strerror}",
-                        path=str(_staged(w.target))) from None
+        fs.write_new(staged, _need(w.data, "the data"), mode=w.mode, uid=w.uid, gid=w.gid)
+    except NodeError as exc:
+        raise NodeError(f"cannot write {staged}: {exc.message}", path=str(staged)) from None
     return staged
 
 
 def _commit(node: Node, groups: Sequence[_Group], *, started: dt.datetime) -> None:
     """Stage every file, commit the journal, rename, drop the journal."""
-    fs = _local(node)
-    journal = _need(_journal_host(node), "the journal path")
-    dirs = {_host(fs, w.target).parent for g in groups for w in g.writes}
+    fs = node.fs
+    journal = _journal(node)
+    dirs = {w.target.parent for g in groups for w in g.writes}
     for d in sorted(dirs):
-        if not d.is_dir():  # e.g. /var/lib/kubelet/pki on a node whose kubelet never ran
-            try:
-                d.mkdir(mode=0o755, parents=True)
-            except OSError as exc:
-                raise NodeError(f"cannot create {d}: {exc.strerror}", path=str(d)) from None
-    _write_journal(journal, "staging", groups, started)
+        # e.g. /var/lib/kubelet/pki on a node whose kubelet never ran
+        try:
+            makedirs(fs, d)
+        except NodeError as exc:
+            raise NodeError(f"cannot create {d}: {exc.message}", path=str(d)) from None
+    _write_journal(fs, journal, "staging", groups, started)
     _checkpoint("journal-staging")
     try:
         for g in groups:
@@ -1530,58 +1521,62 @@ def _commit(node: Node, groups: Sequence[_Group], *, started: dt.datetime) -> No
                 _stage(fs, w)
                 _checkpoint(f"staged {w.target}")
         for d in dirs:
-            fsync_dir(d)
-        _write_journal(journal, "committing", groups, started)
+            fs.fsync_dir(d)
+        _write_journal(fs, journal, "committing", groups, started)
     except BaseException:
         _discard_staged(fs, groups)
-        _remove(journal)
+        _remove(fs, journal)
         raise
     _checkpoint("journal-committing")
     try:
         for g in groups:
             for w in g.writes:
-                os.replace(_host(fs, _staged(w.target)), _host(fs, w.target))
+                fs.rename(_staged(w.target), w.target)
                 _checkpoint(f"renamed {w.target}")
-    except OSError as exc:
+    except NodeError as exc:
         raise RenewalError(
-            f"renewal interrupted while putting files in place ({exc.strerror}); the journal "
-            f"{node.profile.cert_dir / JOURNAL_NAME} lets `kubepki renew --resume` finish it"
+            f"renewal interrupted while putting files in place ({exc.message}); the journal "
+            f"{journal} lets `kubepki renew --resume` finish it"
         ) from None
     for d in dirs:
-        fsync_dir(d)
-    _remove(journal)
+        fs.fsync_dir(d)
+    _remove(fs, journal)
     _checkpoint("journal-removed")
 
 
-def _discard_staged(fs: LocalFS, groups: Sequence[_Group]) -> None:
+def _discard_staged(fs: NodeFS, groups: Sequence[_Group]) -> None:
     for g in groups:
         for w in g.writes:
-            _remove(_host(fs, _staged(w.target)))
+            _remove(fs, _staged(w.target))
 
 
-def _remove(path: Path) -> None:
+def _remove(fs: NodeFS, path: PurePosixPath) -> None:
     try:
-        os.unlink(path)
-    except FileNotFoundError:
+        if not fs.unlink(path):
+            return
+    except NodeError:
         return
-    except OSError:
-        return
-    fsync_dir(path.parent)
+    fs.fsync_dir(path.parent)
+
+
+def _lexists(fs: NodeFS, path: PurePosixPath) -> bool:
+    return fs.stat(path, follow=False) is not None
 
 
 def _roll_forward(node: Node) -> list[str]:
     """Complete (or, before its commit, discard) an interrupted run; the names it completed."""
-    fs = _local(node)
-    journal = _need(_journal_host(node), "the journal path")
-    # A journal write interrupted inside atomic_write leaves its temporary file.
-    for leftover in journal.parent.glob(f".{JOURNAL_NAME}.kubepki-*.tmp"):
-        _remove(leftover)
+    fs = node.fs
+    journal = _journal(node)
+    # A journal write interrupted inside write_atomic leaves its temporary file.
+    for name in fs.listdir(journal.parent):
+        if fnmatch.fnmatchcase(name, f".{JOURNAL_NAME}.kubepki-*.tmp"):
+            _remove(fs, journal.parent / name)
     try:
-        raw = journal.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise RenewalError(f"cannot read the renewal journal {journal}: {exc.strerror}") from None
+        if not _lexists(fs, journal):
+            return []
+        raw = fs.read_bytes(journal, limit=_MAX_FILE)
+    except NodeError as exc:
+        raise RenewalError(f"cannot read the renewal journal {journal}: {exc.message}") from None
     try:
         doc = json.loads(raw)
         state = doc["state"]
@@ -1600,39 +1595,39 @@ def _roll_forward(node: Node) -> list[str]:
         raise RenewalError(f"the renewal journal {journal} names unexpected files; refusing")
     if state == "staging":
         _discard_staged(fs, groups)
-        _remove(journal)
+        _remove(fs, journal)
         return []
     if state != "committing":
         raise RenewalError(f"the renewal journal {journal} has an unknown state {state!r}")
     completed = []
     for g in groups:
-        pending = [w for w in g.writes if os.path.lexists(_host(fs, _staged(w.target)))]
+        pending = [w for w in g.writes if _lexists(fs, _staged(w.target))]
         if not pending:
             continue  # this item was complete before the interruption
         _verify_group(fs, g)
         for w in pending:
-            os.replace(_host(fs, _staged(w.target)), _host(fs, w.target))
+            fs.rename(_staged(w.target), w.target)
             _checkpoint(f"resumed {w.target}")
         completed.append(g.name)
-    for d in {_host(fs, w.target).parent for g in groups for w in g.writes}:
-        fsync_dir(d)
-    _remove(journal)
+    for d in {w.target.parent for g in groups for w in g.writes}:
+        fs.fsync_dir(d)
+    _remove(fs, journal)
     return completed
 
 
-def _current(fs: LocalFS, target: PurePosixPath) -> bytes | None:
+def _current(fs: NodeFS, target: PurePosixPath) -> bytes | None:
     """What ``target`` will hold once the renames are done: the staged file, else the file."""
-    for path in (_host(fs, _staged(target)), _host(fs, target)):
+    for path in (_staged(target), target):
         try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            continue
-        except OSError:
+            return fs.read_bytes(path, limit=_MAX_FILE)
+        except NodeError as exc:
+            if exc.errno == errno.ENOENT:
+                continue
             return None
     return None
 
 
-def _verify_group(fs: LocalFS, g: _Group) -> None:
+def _verify_group(fs: NodeFS, g: _Group) -> None:
     """Check that what a group will hold after the renames belongs together."""
     try:
         if g.check == "pair":
@@ -1673,8 +1668,7 @@ def resume_renewal(node: Node | str | os.PathLike[str], *, wait: float = 0.0,
     """
     n = Node.coerce(node)
     n.check_root()
-    journal = _journal_host(n)
-    if journal is None or not journal.exists():
+    if not _lexists(n.fs, _journal(n)):
         return None
     with node_lock(n, wait=wait):
         completed = _roll_forward(n)

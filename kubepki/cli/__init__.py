@@ -33,6 +33,7 @@ COMMANDS.append(__import__("kubepki.cli.backup", fromlist=["register"]))  # back
 COMMANDS.append(__import__("kubepki.cli.secrets", fromlist=["register"]))  # secrets check, probe
 COMMANDS.append(__import__("kubepki.cli.renew", fromlist=["register"]))  # renew, certs
 COMMANDS.append(__import__("kubepki.cli.restarts", fromlist=["register"]))  # restarts, verify-served
+COMMANDS.append(__import__("kubepki.cli.cluster", fromlist=["register"]))  # cluster check, renew, restarts
 # Last: the completion script describes every command registered before it.
 COMMANDS.append(__import__("kubepki.cli.completion", fromlist=["register"]))
 
