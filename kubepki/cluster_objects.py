@@ -62,7 +62,7 @@ from kubepki.bundles import (
     parse_certificates,
 )
 from kubepki.errors import ConfigError, ParseError
-from kubepki.findings import Finding, Severity, Status, status_for
+from kubepki.findings import Finding, Severity, Status, exit_code_for, status_counts, status_for, worst_first
 from kubepki.pki import CertFacts, iso
 
 __all__ = [
@@ -254,27 +254,17 @@ class ObjectInventory:
 
     def counts(self) -> dict[str, int]:
         """How many items have each status."""
-        out = {s.value: 0 for s in Status}
-        for item in self.items:
-            out[item.status.value] += 1
-        return out
+        return status_counts(self.items)
 
     @property
     def findings(self) -> list[tuple[ObjectItem, Finding]]:
         """Every finding with its item, worst first."""
-        pairs = [(i, f) for i in self.items for f in i.findings]
-        return sorted(pairs, key=lambda p: -p[1].severity.rank)
+        return worst_first(self.items)
 
     @property
     def exit_code(self) -> int:
         """0 all well, 1 only warnings, 2 anything expired, invalid or missing (as ``kubepki check``)."""
-        code = 0
-        for item in self.items:
-            if item.status in (Status.EXPIRED, Status.INVALID, Status.MISSING):
-                return 2
-            if item.status is Status.WARNING:
-                code = 1
-        return code
+        return exit_code_for(self.items)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: run facts, a status summary and every item."""

@@ -7,11 +7,22 @@ is never renamed or reused for another meaning. :data:`CODES` documents each one
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import attrs
 
-__all__ = ["CODES", "Finding", "Severity", "Status", "make", "status_for"]
+__all__ = [
+    "CODES",
+    "Finding",
+    "Severity",
+    "Status",
+    "exit_code_for",
+    "make",
+    "status_counts",
+    "status_for",
+    "worst_first",
+]
 
 
 class Severity(str, enum.Enum):
@@ -115,3 +126,43 @@ def status_for(findings: Sequence[Finding]) -> Status:
     if any(f.severity is Severity.WARNING for f in findings):
         return Status.WARNING
     return Status.OK
+
+
+class _Checked(Protocol):
+    @property
+    def status(self) -> Status: ...
+
+    @property
+    def findings(self) -> tuple[Finding, ...]: ...
+
+
+_Item = TypeVar("_Item", bound=_Checked)
+
+
+def status_counts(items: Iterable[_Checked]) -> dict[str, int]:
+    """How many ``items`` have each status (every status present, zeros included)."""
+    out = {s.value: 0 for s in Status}
+    for item in items:
+        out[item.status.value] += 1
+    return out
+
+
+def worst_first(items: Iterable[_Item]) -> list[tuple[_Item, Finding]]:
+    """Every finding with its item, worst severity first (stable otherwise)."""
+    pairs = [(i, f) for i in items for f in i.findings]
+    return sorted(pairs, key=lambda p: -p[1].severity.rank)
+
+
+def exit_code_for(items: Iterable[_Item], *, required: Callable[[_Item], bool] = lambda _: True) -> int:
+    """``kubepki check``'s exit status: 0 all well, 1 only warnings, 2 expired, invalid or required-missing."""
+    code = 0
+    for item in items:
+        if item.status in (Status.EXPIRED, Status.INVALID):
+            return 2
+        if item.status is Status.MISSING:
+            if required(item):
+                return 2
+            continue
+        if item.status is Status.WARNING:
+            code = 1
+    return code

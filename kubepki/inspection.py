@@ -27,7 +27,16 @@ from cryptography import x509
 from kubepki import catalog as _catalog
 from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
 from kubepki.errors import KubeconfigError, NodeError, ParseError
-from kubepki.findings import Finding, Severity, Status, make, status_for
+from kubepki.findings import (
+    Finding,
+    Severity,
+    Status,
+    exit_code_for,
+    make,
+    status_counts,
+    status_for,
+    worst_first,
+)
 from kubepki.kubeconfig import Kubeconfig, parse_kubeconfig
 from kubepki.node import Node, NodeProfile
 from kubepki.pki import (
@@ -186,31 +195,17 @@ class Inventory:
 
     def counts(self) -> dict[str, int]:
         """How many items have each status."""
-        out = {s.value: 0 for s in Status}
-        for item in self.items:
-            out[item.status.value] += 1
-        return out
+        return status_counts(self.items)
 
     @property
     def findings(self) -> list[tuple[InventoryItem, Finding]]:
         """Every finding with its item, worst first."""
-        pairs = [(i, f) for i in self.items for f in i.findings]
-        return sorted(pairs, key=lambda p: -p[1].severity.rank)
+        return worst_first(self.items)
 
     @property
     def exit_code(self) -> int:
         """0 all well, 1 only warnings, 2 anything expired, invalid or required-missing."""
-        code = 0
-        for item in self.items:
-            if item.status in (Status.EXPIRED, Status.INVALID):
-                return 2
-            if item.status is Status.MISSING:
-                if item.entry.required:
-                    return 2
-                continue
-            if item.status is Status.WARNING:
-                code = 1
-        return code
+        return exit_code_for(self.items, required=lambda item: item.entry.required)
 
     def to_dict(self) -> dict[str, Any]:
         """The inventory as in kubepki's JSON output (see docs/json.md)."""
