@@ -48,7 +48,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubepki.errors import ConfigError, KubeconfigError, SignerError
 from kubepki.kubeadm_config import ENCRYPTION_ALGORITHMS
 from kubepki.kubeconfig import Kubeconfig
-from kubepki.pki import PrivateKey, PublicKey, key_algorithm, public_key_der
+from kubepki.pki import KEY_USAGE_NAMES, PrivateKey, PublicKey, key_algorithm, public_key_der
 
 __all__ = [
     "BACKDATE",
@@ -87,18 +87,6 @@ _CURVES: Mapping[str, type[ec.EllipticCurve]] = {
     "ECDSA-P384": ec.SECP384R1,
 }
 
-#: Key usage names as ``cryptography``'s ``KeyUsage`` arguments, in bit order.
-KEY_USAGE_NAMES: tuple[str, ...] = (
-    "digital_signature",
-    "content_commitment",
-    "key_encipherment",
-    "data_encipherment",
-    "key_agreement",
-    "key_cert_sign",
-    "crl_sign",
-    "encipher_only",
-    "decipher_only",
-)
 #: What kubeadm's ``NewSignedCert`` sets on every leaf.
 KUBEADM_LEAF_KEY_USAGES: tuple[str, ...] = ("digital_signature", "key_encipherment")
 

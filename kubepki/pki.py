@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubepki.errors import PEMError
 
 __all__ = [
+    "KEY_USAGE_NAMES",
     "MAX_PEM_BYTES",
     "CertFacts",
     "PemBlock",
@@ -299,7 +300,8 @@ def verify_signature(cert: x509.Certificate, public: PublicKey) -> bool:
     return True
 
 
-_KU_NAMES = (
+#: Key usage names as ``cryptography``'s ``KeyUsage`` arguments, in bit order.
+KEY_USAGE_NAMES: tuple[str, ...] = (
     "digital_signature",
     "content_commitment",
     "key_encipherment",
@@ -307,6 +309,8 @@ _KU_NAMES = (
     "key_agreement",
     "key_cert_sign",
     "crl_sign",
+    "encipher_only",
+    "decipher_only",
 )
 _EKU_NAMES = {
     ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
@@ -376,7 +380,7 @@ def cert_facts(cert: x509.Certificate) -> CertFacts:
             dns = tuple(value.get_values_for_type(x509.DNSName))
             ips = tuple(str(i) for i in value.get_values_for_type(x509.IPAddress))
         elif isinstance(value, x509.KeyUsage):
-            kus = tuple(n for n in _KU_NAMES if _ku_bit(value, n))
+            kus = tuple(n for n in KEY_USAGE_NAMES if _ku_bit(value, n))
         elif isinstance(value, x509.ExtendedKeyUsage):
             ekus = tuple(_EKU_NAMES.get(o, o.dotted_string) for o in value)
         elif isinstance(value, x509.BasicConstraints):

@@ -78,8 +78,10 @@ from kubepki.kubeconfig import parse_kubeconfig
 from kubepki.lock import node_lock
 from kubepki.node import Node, NodeProfile
 from kubepki.pki import (
+    KEY_USAGE_NAMES,
     PrivateKey,
     PublicKey,
+    is_ip,
     iso,
     key_algorithm,
     load_certificate,
@@ -1065,14 +1067,6 @@ def _fill(template: str, values: Mapping[str, str | None]) -> str | None:
         return None
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _rules_template(entry: CatalogEntry, profile: NodeProfile,
                     reader: _Reader) -> tuple[LeafTemplate | None, list[str]]:
     """The attributes kubeadm would give ``entry`` on this node (``init phase certs``)."""
@@ -1091,7 +1085,7 @@ def _rules_template(entry: CatalogEntry, profile: NodeProfile,
         if value is None:
             notes.append(f"SAN {pattern} is unknown on this node and was left out "
                          "(pass a kubeadm config to include it)")
-        elif _is_ip(value):
+        elif is_ip(value):
             ips.append(value)
         else:
             dns.append(value)
@@ -1113,10 +1107,10 @@ def _rules_template(entry: CatalogEntry, profile: NodeProfile,
         elif cfg is not None and field == "etcd.local.peerCertSANs":
             extra += cfg.etcd_peer_cert_sans
     for value in extra:
-        (ips if _is_ip(value) else dns).append(value)
+        (ips if is_ip(value) else dns).append(value)
     # kubeadm's certificates list DNS names sorted and IPs in the order they were added.
     ip_order = list(dict.fromkeys(str(ipaddress.ip_address(i)) for i in ips))
-    kus = tuple(k for k in issuing.KEY_USAGE_NAMES if k in {u.value for u in entry.key_usages})
+    kus = tuple(k for k in KEY_USAGE_NAMES if k in {u.value for u in entry.key_usages})
     ekus = tuple(e for e in ("serverAuth", "clientAuth")
                  if e in {u.value for u in entry.extended_key_usages})
     template = LeafTemplate(
