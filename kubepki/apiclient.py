@@ -520,9 +520,13 @@ class KubeClient:
                 if not drained:
                     self.close()  # unread bytes would be taken for the next response
             meta = fields.get("metadata")
-            token = meta.get("continue") if isinstance(meta, dict) else None
-            if not token:
+            following = meta.get("continue") if isinstance(meta, dict) else None
+            if not isinstance(following, str) or not following:
                 return
+            if following == token:  # a server that never gets further would be listed forever
+                raise APIError(f"{self.server} answered the same continue token twice when listing "
+                               f"{resource.plural}", url=resource.path(namespace))
+            token = following
 
 
 def _server_context(cluster: _Entry, shown: str) -> tuple[ssl.SSLContext, list[str]]:
@@ -639,7 +643,7 @@ def _status_message(status: int, body: bytes, server: str, path: str) -> str:
         doc = json.loads(body)
         if isinstance(doc, dict) and isinstance(doc.get("message"), str):
             detail = doc["message"][:300]
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to decode
         pass
     if status == 401:
         what = "401 Unauthorized: the credentials were rejected"

@@ -40,6 +40,7 @@ import math
 import os
 import re
 import secrets
+import signal
 import stat as stat_mod
 import tarfile
 import zlib
@@ -1623,6 +1624,20 @@ def _same(a: RestorePlan, b: RestorePlan) -> bool:
     return key(a) == key(b)
 
 
+#: Test hook, as kubepki.renewal's: ``KUBEPKI_TEST_CRASH_AT=N`` makes a restoring process
+#: SIGKILL itself at its Nth write checkpoint (crash tests; never set it otherwise).
+_CRASH_ENV = "KUBEPKI_TEST_CRASH_AT"
+_checkpoint_count = [0]
+
+
+def _checkpoint(label: str) -> None:
+    """A point where a crash test may kill the process; without the variable this only counts."""
+    _checkpoint_count[0] += 1
+    at = os.environ.get(_CRASH_ENV)
+    if at is not None and at.isdigit() and int(at) == _checkpoint_count[0]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _ensure_parents(fs: NodeFS, path: PurePosixPath, manifests_dir: PurePosixPath) -> None:
     # kubeadm's modes: directories 0755, the static pod manifests dir 0700.
     try:
@@ -1631,15 +1646,34 @@ def _ensure_parents(fs: NodeFS, path: PurePosixPath, manifests_dir: PurePosixPat
         raise NodeError(exc.message, path=exc.path) from None
 
 
-def _write_step(fs: NodeFS, step: RestoreStep, data: bytes | None,
+def _stage_file(fs: NodeFS, step: RestoreStep, data: bytes | None,
+                manifests_dir: PurePosixPath, as_root: bool) -> PurePosixPath:
+    """Write a file's restored content beside it (its mode and owner from the start, fsynced)."""
+    path = PurePosixPath(step.path)
+    _ensure_parents(fs, path, manifests_dir)
+    assert data is not None  # noqa: S101 - files always carry data
+    tmp = path.parent / f".{path.name}.kubepki-{secrets.token_hex(6)}.tmp"
+    try:
+        fs.write_new(tmp, data, mode=step.mode, uid=step.uid if as_root else None,
+                     gid=step.gid if as_root else None)
+    except NodeError as exc:
+        raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
+                        path=step.path) from None
+    return tmp
+
+
+def _write_step(fs: NodeFS, step: RestoreStep, staged: PurePosixPath | None,
                 manifests_dir: PurePosixPath, as_root: bool) -> None:
     path = PurePosixPath(step.path)
     _ensure_parents(fs, path, manifests_dir)
-    uid = step.uid if as_root else None
-    gid = step.gid if as_root else None
     if step.type == _FILE:
-        assert data is not None  # noqa: S101 - files always carry data
-        fs.write_atomic(path, data, mode=step.mode, uid=uid, gid=gid)
+        assert staged is not None  # noqa: S101 - files are staged first
+        try:
+            fs.rename(staged, path)  # atomic: the old file until this instant
+        except NodeError as exc:
+            raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
+                            path=step.path) from None
+        fs.fsync_dir(path.parent)
         with contextlib.suppress(NodeError):  # the content and mode are what matters
             fs.set_mtime(path, step.mtime, follow=False)
         return
@@ -1681,8 +1715,9 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
     ``accept_changed``. Holding the node lock, it re-reads the archive and the
     node and refuses when either changed since the plan was made; takes a backup
     of the current state into ``backup_dir`` (default: the archive's directory)
-    and verifies it, unless ``take_backup`` is False; then writes files (then
-    symlinks), each read back after writing, creating
+    and verifies it, unless ``take_backup`` is False; then stages every file beside
+    its target (so a write that fails changes nothing), replaces the files (then
+    the symlinks), each read back after writing, creating
     missing directories (0755, the manifests dir 0700). Owners are restored when
     running as root on the node. Every write goes through the node's filesystem
     (a local root or SSH); the archive and ``backup_dir`` are on this machine.
@@ -1719,21 +1754,40 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
                 raise BackupError(f"no file restored: the backup of the current state "
                                   f"{pre.path} does not verify: {report.problems[0]}",
                                   path=str(pre.path))
+            _checkpoint("backup")
         as_root = fs.can_chown()
         manifests_dir = node.profile.manifests_dir
         ordered = [s for s in todo if s.type == _FILE] + [s for s in todo if s.type == _SYMLINK]
         written: list[str] = []
-        for step in ordered:
-            try:
-                _write_step(fs, step, scan.data.get(step.path), manifests_dir, as_root)
-                _check_written(fs, step)
-            except (NodeError, BackupError) as exc:
-                saved = f"; the state before the restore is in {pre.path}" if pre else ""
-                raise BackupError(
-                    f"restore stopped at {step.path}: {exc.message}; {len(written)} of "
-                    f"{len(ordered)} files were written{saved}. Planning again resumes",
-                    path=step.path) from None
-            written.append(step.path)
+        # Every file is staged beside its target before any is replaced: a full disk, a
+        # read-only mount or a permission error then stops the restore with nothing changed,
+        # never between a certificate and its key.
+        staged: dict[str, PurePosixPath] = {}
+        try:
+            for step in ordered:
+                if step.type == _FILE:
+                    try:
+                        staged[step.path] = _stage_file(fs, step, scan.data.get(step.path),
+                                                        manifests_dir, as_root)
+                    except NodeError as exc:
+                        raise BackupError(f"no file restored: {exc.message}", path=step.path) from None
+                    _checkpoint(f"staged {step.path}")
+            for step in ordered:
+                try:
+                    _write_step(fs, step, staged.pop(step.path, None), manifests_dir, as_root)
+                    _check_written(fs, step)
+                except (NodeError, BackupError) as exc:
+                    saved = f"; the state before the restore is in {pre.path}" if pre else ""
+                    raise BackupError(
+                        f"restore stopped at {step.path}: {exc.message}; {len(written)} of "
+                        f"{len(ordered)} files were written{saved}. Planning again resumes",
+                        path=step.path) from None
+                written.append(step.path)
+                _checkpoint(f"restored {step.path}")
+        finally:
+            for tmp in staged.values():
+                with contextlib.suppress(NodeError):
+                    fs.unlink(tmp)
     return RestoreResult(plan=fresh, written=tuple(written), pre_restore_backup=pre)
 
 

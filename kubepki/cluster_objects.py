@@ -714,6 +714,8 @@ class _JSONObjects:
                 # the re-parsing of an object larger than a chunk linear overall.
                 self._fill(len(self._buf) - self._pos)
                 continue
+            except (RecursionError, ValueError) as exc:  # nested too deep; a number with too many digits
+                raise self._error(f"not valid JSON ({' '.join(str(exc).split())[:120]})") from None
             if end == len(self._buf) and not self._eof and self._fill():
                 continue  # a number or literal might go on in the next chunk
             self._pos = end
@@ -817,15 +819,12 @@ def _yaml_load(data: bytes, path: str | None) -> list[Any]:
     import yaml
 
     loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # As yamlutil: no aliases ("billion laughs"), no nesting deep enough to crash libyaml.
+    yamlutil.check_events(data, path=path, error=ParseError)
     try:
-        if b"&" in data or b"*" in data:
-            # As yamlutil: aliases are how "billion laughs" documents blow up.
-            for event in yaml.parse(data, Loader=loader):
-                if isinstance(event, yaml.AliasEvent):
-                    raise ParseError("YAML aliases are not supported", path=path)
         return [d for d in yaml.load_all(data, Loader=loader) if d is not None]
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
-        raise ParseError(f"not valid YAML: {' '.join(str(exc).split())[:200]}", path=path) from None
+        raise ParseError(f"not valid YAML: {yamlutil._first_line(exc)}", path=path) from None
 
 
 def _yaml_objects(lines: Iterable[bytes], path: str | None) -> Iterator[tuple[dict[str, Any], str | None]]:

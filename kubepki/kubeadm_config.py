@@ -36,7 +36,10 @@ def parse_duration(text: str) -> dt.timedelta:
     """
     s = str(text).strip()
     if re.fullmatch(r"\d+d", s):
-        return dt.timedelta(days=int(s[:-1]))
+        try:
+            return dt.timedelta(days=int(s[:-1]))
+        except (OverflowError, ValueError):  # beyond timedelta, or too many digits for int()
+            raise ConfigError(f"duration out of range: {text!r}") from None
     if not s or s.startswith("-") or _DURATION_RE.sub("", s) != "":
         raise ConfigError(f"not a duration: {text!r} (use e.g. 30d, 720h or 8760h0m0s)")
     seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_RE.findall(s))

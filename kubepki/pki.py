@@ -58,11 +58,10 @@ PublicKey = (
     | ed448.Ed448PublicKey | dsa.DSAPublicKey
 )
 
-_PEM_RE = re.compile(
-    rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n(.*?)-----END ([A-Z0-9 ]{1,64})-----",
-    re.DOTALL,
-)
+_BEGIN_LINE_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n")
+_END_LINE_RE = re.compile(rb"-----END ([A-Z0-9 ]{1,64})-----")
 _BEGIN = b"-----BEGIN "
+_END = b"-----END "
 _B64_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 
 
@@ -85,8 +84,7 @@ def split_pem(data: bytes, *, path: str | None = None) -> list[PemBlock]:
     if len(data) > MAX_PEM_BYTES:
         raise PEMError(f"file too large for a certificate or key ({len(data)} bytes)", code="too-large", path=path)
     blocks: list[PemBlock] = []
-    for match in _PEM_RE.finditer(data):
-        kind, body, end = match.group(1), match.group(2), match.group(3)
+    for kind, body, end, text in _pem_matches(data):
         if kind != end:
             raise PEMError(
                 f"PEM block BEGIN {kind.decode()} ends with END {end.decode()}", code="truncated-pem", path=path
@@ -104,13 +102,37 @@ def split_pem(data: bytes, *, path: str | None = None) -> list[PemBlock]:
             der = binascii.a2b_base64(body_bytes)
         except (binascii.Error, ValueError):
             raise PEMError(f"PEM block {kind.decode()} is not valid base64", code="bad-base64", path=path) from None
-        blocks.append(PemBlock(kind.decode(), der, match.group(0)))
+        blocks.append(PemBlock(kind.decode(), der, text))
     begins = data.count(_BEGIN)
     if begins > len(blocks):
         raise PEMError("truncated PEM: a BEGIN line has no matching END line", code="truncated-pem", path=path)
     if not blocks:
         raise PEMError("no PEM data found", code="not-pem", path=path)
     return blocks
+
+
+def _pem_matches(data: bytes) -> Iterator[tuple[bytes, bytes, bytes, bytes]]:
+    """(BEGIN type, body, END type, whole block) of each block: a BEGIN line, then
+    everything up to the first END line after it.
+
+    A forward scan in linear time. A regular expression with a lazy body rescans
+    the rest of the file from every BEGIN line that has no END after it: a 1 MiB
+    file of BEGIN lines took minutes.
+    """
+    pos = 0
+    while (begin := data.find(_BEGIN, pos)) >= 0:
+        head = _BEGIN_LINE_RE.match(data, begin)
+        if head is None:
+            pos = begin + 1
+            continue
+        tail = None
+        end = data.find(_END, head.end())
+        while end >= 0 and (tail := _END_LINE_RE.match(data, end)) is None:
+            end = data.find(_END, end + 1)
+        if tail is None:
+            return  # no END line after this BEGIN, so none after any later one either
+        yield head.group(1), data[head.end():tail.start()], tail.group(1), data[begin:tail.end()]
+        pos = tail.end()
 
 
 def _first_der(data: bytes, types: Sequence[str], what: str, path: str | None) -> bytes:
@@ -143,6 +165,7 @@ def load_certificate(data: bytes, *, path: str | None = None) -> x509.Certificat
                 cert = x509.load_pem_x509_certificate(data)
                 cert.not_valid_after_utc  # noqa: B018
                 cert.extensions  # noqa: B018
+                cert.public_key()
         except (ValueError, TypeError, UnsupportedAlgorithm, CryptographyDeprecationWarning):
             pass
         else:
@@ -171,6 +194,7 @@ def _parse_der_cert(der: bytes, path: str | None) -> x509.Certificate:
             cert.subject  # noqa: B018
             cert.issuer  # noqa: B018
             cert.extensions  # noqa: B018
+            cert.public_key()  # a damaged key (an EC point off its curve) fails here, not later
     except CryptographyDeprecationWarning:
         raise PEMError(
             "not a valid X.509 certificate: its serial number is not positive (RFC 5280; Go and so "

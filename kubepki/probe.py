@@ -161,6 +161,8 @@ def _probe_one(endpoint: str, *, now: dt.datetime, warn_within: dt.timedelta, ti
         return item(None, [make("no-certificate", f"{shown} presented no certificate")]), served.complete
     try:
         certs = [x509.load_der_x509_certificate(d) for d in served.certificates]
+        for cert in certs:  # parsed lazily: malformed names or extensions fail here, not later
+            cert.subject, cert.issuer, cert.extensions, cert.not_valid_after_utc  # noqa: B018
     except ValueError as exc:
         return item(None, [make("bad-certificate", f"{shown} presented an unparseable certificate: "
                                 f"{str(exc)[:200]}")]), served.complete

@@ -13,7 +13,8 @@ import attrs
 
 from kubepki.errors import ConfigError
 
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[-+].*)?$")
+# Bounded: int() refuses strings of more than 4300 digits with ValueError.
+_VERSION_RE = re.compile(r"^v?(\d{1,9})\.(\d{1,9})(?:\.(\d+))?(?:[-+].*)?$")
 
 
 @attrs.frozen(order=True)

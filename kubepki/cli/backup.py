@@ -14,7 +14,7 @@ from kubepki.catalog import CATALOG
 from kubepki.cli._common import EXIT_OK, EXIT_PROBLEM, add_node_options, emit, error, node_from_args
 from kubepki.cli._output import Output, restore_spans, verify_spans
 from kubepki.cli.completion import suggest
-from kubepki.errors import BackupError
+from kubepki.errors import BackupError, LockError
 
 #: Where ``kubepki backup`` writes without ``--to``: a node path, under ``--root``.
 
@@ -179,12 +179,13 @@ def _positive(text: str) -> int:
 
 
 def _guarded(run: _Run) -> _Run:
-    """Backup failures are "an operation failed" (2), not "could not run" (3)."""
+    """Backup failures, and a restore refused because another kubepki holds the node's lock,
+    are "an operation failed" (2, as for renew), not "could not run" (3)."""
 
     def guarded(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except BackupError as exc:
+        except (BackupError, LockError) as exc:
             if getattr(args, "debug", False):
                 raise
             error(str(exc))
