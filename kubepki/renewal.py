@@ -1133,34 +1133,30 @@ def _server_host(server: str | None) -> str | None:
     return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
 
 
-def _other_server(reader: _Reader, names: Sequence[str]) -> str | None:
+def _from_kubeconfigs(reader: _Reader, names: Sequence[str], field: str) -> str | None:
+    """The first non-empty ``server`` or ``cluster_name`` among the node's kubeconfigs ``names``."""
     for name in names:
         path = reader.node.path_of(name)
         try:
             data = reader.read(path)
             if data is None:
                 continue
-            server = parse_kubeconfig(data, path=str(path)).server
+            value = getattr(parse_kubeconfig(data, path=str(path)), field)
         except KubepkiError:
             continue
-        if server:
-            return server
+        if value:
+            return str(value)
     return None
+
+
+def _other_server(reader: _Reader, names: Sequence[str]) -> str | None:
+    return _from_kubeconfigs(reader, names, "server")
 
 
 def _other_cluster_name(reader: _Reader) -> str | None:
-    for name in ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf"):
-        path = reader.node.path_of(name)
-        try:
-            data = reader.read(path)
-            if data is None:
-                continue
-            cluster = parse_kubeconfig(data, path=str(path)).cluster_name
-        except KubepkiError:
-            continue
-        if cluster:
-            return cluster
-    return None
+    return _from_kubeconfigs(
+        reader, ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf"), "cluster_name"
+    )
 
 
 def _url(host: str, port: int) -> str:
