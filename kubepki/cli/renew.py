@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -309,23 +310,21 @@ def run_switch(args: argparse.Namespace) -> int:
     """Plan (and with --apply, do) the kubelet.conf switch."""
     from kubepki import renewal
 
-    node = node_from_args(args)
-    try:
-        plan = renewal.switch_kubelet_conf(node, validity=args.validity,
-                                           key_algorithm=args.key_algorithm, now=args.now)
-        return _plan_or_apply(plan, args)
-    except (RenewalError, BackupError) as exc:
-        return _refused(exc)
+    return _run_explicit(args, renewal.switch_kubelet_conf)
 
 
 def run_super_admin(args: argparse.Namespace) -> int:
     """Plan (and with --apply, do) creating super-admin.conf."""
     from kubepki import renewal
 
+    return _run_explicit(args, renewal.create_super_admin)
+
+
+def _run_explicit(args: argparse.Namespace, planner: Callable[..., Any]) -> int:
+    """Plan one of the explicit operations (never part of "all"), then show or apply it."""
     node = node_from_args(args)
     try:
-        plan = renewal.create_super_admin(node, validity=args.validity,
-                                          key_algorithm=args.key_algorithm, now=args.now)
+        plan = planner(node, validity=args.validity, key_algorithm=args.key_algorithm, now=args.now)
         return _plan_or_apply(plan, args)
     except (RenewalError, BackupError) as exc:
         return _refused(exc)
