@@ -62,7 +62,16 @@ from kubepki.bundles import (
     parse_certificates,
 )
 from kubepki.errors import ConfigError, ParseError
-from kubepki.findings import Finding, Severity, Status, exit_code_for, status_counts, status_for, worst_first
+from kubepki.findings import (
+    Finding,
+    HasFindings,
+    Severity,
+    Status,
+    exit_code_for,
+    status_counts,
+    status_for,
+    worst_first,
+)
 from kubepki.pki import CertFacts, iso
 
 __all__ = [
@@ -106,7 +115,7 @@ class ObjectItemKind(str, enum.Enum):
 
 
 @attrs.frozen(kw_only=True)
-class ObjectItem:
+class ObjectItem(HasFindings):
     """One certificate-holding field of one cluster object (or one probed endpoint).
 
     The attributes an exporter needs are those of a node's
@@ -173,15 +182,6 @@ class ObjectItem:
     def not_after(self) -> dt.datetime | None:
         """NotAfter of the first certificate."""
         return self.facts.not_after if self.facts else None
-
-    @property
-    def worst(self) -> Severity | None:
-        """The highest severity among the findings."""
-        return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
-
-    def has(self, code: str) -> bool:
-        """True when a finding with ``code`` is present."""
-        return any(f.code == code for f in self.findings)
 
     @property
     def locator(self) -> str:

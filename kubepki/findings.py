@@ -15,6 +15,7 @@ import attrs
 __all__ = [
     "CODES",
     "Finding",
+    "HasFindings",
     "Severity",
     "Status",
     "exit_code_for",
@@ -102,6 +103,22 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "external-ca": (Severity.INFO, "The CA's key is absent: its certificates are managed outside kubeadm."),
     "sa-key-mismatch": (Severity.ERROR, "sa.key and sa.pub are not one key pair."),
 }
+
+
+class HasFindings:
+    """Queries shared by everything that carries ``findings`` (node and cluster-object items)."""
+
+    __slots__ = ()
+    findings: tuple[Finding, ...]
+
+    @property
+    def worst(self) -> Severity | None:
+        """The highest severity among the findings."""
+        return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
+
+    def has(self, code: str) -> bool:
+        """True when a finding with ``code`` is present."""
+        return any(f.code == code for f in self.findings)
 
 
 def make(code: str, message: str, severity: Severity | None = None) -> Finding:

@@ -29,6 +29,7 @@ from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
 from kubepki.errors import KubeconfigError, NodeError, ParseError
 from kubepki.findings import (
     Finding,
+    HasFindings,
     Severity,
     Status,
     exit_code_for,
@@ -85,7 +86,7 @@ class ItemFile:
 
 
 @attrs.frozen(kw_only=True)
-class InventoryItem:
+class InventoryItem(HasFindings):
     """The state of one catalog entry on one node."""
 
     entry: CatalogEntry
@@ -129,15 +130,6 @@ class InventoryItem:
     def not_after(self) -> dt.datetime | None:
         """NotAfter of the certificate, if there is one."""
         return self.facts.not_after if self.facts else None
-
-    @property
-    def worst(self) -> Severity | None:
-        """The highest severity among the findings."""
-        return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
-
-    def has(self, code: str) -> bool:
-        """True when a finding with ``code`` is present."""
-        return any(f.code == code for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
         """The item as in kubepki's JSON output (see docs/json.md)."""
