@@ -52,14 +52,14 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def protos(session: nox.Session) -> None:
-    """Regenerate kubepki/cri/api_pb2.py, api_pb2.pyi and api_pb2_grpc.py from kubepki/cri/api.proto."""
+    """Regenerate kubepki/restarts/methods/_cri_api/api_pb2*.py* from its api.proto."""
     # grpcio-tools 1.62 bundles protoc 25: its output runs on protobuf >= 4.25 and
     # grpcio >= 1.60 (the `cri` extra's floors); newer generators add version checks
     # that would raise them. The generated files are committed.
     session.install("grpcio-tools==1.62.3")
     session.run(
         "python", "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.", "--grpc_python_out=.",
-        "kubepki/cri/api.proto",
+        "kubepki/restarts/methods/_cri_api/api.proto",
     )
 
 

@@ -30,7 +30,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kubepki import backups  # noqa: E402
+from kubepki.backups import _backups as backups  # noqa: E402
 from tests.kubeadm_trees import materialize  # noqa: E402
 
 

@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kubepki import testing  # noqa: E402
-from kubepki.cluster import Cluster, inspect_cluster  # noqa: E402
-from kubepki.ssh import ssh_node  # noqa: E402
+from kubepki.cluster._cluster import Cluster, inspect_cluster  # noqa: E402
+from kubepki.node._ssh import ssh_node  # noqa: E402
 from tests import sshd  # noqa: E402
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)

@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kubepki import catalog  # noqa: E402
-from kubepki.node import Node  # noqa: E402
-from kubepki.observe import ProcScanner  # noqa: E402
-from kubepki.restarts import detect, plan_restarts  # noqa: E402
-from kubepki.served import fetch_served_certificate  # noqa: E402
+from kubepki.node._node import Node  # noqa: E402
+from kubepki.restarts._observe import ProcScanner  # noqa: E402
+from kubepki.restarts._restarts import detect, plan_restarts  # noqa: E402
+from kubepki.restarts._served import fetch_served_certificate  # noqa: E402
 from tests.kubeadm_trees import materialize  # noqa: E402
 
 

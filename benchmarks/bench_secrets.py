@@ -34,7 +34,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kubepki.cluster_objects import check_objects  # noqa: E402
+from kubepki.objects._objects import check_objects  # noqa: E402
 from tests.test_cluster_objects import NOW, PKI, many_tls_secrets, write_json_list, write_yaml_list  # noqa: E402
 
 
@@ -67,7 +67,7 @@ def worker(mode: str, path: str) -> dict[str, float]:
     """Run one measurement in this process (called in a fresh subprocess)."""
     from cryptography import x509  # noqa: F401
 
-    import kubepki.apiclient  # noqa: F401 - the baseline includes everything a check imports
+    import kubepki.objects._apiclient  # noqa: F401 - the baseline includes everything a check imports
 
     out: dict[str, float] = {"base_rss": _peak_rss()}
     if mode == "baseline":

@@ -33,8 +33,7 @@ from kubepki.errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from kubepki import catalog, frames, probe, testing, timeline
-    from kubepki.apiclient import APIError, check_live
+    from kubepki import catalog, testing
     from kubepki.backups import (
         BackupInfo,
         BackupMember,
@@ -66,10 +65,19 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         plan_cluster_renewal,
         plan_cluster_restarts,
     )
-    from kubepki.cluster_objects import ObjectInventory, ObjectItem, ObjectItemKind, check_objects
-    from kubepki.findings import Finding, Severity, Status
-    from kubepki.inspection import Inventory, InventoryItem, compare_nodes, inspect
-    from kubepki.node import Node, NodeProfile
+    from kubepki.inspection import (
+        Finding,
+        Inventory,
+        InventoryItem,
+        Severity,
+        Status,
+        compare_nodes,
+        frames,
+        inspect,
+        timeline,
+    )
+    from kubepki.node import HostKeyError, Node, NodeProfile, ssh_node
+    from kubepki.objects import APIError, ObjectInventory, ObjectItem, ObjectItemKind, check_live, check_objects, probe
     from kubepki.renewal import (
         RenewalPlan,
         RenewalResult,
@@ -90,83 +98,91 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         apply_restarts,
         detect_stale,
         plan_restarts,
+        verify_served,
     )
-    from kubepki.served import verify_served
-    from kubepki.ssh import HostKeyError, ssh_node
     from kubepki.versions import KubeVersion
 
 #: Lazily loaded public names: name -> module that defines it.
 _LAZY: dict[str, str] = {
-    "APIError": "kubepki.apiclient",
-    "BackupInfo": "kubepki.backups",
-    "BackupMember": "kubepki.backups",
+    "APIError": "kubepki.objects._apiclient",
+    "BackupInfo": "kubepki.backups._backups",
+    "BackupMember": "kubepki.backups._backups",
     "CatalogEntry": "kubepki.catalog",
-    "Cluster": "kubepki.cluster",
-    "ClusterFinding": "kubepki.cluster",
-    "ClusterInventory": "kubepki.cluster",
-    "ClusterRenewalPlan": "kubepki.cluster",
-    "ClusterRenewalResult": "kubepki.cluster",
-    "ClusterRestartPlan": "kubepki.cluster",
-    "ClusterRestartReport": "kubepki.cluster",
+    "Cluster": "kubepki.cluster._cluster",
+    "ClusterFinding": "kubepki.cluster._cluster",
+    "ClusterInventory": "kubepki.cluster._cluster",
+    "ClusterRenewalPlan": "kubepki.cluster._cluster",
+    "ClusterRenewalResult": "kubepki.cluster._cluster",
+    "ClusterRestartPlan": "kubepki.cluster._cluster",
+    "ClusterRestartReport": "kubepki.cluster._cluster",
     "Component": "kubepki.catalog",
-    "Finding": "kubepki.findings",
-    "HostKeyError": "kubepki.ssh",
-    "Inventory": "kubepki.inspection",
-    "InventoryItem": "kubepki.inspection",
+    "Finding": "kubepki.inspection._findings",
+    "HostKeyError": "kubepki.node._ssh",
+    "Inventory": "kubepki.inspection._inventory",
+    "InventoryItem": "kubepki.inspection._inventory",
     "Kind": "kubepki.catalog",
     "KubeVersion": "kubepki.versions",
-    "Node": "kubepki.node",
-    "NodeProfile": "kubepki.node",
-    "ObjectInventory": "kubepki.cluster_objects",
-    "ObjectItem": "kubepki.cluster_objects",
-    "ObjectItemKind": "kubepki.cluster_objects",
+    "Node": "kubepki.node._node",
+    "NodeProfile": "kubepki.node._node",
+    "ObjectInventory": "kubepki.objects._objects",
+    "ObjectItem": "kubepki.objects._objects",
+    "ObjectItemKind": "kubepki.objects._objects",
     "Reload": "kubepki.catalog",
-    "RenewalPlan": "kubepki.renewal",
-    "RenewalResult": "kubepki.renewal",
-    "RestartPlan": "kubepki.restarts",
-    "RestartReport": "kubepki.restarts",
-    "RestartStep": "kubepki.restarts",
-    "RestoreAction": "kubepki.backups",
-    "RestorePlan": "kubepki.backups",
-    "RestoreResult": "kubepki.backups",
-    "RestoreStep": "kubepki.backups",
+    "RenewalPlan": "kubepki.renewal._renewal",
+    "RenewalResult": "kubepki.renewal._renewal",
+    "RestartPlan": "kubepki.restarts._restarts",
+    "RestartReport": "kubepki.restarts._restarts",
+    "RestartStep": "kubepki.restarts._restarts",
+    "RestoreAction": "kubepki.backups._backups",
+    "RestorePlan": "kubepki.backups._backups",
+    "RestoreResult": "kubepki.backups._backups",
+    "RestoreStep": "kubepki.backups._backups",
     "Scope": "kubepki.catalog",
-    "Severity": "kubepki.findings",
-    "Staleness": "kubepki.restarts",
-    "Status": "kubepki.findings",
-    "VerifyReport": "kubepki.backups",
-    "apply_cluster_renewal": "kubepki.cluster",
-    "apply_cluster_restarts": "kubepki.cluster",
-    "apply_renewal": "kubepki.renewal",
-    "apply_restarts": "kubepki.restarts",
-    "apply_restore": "kubepki.backups",
-    "backup": "kubepki.backups",
-    "check_live": "kubepki.apiclient",
-    "check_objects": "kubepki.cluster_objects",
-    "compare_nodes": "kubepki.inspection",
-    "create_super_admin": "kubepki.renewal",
-    "detect_stale": "kubepki.restarts",
-    "inspect": "kubepki.inspection",
-    "inspect_cluster": "kubepki.cluster",
-    "install_signed": "kubepki.renewal",
-    "issue_kubeconfig": "kubepki.renewal",
-    "list_backups": "kubepki.backups",
-    "plan_cluster_renewal": "kubepki.cluster",
-    "plan_cluster_restarts": "kubepki.cluster",
-    "plan_renewal": "kubepki.renewal",
-    "plan_restarts": "kubepki.restarts",
-    "plan_restore": "kubepki.backups",
-    "prune_backups": "kubepki.backups",
-    "restore": "kubepki.backups",
-    "resume_renewal": "kubepki.renewal",
-    "ssh_node": "kubepki.ssh",
-    "switch_kubelet_conf": "kubepki.renewal",
-    "verify_backup": "kubepki.backups",
-    "verify_served": "kubepki.served",
-    "write_csrs": "kubepki.renewal",
+    "Severity": "kubepki.inspection._findings",
+    "Staleness": "kubepki.restarts._restarts",
+    "Status": "kubepki.inspection._findings",
+    "VerifyReport": "kubepki.backups._backups",
+    "apply_cluster_renewal": "kubepki.cluster._cluster",
+    "apply_cluster_restarts": "kubepki.cluster._cluster",
+    "apply_renewal": "kubepki.renewal._renewal",
+    "apply_restarts": "kubepki.restarts._restarts",
+    "apply_restore": "kubepki.backups._backups",
+    "backup": "kubepki.backups._backups",
+    "check_live": "kubepki.objects._apiclient",
+    "check_objects": "kubepki.objects._objects",
+    "compare_nodes": "kubepki.inspection._inventory",
+    "create_super_admin": "kubepki.renewal._renewal",
+    "detect_stale": "kubepki.restarts._restarts",
+    "inspect": "kubepki.inspection._inventory",
+    "inspect_cluster": "kubepki.cluster._cluster",
+    "install_signed": "kubepki.renewal._renewal",
+    "issue_kubeconfig": "kubepki.renewal._renewal",
+    "list_backups": "kubepki.backups._backups",
+    "plan_cluster_renewal": "kubepki.cluster._cluster",
+    "plan_cluster_restarts": "kubepki.cluster._cluster",
+    "plan_renewal": "kubepki.renewal._renewal",
+    "plan_restarts": "kubepki.restarts._restarts",
+    "plan_restore": "kubepki.backups._backups",
+    "prune_backups": "kubepki.backups._backups",
+    "restore": "kubepki.backups._backups",
+    "resume_renewal": "kubepki.renewal._renewal",
+    "ssh_node": "kubepki.node._ssh",
+    "switch_kubelet_conf": "kubepki.renewal._renewal",
+    "verify_backup": "kubepki.backups._backups",
+    "verify_served": "kubepki.restarts._served",
+    "write_csrs": "kubepki.renewal._renewal",
 }
-#: Lazily loaded public submodules.
-_SUBMODULES = frozenset({"catalog", "frames", "probe", "testing", "timeline"})
+#: Lazily loaded public modules and packages: attribute -> module.
+_SUBMODULES: dict[str, str] = {
+    "catalog": "kubepki.catalog",
+    "frames": "kubepki.inspection.frames",
+    "probe": "kubepki.objects.probe",
+    "testing": "kubepki.testing",
+    "timeline": "kubepki.inspection.timeline",
+    **{name: f"kubepki.{name}" for name in (
+        "backups", "cluster", "inspection", "metrics", "node", "objects", "pki", "renewal", "restarts",
+    )},
+}
 
 __all__ = [
     "APIError",
@@ -262,7 +278,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
-        module = importlib.import_module(f"kubepki.{name}")
+        module = importlib.import_module(_SUBMODULES[name])
         globals()[name] = module
         return module
     target = _LAZY.get(name)

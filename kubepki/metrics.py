@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kubepki.errors import ConfigError, NodeError
-from kubepki.findings import Status
+from kubepki.inspection import Status
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -168,7 +168,7 @@ def exposition(inventories: Sequence[InventoryLike]) -> str:
 
 def write_textfile(path: str | os.PathLike[str], inventories: Sequence[InventoryLike]) -> Path:
     """Write the exposition atomically for node_exporter's textfile collector (mode 0644)."""
-    from kubepki.fs import atomic_write
+    from kubepki.node import atomic_write
 
     target = Path(path)
     if not target.parent.is_dir():

@@ -284,7 +284,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def ready(self) -> bool:
         """True when the CRI answers ``Version``."""
         with contextlib.suppress(Exception), self.stub() as stub:
-            from kubepki.cri import api_pb2
+            from kubepki.restarts.methods._cri_api import api_pb2
 
             return bool(stub.Version(api_pb2.VersionRequest(version="v1"), timeout=2).runtime_name)
         return False
@@ -302,7 +302,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """A generated ``RuntimeServiceStub`` on this containerd's socket, closed afterwards."""
         import grpc
 
-        from kubepki.cri import api_pb2_grpc
+        from kubepki.restarts.methods._cri_api import api_pb2_grpc
 
         channel = grpc.insecure_channel(self.endpoint)
         try:
@@ -340,7 +340,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """Run and remove one host-network pod sandbox: the snapshotter mounts and runc starts here."""
         import grpc
 
-        from kubepki.cri import api_pb2
+        from kubepki.restarts.methods._cri_api import api_pb2
 
         config = api_pb2.PodSandboxConfig(
             metadata=api_pb2.PodSandboxMetadata(name="probe", uid="probe", namespace="kubepki-probe"),
@@ -361,7 +361,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def remove_all_pods(self) -> None:
         """Stop and remove every pod sandbox (and so every container) through the CRI."""
-        from kubepki.cri import api_pb2
+        from kubepki.restarts.methods._cri_api import api_pb2
 
         with self.stub() as stub:
             for sandbox in stub.ListPodSandbox(api_pb2.ListPodSandboxRequest(), timeout=30).items:
@@ -518,7 +518,7 @@ class CRIKubelet:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(15)
-        from kubepki.cri import api_pb2
+        from kubepki.restarts.methods._cri_api import api_pb2
 
         for sandbox_id in self.sandboxes.values():
             with contextlib.suppress(Exception):
@@ -544,7 +544,7 @@ class CRIKubelet:
 
     def sandbox_config(self, spec: CRIPod) -> Any:
         """The sandbox config of a static pod: node network, node name as hostname, a log directory."""
-        from kubepki.cri import api_pb2
+        from kubepki.restarts.methods._cri_api import api_pb2
 
         logs = self.containerd.base / "pods" / f"{spec.namespace}_{spec.pod}_{spec.uid}"
         logs.mkdir(parents=True, exist_ok=True)
@@ -558,7 +558,7 @@ class CRIKubelet:
         )
 
     def _sync(self) -> None:
-        from kubepki.cri import api_pb2
+        from kubepki.restarts.methods._cri_api import api_pb2
 
         stub = self._stub
         for spec in self.pods:

@@ -29,11 +29,11 @@ import pytest
 import yaml
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from kubepki import apiclient
-from kubepki.apiclient import APIError, InsecureSkipTLSVerifyWarning, KubeClient, check_live
 from kubepki.cli import main
 from kubepki.errors import ConfigError, KubeconfigError
-from kubepki.findings import Status
+from kubepki.inspection._findings import Status
+from kubepki.objects import _apiclient as apiclient
+from kubepki.objects._apiclient import APIError, InsecureSkipTLSVerifyWarning, KubeClient, check_live
 from tests.test_cluster_objects import (
     NOW,
     PKI,

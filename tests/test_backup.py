@@ -18,11 +18,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import kubepki
-from kubepki import backups
+from kubepki.backups import _backups as backups
 from kubepki.errors import (
     BackupError,
     ConfigError,
@@ -31,7 +30,7 @@ from kubepki.errors import (
     UnknownItemError,
     UnsafeArchiveError,
 )
-from kubepki.lock import node_lock
+from kubepki.node._lock import node_lock
 from tests.kubeadm_trees import PKI_SCENARIOS, materialize
 
 UTC = dt.timezone.utc

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 from cryptography import x509
 
-from kubepki import bundles
-from kubepki.bundles import BundleRole, check_bundle, check_chain, make, parse_certificates
-from kubepki.findings import CODES as NODE_CODES
-from kubepki.findings import Severity
+from kubepki.inspection._findings import CODES as NODE_CODES, Severity
+from kubepki.objects import _bundles as bundles
+from kubepki.objects._bundles import BundleRole, check_bundle, check_chain, make, parse_certificates
 from tests.test_cluster_objects import DAY, NOW, PKI, issue, key_pem, pem
 
 

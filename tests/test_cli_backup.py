@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubepki import backups
+from kubepki.backups import _backups as backups
 from kubepki.cli import main
 from tests.kubeadm_trees import materialize
 

@@ -14,9 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from kubepki.cli import main
-from kubepki.lock import node_lock
-from kubepki.node import Node
-from kubepki.pki import load_private_key
+from kubepki.node._lock import node_lock
+from kubepki.node._node import Node
+from kubepki.pki._certs import load_private_key
 from tests.kubeadm_trees import config_path, materialize
 from tests.test_renewal import ALL, digests
 
@@ -240,7 +240,7 @@ def test_resume_after_a_kill_mid_commit(root: Path, capsys: pytest.CaptureFixtur
     import os
     import signal
 
-    from kubepki import renewal
+    from kubepki.renewal import _renewal as renewal
 
     # Checkpoints: staging journal, 18 staged files, commit, admin.conf renamed, apiserver.key.
     env = {**os.environ, renewal.CRASH_ENV: "22"}

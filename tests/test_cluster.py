@@ -16,7 +16,7 @@ import pytest
 import kubepki
 from kubepki import testing
 from kubepki.cli import main
-from kubepki.cluster import (
+from kubepki.cluster._cluster import (
     CLUSTER_CODES,
     Cluster,
     ClusterRenewalResult,
@@ -29,7 +29,7 @@ from kubepki.cluster import (
     ssh_restart,
 )
 from kubepki.errors import ConfigError, RenewalError
-from kubepki.findings import Severity
+from kubepki.inspection._findings import Severity
 from tests import sshd
 from tests.leaks import key_needles, scan_for_keys
 

@@ -23,14 +23,14 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 import kubepki
-from kubepki import cluster_objects, testing
-from kubepki.cluster_objects import ObjectItemKind, check_objects, iter_objects
+from kubepki import testing
 from kubepki.errors import ConfigError, ParseError
-from kubepki.findings import Status
+from kubepki.inspection._findings import Status
+from kubepki.objects import _objects as cluster_objects
+from kubepki.objects._objects import ObjectItemKind, check_objects, iter_objects
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 12, 1, tzinfo=UTC)

@@ -30,11 +30,20 @@ import kubepki
 from kubepki.catalog import Component
 from kubepki.cli import main
 from kubepki.errors import ConfigError, RestartError
-from kubepki.node import Node
-from kubepki.restarts import Action, Method, StaleKind, StepStatus, Timeouts, apply_restarts, detect, plan_restarts
-from kubepki.runtime_cri import CRIRuntime, argv_from_info, from_nanoseconds, socket_path
-from kubepki.runtime_docker import DockerRuntime
-from kubepki.runtimes import detect_runtime, find_sockets
+from kubepki.node._node import Node
+from kubepki.restarts._restarts import (
+    Action,
+    Method,
+    StaleKind,
+    StepStatus,
+    Timeouts,
+    apply_restarts,
+    detect,
+    plan_restarts,
+)
+from kubepki.restarts.methods._cri import CRIRuntime, argv_from_info, from_nanoseconds, socket_path
+from kubepki.restarts.methods._docker import DockerRuntime
+from kubepki.restarts.methods._runtimes import detect_runtime, find_sockets
 from tests.containerd import Containerd, CRIKubelet, CRIPod, missing_tools
 from tests.services import touch_later, wait_for
 
@@ -337,7 +346,7 @@ def grpc_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
 def _handler(behaviour: Callable[[Any, Any], Any]) -> Any:
     import grpc
 
-    from kubepki.cri import api_pb2
+    from kubepki.restarts.methods._cri_api import api_pb2
 
     return grpc.unary_unary_rpc_method_handler(behaviour, request_deserializer=api_pb2.VersionRequest.FromString,
                                                response_serializer=api_pb2.VersionResponse.SerializeToString)
@@ -373,7 +382,7 @@ def test_other_status_codes_keep_the_details(grpc_server: Callable[..., str]) ->
 
 def test_a_good_answer_from_a_plain_grpc_server(grpc_server: Callable[..., str]) -> None:
     """Positive control for the error servers: the same server answering Version is read correctly."""
-    from kubepki.cri import api_pb2
+    from kubepki.restarts.methods._cri_api import api_pb2
 
     answer = api_pb2.VersionResponse(version="0.1.0", runtime_name="fake", runtime_version="9",
                                      runtime_api_version="v1")
@@ -506,7 +515,8 @@ def test_from_nanoseconds() -> None:
 
 def test_import_kubepki_loads_no_grpc() -> None:
     """`import kubepki` and importing the CRI modules load neither grpc nor protobuf (only a call does)."""
-    code = ("import sys, kubepki, kubepki.runtime_cri, kubepki.runtimes, kubepki.restarts\n"
+    code = ("import sys, kubepki, kubepki.restarts.methods._cri, kubepki.restarts.methods._runtimes\n"
+            "import kubepki.restarts._restarts\n"
             "bad = sorted(m for m in sys.modules if m == 'grpc' or m.startswith(('grpc.', 'google.protobuf')))\n"
             "print(bad)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -20,7 +20,7 @@ from docutils import nodes
 from kubepki import catalog
 from kubepki.catalog import Component
 from kubepki.cli import build_parser
-from kubepki.findings import CODES
+from kubepki.inspection._findings import CODES
 
 EXT_PATH = Path(__file__).resolve().parent.parent / "docs" / "_ext" / "kubepki_catalog.py"
 
@@ -211,8 +211,8 @@ def test_missing_pages_are_dropped(text: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        ("kubepki.Inventory", "kubepki.inspection.Inventory"),
-        ("kubepki.inspection.Inventory.to_dict", "kubepki.Inventory.to_dict"),
+        ("kubepki.Inventory", "kubepki.inspection._inventory.Inventory"),
+        ("kubepki.inspection._inventory.Inventory.to_dict", "kubepki.Inventory.to_dict"),
         ("kubepki.errors.NodeError", "kubepki.NodeError"),
         ("kubepki.catalog.get", None),
     ],

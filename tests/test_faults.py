@@ -4,7 +4,7 @@ Each fault is real: a small tmpfs mounted for the test and filled, a read-only b
 mount of the node's certificate directory, a process that gives up root (forked:
 the interpreter under /root is not executable by nobody), ``python -m kubepki``
 processes SIGKILLed at every write checkpoint (the ``KUBEPKI_TEST_CRASH_AT`` hook of
-kubepki.renewal and kubepki.backups), and two processes writing to one node.
+kubepki.renewal._renewal and kubepki.backups._backups), and two processes writing to one node.
 
 After every fault: the command failed with a documented exit status and one clear
 line (or succeeded), nothing was half-written (the node's files are as before, no
@@ -31,10 +31,11 @@ import pytest
 from cryptography import x509
 
 import kubepki
-from kubepki import backups, renewal
-from kubepki.lock import node_lock
-from kubepki.node import Node
-from kubepki.pki import load_private_key, public_key_der
+from kubepki.backups import _backups as backups
+from kubepki.node._lock import node_lock
+from kubepki.node._node import Node
+from kubepki.pki._certs import load_private_key, public_key_der
+from kubepki.renewal import _renewal as renewal
 from tests import _figures
 from tests._hardening import (
     NOW_ARG,

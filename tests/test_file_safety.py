@@ -30,10 +30,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import kubepki
-from kubepki import issuing, renewal
 from kubepki.errors import SignerError
-from kubepki.fs import LocalFS
-from kubepki.pki import load_certificate, load_private_key
+from kubepki.node._fs import LocalFS
+from kubepki.pki import _issuing as issuing
+from kubepki.pki._certs import load_certificate, load_private_key
+from kubepki.renewal import _renewal as renewal
 from kubepki.testing import Defect, DefectKind
 from tests import _figures
 from tests._hardening import (

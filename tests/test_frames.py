@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 import kubepki
-from kubepki import frames, testing
+from kubepki import testing
 from kubepki.errors import ConfigError
+from kubepki.inspection import frames
 from kubepki.testing import Defect, DefectKind
 
 pd = pytest.importorskip("pandas")

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from kubepki.errors import NodeError
-from kubepki.fs import LocalFS, atomic_write
+from kubepki.node._fs import LocalFS, atomic_write
 
 
 def test_absolute_symlink_is_taken_relative_to_the_root(tmp_path: Path) -> None:

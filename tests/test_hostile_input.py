@@ -46,18 +46,18 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtensionOID, NameOID
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import kubepki
-from kubepki import backups, bundles, pki, yamlutil
-from kubepki import probe as probe_module
-from kubepki.apiclient import check_live
-from kubepki.cluster_objects import check_objects
+from kubepki.backups import _backups as backups
 from kubepki.errors import ConfigError, KubeconfigError, KubepkiError, ManifestError, ParseError, PEMError
-from kubepki.kubeadm_config import parse_duration, parse_kubeadm_config
-from kubepki.kubeconfig import parse_kubeconfig
-from kubepki.manifests import parse_manifest
+from kubepki.node._kubeadm_config import parse_duration, parse_kubeadm_config
+from kubepki.node._manifests import parse_manifest
+from kubepki.objects import _bundles as bundles, probe as probe_module
+from kubepki.objects._apiclient import check_live
+from kubepki.objects._objects import check_objects
+from kubepki.pki import _certs as pki, _yaml as yamlutil
+from kubepki.pki._kubeconfig import parse_kubeconfig
 from tests import _figures
 from tests._hardening import NOW, REPO, copy_tree, demo, snapshot
 from tests.kubeadm_trees import FIXTURES
@@ -573,10 +573,10 @@ _TYPED = """
 import sys, time
 from kubepki import pki
 from kubepki.errors import KubepkiError
-from kubepki.kubeconfig import parse_kubeconfig
-from kubepki.manifests import parse_manifest
-from kubepki.kubeadm_config import parse_kubeadm_config
-from kubepki.cluster_objects import check_objects
+from kubepki.pki._kubeconfig import parse_kubeconfig
+from kubepki.node._manifests import parse_manifest
+from kubepki.node._kubeadm_config import parse_kubeadm_config
+from kubepki.objects._objects import check_objects
 
 def run(parse, data):
     start = time.monotonic()
@@ -638,7 +638,7 @@ def test_just_over_the_yaml_and_object_limits() -> None:
         result = attempt(parse, big, errors=ParseError)
         assert isinstance(result, ParseError) and "too large" in str(result)
     assert isinstance(attempt(parse_kubeadm_config, big, errors=ConfigError), ConfigError)
-    from kubepki.cluster_objects import MAX_OBJECT_BYTES
+    from kubepki.objects._objects import MAX_OBJECT_BYTES
 
     assert isinstance(attempt(check_objects, b"a" * (MAX_OBJECT_BYTES + 2), errors=ParseError), ParseError)
 

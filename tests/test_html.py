@@ -13,8 +13,8 @@ import pytest
 
 import kubepki
 from kubepki import testing
-from kubepki.findings import Finding, Severity
-from kubepki.renewal import SkippedItem
+from kubepki.inspection._findings import Finding, Severity
+from kubepki.renewal._renewal import SkippedItem
 from kubepki.testing import Defect, DefectKind
 
 UTC = dt.timezone.utc
@@ -62,7 +62,7 @@ def _hostile(world: World) -> dict[str, object]:
                              items=tuple(bad_item if i is item else i for i in world.inventory.items))
     step = world.plan.steps[0]
     plan = attrs.evolve(world.plan, node_name=HOSTILE, notes=(HOSTILE,),
-                        steps=(attrs.evolve(step, name=HOSTILE, action=kubepki.renewal.Action.SKIP,
+                        steps=(attrs.evolve(step, name=HOSTILE, action=kubepki.renewal._renewal.Action.SKIP,
                                             reason="missing", message=HOSTILE), *world.plan.steps[1:]))
     result = attrs.evolve(world.result, node_name=HOSTILE, changed=(HOSTILE,),
                           skipped=(SkippedItem(name=HOSTILE, reason="unusable", message=HOSTILE, refused=True),))

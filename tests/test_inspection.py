@@ -9,7 +9,7 @@ import pytest
 
 import kubepki
 from kubepki import testing
-from kubepki.findings import CODES, Status
+from kubepki.inspection._findings import CODES, Status
 from kubepki.testing import Defect, DefectKind
 
 UTC = dt.timezone.utc

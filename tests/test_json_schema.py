@@ -18,7 +18,7 @@ import pytest
 
 from kubepki.catalog import FileRole, Kind, Scope
 from kubepki.cli import main
-from kubepki.findings import CODES, Severity, Status
+from kubepki.inspection._findings import CODES, Severity, Status
 from tests.kubeadm_trees import PKI_SCENARIOS, config_path, materialize
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "schema" / "check.schema.json"

@@ -11,7 +11,7 @@ import pytest
 
 import kubepki
 from kubepki.catalog import Kind
-from kubepki.render import inventory_table
+from kubepki.inspection._render import inventory_table
 from tests.kubeadm_trees import FIXTURES, PKI_SCENARIOS, config_path, materialize
 
 UTC = dt.timezone.utc
@@ -69,7 +69,7 @@ def _inventory(scenario: str, tmp_path: Path, now: dt.datetime) -> kubepki.Inven
 
 def _leaf_issue_time(tmp_path: Path, scenario: str) -> dt.datetime:
     root = materialize(scenario, tmp_path / f"{scenario}-probe")
-    cert = kubepki.pki.load_certificate((root / "etc/kubernetes/pki/apiserver.crt").read_bytes())
+    cert = kubepki.pki._certs.load_certificate((root / "etc/kubernetes/pki/apiserver.crt").read_bytes())
     return cert.not_valid_before_utc + dt.timedelta(minutes=5, seconds=30)
 
 

@@ -24,8 +24,8 @@ import pytest
 import kubepki
 from kubepki.catalog import Component
 from kubepki.errors import NodeError
-from kubepki.node import Node
-from kubepki.observe import (
+from kubepki.node._node import Node
+from kubepki.restarts._observe import (
     CombinedObserver,
     Instance,
     ProcScanner,
@@ -33,7 +33,7 @@ from kubepki.observe import (
     parse_flags,
     scan_processes,
 )
-from kubepki.served import (
+from kubepki.restarts._served import (
     CheckStatus,
     ServedStatus,
     compare_served,
@@ -315,8 +315,8 @@ def test_serving_paths_and_ports(demo: kubepki.testing.DemoNode, tmp_path: Path)
 def test_import_kubepki_stays_light_after_observing() -> None:
     """Observing and planning never import the docker SDK."""
     code = ("import sys, kubepki\n"
-            "from kubepki.restarts import plan_restarts, detect\n"
-            "from kubepki.observe import scan_processes\n"
+            "from kubepki.restarts._restarts import plan_restarts, detect\n"
+            "from kubepki.restarts._observe import scan_processes\n"
             "scan_processes()\n"
             "print('docker' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

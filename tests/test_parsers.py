@@ -6,14 +6,13 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from kubepki import pki
 from kubepki.errors import ConfigError, KubeconfigError, KubepkiError, ManifestError, ParseError, PEMError
-from kubepki.kubeadm_config import parse_duration, parse_kubeadm_config
-from kubepki.kubeconfig import parse_kubeconfig
-from kubepki.manifests import parse_manifest
+from kubepki.node._kubeadm_config import parse_duration, parse_kubeadm_config
+from kubepki.node._manifests import parse_manifest
+from kubepki.pki import _certs as pki
+from kubepki.pki._kubeconfig import parse_kubeconfig
 from tests.kubeadm_trees import FIXTURES
 
 SINGLE = FIXTURES / "single" / "root" / "etc" / "kubernetes"

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kubepki import probe as probe_module
 from kubepki.cli import main
 from kubepki.errors import ConfigError
-from kubepki.findings import Status
-from kubepki.probe import fetch_chain, parse_endpoint, probe
+from kubepki.inspection._findings import Status
+from kubepki.objects import probe as probe_module
+from kubepki.objects.probe import fetch_chain, parse_endpoint, probe
 from tests.test_cluster_objects import DAY, NOW, PKI, key_pem, pem
 
 FULL_CHAIN = sys.version_info >= (3, 13) or (hasattr(getattr(ssl, "_ssl", None), "_SSLSocket") and hasattr(

@@ -24,15 +24,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import kubepki
-from kubepki import issuing, renewal
 from kubepki.errors import ConfigError, LockError, RenewalError, SignerError, UnknownItemError
-from kubepki.lock import node_lock
-from kubepki.node import Node
-from kubepki.pki import load_certificate, load_private_key, public_key_der, signed_by
+from kubepki.node._lock import node_lock
+from kubepki.node._node import Node
+from kubepki.pki import _issuing as issuing
+from kubepki.pki._certs import load_certificate, load_private_key, public_key_der, signed_by
+from kubepki.renewal import _renewal as renewal
 from tests.kubeadm_trees import FIXTURES, config_path, materialize
 
 UTC = dt.timezone.utc
@@ -183,7 +183,7 @@ def check_renewed(before: Path, after: Path, names: tuple[str, ...], *, not_befo
         assert bc.critical and not bc.value.ca, name
         if algorithm is not None:
             assert kubepki.KubeVersion and issuing.KEY_ALGORITHMS  # names exist
-            from kubepki.pki import key_algorithm
+            from kubepki.pki._certs import key_algorithm
 
             assert key_algorithm(load_private_key(new_key)) == algorithm, name
             header = b"RSA PRIVATE KEY" if algorithm.startswith("RSA") else b"EC PRIVATE KEY"
@@ -896,7 +896,7 @@ def test_super_admin_needs_129(tmp_path: Path) -> None:
 
 def test_edit_kubeconfig_keeps_comments_and_falls_back_to_a_dump() -> None:
     """Text edits keep every other byte; folded values make it dump the document instead."""
-    from kubepki.kubeconfig import parse_kubeconfig
+    from kubepki.pki._kubeconfig import parse_kubeconfig
 
     text = (b"# managed by hand\napiVersion: v1\nclusters:\n- cluster:\n"
             b"    certificate-authority-data: Q0E=\n    server: https://x:6443\n  name: c\n"

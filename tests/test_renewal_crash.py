@@ -2,7 +2,7 @@
 
 The renewing process is a real ``python -m kubepki`` killed with SIGKILL, either
 at each of its write checkpoints in turn (the ``KUBEPKI_TEST_CRASH_AT`` test hook
-that only ``kubepki.renewal._checkpoint`` reads) or at random moments. After each
+that only ``kubepki.renewal._renewal._checkpoint`` reads) or at random moments. After each
 kill the node must hold, for every certificate, either its old or its new pair,
 a mismatch being allowed only for a pair the journal lists as being committed
 (whose staged file then completes it). A re-run must finish the job.
@@ -28,9 +28,9 @@ import yaml
 from cryptography import x509
 
 import kubepki
-from kubepki import renewal
 from kubepki.cli import main
-from kubepki.pki import load_private_key, public_key_der
+from kubepki.pki._certs import load_private_key, public_key_der
+from kubepki.renewal import _renewal as renewal
 from tests.kubeadm_trees import materialize
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,10 +25,19 @@ import kubepki
 from kubepki.catalog import Component
 from kubepki.cli import main
 from kubepki.errors import RestartError
-from kubepki.node import Node
-from kubepki.restarts import Action, Method, StaleKind, StepStatus, Timeouts, apply_restarts, detect, plan_restarts
-from kubepki.runtime_docker import DockerRuntime, parse_docker_time, parse_kubelet_name
-from kubepki.served import CheckStatus
+from kubepki.node._node import Node
+from kubepki.restarts._restarts import (
+    Action,
+    Method,
+    StaleKind,
+    StepStatus,
+    Timeouts,
+    apply_restarts,
+    detect,
+    plan_restarts,
+)
+from kubepki.restarts._served import CheckStatus
+from kubepki.restarts.methods._docker import DockerRuntime, parse_docker_time, parse_kubelet_name
 from tests.services import (
     DOCKERD,
     ETCD,

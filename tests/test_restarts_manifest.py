@@ -26,9 +26,9 @@ import kubepki
 from kubepki.catalog import Component
 from kubepki.cli import main
 from kubepki.errors import RestartError
-from kubepki.node import Node
-from kubepki.observe import ProcScanner
-from kubepki.restarts import (
+from kubepki.node._node import Node
+from kubepki.restarts._observe import ProcScanner
+from kubepki.restarts._restarts import (
     HELD_MANIFESTS_DIR,
     Action,
     RestartStep,
@@ -39,7 +39,7 @@ from kubepki.restarts import (
     detect,
     plan_restarts,
 )
-from kubepki.served import CheckStatus, check_served, fetch_served_certificate
+from kubepki.restarts._served import CheckStatus, check_served, fetch_served_certificate
 from tests.kubeadm_trees import materialize
 from tests.services import (
     TestKubelet,
@@ -205,14 +205,14 @@ def test_manifest_method_restarts_the_reader_and_verifies(cluster: Cluster) -> N
     assert report.backup is not None
     assert report.backup.startswith(str(cluster.root / "var/backups/kubepki"))
     assert messages[0].startswith("backed up the node to ")
-    from kubepki.backups import verify_backup
+    from kubepki.backups._backups import verify_backup
 
     assert verify_backup(report.backup).ok
 
 
 def test_renewal_result_to_verified_restart(cluster: Cluster) -> None:
     """kubepki's own renewal of apiserver and front-proxy-client, then its result planned, applied, verified."""
-    renewal = pytest.importorskip("kubepki.renewal")
+    renewal = pytest.importorskip("kubepki.renewal._renewal")
     result = renewal.apply_renewal(renewal.plan_renewal(cluster.node, ["apiserver", "front-proxy-client"]),
                                    take_backup=False)
     assert not cluster.serving(Component.KUBE_APISERVER)

@@ -20,9 +20,9 @@ from kubepki import catalog
 from kubepki.catalog import Component, Reload
 from kubepki.cli import main
 from kubepki.errors import ConfigError, RestartError, UnknownItemError
-from kubepki.node import Node
-from kubepki.observe import COMPONENT_ORDER
-from kubepki.restarts import (
+from kubepki.node._node import Node
+from kubepki.restarts._observe import COMPONENT_ORDER
+from kubepki.restarts._restarts import (
     Action,
     Method,
     Policy,
@@ -193,7 +193,7 @@ def test_bad_arguments(demo: Node) -> None:
 
 @attrs.frozen
 class _Result:
-    """The shape of a renewal result as kubepki.renewal's RenewalResult has it."""
+    """The shape of a renewal result as kubepki.renewal._renewal's RenewalResult has it."""
 
     changed: tuple[str, ...]
     files: tuple[str, ...] = ()

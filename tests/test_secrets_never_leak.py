@@ -32,9 +32,11 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 import kubepki
-from kubepki import issuing, pki, probe, renewal, yamlutil
 from kubepki.errors import KubepkiError
-from kubepki.kubeconfig import parse_kubeconfig
+from kubepki.objects import probe
+from kubepki.pki import _certs as pki, _issuing as issuing, _yaml as yamlutil
+from kubepki.pki._kubeconfig import parse_kubeconfig
+from kubepki.renewal import _renewal as renewal
 from tests import _figures
 from tests._hardening import NOW, NOW_ARG, PKI, copy_tree, demo, run_cli
 from tests.kubeadm_trees import materialize

@@ -19,10 +19,10 @@ import pytest
 import kubepki
 from kubepki import testing
 from kubepki.errors import LockError, NodeError
-from kubepki.fs import LocalFS, makedirs
-from kubepki.lock import node_lock
-from kubepki.node import Node
-from kubepki.ssh import SSHFS, HostKeyError, ssh_node
+from kubepki.node._fs import LocalFS, makedirs
+from kubepki.node._lock import node_lock
+from kubepki.node._node import Node
+from kubepki.node._ssh import SSHFS, HostKeyError, ssh_node
 from tests import sshd
 from tests.leaks import key_needles, scan_for_keys
 
@@ -310,8 +310,8 @@ def test_works_inside_a_running_event_loop(connect: Connector, demo: testing.Dem
 
 
 def test_import_kubepki_ssh_does_not_import_paramiko() -> None:
-    """paramiko is loaded by the first connection, not by importing kubepki or kubepki.ssh."""
-    code = "import sys, kubepki, kubepki.ssh, kubepki.cluster; print('paramiko' in sys.modules)"
+    """paramiko is loaded by the first connection, not by importing kubepki or kubepki.node._ssh."""
+    code = "import sys, kubepki, kubepki.node._ssh, kubepki.cluster._cluster; print('paramiko' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -425,7 +425,7 @@ def test_restore_over_ssh(connect: Connector, tmp_path: Path) -> None:
 
 def test_local_fs_still_satisfies_the_protocol(tmp_path: Path) -> None:
     """LocalFS and SSHFS both implement every NodeFS operation."""
-    from kubepki.fs import NodeFS
+    from kubepki.node._fs import NodeFS
 
     assert isinstance(LocalFS(tmp_path), NodeFS)
     assert isinstance(SSHFS("127.0.0.1"), NodeFS)

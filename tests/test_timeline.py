@@ -13,8 +13,8 @@ import pytest
 import kubepki
 from kubepki import testing
 from kubepki.errors import ConfigError
-from kubepki.findings import Status
-from kubepki.render import _STATUS_STYLE
+from kubepki.inspection._findings import Status
+from kubepki.inspection._render import _STATUS_STYLE
 from kubepki.testing import Defect, DefectKind
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -23,7 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.image import imread  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from kubepki.timeline import bars, timeline  # noqa: E402
+from kubepki.inspection.timeline import bars, timeline  # noqa: E402
 
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -160,7 +160,8 @@ def test_empty_input_is_a_config_error() -> None:
 
 
 def test_importing_does_not_import_matplotlib() -> None:
-    """kubepki.timeline imports matplotlib only when a picture is drawn."""
-    code = "import sys, kubepki.timeline, kubepki.frames; print('matplotlib' in sys.modules, 'pandas' in sys.modules)"
+    """kubepki.inspection.timeline imports matplotlib only when a picture is drawn."""
+    code = ("import sys, kubepki.inspection.timeline, kubepki.inspection.frames\n"
+            "print('matplotlib' in sys.modules, 'pandas' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

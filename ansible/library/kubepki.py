@@ -137,7 +137,7 @@ def _duration(module: Any, value: str | None, what: str) -> Any:
     if not value:
         return None
     from kubepki.errors import ConfigError
-    from kubepki.kubeadm_config import parse_duration
+    from kubepki.node._kubeadm_config import parse_duration
 
     try:
         return parse_duration(value)
@@ -148,7 +148,7 @@ def _duration(module: Any, value: str | None, what: str) -> Any:
 
 def _checked(module: Any, node: Any) -> dict[str, Any]:
     import kubepki
-    from kubepki.inspection import DEFAULT_WARN_WITHIN
+    from kubepki.inspection._inventory import DEFAULT_WARN_WITHIN
 
     warn = _duration(module, module.params["warn_within"], "warn_within") or DEFAULT_WARN_WITHIN
     inv = kubepki.inspect(node, warn_within=warn)

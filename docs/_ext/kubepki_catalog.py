@@ -9,7 +9,7 @@ are generated, so they cannot drift from the code:
     usages, SANs), ``consumers`` (who reads each artifact and how it reloads),
     ``components`` (the same, per component) or ``reload`` (the reload modes).
 ``{kubepki-findings}``
-    The finding codes of :data:`kubepki.findings.CODES`.
+    The finding codes of :data:`kubepki.inspection._findings.CODES`.
 ``{kubepki-json-schema} POINTER``
     The properties of one object of ``docs/schema/check.schema.json``.
 ``{kubepki-cli}``
@@ -18,7 +18,7 @@ are generated, so they cannot drift from the code:
 
 The table builders are plain functions returning docutils nodes, so tests can
 call them without running Sphinx. A ``missing-reference`` handler also lets
-``kubepki.Inventory`` and ``kubepki.inspection.Inventory`` find each other: the
+``kubepki.Inventory`` and ``kubepki.inspection._inventory.Inventory`` find each other: the
 API is documented under its public names, the docstrings use either.
 """
 
@@ -43,8 +43,8 @@ from sphinx.util.docutils import SphinxDirective
 import kubepki
 from kubepki import catalog
 from kubepki.catalog import CatalogEntry, Component, Consumer, Reload, SanRule, Versioned
-from kubepki.findings import CODES
-from kubepki.node import DEFAULT_DIRS
+from kubepki.inspection._findings import CODES
+from kubepki.node._node import DEFAULT_DIRS
 from kubepki.versions import OLDEST, KubeVersion
 
 __all__ = [

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 from kubepki.errors import ConfigError
-from kubepki.kubeadm_config import parse_duration
-from kubepki.node import Node
+from kubepki.node import Node, parse_duration
 
 EXIT_OK = 0
 EXIT_WARNING = 1

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from kubepki.findings import Severity, Status
+from kubepki.inspection import Severity, Status
 
 if TYPE_CHECKING:
     from kubepki.inspection import Inventory
@@ -52,7 +52,7 @@ __all__ = [
 #: A coloured stretch of text: start and end offsets and a :data:`STYLES` key.
 Span = tuple[int, int, str]
 
-#: Style names -> rich styles. The statuses match the HTML tables (kubepki.render).
+#: Style names -> rich styles. The statuses match the HTML tables (kubepki.inspection._render).
 STYLES: Mapping[str, str] = {
     "ok": "green",
     "warning": "yellow",

@@ -221,7 +221,7 @@ def _run_create(args: argparse.Namespace) -> int:
 def _run_list(args: argparse.Namespace) -> int:
     """Print the backups in a directory."""
     from kubepki.backups import list_backups
-    from kubepki.render import go_tabwriter
+    from kubepki.inspection import go_tabwriter
 
     infos = list_backups(args.directory)
     if args.output == "json":

@@ -69,7 +69,7 @@ def _report(inv: Inventory, output: str, out: Output) -> int:
         out.result(text, inventory_spans(text, inv))
     elif inv.exit_code:
         # --quiet: the findings are the answer; the tables are the context.
-        from kubepki.render import findings_text
+        from kubepki.inspection import findings_text
 
         text = findings_text(inv).lstrip("\n")
         out.result(text, inventory_spans(text, inv))

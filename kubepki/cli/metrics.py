@@ -57,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     def current() -> list[Any]:
         found: list[Any] = [inspect(node, warn_within=args.warn_within)]
         if args.objects or args.kubeconfig:
-            from kubepki.apiclient import check_live
-            from kubepki.cluster_objects import check_objects
+            from kubepki.objects import check_live, check_objects
 
             found += [check_objects(Path(f), warn_within=args.warn_within) for f in args.objects]
             if args.kubeconfig:

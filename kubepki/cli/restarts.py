@@ -28,8 +28,7 @@ from kubepki.errors import RestartError
 
 if TYPE_CHECKING:
     from kubepki.node import Node
-    from kubepki.observe import Runtime
-    from kubepki.restarts import RestartPlan, RestartStep
+    from kubepki.restarts import RestartPlan, RestartStep, Runtime
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
 
@@ -140,18 +139,18 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def _runtime(args: argparse.Namespace) -> Runtime | None:
     if args.runtime_endpoint is not None and args.method != "docker":
-        from kubepki.runtimes import runtime_for
+        from kubepki.restarts.methods import runtime_for
 
         return runtime_for(args.runtime_endpoint)
     if args.method == "cri":
         if not args.detect:
             return None  # apply_restarts finds the runtime when it restarts something
-        from kubepki.runtimes import detect_runtime
+        from kubepki.restarts.methods import detect_runtime
 
         return detect_runtime(args.root)
     if args.docker_host is None and args.method != "docker":
         return None
-    from kubepki.runtime_docker import DockerRuntime
+    from kubepki.restarts.methods import DockerRuntime
 
     return DockerRuntime(args.docker_host)
 
@@ -237,7 +236,7 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
 
 def run_verify(args: argparse.Namespace) -> int:
     """Compare served certificates with the on-disk ones."""
-    from kubepki.served import CheckStatus, verify_served
+    from kubepki.restarts import CheckStatus, verify_served
 
     node = node_from_args(args)
     ports = dict(args.port)
@@ -247,7 +246,7 @@ def run_verify(args: argparse.Namespace) -> int:
         emit(json.dumps({"node": node.profile.name, "host": args.host,
                          "checks": [c.to_dict() for c in checks]}, indent=2))
     else:
-        from kubepki.render import go_tabwriter
+        from kubepki.inspection import go_tabwriter
 
         lines = ["COMPONENT\tENDPOINT\tSTATUS\tDETAIL"]
         for c in checks:

@@ -11,7 +11,7 @@ from kubepki.cli._common import EXIT_ERROR, add_now_option, add_output_option, e
 from kubepki.inspection import DEFAULT_WARN_WITHIN
 
 if TYPE_CHECKING:
-    from kubepki.cluster_objects import ObjectInventory
+    from kubepki.objects import ObjectInventory
 
 SECRETS_EXAMPLES = """\
 examples:
@@ -124,7 +124,7 @@ def run_check(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.filename is not None:
-            from kubepki.cluster_objects import check_objects
+            from kubepki.objects import check_objects
 
             source: Any = sys.stdin.buffer if args.filename == "-" else args.filename
             inv = check_objects(source, now=args.now, warn_within=args.warn_within, namespace=args.namespace)
@@ -133,7 +133,7 @@ def run_check(args: argparse.Namespace) -> int:
 
                 inv = attrs.evolve(inv, source="<stdin>")
         else:
-            from kubepki.apiclient import check_live
+            from kubepki.objects import check_live
 
             inv = check_live(args.kubeconfig, context=args.context, namespace=args.namespace, now=args.now,
                              warn_within=args.warn_within, page_size=args.page_size, timeout=args.timeout)
@@ -144,7 +144,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_probe(args: argparse.Namespace) -> int:
     """Probe the endpoints; the exit status follows the items."""
-    from kubepki.probe import probe
+    from kubepki.objects.probe import probe
 
     inv = probe(args.endpoints, now=args.now, timeout=args.timeout, server_name=args.server_name,
                 warn_within=args.warn_within)

@@ -1,0 +1,1835 @@
+"""Backups of a node's PKI: one verifiable archive, restored through a reviewed plan.
+
+kubeadm overwrites certificates in place and never keeps a copy, so kubepki does:
+:func:`backup` writes everything the catalog knows on a node into one ``tar.gz``,
+:func:`verify_backup` checks an archive against the manifest inside it,
+:func:`plan_restore` says what a restore would change and :func:`restore` (or
+:func:`apply_restore`) does it, file by file, atomically.
+
+What goes in comes from the catalog and the node's discovered profile: the whole
+cert dir (``etcd/`` and files kubeadm does not know, too), the catalog's kubeconfigs
+and any other ``*.conf`` beside them, the kubelet's PKI dir (symlinks kept as
+symlinks), the static pod manifests and the kubeadm config file discovery found on
+the node. Member names are node paths without the leading slash; the first member,
+``kubepki-manifest.json``, lists every file with its size, SHA-256, mode, owner,
+mtime, kind and catalog name (see ``docs/backup.md``).
+
+Archives are untrusted input when read back. Every member is checked before
+anything is written: absolute names, ``..``, names that are not normalised,
+duplicates, hard links, devices and FIFOs, symlinks that lead out of the root,
+members under a symlink member, members the manifest does not list (or the
+reverse), sizes above :data:`MAX_MEMBER_SIZE` / :data:`MAX_TOTAL_SIZE`, and
+paths outside the node's kubeadm directories are refused with
+:class:`~kubepki.UnsafeArchiveError`; damage (truncation, corruption, a hash
+that does not match, a missing manifest) with :class:`~kubepki.BackupError`.
+``tarfile``'s extraction is never used: kubepki writes each file itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import enum
+import errno
+import gzip
+import hashlib
+import html
+import io
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import stat as stat_mod
+import tarfile
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, overload
+
+import attrs
+
+from kubepki import catalog as _catalog
+from kubepki._version import __version__
+from kubepki.errors import BackupError, ConfigError, KubepkiError, NodeError, UnsafeArchiveError
+from kubepki.inspection import go_tabwriter
+from kubepki.node import CONFIG_CANDIDATES, FileStat, LocalFS, Node, NodeFS, fsync_dir, makedirs, node_lock
+
+__all__ = [
+    "ARCHIVE_PREFIX",
+    "DEFAULT_BACKUP_DIR",
+    "FORMAT",
+    "MANIFEST_NAME",
+    "MAX_MEMBERS",
+    "MAX_MEMBER_SIZE",
+    "MAX_TOTAL_SIZE",
+    "BackupInfo",
+    "BackupMember",
+    "RestoreAction",
+    "RestorePlan",
+    "RestoreResult",
+    "RestoreStep",
+    "VerifyReport",
+    "apply_restore",
+    "archive_name",
+    "backup",
+    "default_backup_dir",
+    "list_backups",
+    "plan_restore",
+    "prune_backups",
+    "restore",
+    "verify_backup",
+]
+
+#: Version of the archive layout and manifest schema; readers refuse newer ones.
+FORMAT = 1
+#: The manifest's member name; always the archive's first member.
+MANIFEST_NAME = "kubepki-manifest.json"
+#: Archive file names: ``kubepki-backup-<node>-<YYYYmmddTHHMMSSZ>[-N].tar.gz``.
+ARCHIVE_PREFIX = "kubepki-backup-"
+_SUFFIX = ".tar.gz"
+#: Largest file kept in (and accepted from) an archive; bigger files are skipped.
+MAX_MEMBER_SIZE = 16 << 20
+#: Largest total of member sizes; bounds memory and defuses decompression bombs.
+MAX_TOTAL_SIZE = 64 << 20
+#: Most members an archive may have.
+MAX_MEMBERS = 4096
+#: Where kubepki keeps the backups it takes before changing a node (a node path).
+DEFAULT_BACKUP_DIR = "/var/backups/kubepki"
+_MAX_MANIFEST = 4 << 20
+# Tar headers add 512 bytes per member plus PAX records; leave room for them.
+_MAX_TAR = MAX_TOTAL_SIZE + _MAX_MANIFEST + (MAX_MEMBERS + 1) * 3 * 512 + (1 << 20)
+_NAME_RE = re.compile(
+    r"^kubepki-backup-(?P<node>[A-Za-z0-9._-]+)-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.tar\.gz$"
+)
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_MODE_RE = re.compile(r"^[0-7]{3,4}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# kubepki's own transient files: the node lock, the renewal journal and staged files
+# (kubepki.renewal._renewal) and atomic writes' temporaries. Restoring a journal would make
+# `kubepki renew --resume` replay an old renewal, so none of them is backed up.
+_TRANSIENT = re.compile(
+    r"^\.kubepki\.lock$|^\.kubepki-renewal\.json$|\.kubepki-new$|^\..*\.kubepki-[0-9a-f]+\.tmp$"
+)
+_FILE, _SYMLINK = "file", "symlink"
+
+_REASONS = {
+    errno.ENOENT: "does not exist",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only filesystem",
+    errno.ENOTDIR: "not a directory",
+    errno.EEXIST: "exists and is not a directory",
+    errno.EISDIR: "is a directory",
+    errno.ELOOP: "refusing to follow a symbolic link",
+    errno.EIO: "input/output error",
+}
+
+
+def _reason(exc: OSError) -> str:
+    return _REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+
+
+def _utc(now: dt.datetime | None) -> dt.datetime:
+    if now is None:
+        return dt.datetime.now(dt.timezone.utc)
+    if now.tzinfo is None:
+        raise ConfigError("now must be timezone-aware (UTC)")
+    return now.astimezone(dt.timezone.utc)
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _shown(when: dt.datetime) -> str:
+    """A time for people: UTC to the second."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024 or unit == "MiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} MiB"  # pragma: no cover - the loop always returns
+
+
+# --------------------------------------------------------------------------------------
+# Results
+
+
+@attrs.frozen(kw_only=True)
+class BackupMember:
+    """One file of a backup as its manifest records it."""
+
+    #: The node path (``/etc/kubernetes/pki/ca.crt``).
+    path: str
+    #: ``file`` or ``symlink``.
+    type: str
+    size: int
+    #: SHA-256 of the content (None for symlinks).
+    sha256: str | None
+    mode: int
+    uid: int
+    gid: int
+    mtime: float
+    #: The catalog kind (``ca``, ``certificate``...), ``manifest``, ``config`` or ``other``.
+    kind: str
+    catalog_name: str | None
+    link_target: str | None = None
+
+    @property
+    def member_name(self) -> str:
+        """The name inside the tar archive."""
+        return self.path[1:]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest entry (mode as an octal string)."""
+        return {
+            "path": self.path,
+            "type": self.type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "mode": format(self.mode, "04o"),
+            "uid": self.uid,
+            "gid": self.gid,
+            "mtime": self.mtime,
+            "kind": self.kind,
+            "catalog_name": self.catalog_name,
+            "link_target": self.link_target,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class BackupInfo:
+    """One backup archive: whose, when, how big (what :func:`list_backups` returns)."""
+
+    path: Path
+    #: The node's name when the backup was taken (None when discovery did not know it).
+    node: str | None
+    created: dt.datetime
+    #: The archive's size in bytes.
+    size: int
+    #: How many files and symlinks it holds.
+    items: int
+    kubepki_version: str
+    #: Files left out, as ``path: reason`` (too big, not a file or symlink...).
+    skipped: tuple[str, ...] = ()
+    #: True when ``path`` is a path on the node (``backup(..., on_node=True)``), not a
+    #: path on the machine kubepki runs on.
+    on_node: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "path": str(self.path),
+            "on_node": self.on_node,
+            "node": self.node,
+            "created": _iso(self.created),
+            "size": self.size,
+            "items": self.items,
+            "kubepki_version": self.kubepki_version,
+            "skipped": list(self.skipped),
+        }
+
+    def __repr__(self) -> str:
+        return (f"<BackupInfo {self.path.name} node={self.node!r} created={_shown(self.created)} "
+                f"items={self.items} size={self.size}>")
+
+    def _repr_html_(self) -> str:
+        return _html_table(
+            f"kubepki backup {self.path.name}", ("node", "created", "items", "size", "kubepki"),
+            [(self.node or "?", _shown(self.created), str(self.items), _size(self.size), self.kubepki_version)],
+        )
+
+
+@attrs.frozen(kw_only=True)
+class VerifyReport:
+    """What :func:`verify_backup` found: ``ok`` or a list of problems."""
+
+    path: Path
+    ok: bool
+    #: One line per problem, naming the member concerned.
+    problems: tuple[str, ...] = ()
+    #: True when a problem makes the archive unsafe (hostile), not merely damaged.
+    unsafe: bool = False
+    #: The manifest's summary; None when the manifest could not be read.
+    info: BackupInfo | None = None
+    members: tuple[BackupMember, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "path": str(self.path),
+            "ok": self.ok,
+            "unsafe": self.unsafe,
+            "problems": list(self.problems),
+            "backup": self.info.to_dict() if self.info else None,
+            "members": [m.to_dict() for m in self.members],
+        }
+
+    def table(self) -> str:
+        """A verdict line, the backup's summary and the problems, one per line."""
+        lines = [f"{self.path}: {'OK' if self.ok else 'PROBLEMS FOUND'}"]
+        if self.info is not None:
+            i = self.info
+            lines.append(f"  node {i.node or 'unknown'}, created {_shown(i.created)}, {i.items} items, "
+                         f"{_size(i.size)}, kubepki {i.kubepki_version}")
+            lines.extend(f"  skipped when taken: {s}" for s in i.skipped)
+        lines.extend(f"  - {p}" for p in self.problems)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"<VerifyReport {self.path.name} ok={self.ok} problems={len(self.problems)}>"
+
+    def _repr_html_(self) -> str:
+        verdict = "OK" if self.ok else "problems found"
+        rows = [(p,) for p in self.problems]
+        return _html_table(f"kubepki backup {self.path.name}: {verdict}", ("problem",), rows)
+
+
+class RestoreAction(str, enum.Enum):
+    """What a restore does to one file."""
+
+    #: Absent on the node: it will be created.
+    CREATE = "create"
+    #: Present but different in content, file type, mode or owner; it will be replaced.
+    REPLACE = "replace"
+    #: Identical to the backup: left alone.
+    UNCHANGED = "unchanged"
+
+
+@attrs.frozen(kw_only=True)
+class RestoreStep:
+    """One file of a restore plan."""
+
+    path: str
+    action: RestoreAction
+    #: ``file`` or ``symlink`` (what the backup holds).
+    type: str
+    kind: str
+    catalog_name: str | None
+    #: The mode, owner and mtime the file is restored with.
+    mode: int
+    uid: int
+    gid: int
+    mtime: float
+    #: True when the node's file was modified after the backup was taken, so
+    #: restoring discards that change; applying then needs ``accept_changed``.
+    changed_since_backup: bool = False
+    #: Why this action, in plain words (``absent``, ``content differs``...).
+    detail: str = ""
+    backup_sha256: str | None = None
+    current_sha256: str | None = None
+    link_target: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "path": self.path,
+            "action": self.action.value,
+            "type": self.type,
+            "kind": self.kind,
+            "catalog_name": self.catalog_name,
+            "mode": format(self.mode, "04o"),
+            "uid": self.uid,
+            "gid": self.gid,
+            "changed_since_backup": self.changed_since_backup,
+            "detail": self.detail,
+            "backup_sha256": self.backup_sha256,
+            "current_sha256": self.current_sha256,
+            "link_target": self.link_target,
+        }
+
+
+@attrs.frozen(kw_only=True)
+class RestorePlan:
+    """What restoring an archive onto a node would do; nothing has been written.
+
+    Apply it with :func:`apply_restore`. The plan is derived from the archive and
+    the node's files as they are now, so planning again after a partial restore
+    resumes where it stopped.
+    """
+
+    archive: Path
+    #: SHA-256 of the archive file; applying refuses an archive changed since.
+    archive_sha256: str
+    node: Node = attrs.field(eq=False, repr=False)
+    #: The node's name according to discovery.
+    node_name: str | None
+    #: The node the backup was taken on.
+    backup_node: str | None
+    created: dt.datetime
+    only: tuple[str, ...] | None
+    steps: tuple[RestoreStep, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> tuple[RestoreStep, ...]:
+        """The steps that write something."""
+        return tuple(s for s in self.steps if s.action is not RestoreAction.UNCHANGED)
+
+    @property
+    def changed_since_backup(self) -> tuple[RestoreStep, ...]:
+        """The steps that would discard a change made after the backup."""
+        return tuple(s for s in self.steps if s.changed_since_backup)
+
+    @property
+    def foreign(self) -> bool:
+        """True when the backup was taken on another node (both names known)."""
+        return (self.backup_node is not None and self.node_name is not None
+                and self.backup_node != self.node_name)
+
+    @property
+    def needs_acceptance(self) -> tuple[str, ...]:
+        """Why applying needs ``accept_changed=True``; empty when it does not."""
+        out = [f"{s.path} was modified after the backup was taken" for s in self.changed_since_backup]
+        if self.foreign:
+            out.append(f"the backup is of node {self.backup_node}, this node is {self.node_name}")
+        return tuple(out)
+
+    def counts(self) -> dict[str, int]:
+        """How many steps have each action."""
+        out = {a.value: 0 for a in RestoreAction}
+        for s in self.steps:
+            out[s.action.value] += 1
+        return out
+
+    def summary(self) -> str:
+        """One line: how many files are created, replaced and left alone."""
+        c = self.counts()
+        changed = len(self.changed_since_backup)
+        extra = f" ({changed} changed since the backup)" if changed else ""
+        return (f"{c['create']} to create, {c['replace']} to replace{extra}, "
+                f"{c['unchanged']} unchanged")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "archive": str(self.archive),
+            "archive_sha256": self.archive_sha256,
+            "node": self.node_name,
+            "backup_node": self.backup_node,
+            "created": _iso(self.created),
+            "only": list(self.only) if self.only is not None else None,
+            "counts": self.counts(),
+            "needs_acceptance": list(self.needs_acceptance),
+            "notes": list(self.notes),
+            "steps": [s.to_dict() for s in self.steps],
+        }
+
+    def table(self) -> str:
+        """The plan as an aligned table with a header and a summary line."""
+        head = (f"Restore {self.archive.name} (node {self.backup_node or 'unknown'}, taken "
+                f"{_shown(self.created)}) onto node {self.node_name or 'unknown'} "
+                f"at {self.node.fs.describe()}")
+        rows = ["ACTION\tPATH\tDETAIL"]
+        rows += [f"{s.action.value}\t{s.path}\t{_detail(s)}" for s in self.steps]
+        lines = [head, go_tabwriter(rows).rstrip("\n"), self.summary()]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"<RestorePlan {self.archive.name} onto {self.node_name!r}: {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        rows = [(s.action.value, s.path, _detail(s)) for s in self.steps]
+        return _html_table(f"kubepki restore plan — {self.archive.name}: {self.summary()}",
+                           ("action", "path", "detail"), rows)
+
+
+def _detail(step: RestoreStep) -> str:
+    if step.changed_since_backup:
+        return f"{step.detail}; CHANGED SINCE THE BACKUP"
+    return step.detail
+
+
+@attrs.frozen(kw_only=True)
+class RestoreResult:
+    """What :func:`apply_restore` wrote."""
+
+    plan: RestorePlan
+    #: Node paths written, in order.
+    written: tuple[str, ...]
+    #: The backup of the node's state taken just before writing (None when skipped).
+    pre_restore_backup: BackupInfo | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "plan": self.plan.to_dict(),
+            "written": list(self.written),
+            "pre_restore_backup": (self.pre_restore_backup.to_dict()
+                                   if self.pre_restore_backup else None),
+        }
+
+    def table(self) -> str:
+        """What was written, and where the state before it went."""
+        lines = [f"Restored {len(self.written)} file(s) from {self.plan.archive.name} "
+                 f"onto node {self.plan.node_name or 'unknown'}"]
+        lines += [f"  wrote {p}" for p in self.written]
+        if self.pre_restore_backup is not None:
+            lines.append(f"The state before the restore is in {self.pre_restore_backup.path}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"<RestoreResult {self.plan.archive.name}: {len(self.written)} written>"
+
+    def _repr_html_(self) -> str:
+        return _html_table(f"kubepki restore — {len(self.written)} file(s) written",
+                           ("written",), [(p,) for p in self.written])
+
+
+def _html_table(caption: str, head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    th = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return (f'<table class="kubepki"><caption style="text-align:left">{html.escape(caption)}'
+            f"</caption><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>")
+
+
+# --------------------------------------------------------------------------------------
+# Names and paths
+
+
+def archive_name(node: str | None, when: dt.datetime) -> str:
+    """``kubepki-backup-<node>-<YYYYmmddTHHMMSSZ>.tar.gz`` for ``node`` at ``when``.
+
+    The node name keeps letters, digits, ``.``, ``_`` and ``-`` (others become
+    ``_``); an unknown or empty name gives ``unknown``.
+    """
+    clean = re.sub(r"[^A-Za-z0-9._-]", "_", node or "").lstrip(".-")[:63]
+    stamp = _utc(when).strftime("%Y%m%dT%H%M%SZ")
+    return f"{ARCHIVE_PREFIX}{clean or 'unknown'}-{stamp}{_SUFFIX}"
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` is not an acceptable relative member name, or None."""
+    if not name:
+        return "empty name"
+    if _CONTROL.search(name):
+        return "control characters in the name"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8"
+    if name.startswith("/"):
+        return "absolute path"
+    if ".." in name.split("/"):
+        return "'..' in the path"
+    if name == "." or os.path.normpath(name) != name or name.startswith("./"):
+        return "path is not normalised"
+    return None
+
+
+def _lexical(path: PurePosixPath) -> PurePosixPath | None:
+    """``path`` with ``.`` and ``..`` folded; None when ``..`` climbs above ``/``."""
+    parts: list[str] = []
+    for part in path.parts[1:]:
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(part)
+    return PurePosixPath("/", *parts)
+
+
+def _link_problem(path: str, target: str) -> str | None:
+    """Why a symlink at node ``path`` to ``target`` is refused, or None."""
+    if not target:
+        return "symlink with an empty target"
+    if _CONTROL.search(target):
+        return "control characters in the symlink target"
+    base = PurePosixPath(path).parent
+    t = PurePosixPath(target)
+    if _lexical(t if t.is_absolute() else base / t) is None:
+        return f"symlink to {target!r} points outside the root"
+    return None
+
+
+def _link_destination(path: str, target: str) -> str | None:
+    base = PurePosixPath(path).parent
+    t = PurePosixPath(target)
+    resolved = _lexical(t if t.is_absolute() else base / t)
+    return str(resolved) if resolved is not None else None
+
+
+def _inside(path: str, dirs: Iterable[PurePosixPath]) -> bool:
+    """True when normalised ``path`` lies inside one of ``dirs`` and is none of them."""
+    names = [str(d) for d in dirs]
+    return path not in names and any(path.startswith(d.rstrip("/") + "/") for d in names)
+
+
+# --------------------------------------------------------------------------------------
+# The manifest
+
+
+@attrs.frozen(kw_only=True)
+class _Manifest:
+    format: int
+    kubepki_version: str
+    node: str | None
+    created: dt.datetime
+    cert_dir: str
+    kubeconfig_dir: str
+    kubelet_pki_dir: str
+    manifests_dir: str
+    config_file: str | None
+    members: tuple[BackupMember, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format": self.format,
+            "kubepki_version": self.kubepki_version,
+            "node": self.node,
+            "created": _iso(self.created),
+            "cert_dir": self.cert_dir,
+            "kubeconfig_dir": self.kubeconfig_dir,
+            "kubelet_pki_dir": self.kubelet_pki_dir,
+            "manifests_dir": self.manifests_dir,
+            "config_file": self.config_file,
+            "members": [m.to_dict() for m in self.members],
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+        }
+        return (json.dumps(doc, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+    def dirs(self) -> tuple[PurePosixPath, ...]:
+        return tuple(PurePosixPath(d) for d in (self.cert_dir, self.kubeconfig_dir,
+                                                  self.kubelet_pki_dir, self.manifests_dir))
+
+    def info(self, path: Path, size: int, *, on_node: bool = False) -> BackupInfo:
+        return BackupInfo(
+            path=path, node=self.node, created=self.created, size=size,
+            items=len(self.members), kubepki_version=self.kubepki_version,
+            skipped=tuple(f"{p}: {r}" for p, r in self.skipped), on_node=on_node,
+        )
+
+
+class _Invalid(Exception):
+    """A manifest that does not follow the schema (internal; mapped to problems)."""
+
+    def __init__(self, message: str, *, unsafe: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.unsafe = unsafe
+
+
+def _field(doc: Mapping[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
+    if key not in doc:
+        raise _Invalid(f"{where}: '{key}' is missing")
+    value = doc[key]
+    # bool is an int subclass; JSON true is never a valid number here.
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise _Invalid(f"{where}: '{key}' has the wrong type (bool)")
+    if not isinstance(value, types):
+        raise _Invalid(f"{where}: '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _node_dir(value: str, where: str, key: str) -> str:
+    problem = _name_problem(value[1:]) if value.startswith("/") else "not an absolute path"
+    if value == "/" or problem is not None:
+        raise _Invalid(f"{where}: '{key}' {value!r} is not a usable node path"
+                       f"{'' if problem is None else f' ({problem})'}", unsafe=True)
+    return value
+
+
+def _parse_manifest(data: bytes) -> _Manifest:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _Invalid(f"manifest is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _Invalid("manifest is not a JSON object")
+    where = "manifest"
+    fmt = _field(doc, "format", int, where)
+    if fmt != FORMAT:
+        newer = " (written by a newer kubepki)" if fmt > FORMAT else ""
+        raise _Invalid(f"manifest format {fmt} is not supported (this kubepki reads {FORMAT}){newer}")
+    version = _field(doc, "kubepki_version", str, where)
+    node = _field(doc, "node", (str, type(None)), where)
+    created_text = _field(doc, "created", str, where)
+    try:
+        created = dt.datetime.fromisoformat(created_text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _Invalid(f"manifest: 'created' {created_text!r} is not an ISO 8601 time") from None
+    if created.tzinfo is None:
+        raise _Invalid(f"manifest: 'created' {created_text!r} has no time zone")
+    dirs = {k: _node_dir(_field(doc, k, str, where), where, k)
+            for k in ("cert_dir", "kubeconfig_dir", "kubelet_pki_dir", "manifests_dir")}
+    config_file = _field(doc, "config_file", (str, type(None)), where)
+    if config_file is not None:
+        _node_dir(config_file, where, "config_file")
+    raw_members = _field(doc, "members", list, where)
+    if len(raw_members) > MAX_MEMBERS:
+        raise _Invalid(f"manifest lists {len(raw_members)} members (at most {MAX_MEMBERS})",
+                       unsafe=True)
+    roots = [PurePosixPath(d) for d in dirs.values()]
+    members: list[BackupMember] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_members):
+        m = _parse_member(raw, f"manifest member #{index}")
+        if m.path in seen:
+            raise _Invalid(f"manifest lists {m.path} twice", unsafe=True)
+        seen.add(m.path)
+        if not _inside(m.path, roots) and m.path != config_file:
+            raise _Invalid(f"manifest member {m.path} is not inside the directories the backup "
+                           "records", unsafe=True)
+        members.append(m)
+    # Informational only: malformed records are dropped rather than refused.
+    raw_skipped = doc.get("skipped", [])
+    skipped = tuple(
+        (r["path"], r["reason"]) for r in (raw_skipped if isinstance(raw_skipped, list) else [])
+        if isinstance(r, dict) and isinstance(r.get("path"), str) and isinstance(r.get("reason"), str)
+    )
+    return _Manifest(
+        format=fmt, kubepki_version=version, node=node, created=created.astimezone(dt.timezone.utc),
+        cert_dir=dirs["cert_dir"], kubeconfig_dir=dirs["kubeconfig_dir"],
+        kubelet_pki_dir=dirs["kubelet_pki_dir"], manifests_dir=dirs["manifests_dir"],
+        config_file=config_file, members=tuple(members), skipped=skipped,
+    )
+
+
+def _parse_member(raw: object, where: str) -> BackupMember:
+    if not isinstance(raw, dict):
+        raise _Invalid(f"{where} is not a JSON object")
+    path = _field(raw, "path", str, where)
+    problem = _name_problem(path[1:]) if path.startswith("/") else "not an absolute path"
+    if problem is not None:
+        raise _Invalid(f"{where}: path {path!r}: {problem}", unsafe=True)
+    where = f"manifest member {path}"
+    kind_of = _field(raw, "type", str, where)
+    if kind_of not in (_FILE, _SYMLINK):
+        raise _Invalid(f"{where}: type {kind_of!r} is not 'file' or 'symlink'", unsafe=True)
+    size = _field(raw, "size", int, where)
+    if not 0 <= size <= MAX_MEMBER_SIZE:
+        raise _Invalid(f"{where}: size {size} is out of bounds (0 to {MAX_MEMBER_SIZE})",
+                       unsafe=True)
+    sha = _field(raw, "sha256", (str, type(None)), where)
+    if kind_of == _FILE and (sha is None or not _SHA_RE.match(sha)):
+        raise _Invalid(f"{where}: 'sha256' is not a hex SHA-256")
+    mode_text = _field(raw, "mode", str, where)
+    if not _MODE_RE.match(mode_text):
+        raise _Invalid(f"{where}: mode {mode_text!r} is not an octal mode")
+    mode = int(mode_text, 8)
+    if mode & ~0o777:
+        raise _Invalid(f"{where}: mode {mode_text} has set-user-ID, set-group-ID or sticky bits",
+                       unsafe=True)
+    uid = _field(raw, "uid", int, where)
+    gid = _field(raw, "gid", int, where)
+    if not (0 <= uid < 1 << 32 and 0 <= gid < 1 << 32):
+        raise _Invalid(f"{where}: uid/gid out of range")
+    mtime = _field(raw, "mtime", (int, float), where)
+    if not math.isfinite(mtime) or not 0 <= mtime < 1 << 40:
+        raise _Invalid(f"{where}: mtime {mtime!r} is out of range")
+    kind = _field(raw, "kind", str, where)
+    catalog_name = _field(raw, "catalog_name", (str, type(None)), where)
+    target = raw.get("link_target")
+    if kind_of == _SYMLINK:
+        if not isinstance(target, str):
+            raise _Invalid(f"{where}: a symlink needs a string 'link_target'")
+        link_problem = _link_problem(path, target)
+        if link_problem is not None:
+            raise _Invalid(f"{where}: {link_problem}", unsafe=True)
+    elif target is not None:
+        raise _Invalid(f"{where}: a file has no 'link_target'")
+    return BackupMember(
+        path=path, type=kind_of, size=size, sha256=sha, mode=mode, uid=uid, gid=gid,
+        mtime=float(mtime), kind=kind, catalog_name=catalog_name,
+        link_target=target if kind_of == _SYMLINK else None,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Reading archives (untrusted input)
+
+
+@attrs.frozen
+class _Problem:
+    message: str
+    unsafe: bool = False
+
+
+@attrs.define
+class _Scan:
+    path: Path
+    size: int = 0
+    sha256: str = ""
+    manifest: _Manifest | None = None
+    data: dict[str, bytes] = attrs.Factory(dict)
+    problems: list[_Problem] = attrs.Factory(list)
+
+    def add(self, message: str, *, unsafe: bool = False) -> None:
+        self.problems.append(_Problem(message, unsafe))
+
+    @property
+    def unsafe(self) -> bool:
+        return any(p.unsafe for p in self.problems)
+
+    def raise_for_problems(self) -> None:
+        if not self.problems:
+            return
+        ordered = sorted(self.problems, key=lambda p: not p.unsafe)
+        first = ordered[0]
+        more = len(ordered) - 1
+        tail = f" (and {more} more problem{'s' if more > 1 else ''}; see `kubepki backup verify`)" \
+            if more else ""
+        cls = UnsafeArchiveError if first.unsafe else BackupError
+        raise cls(f"{self.path}: {first.message}{tail}", path=str(self.path))
+
+
+def _read_raw(scan: _Scan) -> bytes | None:
+    limit = _MAX_TAR + (1 << 20)
+    try:
+        with open(scan.path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat_mod.S_ISREG(st.st_mode):
+                scan.add("not a regular file")
+                return None
+            raw = fh.read(limit + 1)
+    except OSError as exc:
+        scan.add(f"cannot read the archive: {_reason(exc)}")
+        return None
+    scan.size = len(raw)
+    scan.sha256 = hashlib.sha256(raw).hexdigest()
+    if len(raw) > limit:
+        scan.add(f"the archive is larger than {_size(limit)}", unsafe=True)
+        return None
+    return raw
+
+
+def _gunzip(scan: _Scan, raw: bytes) -> bytes | None:
+    out = bytearray()
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as gz:
+            while chunk := gz.read(1 << 20):
+                out += chunk
+                if len(out) > _MAX_TAR:
+                    scan.add(f"decompresses to more than {_size(_MAX_TAR)} "
+                             "(decompression bomb?)", unsafe=True)
+                    return None
+    except EOFError:
+        scan.add("truncated: the compressed data ends early")
+        return None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        scan.add(f"damaged: not a valid gzip stream ({exc})")
+        return None
+    except OSError as exc:
+        scan.add(f"damaged: {exc}")
+        return None
+    if not raw:
+        scan.add("empty file")
+        return None
+    return bytes(out)
+
+
+def _members(scan: _Scan, tf: tarfile.TarFile) -> list[tarfile.TarInfo] | None:
+    members: list[tarfile.TarInfo] = []
+    while True:
+        try:
+            ti = tf.next()
+        # tarfile raises assorted types on malformed headers (ReadError, ValueError,
+        # UnicodeError, struct.error...); all of them mean "damaged" here.
+        except Exception as exc:
+            after = f" after member {members[-1].name!r}" if members else ""
+            scan.add(f"damaged tar data{after}: {exc}")
+            return None
+        if ti is None:
+            return members
+        members.append(ti)
+        if len(members) > MAX_MEMBERS + 1:
+            scan.add(f"more than {MAX_MEMBERS} members", unsafe=True)
+            return None
+
+
+def _member_bytes(scan: _Scan, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> bytes | None:
+    try:
+        fh = tf.extractfile(ti)
+        data = fh.read() if fh is not None else None
+    except Exception as exc:  # as in _members: any failure is damage
+        scan.add(f"member {ti.name!r}: cannot read its data ({exc})")
+        return None
+    if data is None or len(data) != ti.size:
+        scan.add(f"member {ti.name!r}: truncated data")
+        return None
+    return data
+
+
+def _scan(path: str | os.PathLike[str], *, keep_data: bool) -> _Scan:
+    """Read and check an archive completely; every problem found is recorded, none raised."""
+    scan = _Scan(Path(path))
+    raw = _read_raw(scan)
+    if raw is None:
+        return scan
+    tar_bytes = _gunzip(scan, raw)
+    if tar_bytes is None:
+        return scan
+    try:
+        tf = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:")  # noqa: SIM115
+    except Exception as exc:  # see _members
+        scan.add(f"damaged: not a tar archive ({exc})")
+        return scan
+    with tf:
+        members = _members(scan, tf)
+        if members is None:
+            return scan
+        _check_members(scan, tf, members, keep_data=keep_data)
+    return scan
+
+
+def _manifest_of(scan: _Scan, tf: tarfile.TarFile,
+                 members: list[tarfile.TarInfo]) -> _Manifest | None:
+    """The manifest: the first member, a small regular file of valid JSON."""
+    manifest_at = [i for i, ti in enumerate(members) if ti.name == MANIFEST_NAME]
+    manifest: _Manifest | None = None
+    if not manifest_at:
+        scan.add(f"missing manifest: the archive has no {MANIFEST_NAME}")
+    elif len(manifest_at) > 1:
+        scan.add(f"duplicate member {MANIFEST_NAME!r}", unsafe=True)
+    elif manifest_at[0] != 0:
+        scan.add(f"{MANIFEST_NAME} is not the first member")
+    else:
+        ti = members[0]
+        if ti.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            scan.add(f"member {MANIFEST_NAME!r} is not a regular file", unsafe=True)
+        elif ti.size > _MAX_MANIFEST:
+            scan.add(f"member {MANIFEST_NAME!r} is larger than {_size(_MAX_MANIFEST)}", unsafe=True)
+        else:
+            data = _member_bytes(scan, tf, ti)
+            if data is not None:
+                try:
+                    manifest = _parse_manifest(data)
+                except _Invalid as exc:
+                    scan.add(exc.message, unsafe=exc.unsafe)
+    return manifest
+
+
+def _check_members(scan: _Scan, tf: tarfile.TarFile, members: list[tarfile.TarInfo], *,
+                   keep_data: bool) -> None:
+    # 1. Every member but the manifest, on its own: name, type, size, link target.
+    seen: set[str] = set()
+    files: dict[str, tarfile.TarInfo] = {}
+    links: dict[str, tarfile.TarInfo] = {}
+    total = 0
+    for ti in members:
+        name = ti.name
+        if name == MANIFEST_NAME:
+            continue
+        shown = f"member {name!r}"
+        problem = _name_problem(name)
+        if problem is not None:
+            scan.add(f"{shown}: {problem}", unsafe=True)
+            continue
+        if name in seen:
+            scan.add(f"duplicate {shown}", unsafe=True)
+            continue
+        seen.add(name)
+        if ti.islnk():
+            scan.add(f"{shown}: hard link to {ti.linkname!r}", unsafe=True)
+        elif ti.ischr() or ti.isblk():
+            scan.add(f"{shown}: device file", unsafe=True)
+        elif ti.isfifo():
+            scan.add(f"{shown}: FIFO", unsafe=True)
+        elif ti.issym():
+            link_problem = _link_problem("/" + name, ti.linkname)
+            if link_problem is not None:
+                scan.add(f"{shown}: {link_problem}", unsafe=True)
+            else:
+                links[name] = ti
+        elif ti.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            if ti.size > MAX_MEMBER_SIZE:
+                scan.add(f"{shown}: {ti.size} bytes, more than {_size(MAX_MEMBER_SIZE)}", unsafe=True)
+                continue
+            total += ti.size
+            if total > MAX_TOTAL_SIZE:
+                scan.add(f"members add up to more than {_size(MAX_TOTAL_SIZE)}", unsafe=True)
+                return
+            files[name] = ti
+        else:
+            what = "a directory" if ti.isdir() else f"type {ti.type!r}"
+            scan.add(f"{shown}: {what}; backups hold only files and symlinks", unsafe=True)
+
+    # 2. Nothing may sit under another member (the symlink-then-file attack).
+    for name in sorted(seen):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in links:
+                scan.add(f"member {name!r} lies under the symlink member {parent!r}", unsafe=True)
+            elif parent in files:
+                scan.add(f"member {name!r} lies under the file member {parent!r}", unsafe=True)
+    # 3. The manifest, checked after the members so that errors name members first.
+    manifest = _manifest_of(scan, tf, members)
+    if manifest is None or scan.unsafe:
+        return
+    scan.manifest = manifest
+
+    # 4. The manifest and the members must match one for one, hashes included.
+    listed = {m.member_name: m for m in manifest.members}
+    for name in sorted(seen - listed.keys()):
+        scan.add(f"member {name!r} is not listed in the manifest", unsafe=True)
+    if scan.unsafe:
+        return
+    for name, m in listed.items():
+        shown = f"member {name!r}"
+        if name not in seen:
+            scan.add(f"{shown}: missing from the archive (the manifest lists it)")
+        elif m.type == _SYMLINK:
+            if name not in links:
+                scan.add(f"{shown}: the manifest says symlink, the archive holds a file")
+            elif links[name].linkname != m.link_target:
+                scan.add(f"{shown}: symlink target {links[name].linkname!r} differs from the "
+                         f"manifest's {m.link_target!r}")
+        elif name not in files:
+            scan.add(f"{shown}: the manifest says file, the archive holds a symlink")
+        elif files[name].size != m.size:
+            scan.add(f"{shown}: {files[name].size} bytes, the manifest says {m.size}")
+        else:
+            data = _member_bytes(scan, tf, files[name])
+            if data is None:
+                continue
+            if hashlib.sha256(data).hexdigest() != m.sha256:
+                scan.add(f"{shown}: SHA-256 does not match the manifest (damaged or altered)")
+            elif keep_data:
+                scan.data[m.path] = data
+
+
+def verify_backup(path: str | os.PathLike[str]) -> VerifyReport:
+    """Check an archive completely: readable, safe, every member present and intact.
+
+    Never raises for what it finds, an archive that cannot be opened included:
+    each problem becomes a line of :attr:`VerifyReport.problems` naming the member
+    concerned, and ``unsafe`` tells hostile archives from damaged ones.
+    """
+    scan = _scan(path, keep_data=False)
+    m = scan.manifest
+    return VerifyReport(
+        path=scan.path,
+        ok=not scan.problems,
+        problems=tuple(p.message for p in scan.problems),
+        unsafe=scan.unsafe,
+        info=m.info(scan.path, scan.size) if m is not None else None,
+        members=m.members if m is not None else (),
+    )
+
+
+def _load(path: str | os.PathLike[str]) -> _Scan:
+    scan = _scan(path, keep_data=True)
+    scan.raise_for_problems()
+    return scan
+
+
+# --------------------------------------------------------------------------------------
+# Creating archives
+
+
+@attrs.frozen
+class _Found:
+    member: BackupMember
+    data: bytes | None
+
+
+class _Collector:
+    """Walks the node's kubeadm directories and reads every file to archive."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.fs = node.fs
+        self.found: dict[str, _Found] = {}
+        self.skipped: list[tuple[str, str]] = []
+        self.total = 0
+        self.known: dict[str, _catalog.CatalogEntry] = {}
+        for entry in _catalog.CATALOG:
+            base = node.dir_for(entry.location)
+            for f in entry.files:
+                self.known.setdefault(str(base / f.path), entry)
+
+    def walk(self, directory: PurePosixPath, kind: str, *, recursive: bool,
+             pattern: str | None = None) -> None:
+        for name in self._listdir(directory):
+            if pattern is not None and not name.endswith(pattern):
+                continue
+            path = directory / name
+            st = self._stat(path)
+            if st is not None and st.is_dir and not st.is_symlink:
+                if recursive:
+                    self.walk(path, kind, recursive=True)
+                continue
+            self.add(path, kind, st)
+
+    def add(self, path: PurePosixPath, kind: str, st: FileStat | None = None) -> None:
+        key = str(path)
+        if key in self.found:
+            return
+        if _name_problem(key[1:]) is not None:
+            self.skipped.append((key, "name cannot be stored safely"))
+            return
+        if _TRANSIENT.search(path.name):
+            self.skipped.append((key, "kubepki's own transient file (lock, journal, staged or "
+                                      "temporary file)"))
+            return
+        st = st if st is not None else self._stat(path)
+        if st is None:
+            return  # vanished, or never there
+        entry = self.known.get(key)
+        kind = entry.kind.value if entry is not None else kind
+        name = entry.name if entry is not None else None
+        if st.is_symlink:
+            target = self._readlink(path)
+            if target is None:
+                return
+            problem = _link_problem(key, target)
+            if problem is not None:
+                self.skipped.append((key, problem))
+                return
+            member = BackupMember(path=key, type=_SYMLINK, size=0, sha256=None, mode=0o777,
+                                  uid=st.uid, gid=st.gid, mtime=st.mtime, kind=kind,
+                                  catalog_name=name, link_target=target)
+            self._keep(member, None)
+            return
+        if not st.is_file:
+            self.skipped.append((key, "not a regular file or symlink"))
+            return
+        if st.size > MAX_MEMBER_SIZE:
+            self.skipped.append((key, f"larger than {_size(MAX_MEMBER_SIZE)}"))
+            return
+        try:
+            data = self.fs.read_bytes(path, limit=MAX_MEMBER_SIZE)
+        except NodeError as exc:
+            if exc.errno == errno.ENOENT:
+                return
+            raise BackupError(f"cannot read {key}: {exc.message}", path=key) from None
+        if len(data) > MAX_MEMBER_SIZE:
+            self.skipped.append((key, f"larger than {_size(MAX_MEMBER_SIZE)}"))
+            return
+        self.total += len(data)
+        if self.total > MAX_TOTAL_SIZE:
+            raise BackupError(f"the files to back up add up to more than {_size(MAX_TOTAL_SIZE)}; "
+                              f"remove what does not belong in {self.node.profile.cert_dir}")
+        member = BackupMember(
+            path=key, type=_FILE, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            mode=st.mode & 0o777, uid=st.uid, gid=st.gid, mtime=st.mtime, kind=kind,
+            catalog_name=name,
+        )
+        self._keep(member, data)
+
+    def _keep(self, member: BackupMember, data: bytes | None) -> None:
+        if len(self.found) >= MAX_MEMBERS:
+            raise BackupError(f"more than {MAX_MEMBERS} files to back up")
+        self.found[member.path] = _Found(member, data)
+
+    def _listdir(self, directory: PurePosixPath) -> list[str]:
+        try:
+            return self.fs.listdir(directory)
+        except NodeError as exc:
+            raise BackupError(f"cannot list {directory}: {exc.message}", path=str(directory)) from None
+
+    def _stat(self, path: PurePosixPath) -> FileStat | None:
+        try:
+            return self.fs.stat(path, follow=False)
+        except NodeError as exc:
+            raise BackupError(f"cannot read {path}: {exc.message}", path=str(path)) from None
+
+    def _readlink(self, path: PurePosixPath) -> str | None:
+        try:
+            return self.fs.readlink(path)
+        except NodeError as exc:
+            raise BackupError(f"cannot read {path}: {exc.message}", path=str(path)) from None
+
+
+def _collect(node: Node, when: dt.datetime) -> tuple[_Manifest, list[_Found]]:
+    profile = node.profile
+    c = _Collector(node)
+    c.walk(profile.cert_dir, "other", recursive=True)
+    # The catalog's kubeconfigs, then whatever other *.conf an operator keeps there.
+    for entry in _catalog.CATALOG:
+        if entry.location is _catalog.Location.KUBECONFIG_DIR:
+            for f in entry.files:
+                c.add(profile.kubeconfig_dir / f.path, "kubeconfig")
+    c.walk(profile.kubeconfig_dir, "kubeconfig", recursive=False, pattern=".conf")
+    c.walk(profile.kubelet_pki_dir, "other", recursive=True)
+    c.walk(profile.manifests_dir, "manifest", recursive=True)
+    config_file: str | None = None
+    # A config given with --config lives on the local machine, not on the node.
+    if node.config is None and profile.config is not None and profile.config.path:
+        config_file = str(PurePosixPath(profile.config.path))
+        c.add(PurePosixPath(config_file), "config")
+    found = [c.found[k] for k in sorted(c.found)]
+    manifest = _Manifest(
+        format=FORMAT, kubepki_version=__version__, node=profile.name, created=when,
+        cert_dir=str(profile.cert_dir), kubeconfig_dir=str(profile.kubeconfig_dir),
+        kubelet_pki_dir=str(profile.kubelet_pki_dir), manifests_dir=str(profile.manifests_dir),
+        config_file=config_file, members=tuple(f.member for f in found),
+        skipped=tuple(c.skipped),
+    )
+    return manifest, found
+
+
+def _tar_bytes(manifest: _Manifest, found: Sequence[_Found], when: dt.datetime) -> bytes:
+    buf = io.BytesIO()
+    stamp = int(when.timestamp())
+    # No file name in the gzip header (it would be the temporary name) and a fixed
+    # mtime: the same tree at the same time gives the same bytes.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, mtime=stamp, compresslevel=6) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        doc = manifest.to_json()
+        ti = tarfile.TarInfo(MANIFEST_NAME)
+        ti.size, ti.mode, ti.mtime = len(doc), 0o600, stamp
+        tf.addfile(ti, io.BytesIO(doc))
+        for f in found:
+            m = f.member
+            ti = tarfile.TarInfo(m.member_name)
+            ti.mode, ti.uid, ti.gid, ti.mtime = m.mode, m.uid, m.gid, int(m.mtime)
+            if m.type == _SYMLINK:
+                ti.type, ti.linkname = tarfile.SYMTYPE, m.link_target or ""
+                tf.addfile(ti)
+            else:
+                assert f.data is not None  # noqa: S101 - files always carry data
+                ti.size = len(f.data)
+                tf.addfile(ti, io.BytesIO(f.data))
+    return buf.getvalue()
+
+
+def _check_dest(node: Node, dest: Path) -> None:
+    """Refuse a destination inside a directory that is itself backed up or watched."""
+    if not isinstance(node.fs, LocalFS):
+        return
+    try:
+        real = dest.resolve()
+    except OSError:
+        return
+    p = node.profile
+    for what, d in (("cert dir", p.cert_dir), ("kubelet PKI dir", p.kubelet_pki_dir),
+                    ("static pod manifests dir", p.manifests_dir)):
+        try:
+            host = node.fs.host_path(d).resolve()
+        except (KubepkiError, OSError):
+            continue
+        if real == host or host in real.parents:
+            raise ConfigError(f"refusing to write backups into the node's {what} {d}: they "
+                              "would be backed up again (or read by the kubelet)", path=str(dest))
+
+
+def _write_error(exc: OSError, dest: Path) -> BackupError:
+    return BackupError(f"cannot write a backup to {dest}: {_reason(exc)}", path=str(dest))
+
+
+def _publish(tmp: Path, dest: Path, name: str) -> Path:
+    """Give ``tmp`` its final name without ever replacing an existing file."""
+    stem = name[: -len(_SUFFIX)]
+    for n in range(1000):
+        final = dest / (name if n == 0 else f"{stem}-{n}{_SUFFIX}")
+        try:
+            os.link(tmp, final)  # fails if ``final`` exists: no race with another writer
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            # No hard links on this filesystem: check, then rename.
+            if os.path.lexists(final):
+                continue
+            os.rename(tmp, final)
+            return final
+        os.unlink(tmp)
+        return final
+    raise BackupError(f"too many backups named {name} in {dest}", path=str(dest))
+
+
+def _write_archive(dest: Path, name: str, data: bytes) -> Path:
+    try:
+        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(exc, dest) from None
+    tmp = dest / f".{name}.{secrets.token_hex(6)}.tmp"
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except OSError as exc:
+        raise _write_error(exc, dest) from None
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # private keys inside: never readable by others
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        final = _publish(tmp, dest, name)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _write_error(exc, dest) from None
+        raise
+    fsync_dir(dest)
+    return final
+
+
+def _check_dest_on_node(node: Node, dest: PurePosixPath) -> None:
+    """:func:`_check_dest` for a destination on the node, compared as node paths."""
+    try:
+        real = node.fs.resolve(dest)
+    except KubepkiError:
+        return
+    p = node.profile
+    for what, d in (("cert dir", p.cert_dir), ("kubelet PKI dir", p.kubelet_pki_dir),
+                    ("static pod manifests dir", p.manifests_dir)):
+        try:
+            resolved = node.fs.resolve(d)
+        except KubepkiError:
+            continue
+        if real == resolved or resolved in real.parents:
+            raise ConfigError(f"refusing to write backups into the node's {what} {d}: they "
+                              "would be backed up again (or read by the kubelet)", path=str(dest))
+
+
+def _write_archive_on_node(fs: NodeFS, dest: PurePosixPath, name: str, data: bytes) -> PurePosixPath:
+    """:func:`_write_archive` through the node's filesystem: 0600 from the start, never replacing."""
+    def error(exc: NodeError) -> BackupError:
+        return BackupError(f"cannot write a backup to {dest} on {fs.describe()}: {exc.message}",
+                           path=str(dest))
+
+    try:
+        makedirs(fs, dest, mode_for=lambda _d: 0o700)
+    except NodeError as exc:
+        raise error(exc) from None
+    tmp = dest / f".{name}.{secrets.token_hex(6)}.tmp"
+    stem = name[: -len(_SUFFIX)]
+    try:
+        fs.write_new(tmp, data, mode=0o600)  # private keys inside: never readable by others
+        for n in range(1000):
+            final = dest / (name if n == 0 else f"{stem}-{n}{_SUFFIX}")
+            try:
+                fs.rename(tmp, final, replace=False)
+            except NodeError as exc:
+                if exc.errno == errno.EEXIST or fs.stat(final, follow=False) is not None:
+                    continue
+                raise
+            fs.fsync_dir(dest)
+            return final
+    except NodeError as exc:
+        with contextlib.suppress(NodeError):
+            fs.unlink(tmp)
+        raise error(exc) from None
+    with contextlib.suppress(NodeError):
+        fs.unlink(tmp)
+    raise BackupError(f"too many backups named {name} in {dest}", path=str(dest))
+
+
+def backup(node: Node | str | os.PathLike[str], dest: str | os.PathLike[str], *,
+           now: dt.datetime | None = None, on_node: bool = False) -> BackupInfo:
+    """Write one archive of everything kubepki knows on ``node`` into directory ``dest``.
+
+    ``node`` is a :class:`~kubepki.Node` or a root path; ``dest`` is created (0700)
+    when missing; ``now`` (tz-aware, default the current time) is the time recorded
+    and put in the name. The archive is created 0600 through a fsynced temporary
+    file and appears under its final name only when complete; an existing archive
+    is never replaced (a ``-1``, ``-2``... suffix is added).
+
+    With ``on_node``, ``dest`` is a directory on the node (a node path, under the
+    node's root) and the archive is written through the node's filesystem: a
+    node reached over SSH keeps its private keys on the node, and nothing is
+    written on the machine kubepki runs on. The result's ``on_node`` says so;
+    verify or restore such an archive on the node itself.
+
+    Raises :class:`~kubepki.BackupError` when there is nothing to back up or the
+    archive cannot be written (the message says why: no space left on device,
+    permission denied...), :class:`~kubepki.ConfigError` for a destination inside
+    a backed-up directory and :class:`~kubepki.NodeError` for an unreadable root.
+    The backup reads without taking the node lock; mutating operations call it
+    while they hold the lock.
+    """
+    n = Node.coerce(node)
+    when = _utc(now)
+    if on_node:
+        return _backup_on_node(n, PurePosixPath(os.fspath(dest)), when)
+    return _backup(n, Path(dest), when, allow_empty=False)
+
+
+def _collect_some(node: Node, when: dt.datetime, *, allow_empty: bool) -> tuple[_Manifest, list[_Found]]:
+    node.check_root()
+    manifest, found = _collect(node, when)
+    if not found and not allow_empty:
+        p = node.profile
+        raise BackupError(f"nothing to back up on {node.fs.describe()}: no files in {p.cert_dir}, "
+                          f"{p.kubeconfig_dir}, {p.kubelet_pki_dir} or {p.manifests_dir} "
+                          "(is the root right?)")
+    return manifest, found
+
+
+def _backup(node: Node, dest: Path, when: dt.datetime, *, allow_empty: bool) -> BackupInfo:
+    manifest, found = _collect_some(node, when, allow_empty=allow_empty)
+    _check_dest(node, dest)
+    data = _tar_bytes(manifest, found, when)
+    final = _write_archive(dest, archive_name(manifest.node, when), data)
+    return manifest.info(final, len(data))
+
+
+def _backup_on_node(node: Node, dest: PurePosixPath, when: dt.datetime) -> BackupInfo:
+    if not dest.is_absolute():
+        raise ConfigError(f"a backup directory on the node must be an absolute node path: {str(dest)!r}",
+                          path=str(dest))
+    manifest, found = _collect_some(node, when, allow_empty=False)
+    _check_dest_on_node(node, dest)
+    data = _tar_bytes(manifest, found, when)
+    final = _write_archive_on_node(node.fs, dest, archive_name(manifest.node, when), data)
+    return manifest.info(Path(str(final)), len(data), on_node=True)
+
+
+# --------------------------------------------------------------------------------------
+# Listing and retention
+
+
+def _read_info(path: Path) -> BackupInfo | None:
+    """The manifest summary of one archive, decompressing only its beginning."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            head = gz.read(_MAX_MANIFEST + 64 * 1024)  # bounded: PAX headers included
+        with tarfile.open(fileobj=io.BytesIO(head), mode="r:") as tf:
+            ti = tf.next()
+            if ti is None or ti.name != MANIFEST_NAME or not ti.isreg() or ti.size > _MAX_MANIFEST:
+                return None
+            fh = tf.extractfile(ti)
+            if fh is None:
+                return None
+            manifest = _parse_manifest(fh.read())
+    # Foreign or damaged files are skipped whatever tarfile or gzip raise on them.
+    except Exception:
+        return None
+    return manifest.info(path, size)
+
+
+def list_backups(directory: str | os.PathLike[str]) -> list[BackupInfo]:
+    """The kubepki backups in ``directory``, newest first.
+
+    Only files named like kubepki archives whose manifest reads are listed;
+    others (foreign, unreadable, damaged) are skipped. This reads each archive's
+    manifest only: use :func:`verify_backup` to check one completely. Raises
+    :class:`~kubepki.ConfigError` when ``directory`` is not a readable directory.
+    """
+    d = Path(directory)
+    try:
+        names = sorted(os.listdir(d))
+    except OSError as exc:
+        raise ConfigError(f"cannot list backups in {d}: {_reason(exc)}", path=str(d)) from None
+    out = []
+    for name in names:
+        if not _NAME_RE.match(name):
+            continue
+        path = d / name
+        if not path.is_file():
+            continue
+        info = _read_info(path)
+        if info is not None:
+            out.append(info)
+    out.sort(key=lambda i: (i.created, i.path.name), reverse=True)
+    return out
+
+
+def prune_backups(directory: str | os.PathLike[str], keep: int, *,
+                  dry_run: bool = False) -> list[Path]:
+    """Remove all but the newest ``keep`` backups of each node in ``directory``.
+
+    Counting per node means a directory shared by several nodes never loses a
+    node's last backups to another node's newer ones. Only archives that
+    :func:`list_backups` recognises are ever removed. Returns the removed paths
+    (those that would be, with ``dry_run``). ``keep`` must be at least 1.
+    """
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ConfigError(f"keep must be at least 1 (got {keep!r}): pruning never removes "
+                          "every backup")
+    per_node: dict[str | None, int] = {}
+    doomed: list[Path] = []
+    for info in list_backups(directory):
+        seen = per_node.get(info.node, 0)
+        per_node[info.node] = seen + 1
+        if seen >= keep:
+            doomed.append(info.path)
+    if not dry_run:
+        for path in doomed:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise BackupError(f"cannot remove {path}: {_reason(exc)}", path=str(path)) from None
+        if doomed:
+            fsync_dir(Path(directory))
+    return doomed
+
+
+# --------------------------------------------------------------------------------------
+# Restoring
+
+
+def _allowed(node: Node) -> tuple[tuple[PurePosixPath, ...], frozenset[str]]:
+    p = node.profile
+    dirs = (p.cert_dir, p.kubeconfig_dir, p.kubelet_pki_dir, p.manifests_dir)
+    return dirs, frozenset(CONFIG_CANDIDATES)
+
+
+def _select(manifest: _Manifest, only: Iterable[str] | None) -> tuple[
+        tuple[BackupMember, ...], tuple[str, ...] | None]:
+    if only is None:
+        return manifest.members, None
+    if isinstance(only, str):
+        only = [only]
+    names = tuple(dict.fromkeys(only))
+    if not names:
+        raise ConfigError("only= names no catalog item")
+    for n in names:
+        _catalog.get(n)  # UnknownItemError for names the catalog does not know
+    by_path = {m.path: m for m in manifest.members}
+    chosen = {m.path: m for m in manifest.members if m.catalog_name in names}
+    for n in names:
+        if not any(m.catalog_name == n for m in chosen.values()):
+            raise BackupError(f"the backup holds no file of {n}", name=n)
+    # A selected symlink brings the file it points at when the backup holds it
+    # (kubelet-client-current.pem -> kubelet-client-<time>.pem).
+    for m in list(chosen.values()):
+        if m.type == _SYMLINK and m.link_target is not None:
+            dest = _link_destination(m.path, m.link_target)
+            if dest in by_path:
+                chosen.setdefault(dest, by_path[dest])
+    return tuple(m for m in manifest.members if m.path in chosen), names
+
+
+def _step(node: Node, m: BackupMember, created: dt.datetime, as_root: bool) -> RestoreStep:
+    path = PurePosixPath(m.path)
+    create = RestoreStep(
+        path=m.path, action=RestoreAction.CREATE, type=m.type, kind=m.kind,
+        catalog_name=m.catalog_name, mode=m.mode, uid=m.uid, gid=m.gid, mtime=m.mtime,
+        detail="absent", backup_sha256=m.sha256, link_target=m.link_target,
+    )
+    try:
+        st = node.fs.stat(path, follow=False)
+    except NodeError as exc:
+        raise BackupError(f"cannot read {m.path} on the node: {exc.message}", path=m.path) from None
+    if st is None:
+        return create
+    if st.is_dir and not st.is_symlink:
+        raise BackupError(f"{m.path} is a directory on the node, the backup has a {m.type} there; "
+                          "move it away first", path=m.path)
+    current_sha: str | None = None
+    reasons: list[str] = []
+    try:
+        if st.is_symlink:
+            target = node.fs.readlink(path)
+            if m.type == _FILE:
+                reasons.append("a symlink on the node")
+            elif target != m.link_target:
+                reasons.append(f"symlink to {target}, the backup's to {m.link_target}")
+        elif not st.is_file:
+            reasons.append("not a regular file on the node")
+        else:
+            data = node.fs.read_bytes(path, limit=MAX_MEMBER_SIZE)
+            current_sha = hashlib.sha256(data).hexdigest()
+            if m.type == _SYMLINK:
+                reasons.append("a file on the node, the backup has a symlink")
+            elif current_sha != m.sha256:
+                reasons.append("content differs")
+    except NodeError as exc:
+        raise BackupError(f"cannot read {m.path} on the node: {exc.message}", path=m.path) from None
+    content_differs = bool(reasons)
+    if m.type == _FILE and not st.is_symlink:
+        if st.mode != m.mode:
+            reasons.append(f"mode {st.mode:04o}, the backup's {m.mode:04o}")
+        if as_root and (st.uid, st.gid) != (m.uid, m.gid):
+            reasons.append(f"owner {st.uid}:{st.gid}, the backup's {m.uid}:{m.gid}")
+    if not reasons:
+        return attrs.evolve(create, action=RestoreAction.UNCHANGED, detail="identical",
+                            current_sha256=current_sha)
+    # Modified after the backup: newer than the backup, or not the mtime it
+    # recorded (a clock set wrong when the backup was taken cannot hide a change).
+    changed = content_differs and (st.mtime > created.timestamp()
+                                   or abs(st.mtime - m.mtime) > 1e-3)
+    return attrs.evolve(create, action=RestoreAction.REPLACE, detail="; ".join(reasons),
+                        changed_since_backup=changed, current_sha256=current_sha)
+
+
+def _plan(scan: _Scan, node: Node, only: Iterable[str] | None) -> RestorePlan:
+    manifest = scan.manifest
+    assert manifest is not None  # noqa: S101 - _load raised otherwise
+    node.check_root()
+    dirs, configs = _allowed(node)
+    for m in manifest.members:
+        if not _inside(m.path, dirs) and m.path not in configs:
+            shown = ", ".join(str(d) for d in dirs)
+            raise UnsafeArchiveError(
+                f"{scan.path}: member {m.member_name!r} is not inside the node's kubeadm "
+                f"directories ({shown}); if the node's cert dir differs, name it (--cert-dir)",
+                path=m.path)
+    members, names = _select(manifest, only)
+    as_root = node.fs.can_chown()
+    steps = tuple(_step(node, m, manifest.created, as_root) for m in members)
+    notes = []
+    node_name = node.profile.name
+    if manifest.node is not None and node_name is not None and manifest.node != node_name:
+        notes.append(f"the backup is of node {manifest.node}, this node is {node_name}")
+    if not as_root and any(s.action is not RestoreAction.UNCHANGED for s in steps):
+        notes.append("not running as root: owners are not restored")
+    return RestorePlan(
+        archive=scan.path, archive_sha256=scan.sha256, node=node, node_name=node_name,
+        backup_node=manifest.node, created=manifest.created, only=names, steps=steps,
+        notes=tuple(notes),
+    )
+
+
+def plan_restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
+                 only: Iterable[str] | None = None) -> RestorePlan:
+    """What restoring the archive at ``path`` onto ``node`` would do; writes nothing.
+
+    The archive is checked completely first. ``only`` restricts the restore to the
+    files of some catalog entries (``["apiserver"]`` means ``apiserver.crt`` and
+    ``apiserver.key``). Each step says whether the file would be created, replaced
+    or left alone, and flags files modified after the backup was taken.
+
+    Raises :class:`~kubepki.UnsafeArchiveError` for a hostile archive (or one whose
+    paths lie outside the node's kubeadm directories), :class:`~kubepki.BackupError`
+    for a damaged one, :class:`~kubepki.UnknownItemError` for an unknown name.
+    """
+    return _plan(_load(path), Node.coerce(node), only)
+
+
+def _same(a: RestorePlan, b: RestorePlan) -> bool:
+    def key(p: RestorePlan) -> list[tuple[str, str, str | None, bool, str]]:
+        return [(s.path, s.action.value, s.current_sha256, s.changed_since_backup, s.detail)
+                for s in p.steps]
+
+    return key(a) == key(b)
+
+
+#: Test hook, as kubepki.renewal._renewal's: ``KUBEPKI_TEST_CRASH_AT=N`` makes a restoring process
+#: SIGKILL itself at its Nth write checkpoint (crash tests; never set it otherwise).
+_CRASH_ENV = "KUBEPKI_TEST_CRASH_AT"
+_checkpoint_count = [0]
+
+
+def _checkpoint(label: str) -> None:
+    """A point where a crash test may kill the process; without the variable this only counts."""
+    _checkpoint_count[0] += 1
+    at = os.environ.get(_CRASH_ENV)
+    if at is not None and at.isdigit() and int(at) == _checkpoint_count[0]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _ensure_parents(fs: NodeFS, path: PurePosixPath, manifests_dir: PurePosixPath) -> None:
+    # kubeadm's modes: directories 0755, the static pod manifests dir 0700.
+    try:
+        makedirs(fs, path.parent, mode_for=lambda d: 0o700 if d == manifests_dir else 0o755)
+    except NodeError as exc:
+        raise NodeError(exc.message, path=exc.path) from None
+
+
+def _stage_file(fs: NodeFS, step: RestoreStep, data: bytes | None,
+                manifests_dir: PurePosixPath, as_root: bool) -> PurePosixPath:
+    """Write a file's restored content beside it (its mode and owner from the start, fsynced)."""
+    path = PurePosixPath(step.path)
+    _ensure_parents(fs, path, manifests_dir)
+    assert data is not None  # noqa: S101 - files always carry data
+    tmp = path.parent / f".{path.name}.kubepki-{secrets.token_hex(6)}.tmp"
+    try:
+        fs.write_new(tmp, data, mode=step.mode, uid=step.uid if as_root else None,
+                     gid=step.gid if as_root else None)
+    except NodeError as exc:
+        raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
+                        path=step.path) from None
+    return tmp
+
+
+def _write_step(fs: NodeFS, step: RestoreStep, staged: PurePosixPath | None,
+                manifests_dir: PurePosixPath, as_root: bool) -> None:
+    path = PurePosixPath(step.path)
+    _ensure_parents(fs, path, manifests_dir)
+    if step.type == _FILE:
+        assert staged is not None  # noqa: S101 - files are staged first
+        try:
+            fs.rename(staged, path)  # atomic: the old file until this instant
+        except NodeError as exc:
+            raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
+                            path=step.path) from None
+        fs.fsync_dir(path.parent)
+        with contextlib.suppress(NodeError):  # the content and mode are what matters
+            fs.set_mtime(path, step.mtime, follow=False)
+        return
+    tmp = path.parent / f".{path.name}.kubepki-{secrets.token_hex(6)}.tmp"
+    try:
+        fs.symlink(step.link_target or "", tmp)
+        try:
+            if as_root:
+                fs.chown(tmp, step.uid, step.gid, follow=False)
+            fs.set_mtime(tmp, step.mtime, follow=False)
+            fs.rename(tmp, path)  # atomic: the old file or link until this instant
+        except BaseException:
+            with contextlib.suppress(NodeError):
+                fs.unlink(tmp)
+            raise
+    except NodeError as exc:
+        raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
+                        path=step.path) from None
+    fs.fsync_dir(path.parent)
+
+
+def _check_written(fs: NodeFS, step: RestoreStep) -> None:
+    path = PurePosixPath(step.path)
+    if step.type == _SYMLINK:
+        ok = fs.readlink(path) == step.link_target
+    else:
+        ok = hashlib.sha256(fs.read_bytes(path, limit=MAX_MEMBER_SIZE)).hexdigest() == step.backup_sha256
+    if not ok:
+        raise BackupError(f"{step.path} does not read back as restored", path=step.path)
+
+
+def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backup: bool = True,
+                  backup_dir: str | os.PathLike[str] | None = None,
+                  now: dt.datetime | None = None, lock_wait: float = 0.0) -> RestoreResult:
+    """Carry out ``plan``: write each file atomically with its recorded mode and owner.
+
+    Refuses (:class:`~kubepki.BackupError`, nothing written) when the plan flags
+    files modified after the backup or a backup of another node, unless
+    ``accept_changed``. Holding the node lock, it re-reads the archive and the
+    node and refuses when either changed since the plan was made; takes a backup
+    of the current state into ``backup_dir`` (default: the archive's directory)
+    and verifies it, unless ``take_backup`` is False; then stages every file beside
+    its target (so a write that fails changes nothing), replaces the files (then
+    the symlinks), each read back after writing, creating
+    missing directories (0755, the manifests dir 0700). Owners are restored when
+    running as root on the node. Every write goes through the node's filesystem
+    (a local root or SSH); the archive and ``backup_dir`` are on this machine.
+    """
+    node = plan.node
+    fs = node.fs
+    reasons = plan.needs_acceptance
+    if reasons and not accept_changed:
+        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+        raise BackupError(f"restore refused: {reasons[0]}{more}; review the plan, then accept "
+                          "it (accept_changed=True, --accept-changed)")
+    when = _utc(now)
+    with node_lock(node, wait=lock_wait):
+        scan = _load(plan.archive)
+        if scan.sha256 != plan.archive_sha256:
+            raise BackupError(f"{plan.archive} changed since the plan was made; plan again",
+                              path=str(plan.archive))
+        fresh = _plan(scan, node, plan.only)
+        if not _same(plan, fresh):
+            raise BackupError("the node's files changed since the plan was made; plan again")
+        todo = fresh.changes
+        pre: BackupInfo | None = None
+        if take_backup and todo:
+            where = Path(backup_dir) if backup_dir is not None else plan.archive.parent
+            try:
+                pre = _backup(node, where, when, allow_empty=True)
+            except BackupError as exc:
+                raise BackupError(f"no file restored: the backup of the current state failed "
+                                  f"({exc.message}); free space, choose another backup_dir "
+                                  "(--backup-dir) or skip it (take_backup=False, --no-backup)",
+                                  path=exc.path) from None
+            report = verify_backup(pre.path)
+            if not report.ok:  # a backup that cannot be restored is no backup
+                raise BackupError(f"no file restored: the backup of the current state "
+                                  f"{pre.path} does not verify: {report.problems[0]}",
+                                  path=str(pre.path))
+            _checkpoint("backup")
+        as_root = fs.can_chown()
+        manifests_dir = node.profile.manifests_dir
+        ordered = [s for s in todo if s.type == _FILE] + [s for s in todo if s.type == _SYMLINK]
+        written: list[str] = []
+        # Every file is staged beside its target before any is replaced: a full disk, a
+        # read-only mount or a permission error then stops the restore with nothing changed,
+        # never between a certificate and its key.
+        staged: dict[str, PurePosixPath] = {}
+        try:
+            for step in ordered:
+                if step.type == _FILE:
+                    try:
+                        staged[step.path] = _stage_file(fs, step, scan.data.get(step.path),
+                                                        manifests_dir, as_root)
+                    except NodeError as exc:
+                        raise BackupError(f"no file restored: {exc.message}", path=step.path) from None
+                    _checkpoint(f"staged {step.path}")
+            for step in ordered:
+                try:
+                    _write_step(fs, step, staged.pop(step.path, None), manifests_dir, as_root)
+                    _check_written(fs, step)
+                except (NodeError, BackupError) as exc:
+                    saved = f"; the state before the restore is in {pre.path}" if pre else ""
+                    raise BackupError(
+                        f"restore stopped at {step.path}: {exc.message}; {len(written)} of "
+                        f"{len(ordered)} files were written{saved}. Planning again resumes",
+                        path=step.path) from None
+                written.append(step.path)
+                _checkpoint(f"restored {step.path}")
+        finally:
+            for tmp in staged.values():
+                with contextlib.suppress(NodeError):
+                    fs.unlink(tmp)
+    return RestoreResult(plan=fresh, written=tuple(written), pre_restore_backup=pre)
+
+
+@overload
+def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
+            only: Iterable[str] | None = ..., dry_run: Literal[True] = ...,
+            accept_changed: bool = ..., take_backup: bool = ...,
+            backup_dir: str | os.PathLike[str] | None = ...,
+            now: dt.datetime | None = ...) -> RestorePlan: ...
+@overload
+def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
+            only: Iterable[str] | None = ..., dry_run: Literal[False],
+            accept_changed: bool = ..., take_backup: bool = ...,
+            backup_dir: str | os.PathLike[str] | None = ...,
+            now: dt.datetime | None = ...) -> RestoreResult: ...
+@overload
+def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
+            only: Iterable[str] | None = ..., dry_run: bool,
+            accept_changed: bool = ..., take_backup: bool = ...,
+            backup_dir: str | os.PathLike[str] | None = ...,
+            now: dt.datetime | None = ...) -> RestorePlan | RestoreResult: ...
+
+
+def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
+            only: Iterable[str] | None = None, dry_run: bool = True,
+            accept_changed: bool = False, take_backup: bool = True,
+            backup_dir: str | os.PathLike[str] | None = None,
+            now: dt.datetime | None = None) -> RestorePlan | RestoreResult:
+    """Restore the archive at ``path`` onto ``node``; by default only plan it.
+
+    With ``dry_run`` (the default) this is :func:`plan_restore`; otherwise the plan
+    is applied with :func:`apply_restore` (see there for ``accept_changed``,
+    ``take_backup``, ``backup_dir`` and ``now``) and a :class:`RestoreResult`
+    returned.
+    """
+    plan = plan_restore(path, node, only=only)
+    if dry_run:
+        return plan
+    return apply_restore(plan, accept_changed=accept_changed, take_backup=take_backup,
+                         backup_dir=backup_dir, now=now)
+
+
+def default_backup_dir(node: Node) -> Path:
+    """The local directory of :data:`DEFAULT_BACKUP_DIR` on ``node`` (under its root)."""
+    if isinstance(node.fs, LocalFS):
+        return node.fs.host_path(PurePosixPath(DEFAULT_BACKUP_DIR))
+    return node.root / DEFAULT_BACKUP_DIR.lstrip("/")

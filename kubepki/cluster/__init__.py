@@ -1,0 +1,55 @@
+"""Clusters: every control-plane node, shared material compared, node-by-node renewal and restarts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kubepki._lazy import attach
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from kubepki.cluster._cluster import (
+        CLUSTER_CODES as CLUSTER_CODES,
+        ChangedSpec as ChangedSpec,
+        Cluster as Cluster,
+        ClusterFinding as ClusterFinding,
+        ClusterInventory as ClusterInventory,
+        ClusterRenewalPlan as ClusterRenewalPlan,
+        ClusterRenewalResult as ClusterRenewalResult,
+        ClusterRestartPlan as ClusterRestartPlan,
+        ClusterRestartReport as ClusterRestartReport,
+        HealthCheck as HealthCheck,
+        NodeRestart as NodeRestart,
+        RemoteRestartReport as RemoteRestartReport,
+        apply_cluster_renewal as apply_cluster_renewal,
+        apply_cluster_restarts as apply_cluster_restarts,
+        inspect_cluster as inspect_cluster,
+        plan_cluster_renewal as plan_cluster_renewal,
+        plan_cluster_restarts as plan_cluster_restarts,
+        ssh_restart as ssh_restart,
+    )
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "_cluster": (
+            "CLUSTER_CODES",
+            "Cluster",
+            "ClusterFinding",
+            "ClusterInventory",
+            "inspect_cluster",
+            "ClusterRenewalPlan",
+            "plan_cluster_renewal",
+            "ClusterRenewalResult",
+            "apply_cluster_renewal",
+            "NodeRestart",
+            "ClusterRestartPlan",
+            "ChangedSpec",
+            "plan_cluster_restarts",
+            "RemoteRestartReport",
+            "ssh_restart",
+            "ClusterRestartReport",
+            "HealthCheck",
+            "apply_cluster_restarts",
+        ),
+    },
+)

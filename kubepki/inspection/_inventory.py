@@ -1,0 +1,714 @@
+"""Inspecting a node: one inventory item per catalog entry, with facts and findings.
+
+>>> import datetime as dt, tempfile, kubepki
+>>> from kubepki import testing
+>>> when = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
+>>> demo = testing.build_node(tempfile.mkdtemp(), issued_at=when)
+>>> inv = kubepki.inspect(demo.root, now=when)
+>>> inv["apiserver"].status.value, inv.exit_code
+('ok', 0)
+
+One unreadable or damaged file gives findings on its own item and never stops
+the rest of the inventory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+import attrs
+from cryptography import x509
+
+from kubepki import catalog as _catalog
+from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
+from kubepki.errors import KubeconfigError, NodeError, ParseError
+from kubepki.inspection._findings import (
+    Finding,
+    HasFindings,
+    Severity,
+    Status,
+    exit_code_for,
+    make,
+    status_counts,
+    status_for,
+    worst_first,
+)
+from kubepki.node import Node, NodeProfile
+from kubepki.pki import (
+    CertFacts,
+    Kubeconfig,
+    PrivateKey,
+    PublicKey,
+    cert_facts,
+    is_ip,
+    iso,
+    key_algorithm,
+    load_certificate,
+    load_private_key,
+    load_public_key,
+    parse_kubeconfig,
+    public_key_der,
+    signed_by,
+)
+
+__all__ = ["DEFAULT_WARN_WITHIN", "Inventory", "InventoryItem", "ItemFile", "inspect"]
+
+#: Items expiring within this are reported as warnings (as kubeadm's docs suggest).
+DEFAULT_WARN_WITHIN: dt.timedelta = dt.timedelta(days=30)
+_MAX_FILE = 1 << 20
+
+
+@attrs.frozen(kw_only=True)
+class ItemFile:
+    """One file behind an item as found on the node."""
+
+    path: str
+    role: str
+    exists: bool
+    size: int | None = None
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    mtime: float | None = None
+    sha256: str | None = None
+    #: The symlink's target as stored, when the path is a symlink.
+    link_target: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (mode as an octal string)."""
+        out = attrs.asdict(self)
+        out["mode"] = None if self.mode is None else format(self.mode, "04o")
+        return out
+
+
+@attrs.frozen(kw_only=True)
+class InventoryItem(HasFindings):
+    """The state of one catalog entry on one node."""
+
+    entry: CatalogEntry
+    #: The main file's node path (without the root prefix).
+    path: str
+    status: Status
+    facts: CertFacts | None = None
+    findings: tuple[Finding, ...] = ()
+    externally_managed: bool = False
+    files: tuple[ItemFile, ...] = ()
+    #: Residual validity in seconds at inspection time (None without a certificate).
+    residual_seconds: int | None = None
+    key_algorithm: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The catalog name."""
+        return self.entry.name
+
+    @property
+    def kind(self) -> Kind:
+        """The catalog kind."""
+        return self.entry.kind
+
+    @property
+    def signer(self) -> str | None:
+        """The catalog name of the signing CA."""
+        return self.entry.signer
+
+    @property
+    def scope(self) -> Scope:
+        """Shared or node-specific."""
+        return self.entry.scope
+
+    @property
+    def not_before(self) -> dt.datetime | None:
+        """NotBefore of the certificate, if there is one."""
+        return self.facts.not_before if self.facts else None
+
+    @property
+    def not_after(self) -> dt.datetime | None:
+        """NotAfter of the certificate, if there is one."""
+        return self.facts.not_after if self.facts else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The item as in kubepki's JSON output (see docs/json.md)."""
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "path": self.path,
+            "signer": self.signer,
+            "scope": self.scope.value,
+            "not_before": iso(self.not_before) if self.not_before else None,
+            "not_after": iso(self.not_after) if self.not_after else None,
+            "residual_seconds": self.residual_seconds,
+            "status": self.status.value,
+            "externally_managed": self.externally_managed,
+            "required": self.entry.required,
+            "renewable": self.entry.renewable,
+            "key_algorithm": self.key_algorithm,
+            "findings": [f.to_dict() for f in self.findings],
+            "certificate": self.facts.to_dict() if self.facts else None,
+            "files": [f.to_dict() for f in self.files],
+        }
+
+
+@attrs.frozen(kw_only=True)
+class Inventory:
+    """Every catalog item of one node at one moment."""
+
+    node: str | None
+    root: str
+    now: dt.datetime
+    warn_within: dt.timedelta
+    profile: NodeProfile = attrs.field(repr=False)
+    items: tuple[InventoryItem, ...] = attrs.field(repr=False)
+
+    def __iter__(self) -> Iterator[InventoryItem]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, name: str) -> InventoryItem:
+        for item in self.items:
+            if item.name == name:
+                return item
+        _catalog.get(name)  # raises UnknownItemError for names kubepki does not know
+        raise KeyError(f"{name} does not apply to this node")
+
+    def __contains__(self, name: object) -> bool:
+        return any(item.name == name for item in self.items)
+
+    def __repr__(self) -> str:
+        counts = self.counts()
+        summary = ", ".join(f"{k}={v}" for k, v in counts.items() if v)
+        return f"<Inventory node={self.node!r} items={len(self.items)} {summary}>"
+
+    def counts(self) -> dict[str, int]:
+        """How many items have each status."""
+        return status_counts(self.items)
+
+    @property
+    def findings(self) -> list[tuple[InventoryItem, Finding]]:
+        """Every finding with its item, worst first."""
+        return worst_first(self.items)
+
+    @property
+    def exit_code(self) -> int:
+        """0 all well, 1 only warnings, 2 anything expired, invalid or required-missing."""
+        return exit_code_for(self.items, required=lambda item: item.entry.required)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The inventory as in kubepki's JSON output (see docs/json.md)."""
+        p = self.profile
+        return {
+            "now": iso(self.now),
+            "node": self.node,
+            "root": self.root,
+            "kubernetes_version": str(p.kubernetes_version),
+            "version_source": p.version_source,
+            "external_etcd": p.external_etcd,
+            "cert_dir": str(p.cert_dir),
+            "warn_within_seconds": int(self.warn_within.total_seconds()),
+            "notes": list(p.notes),
+            "summary": self.counts(),
+            "exit_code": self.exit_code,
+            "items": [i.to_dict() for i in self.items],
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """JSON text of :meth:`to_dict`."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def table(self) -> str:
+        """The expiry tables in ``kubeadm certs check-expiration``'s layout, then findings."""
+        from kubepki.inspection._render import inventory_table
+
+        return inventory_table(self)
+
+    def _repr_html_(self) -> str:
+        from kubepki.inspection._render import inventory_html
+
+        return inventory_html(self)
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame with one row per item (see :func:`kubepki.inspection.frames.to_dataframe`).
+
+        Needs pandas (``pip install 'kubepki[notebook]'``); raises
+        :class:`~kubepki.ConfigError` without it.
+        """
+        from kubepki.inspection.frames import to_dataframe
+
+        return to_dataframe(self)
+
+    def timeline(
+        self,
+        *,
+        now: dt.datetime | None = None,
+        warn_within: dt.timedelta | None = None,
+        ax: Any = None,
+        path: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """The expiry timeline of this inventory as a matplotlib figure (see :func:`kubepki.timeline.timeline`).
+
+        Needs matplotlib (``pip install 'kubepki[notebook]'``); saves a PNG too when
+        ``path`` is given.
+        """
+        from kubepki.inspection.timeline import timeline
+
+        return timeline(self, now=now, warn_within=warn_within, ax=ax, path=path)
+
+
+# --------------------------------------------------------------------------------------
+# Inspection proper
+
+
+def _utc(now: dt.datetime | None) -> dt.datetime:
+    if now is None:
+        return dt.datetime.now(dt.timezone.utc)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware (UTC)")
+    return now.astimezone(dt.timezone.utc)
+
+
+def inspect(
+    node: Node | str | os.PathLike[str],
+    *,
+    now: dt.datetime | None = None,
+    warn_within: dt.timedelta = DEFAULT_WARN_WITHIN,
+    names: Iterable[str] | None = None,
+) -> Inventory:
+    """Inspect every catalog item that applies to ``node`` (a :class:`Node` or a root path).
+
+    ``now`` defaults to the current time; ``names`` limits the inventory to some
+    catalog names. Raises :class:`~kubepki.NodeError` only when the root itself
+    cannot be read; every problem with a file becomes a finding on its item.
+    """
+    n = Node.coerce(node)
+    n.check_root()
+    when = _utc(now)
+    wanted = None if names is None else {_catalog.get(x).name for x in names}
+    profile = n.profile
+    ctx = _Context(n, profile, when, warn_within)
+    entries = _catalog.entries(version=profile.kubernetes_version, external_etcd=profile.external_etcd)
+    items = [ctx.inspect_entry(e) for e in entries if wanted is None or e.name in wanted]
+    return Inventory(
+        node=profile.name,
+        root=str(n.root),
+        now=when,
+        warn_within=warn_within,
+        profile=profile,
+        items=tuple(items),
+    )
+
+
+@attrs.define
+class _Loaded:
+    """A file read once per inspection."""
+
+    info: ItemFile
+    data: bytes | None = None
+    error: Finding | None = None
+
+
+@attrs.define
+class _CA:
+    cert: x509.Certificate | None
+    key_present: bool
+    usable: bool
+
+
+class _Context:
+    """Caches shared by the items of one inspection (CA certificates, file reads)."""
+
+    def __init__(self, node: Node, profile: NodeProfile, now: dt.datetime,
+                 warn_within: dt.timedelta) -> None:
+        self.node = node
+        self.profile = profile
+        self.now = now
+        self.warn_within = warn_within
+        self._files: dict[tuple[PurePosixPath, str], _Loaded] = {}
+        self._cas: dict[str, _CA] = {}
+        self._facts: dict[int, tuple[x509.Certificate, CertFacts]] = {}
+        self._parsed: dict[bytes, x509.Certificate] = {}
+        self._san_values = profile.san_values()
+
+    # -- files ---------------------------------------------------------------------
+
+    def load(self, path: PurePosixPath, role: str) -> _Loaded:
+        key = (path, role)
+        if key not in self._files:
+            self._files[key] = self._load(path, role)
+        return self._files[key]
+
+    def _load(self, path: PurePosixPath, role: str) -> _Loaded:
+        try:
+            found = self.node.fs.read_file(path, limit=_MAX_FILE)
+        except NodeError as exc:
+            return _Loaded(ItemFile(path=str(path), role=role, exists=True),
+                           error=make("unreadable", exc.message))
+        if found is None:
+            return _Loaded(ItemFile(path=str(path), role=role, exists=False))
+        st, link, data = found
+        info = ItemFile(path=str(path), role=role, exists=True, size=st.size, mode=st.mode,
+                        uid=st.uid, gid=st.gid, mtime=st.mtime, link_target=link)
+        if not st.is_file:
+            return _Loaded(info, error=make("unreadable", f"{path} is not a regular file"))
+        if data is None or len(data) > _MAX_FILE:
+            return _Loaded(info, error=make("too-large", f"{path} is {st.size} bytes"))
+        info = attrs.evolve(info, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        return _Loaded(info, data=data)
+
+    def cert(self, data: bytes, shown: str) -> x509.Certificate:
+        """load_certificate, parsed once per distinct content (CAs are read many times)."""
+        cert = self._parsed.get(data)
+        if cert is None:
+            cert = load_certificate(data, path=shown)
+            self._parsed[data] = cert
+        return cert
+
+    # -- CAs -------------------------------------------------------------------------
+
+    def ca(self, name: str) -> _CA:
+        if name not in self._cas:
+            entry = _catalog.get(name)
+            cert_path = self.node.path_of(entry, FileRole.CERT)
+            key_path = self.node.path_of(entry, FileRole.KEY)
+            loaded = self.load(cert_path, "cert")
+            cert = None
+            if loaded.data is not None:
+                try:
+                    cert = self.cert(loaded.data, str(cert_path))
+                except ParseError:
+                    cert = None
+            key_info = self.load(key_path, "key").info
+            self._cas[name] = _CA(cert=cert, key_present=key_info.exists, usable=cert is not None)
+        return self._cas[name]
+
+    # -- entries ---------------------------------------------------------------------
+
+    def inspect_entry(self, entry: CatalogEntry) -> InventoryItem:
+        if entry.kind is Kind.KEYPAIR:
+            return self._keypair(entry)
+        if entry.kind is Kind.KUBECONFIG:
+            return self._kubeconfig(entry)
+        return self._certificate(entry)
+
+    def _missing(self, entry: CatalogEntry, path: PurePosixPath, files: Sequence[ItemFile]) -> InventoryItem:
+        severity = Severity.ERROR if entry.required else Severity.INFO
+        why = "" if entry.required else f" (optional: {entry.description})"
+        return InventoryItem(
+            entry=entry, path=str(path), status=Status.MISSING, files=tuple(files),
+            findings=(make("missing", f"{path} does not exist{why}", severity),),
+            externally_managed=self._externally_managed(entry),
+        )
+
+    def _externally_managed(self, entry: CatalogEntry) -> bool:
+        if entry.signer is None:
+            return False
+        ca = self.ca(entry.signer)
+        return ca.cert is not None and not ca.key_present
+
+    def _certificate(self, entry: CatalogEntry) -> InventoryItem:
+        combined = entry.file(FileRole.CERT_AND_KEY)
+        cert_path = self.node.path_of(entry, FileRole.CERT_AND_KEY if combined else FileRole.CERT)
+        cert_file = self.load(cert_path, "cert_and_key" if combined else "cert")
+        files = [cert_file.info]
+        key_file: _Loaded | None = None
+        if not combined:
+            key_path = self.node.path_of(entry, FileRole.KEY)
+            key_file = self.load(key_path, "key")
+            files.append(key_file.info)
+        if not cert_file.info.exists:
+            return self._missing(entry, cert_path, files)
+        findings: list[Finding] = []
+        if cert_file.data is None:
+            return self._finish(entry, cert_path, None, _errors(cert_file), files)
+        try:
+            cert = self.cert(cert_file.data, str(cert_path))
+        except ParseError as exc:
+            return self._finish(entry, cert_path, None, [make(_code(exc), exc.message)], files)
+        # The private key.
+        key: PrivateKey | None = None
+        key_data: bytes | None = cert_file.data
+        key_shown = cert_path
+        if key_file is not None:
+            key_data, key_shown = key_file.data, PurePosixPath(key_file.info.path)
+            if not key_file.info.exists:
+                if entry.is_ca:
+                    findings.append(make("external-ca", f"{key_shown} is absent: {entry.name} is an "
+                                         "external CA and the certificates it signs are managed outside kubeadm"))
+                else:
+                    findings.append(make("key-missing", f"{key_shown} does not exist"))
+            elif key_file.error is not None:
+                findings.append(key_file.error)
+        if key_data is not None:
+            try:
+                key = load_private_key(key_data, path=str(key_shown))
+            except ParseError as exc:
+                findings.append(make(_code(exc, "bad-key"), f"{key_shown}: {exc.message}"))
+        if key is not None and public_key_der(key) != public_key_der(_pub(cert)):
+            findings.append(make("key-mismatch", f"{key_shown} does not match {cert_path}"))
+        findings.extend(self._cert_checks(entry, cert, str(cert_path)))
+        return self._finish(entry, cert_path, cert, findings, files)
+
+    def _cert_checks(self, entry: CatalogEntry, cert: x509.Certificate, shown: str) -> list[Finding]:
+        out: list[Finding] = []
+        facts_nb, facts_na = cert.not_valid_before_utc, cert.not_valid_after_utc
+        if self.now < facts_nb:
+            out.append(make("not-yet-valid", f"{shown} is valid only from {iso(facts_nb)}"))
+        if self.now >= facts_na:
+            out.append(make("expired", f"{shown} expired on {iso(facts_na)}"))
+        elif facts_na - self.now <= self.warn_within:
+            days = (facts_na - self.now).total_seconds() / 86400
+            out.append(make("expiring", f"{shown} expires in {days:.1f} days, on {iso(facts_na)}"))
+        # Signature and the signing CA.
+        if entry.is_ca:
+            if not _basic_ca(cert):
+                out.append(make("not-a-ca", f"{shown} lacks CA:TRUE"))
+            if not signed_by(cert, cert):
+                out.append(make("ca-not-self-signed", f"{shown} is issued by {cert.issuer.rfc4514_string()}"))
+        elif entry.signer is not None:
+            ca = self.ca(entry.signer)
+            if ca.cert is None:
+                out.append(make("signer-unavailable", f"{entry.signer} is missing or unusable; "
+                                "signature not checked"))
+            elif not signed_by(cert, ca.cert):
+                out.append(make("wrong-signer", f"{shown} is not signed by {entry.signer} "
+                                f"(issuer {cert.issuer.rfc4514_string()})"))
+            elif ca.cert.not_valid_after_utc < facts_na:
+                out.append(make("ca-expires-before-leaf",
+                                f"{entry.signer} expires on {iso(ca.cert.not_valid_after_utc)}, "
+                                f"before this certificate ({iso(facts_na)})"))
+        out.extend(self._profile_checks(entry, cert, shown))
+        return out
+
+    def facts(self, cert: x509.Certificate) -> CertFacts:
+        """cert_facts, computed once per certificate object."""
+        key = id(cert)
+        cached = self._facts.get(key)
+        if cached is None or cached[0] is not cert:
+            cached = (cert, cert_facts(cert))
+            self._facts[key] = cached
+        return cached[1]
+
+    def _profile_checks(self, entry: CatalogEntry, cert: x509.Certificate, shown: str) -> list[Finding]:
+        """Subject, usages and SANs against the catalog's rules."""
+        out: list[Finding] = []
+        if entry.subject is None:
+            return out
+        facts = self.facts(cert)
+        expected_cn = entry.subject.render_cn(self.profile.name)
+        if expected_cn is not None and facts.common_name != expected_cn:
+            out.append(make("unexpected-subject", f"{shown} has CN {facts.common_name!r}, "
+                            f"kubeadm writes {expected_cn!r}"))
+        orgs = set(entry.subject.organizations_for(self.profile.kubernetes_version))
+        if set(facts.organizations) != orgs:
+            out.append(make("unexpected-organization",
+                            f"{shown} has O={sorted(facts.organizations)}, kubeadm "
+                            f"{self.profile.kubernetes_version} writes O={sorted(orgs)}"))
+        missing_ku = sorted(k.value for k in entry.key_usages if k.value not in facts.key_usages)
+        missing_eku = sorted(e.value for e in entry.extended_key_usages
+                             if e.value not in facts.extended_key_usages)
+        if missing_ku or missing_eku:
+            out.append(make("missing-usage", f"{shown} lacks " + ", ".join(missing_ku + missing_eku)))
+        dns, ips = entry.sans.render(self._san_values)
+        dns |= self._config_sans(entry, ip=False)
+        ips |= self._config_sans(entry, ip=True)
+        absent = sorted(d for d in dns if d not in facts.dns_names) + sorted(
+            i for i in ips if i not in facts.ip_addresses
+        )
+        if absent:
+            out.append(make("missing-san", f"{shown} lacks SAN {', '.join(absent)}"))
+        return out
+
+    def _config_sans(self, entry: CatalogEntry, *, ip: bool) -> set[str]:
+        cfg = self.profile.config
+        if cfg is None:
+            return set()
+        values: list[str] = []
+        for field in entry.sans.from_config:
+            if field == "controlPlaneEndpoint" and cfg.control_plane_host:
+                values.append(cfg.control_plane_host)
+            elif field == "apiServer.certSANs":
+                values.extend(cfg.cert_sans)
+            elif field == "etcd.local.serverCertSANs":
+                values.extend(cfg.etcd_server_cert_sans)
+            elif field == "etcd.local.peerCertSANs":
+                values.extend(cfg.etcd_peer_cert_sans)
+        return {v for v in values if is_ip(v) == ip}
+
+    def _kubeconfig(self, entry: CatalogEntry) -> InventoryItem:
+        path = self.node.path_of(entry)
+        loaded = self.load(path, "kubeconfig")
+        files = [loaded.info]
+        if not loaded.info.exists:
+            return self._missing(entry, path, files)
+        if loaded.data is None:
+            return self._finish(entry, path, None, _errors(loaded), files)
+        try:
+            kc = parse_kubeconfig(loaded.data, path=str(path))
+        except KubeconfigError as exc:
+            code = "bad-base64" if "base64" in exc.message else "invalid-kubeconfig"
+            return self._finish(entry, path, None, [make(code, exc.message)], files)
+        findings: list[Finding] = []
+        cert_cred, key_cred = kc.client_certificate, kc.client_key
+        if cert_cred is None or key_cred is None:
+            what = "client certificate" if cert_cred is None else "client key"
+            return self._finish(entry, path, None, [make("no-client-certificate", f"{path} has no {what}")],
+                                files)
+        referenced = [c.file for c in (cert_cred, key_cred, kc.ca) if c is not None and c.file]
+        kubelet_pem = self.node.path_of("kubelet-client-current.pem")
+        if entry.name == "kubelet.conf" and cert_cred.embedded:
+            findings.append(make("kubelet-client-embedded",
+                                 f"{path} embeds its client certificate, which the kubelet never rotates; "
+                                 f"point it at {kubelet_pem} (kubernetes/kubeadm#1753)"))
+        if referenced and not (entry.name == "kubelet.conf" and set(referenced) <= {kubelet_pem}):
+            findings.append(make("kubeconfig-file-reference",
+                                 f"{path} references {', '.join(sorted({str(p) for p in referenced}))}"))
+        cert_data = self._cred_bytes(cert_cred, files, findings, "client certificate")
+        key_data = self._cred_bytes(key_cred, files, findings, "client key")
+        if cert_data is None:
+            return self._finish(entry, path, None, findings, files)
+        shown = str(cert_cred.file) if cert_cred.file else f"{path} (client-certificate-data)"
+        try:
+            cert = load_certificate(cert_data, path=shown)
+        except ParseError as exc:
+            findings.append(make(_code(exc), f"{shown}: {exc.message}"))
+            return self._finish(entry, path, None, findings, files)
+        if key_data is not None:
+            try:
+                key = load_private_key(key_data, path=str(key_cred.file or path))
+            except ParseError as exc:
+                findings.append(make(_code(exc, "bad-key"), f"client key of {path}: {exc.message}"))
+            else:
+                if public_key_der(key) != public_key_der(_pub(cert)):
+                    findings.append(make("key-mismatch", f"the client key of {path} does not match its certificate"))
+        findings.extend(self._kubeconfig_ca(kc, files, findings))
+        findings.extend(self._cert_checks(entry, cert, shown))
+        return self._finish(entry, path, cert, findings, files)
+
+    def _cred_bytes(self, cred: Any, files: list[ItemFile], findings: list[Finding], what: str) -> bytes | None:
+        if cred.data is not None:
+            return bytes(cred.data)
+        loaded = self.load(cred.file, "referenced")
+        if loaded.info not in files:
+            files.append(loaded.info)
+        if not loaded.info.exists:
+            findings.append(make("missing", f"{what} file {cred.file} does not exist"))
+            return None
+        if loaded.error is not None:
+            findings.append(loaded.error)
+            return None
+        return loaded.data
+
+    def _kubeconfig_ca(self, kc: Kubeconfig, files: list[ItemFile], findings: list[Finding]) -> list[Finding]:
+        if kc.ca is None:
+            return []
+        data = self._cred_bytes(kc.ca, files, findings, "certificate authority")
+        if data is None:
+            return []
+        ca = self.ca("ca")
+        try:
+            embedded = self.cert(data, kc.path or "kubeconfig")
+        except ParseError as exc:
+            return [make(_code(exc), f"the CA of {kc.path}: {exc.message}")]
+        if ca.cert is not None and embedded != ca.cert:
+            return [make("kubeconfig-ca-mismatch",
+                         f"{kc.path} trusts {embedded.subject.rfc4514_string()} (serial "
+                         f"{embedded.serial_number:x}), not the current ca.crt (serial {ca.cert.serial_number:x})")]
+        return []
+
+    def _keypair(self, entry: CatalogEntry) -> InventoryItem:
+        key_path = self.node.path_of(entry, FileRole.KEY)
+        pub_path = self.node.path_of(entry, FileRole.PUBLIC_KEY)
+        key_file, pub_file = self.load(key_path, "key"), self.load(pub_path, "public_key")
+        files = [key_file.info, pub_file.info]
+        if not key_file.info.exists or not pub_file.info.exists:
+            absent = key_path if not key_file.info.exists else pub_path
+            return self._missing(entry, absent, files)
+        findings: list[Finding] = [f for f in (key_file.error, pub_file.error) if f is not None]
+        key: PrivateKey | None = None
+        pub: PublicKey | None = None
+        if key_file.data is not None:
+            try:
+                key = load_private_key(key_file.data, path=str(key_path))
+            except ParseError as exc:
+                findings.append(make(_code(exc, "bad-key"), f"{key_path}: {exc.message}"))
+        if pub_file.data is not None:
+            try:
+                pub = load_public_key(pub_file.data, path=str(pub_path))
+            except ParseError as exc:
+                findings.append(make(_code(exc, "bad-key"), f"{pub_path}: {exc.message}"))
+        if key is not None and pub is not None and public_key_der(key) != public_key_der(pub):
+            findings.append(make("sa-key-mismatch", f"{pub_path} is not the public half of {key_path}"))
+        algo = key_algorithm(key) if key is not None else (key_algorithm(pub) if pub is not None else None)
+        item = self._finish(entry, key_path, None, findings, files)
+        return attrs.evolve(item, key_algorithm=algo)
+
+    def _finish(self, entry: CatalogEntry, path: PurePosixPath, cert: x509.Certificate | None,
+                findings: list[Finding], files: Sequence[ItemFile]) -> InventoryItem:
+        facts = self.facts(cert) if cert is not None else None
+        return InventoryItem(
+            entry=entry,
+            path=str(path),
+            status=status_for(findings),
+            facts=facts,
+            findings=tuple(findings),
+            externally_managed=(
+                self._externally_managed(entry) if not entry.is_ca
+                else any(f.code == "external-ca" for f in findings)
+            ),
+            files=tuple(files),
+            residual_seconds=(
+                int((facts.not_after - self.now).total_seconds()) if facts is not None else None
+            ),
+            key_algorithm=facts.key_algorithm if facts else None,
+        )
+
+
+def _errors(loaded: _Loaded) -> list[Finding]:
+    return [loaded.error] if loaded.error is not None else [make("unreadable", f"{loaded.info.path}: no data")]
+
+
+def _code(exc: ParseError, default: str = "bad-certificate") -> str:
+    code = getattr(exc, "code", "malformed")
+    return default if code == "malformed" else code
+
+
+def _pub(cert: x509.Certificate) -> PublicKey:
+    return cert.public_key()  # type: ignore[return-value]
+
+
+def _basic_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def compare_nodes(inventories: Sequence[Inventory]) -> Mapping[str, Mapping[str, Any]]:
+    """For each item name: whether its files are identical on every node.
+
+    Shared items (CAs, ``sa``) should be identical; node items should differ.
+    Returns ``{name: {"scope", "identical", "digests": {node: sha256...}}}``.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    names = {i.name for inv in inventories for i in inv.items}
+    for name in sorted(names):
+        digests: dict[str, str | None] = {}
+        scope = None
+        for idx, inv in enumerate(inventories):
+            if name not in inv:
+                continue
+            item = inv[name]
+            scope = item.scope.value
+            joined = "".join(f.sha256 or "-" for f in item.files)
+            digests[inv.node or f"node{idx}"] = hashlib.sha256(joined.encode()).hexdigest()
+        values = list(digests.values())
+        out[name] = {"scope": scope, "identical": len(set(values)) == 1, "digests": digests}
+    return out

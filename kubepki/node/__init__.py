@@ -1,0 +1,87 @@
+"""Nodes: filesystem access (local or SSH), static pod manifests, kubeadm config, discovery, the write lock."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kubepki._lazy import attach
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from kubepki.node._fs import (
+        FileStat as FileStat,
+        LocalFS as LocalFS,
+        NodeFS as NodeFS,
+        atomic_write as atomic_write,
+        fsync_dir as fsync_dir,
+        makedirs as makedirs,
+        node_path as node_path,
+    )
+    from kubepki.node._kubeadm_config import (
+        ENCRYPTION_ALGORITHMS as ENCRYPTION_ALGORITHMS,
+        KubeadmConfig as KubeadmConfig,
+        parse_duration as parse_duration,
+        parse_kubeadm_config as parse_kubeadm_config,
+    )
+    from kubepki.node._lock import (
+        LOCK_NAME as LOCK_NAME,
+        node_lock as node_lock,
+    )
+    from kubepki.node._manifests import (
+        MANIFEST_FILES as MANIFEST_FILES,
+        StaticPodManifest as StaticPodManifest,
+        parse_manifest as parse_manifest,
+    )
+    from kubepki.node._node import (
+        CONFIG_CANDIDATES as CONFIG_CANDIDATES,
+        DEFAULT_DIRS as DEFAULT_DIRS,
+        Node as Node,
+        NodeProfile as NodeProfile,
+    )
+    from kubepki.node._ssh import (
+        SSHFS as SSHFS,
+        CommandResult as CommandResult,
+        HostKeyError as HostKeyError,
+        ssh_node as ssh_node,
+    )
+
+__getattr__, __dir__, __all__ = attach(
+    __name__,
+    {
+        "_fs": (
+            "node_path",
+            "FileStat",
+            "NodeFS",
+            "makedirs",
+            "LocalFS",
+            "atomic_write",
+            "fsync_dir",
+        ),
+        "_kubeadm_config": (
+            "ENCRYPTION_ALGORITHMS",
+            "parse_duration",
+            "KubeadmConfig",
+            "parse_kubeadm_config",
+        ),
+        "_lock": (
+            "LOCK_NAME",
+            "node_lock",
+        ),
+        "_manifests": (
+            "MANIFEST_FILES",
+            "StaticPodManifest",
+            "parse_manifest",
+        ),
+        "_node": (
+            "DEFAULT_DIRS",
+            "CONFIG_CANDIDATES",
+            "NodeProfile",
+            "Node",
+        ),
+        "_ssh": (
+            "HostKeyError",
+            "CommandResult",
+            "SSHFS",
+            "ssh_node",
+        ),
+    },
+)

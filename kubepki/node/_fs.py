@@ -1,0 +1,568 @@
+"""How kubepki reaches a node's files: a root directory, paths as seen on the node.
+
+A node path is an absolute POSIX path as the node sees it (``/etc/kubernetes/pki/ca.crt``).
+:class:`LocalFS` maps it under a root directory (``/`` on the node itself, ``/host`` in
+a privileged pod, a temporary directory in tests) and resolves symlinks as the node
+would: an absolute link target is taken relative to the root, and ``..`` stops at
+the root as it does in a chroot, so nothing resolves to a place outside the root.
+
+Writes are atomic: a temporary file in the same directory, created with
+``O_EXCL | O_NOFOLLOW``, written, fsynced, renamed over the target, then the
+directory is fsynced. A crash leaves either the old or the new file.
+
+:class:`NodeFS` is everything kubepki's operations do to a node's files, so
+inspection, backup, renewal and the node lock work the same on a local root and
+on a node reached over SSH (:class:`kubepki.node._ssh.SSHFS`). Every path argument is a
+node path; parents are resolved inside the root, and the last component is
+never followed by the operations that create, replace or remove it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat as stat_mod
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from kubepki.errors import LockError, NodeError
+
+__all__ = ["FileStat", "LocalFS", "NodeFS", "atomic_write", "makedirs", "node_path"]
+
+_MAX_LINKS = 40
+
+
+def node_path(path: str | PurePosixPath) -> PurePosixPath:
+    """Normalise ``path`` to an absolute node path; refuses relative paths."""
+    p = PurePosixPath(path)
+    if not p.is_absolute():
+        raise NodeError(f"node paths must be absolute: {str(path)!r}", path=str(path))
+    return p
+
+
+@attrs.frozen(kw_only=True)
+class FileStat:
+    """What kubepki needs to know of a file's metadata."""
+
+    size: int
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    mtime: float
+    is_symlink: bool = False
+    is_dir: bool = False
+    is_file: bool = True
+
+
+@runtime_checkable
+class NodeFS(Protocol):
+    """Access to one node's files by node path (local directory, SSH, ...)."""
+
+    def describe(self) -> str:
+        """A short description for messages (``/host``, ``ssh://cp1``)."""
+        ...
+
+    def read_bytes(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
+        """The file's bytes; :class:`NodeError` when absent or unreadable."""
+        ...
+
+    def stat(self, path: PurePosixPath, *, follow: bool = True) -> FileStat | None:
+        """The file's metadata, or None when it does not exist."""
+        ...
+
+    def read_file(
+        self, path: PurePosixPath, *, limit: int
+    ) -> tuple[FileStat, str | None, bytes | None] | None:
+        """Metadata, symlink target and bytes (None when not a regular file or over
+        ``limit``) of ``path``; None when it does not exist."""
+        ...
+
+    def readlink(self, path: PurePosixPath) -> str | None:
+        """A symlink's target as stored, or None when ``path`` is not a symlink."""
+        ...
+
+    def listdir(self, path: PurePosixPath) -> list[str]:
+        """Names in a directory (empty when it does not exist)."""
+        ...
+
+    def write_atomic(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Replace ``path`` atomically with ``data``."""
+        ...
+
+    def resolve(self, path: PurePosixPath, *, follow_last: bool = True) -> PurePosixPath:
+        """``path`` with its symlinks resolved inside the root, as a node path."""
+        ...
+
+    def write_new(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Create ``path`` with ``data`` (mode set from the start), fsynced.
+
+        Fails with a :class:`NodeError` whose ``errno`` is ``EEXIST`` when
+        anything, a symlink included, is at ``path`` already (``O_EXCL``).
+        """
+        ...
+
+    def symlink(self, target: str, path: PurePosixPath) -> None:
+        """Create a symlink at ``path`` pointing to ``target`` (stored as given)."""
+        ...
+
+    def rename(self, src: PurePosixPath, dst: PurePosixPath, *, replace: bool = True) -> None:
+        """Rename ``src`` to ``dst`` atomically; with ``replace`` False, fail (``EEXIST``)
+        rather than replace an existing ``dst``."""
+        ...
+
+    def unlink(self, path: PurePosixPath) -> bool:
+        """Remove a file or symlink; False when there was nothing to remove."""
+        ...
+
+    def mkdir(self, path: PurePosixPath, *, mode: int = 0o755) -> bool:
+        """Create one directory with exactly ``mode``; False when it exists already."""
+        ...
+
+    def chown(self, path: PurePosixPath, uid: int, gid: int, *, follow: bool = True) -> None:
+        """Change the owner of ``path`` (of the link itself when ``follow`` is False)."""
+        ...
+
+    def set_mtime(self, path: PurePosixPath, mtime: float, *, follow: bool = True) -> None:
+        """Set the access and modification times of ``path`` to ``mtime``."""
+        ...
+
+    def fsync_dir(self, path: PurePosixPath) -> None:
+        """Make renames in a directory durable (best effort)."""
+        ...
+
+    def can_chown(self) -> bool:
+        """True when files can be given any owner (kubepki runs as root on the node)."""
+        ...
+
+    def lock(self, path: PurePosixPath, *, wait: float = 0.0,
+             poll: float = 0.05) -> AbstractContextManager[None]:
+        """Hold an exclusive lock on the node, keyed by ``path``, for a ``with`` block.
+
+        ``wait`` is how many seconds to wait for another holder; raises
+        :class:`~kubepki.LockError` when the lock stays taken.
+        """
+        ...
+
+
+def makedirs(fs: NodeFS, path: PurePosixPath, *,
+             mode_for: Callable[[PurePosixPath], int] | None = None) -> None:
+    """Create ``path`` and its missing parents through ``fs``.
+
+    Each directory created gets ``mode_for(directory)`` (default 0755). A parent
+    that exists but is not a directory raises :class:`NodeError`.
+    """
+    for directory in (*reversed(path.parents), path):
+        if directory == PurePosixPath("/"):
+            continue
+        st = fs.stat(directory)
+        if st is not None:
+            if not st.is_dir:
+                raise NodeError(f"{directory}: exists and is not a directory", path=str(directory))
+            continue
+        fs.mkdir(directory, mode=mode_for(directory) if mode_for is not None else 0o755)
+
+
+class LocalFS:
+    """A node whose filesystem is a local directory."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        self.root = Path(root)
+        self._root_str = str(self.root).rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"LocalFS({str(self.root)!r})"
+
+    def describe(self) -> str:
+        """The root directory."""
+        return str(self.root)
+
+    def host_path(self, path: PurePosixPath | str, *, follow_last: bool = True) -> Path:
+        """The local path of node ``path``, symlinks resolved inside the root."""
+        return Path(self._local(str(node_path(path)), follow_last=follow_last))
+
+    def _local(self, path: str, *, follow_last: bool = True) -> str:
+        """Resolve node ``path`` (absolute, as a string) to a local path string.
+
+        Plain strings and ``os.lstat`` keep this cheap: it runs for every file read.
+        """
+        root = self._root_str
+        parts = [p for p in path.split("/") if p]
+        done: list[str] = []
+        hops = 0
+        while parts:
+            part = parts.pop(0)
+            if part == ".":
+                continue
+            if part == "..":
+                if done:
+                    done.pop()  # the root's parent is the root
+                continue
+            if not parts and not follow_last:
+                done.append(part)
+                break
+            local = root + "/" + "/".join((*done, part))
+            try:
+                is_link = stat_mod.S_ISLNK(os.lstat(local).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                is_link = False
+            except OSError as exc:
+                raise _node_error(exc, "/" + "/".join((*done, part))) from None
+            if not is_link:
+                done.append(part)
+                continue
+            hops += 1
+            if hops > _MAX_LINKS:
+                shown = "/" + "/".join((*done, part))
+                raise NodeError(f"too many levels of symbolic links at {shown}", path=shown)
+            target = os.readlink(local)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p] + parts
+        return root + "/" + "/".join(done) if done else (root or "/")
+
+    def read_bytes(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
+        """The file's bytes, at most ``limit`` + 1 of them when ``limit`` is given."""
+        local = self._local(str(path))
+        try:
+            with open(local, "rb") as fh:
+                return fh.read(-1 if limit is None else limit + 1)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def stat(self, path: PurePosixPath, *, follow: bool = True) -> FileStat | None:
+        """Metadata of ``path`` (of the link itself when ``follow`` is False)."""
+        local = self._local(str(path), follow_last=follow)
+        try:
+            st = os.stat(local) if follow else os.lstat(local)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        return FileStat(
+            size=st.st_size,
+            mode=stat_mod.S_IMODE(st.st_mode),
+            uid=st.st_uid,
+            gid=st.st_gid,
+            mtime=st.st_mtime,
+            is_symlink=stat_mod.S_ISLNK(st.st_mode),
+            is_dir=stat_mod.S_ISDIR(st.st_mode),
+            is_file=stat_mod.S_ISREG(st.st_mode),
+        )
+
+    def read_file(
+        self, path: PurePosixPath, *, limit: int
+    ) -> tuple[FileStat, str | None, bytes | None] | None:
+        """Metadata, symlink target and bytes (None when over ``limit``) in one pass.
+
+        Returns None when the file does not exist.
+        """
+        link_local = self._local(str(path), follow_last=False)
+        try:
+            lst = os.lstat(link_local)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        target = None
+        local = link_local
+        if stat_mod.S_ISLNK(lst.st_mode):
+            target = os.readlink(link_local)
+            local = self._local(str(path))
+        try:
+            fd = os.open(local, os.O_RDONLY | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_NONBLOCK", 0))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        try:
+            st = os.fstat(fd)
+            info = FileStat(
+                size=st.st_size, mode=stat_mod.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                mtime=st.st_mtime, is_symlink=target is not None, is_dir=stat_mod.S_ISDIR(st.st_mode),
+                is_file=stat_mod.S_ISREG(st.st_mode),
+            )
+            if not info.is_file or st.st_size > limit:
+                return info, target, None
+            chunks = []
+            remaining = limit + 1
+            while remaining > 0:
+                chunk = os.read(fd, min(remaining, 1 << 16))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                remaining -= len(chunk)
+            return info, target, b"".join(chunks)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        finally:
+            os.close(fd)
+
+    def readlink(self, path: PurePosixPath) -> str | None:
+        """The symlink's stored target, or None when not a symlink."""
+        local = self._local(str(path), follow_last=False)
+        try:
+            return os.readlink(local)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                return None
+            raise _node_error(exc, path) from None
+
+    def listdir(self, path: PurePosixPath) -> list[str]:
+        """Sorted names in the directory; empty when it does not exist."""
+        local = self.host_path(path)
+        try:
+            return sorted(os.listdir(local))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def write_atomic(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Atomically replace ``path``; a symlink at ``path`` is replaced, never followed."""
+        local = self.host_path(path, follow_last=False)
+        atomic_write(local, data, mode=mode, uid=uid, gid=gid, node_path=str(path))
+
+    def resolve(self, path: PurePosixPath, *, follow_last: bool = True) -> PurePosixPath:
+        """The node path ``path`` leads to, symlinks resolved inside the root."""
+        local = self._local(str(node_path(path)), follow_last=follow_last)
+        rel = local[len(self._root_str):].lstrip("/")
+        return PurePosixPath("/" + rel)
+
+    def write_new(
+        self, path: PurePosixPath, data: bytes, *, mode: int, uid: int | None = None,
+        gid: int | None = None,
+    ) -> None:
+        """Create ``path`` ``O_EXCL | O_NOFOLLOW`` with ``mode``, write and fsync it.
+
+        The owner is changed only when it differs from the process's, so an
+        unprivileged run can still write files it owns.
+        """
+        local = self._local(str(path), follow_last=False)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(local, flags, mode)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        try:
+            try:
+                os.fchmod(fd, mode)  # the umask may have narrowed it
+                if (uid is not None and uid != os.geteuid()) or (gid is not None and gid != os.getegid()):
+                    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(local)
+            raise _node_error(exc, path) from None
+
+    def symlink(self, target: str, path: PurePosixPath) -> None:
+        """``symlink(2)``; the target is stored as given, resolved only when followed."""
+        try:
+            os.symlink(target, self._local(str(path), follow_last=False))
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def rename(self, src: PurePosixPath, dst: PurePosixPath, *, replace: bool = True) -> None:
+        """``rename(2)``; without ``replace``, ``link(2)`` then ``unlink(2)`` so nothing is replaced."""
+        a = self._local(str(src), follow_last=False)
+        b = self._local(str(dst), follow_last=False)
+        try:
+            if replace:
+                os.replace(a, b)
+                return
+            try:
+                os.link(a, b, follow_symlinks=False)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                # No hard links on this filesystem: check, then rename.
+                if os.path.lexists(b):
+                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), b) from None
+                os.rename(a, b)
+                return
+            os.unlink(a)
+        except OSError as exc:
+            raise _node_error(exc, dst if exc.errno == errno.EEXIST else src) from None
+
+    def unlink(self, path: PurePosixPath) -> bool:
+        """Remove a file or symlink (never what a symlink points at)."""
+        try:
+            os.unlink(self._local(str(path), follow_last=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        return True
+
+    def mkdir(self, path: PurePosixPath, *, mode: int = 0o755) -> bool:
+        """``mkdir(2)`` then ``chmod(2)`` (the umask may have narrowed the mode)."""
+        local = self._local(str(path))
+        try:
+            os.mkdir(local, mode)
+        except FileExistsError:
+            if not os.path.isdir(local):
+                raise NodeError(f"{path}: exists and is not a directory", path=str(path)) from None
+            return False
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        try:
+            os.chmod(local, mode)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+        return True
+
+    def chown(self, path: PurePosixPath, uid: int, gid: int, *, follow: bool = True) -> None:
+        """``chown(2)``, or ``lchown(2)`` when ``follow`` is False."""
+        try:
+            os.chown(self._local(str(path), follow_last=follow), uid, gid, follow_symlinks=follow)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def set_mtime(self, path: PurePosixPath, mtime: float, *, follow: bool = True) -> None:
+        """``utime(2)`` (``lutimes`` when ``follow`` is False)."""
+        try:
+            os.utime(self._local(str(path), follow_last=follow), (mtime, mtime), follow_symlinks=follow)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def fsync_dir(self, path: PurePosixPath) -> None:
+        """fsync the directory (best effort)."""
+        fsync_dir(Path(self._local(str(path))))
+
+    def can_chown(self) -> bool:
+        """True when running as root."""
+        return hasattr(os, "geteuid") and os.geteuid() == 0
+
+    def lock(self, path: PurePosixPath, *, wait: float = 0.0,
+             poll: float = 0.05) -> AbstractContextManager[None]:
+        """``flock(2)`` on ``path``; the kernel drops it when the holder dies."""
+        return _flock(self, path, wait=wait, poll=poll)
+
+
+@contextlib.contextmanager
+def _flock(fs: LocalFS, path: PurePosixPath, *, wait: float, poll: float) -> Iterator[None]:
+    lock_path = fs.host_path(path, follow_last=False)
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise NodeError(f"cannot create lock file {lock_path}: {exc.strerror}", path=str(lock_path)) from None
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise NodeError(f"cannot lock {lock_path}: {exc.strerror}", path=str(lock_path)) from None
+                if time.monotonic() >= deadline:
+                    raise LockError(
+                        f"another kubepki is writing to this node (lock {lock_path} is held); "
+                        "try again when it has finished", path=str(lock_path),
+                    ) from None
+                time.sleep(poll)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def atomic_write(
+    target: Path, data: bytes, *, mode: int, uid: int | None = None, gid: int | None = None,
+    node_path: str | None = None,
+) -> None:
+    """Write ``data`` to ``target`` through a fsynced temporary file and a rename.
+
+    The temporary file is created ``O_EXCL | O_NOFOLLOW`` with ``mode`` from the
+    start, so a key is never readable by others, not even for a moment. On any
+    error the temporary file is removed and ``target`` is untouched.
+    """
+    shown = node_path or str(target)
+    directory = target.parent
+    tmp = directory / f".{target.name}.kubepki-{secrets.token_hex(6)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, mode)
+    except OSError as exc:
+        raise _node_error(exc, shown) from None
+    try:
+        try:
+            os.fchmod(fd, mode)  # the umask may have narrowed it
+            if uid is not None or gid is not None:
+                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise _node_error(exc, shown) from None
+    fsync_dir(directory)
+
+
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory so a rename in it survives a crash (best effort)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _node_error(exc: OSError, path: PurePosixPath | str) -> NodeError:
+    reason = {
+        errno.ENOENT: "does not exist",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOSPC: "no space left on device",
+        errno.EROFS: "read-only filesystem",
+        errno.ELOOP: "refusing to follow a symbolic link",
+        errno.EISDIR: "is a directory",
+        errno.ENOTDIR: "a parent is not a directory",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EEXIST: "exists already",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    err = NodeError(f"{path}: {reason}", path=str(path))
+    err.errno = exc.errno
+    return err
+

@@ -1,0 +1,92 @@
+"""Static pod manifests: which component, which image version, which files its flags name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from kubepki.errors import ConfigError, ManifestError
+from kubepki.pki import load_one
+from kubepki.versions import KubeVersion
+
+__all__ = ["StaticPodManifest", "parse_manifest"]
+
+#: The manifest files kubeadm writes, by component.
+MANIFEST_FILES = {
+    "etcd": "etcd.yaml",
+    "kube-apiserver": "kube-apiserver.yaml",
+    "kube-controller-manager": "kube-controller-manager.yaml",
+    "kube-scheduler": "kube-scheduler.yaml",
+}
+
+
+@attrs.frozen(kw_only=True)
+class StaticPodManifest:
+    """One static pod manifest, reduced to what kubepki uses."""
+
+    path: str | None
+    #: The pod's ``component`` label, else its name (``kube-apiserver``, ``etcd``...).
+    component: str
+    image: str | None
+    #: ``--flag=value`` arguments of the first container (flags without a value map to "").
+    flags: Mapping[str, str]
+    #: hostPath volumes: volume name -> host path.
+    host_paths: Mapping[str, str]
+
+    @property
+    def image_version(self) -> KubeVersion | None:
+        """The Kubernetes version in the image tag (control-plane images only)."""
+        if not self.image or self.component == "etcd" or ":" not in self.image.rsplit("/", 1)[-1]:
+            return None
+        tag = self.image.rsplit(":", 1)[1].split("@", 1)[0]
+        try:
+            return KubeVersion.parse(tag)
+        except ConfigError:
+            return None
+
+
+def parse_manifest(data: bytes, *, path: str | None = None) -> StaticPodManifest:
+    """Parse a static pod manifest; raises :class:`~kubepki.ManifestError` when malformed."""
+    doc = load_one(data, path=path, error=ManifestError)
+    if not isinstance(doc, dict) or doc.get("kind") != "Pod":
+        raise ManifestError("not a Pod manifest", path=path)
+    meta = _map(doc.get("metadata"))
+    spec = _map(doc.get("spec"))
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers or not isinstance(containers[0], dict):
+        raise ManifestError("the Pod has no containers", path=path)
+    container = containers[0]
+    labels = _map(meta.get("labels"))
+    component = labels.get("component") or meta.get("name") or container.get("name")
+    if not isinstance(component, str):
+        raise ManifestError("cannot tell which component the Pod runs", path=path)
+    args = [a for a in (_list(container.get("command")) + _list(container.get("args"))) if isinstance(a, str)]
+    flags: dict[str, str] = {}
+    for arg in args:
+        if arg.startswith("--"):
+            name, _, value = arg[2:].partition("=")
+            flags[name] = value
+    host_paths: dict[str, str] = {}
+    for vol in _list(spec.get("volumes")):
+        if isinstance(vol, dict) and isinstance(vol.get("name"), str):
+            hp = _map(vol.get("hostPath")).get("path")
+            if isinstance(hp, str):
+                host_paths[vol["name"]] = hp
+    image = container.get("image")
+    return StaticPodManifest(
+        path=path,
+        component=component,
+        image=image if isinstance(image, str) else None,
+        flags=flags,
+        host_paths=host_paths,
+    )
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

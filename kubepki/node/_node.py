@@ -1,0 +1,346 @@
+"""A kubeadm node: a filesystem root plus kubeadm's directories, and what it tells.
+
+>>> import kubepki
+>>> node = kubepki.Node("/host")                    # a privileged pod's view of its host
+>>> str(node.path_of(kubepki.catalog.get("etcd-ca")))
+'/etc/kubernetes/pki/etcd/ca.crt'
+
+Discovery (:meth:`Node.profile`) reads the static pod manifests and a kubeadm
+config file when present, so a non-default ``certificatesDir``, external etcd,
+the key algorithm, the Kubernetes version and the node name are known without
+the caller naming them. Whatever it had to assume is listed in ``notes``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+import attrs
+
+from kubepki import catalog as _catalog
+from kubepki.catalog import CatalogEntry, FileRole, Location
+from kubepki.errors import ConfigError, KubepkiError, NodeError, ParseError
+from kubepki.node._fs import LocalFS, NodeFS
+from kubepki.node._kubeadm_config import KubeadmConfig, parse_kubeadm_config
+from kubepki.node._manifests import MANIFEST_FILES, StaticPodManifest, parse_manifest
+from kubepki.versions import NEWEST, KubeVersion
+
+__all__ = ["DEFAULT_DIRS", "Node", "NodeProfile"]
+
+#: kubeadm's default directories on a node.
+DEFAULT_DIRS: Mapping[str, str] = {
+    "cert_dir": "/etc/kubernetes/pki",
+    "kubeconfig_dir": "/etc/kubernetes",
+    "kubelet_pki_dir": "/var/lib/kubelet/pki",
+    "manifests_dir": "/etc/kubernetes/manifests",
+}
+
+#: Where kubeadm config files are commonly kept on a node (Cluster API uses /run/kubeadm).
+CONFIG_CANDIDATES = (
+    "/etc/kubernetes/kubeadm-config.yaml",
+    "/etc/kubernetes/kubeadm.yaml",
+    "/run/kubeadm/kubeadm.yaml",
+    "/kubeadm-config.yaml",
+)
+
+
+@attrs.frozen(kw_only=True)
+class NodeProfile:
+    """What discovery learned about a node, and where each fact came from."""
+
+    name: str | None
+    name_source: str
+    kubernetes_version: KubeVersion
+    version_source: str
+    cert_dir: PurePosixPath
+    kubeconfig_dir: PurePosixPath
+    kubelet_pki_dir: PurePosixPath
+    manifests_dir: PurePosixPath
+    external_etcd: bool
+    #: The configured key algorithm (``encryptionAlgorithm``), None when not configured.
+    key_algorithm: str | None
+    config: KubeadmConfig | None
+    manifests: Mapping[str, StaticPodManifest]
+    #: Assumptions and problems met during discovery, in plain words.
+    notes: tuple[str, ...] = ()
+
+    def san_values(self) -> dict[str, str | None]:
+        """Values for the catalog's SAN templates."""
+        cfg = self.config
+        advertise = cfg.advertise_address if cfg else None
+        if advertise is None:
+            api = self.manifests.get("kube-apiserver")
+            advertise = api.flags.get("advertise-address") if api else None
+        return {
+            "node_name": self.name,
+            "dns_domain": (cfg.dns_domain if cfg and cfg.dns_domain else "cluster.local"),
+            "service_vip": cfg.service_vip if cfg else _service_vip_from(self.manifests),
+            "advertise_address": advertise,
+        }
+
+
+def _service_vip_from(manifests: Mapping[str, StaticPodManifest]) -> str | None:
+    api = manifests.get("kube-apiserver")
+    if api is None or "service-cluster-ip-range" not in api.flags:
+        return None
+    return KubeadmConfig(service_subnet=api.flags["service-cluster-ip-range"]).service_vip
+
+
+@attrs.frozen(kw_only=True, init=False)
+class Node:
+    """One kubeadm node reached through a filesystem root.
+
+    ``root`` is where the node's ``/`` is (``/`` itself on the node, ``/host`` in a
+    privileged pod, a temporary directory in tests). Directory arguments are node
+    paths; None means "discover, else kubeadm's default". ``config`` is a kubeadm
+    config file on the local machine (as ``kubeadm --config`` takes it).
+    """
+
+    root: Path
+    fs: NodeFS = attrs.field(eq=False)
+    cert_dir: PurePosixPath | None
+    kubeconfig_dir: PurePosixPath | None
+    kubelet_pki_dir: PurePosixPath | None
+    manifests_dir: PurePosixPath | None
+    config: Path | None
+    name: str | None
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = "/",
+        *,
+        cert_dir: str | None = None,
+        kubeconfig_dir: str | None = None,
+        kubelet_pki_dir: str | None = None,
+        manifests_dir: str | None = None,
+        config: str | os.PathLike[str] | None = None,
+        name: str | None = None,
+        fs: NodeFS | None = None,
+    ) -> None:
+        def opt(value: str | None, what: str) -> PurePosixPath | None:
+            if value is None:
+                return None
+            p = PurePosixPath(value)
+            if not p.is_absolute():
+                raise ConfigError(f"{what} must be an absolute path on the node: {value!r}")
+            return p
+
+        self.__attrs_init__(
+            root=Path(root),
+            fs=fs if fs is not None else LocalFS(root),
+            cert_dir=opt(cert_dir, "cert_dir"),
+            kubeconfig_dir=opt(kubeconfig_dir, "kubeconfig_dir"),
+            kubelet_pki_dir=opt(kubelet_pki_dir, "kubelet_pki_dir"),
+            manifests_dir=opt(manifests_dir, "manifests_dir"),
+            config=Path(config) if config is not None else None,
+            name=name,
+        )
+
+    @classmethod
+    def coerce(cls, node: Node | str | os.PathLike[str]) -> Node:
+        """A node as given, or a local node rooted at a path."""
+        return node if isinstance(node, Node) else cls(node)
+
+    def check_root(self) -> None:
+        """Raise :class:`~kubepki.NodeError` when the root cannot be read.
+
+        A local root must be a readable directory; a remote node must answer
+        (connection, host key) and have its root as a directory.
+        """
+        if isinstance(self.fs, LocalFS):
+            root = self.fs.root
+            if not root.is_dir():
+                raise NodeError(f"node root {str(root)!r} is not a directory", path=str(root))
+            if not os.access(root, os.R_OK | os.X_OK):
+                raise NodeError(f"node root {str(root)!r} is not readable", path=str(root))
+            return
+        connect = getattr(self.fs, "connect", None)
+        if callable(connect):
+            connect()  # raises NodeError (HostKeyError, unreachable) with a clear message
+        st = self.fs.stat(PurePosixPath("/"))
+        if st is None or not st.is_dir:
+            raise NodeError(f"node root {self.fs.describe()} is not a directory", path=self.fs.describe())
+
+    @functools.cached_property
+    def profile(self) -> NodeProfile:
+        """Discover the node's directories, version, etcd mode and name (cached)."""
+        return _discover(self)
+
+    def dir_for(self, location: Location) -> PurePosixPath:
+        """The node directory of a catalog :class:`~kubepki.catalog.Location`."""
+        p = self.profile
+        return {
+            Location.CERT_DIR: p.cert_dir,
+            Location.KUBECONFIG_DIR: p.kubeconfig_dir,
+            Location.KUBELET_PKI_DIR: p.kubelet_pki_dir,
+        }[location]
+
+    def path_of(self, entry: CatalogEntry | str, role: FileRole | None = None) -> PurePosixPath:
+        """The node path of ``entry``'s main file, or of its file with ``role``."""
+        e = _catalog.get(entry) if isinstance(entry, str) else entry
+        f = e.files[0] if role is None else e.file(role)
+        if f is None:
+            raise ConfigError(f"{e.name} has no {role} file", name=e.name)
+        return self.dir_for(e.location) / f.path
+
+    def read(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
+        """The bytes of a node file (see :meth:`kubepki.node._fs.NodeFS.read_bytes`)."""
+        return self.fs.read_bytes(path, limit=limit)
+
+
+def _read_optional(node: Node, path: PurePosixPath, notes: list[str]) -> bytes | None:
+    try:
+        if node.fs.stat(path) is None:
+            return None
+        return node.fs.read_bytes(path, limit=1 << 20)
+    except NodeError as exc:
+        notes.append(f"could not read {path}: {exc.message}")
+        return None
+
+
+def _discover(node: Node) -> NodeProfile:
+    notes: list[str] = []
+    config: KubeadmConfig | None = None
+    if node.config is not None:
+        try:
+            data = node.config.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read kubeadm config {str(node.config)!r}: {exc.strerror}",
+                              path=str(node.config)) from None
+        config = parse_kubeadm_config(data, path=str(node.config))
+    else:
+        for candidate in CONFIG_CANDIDATES:
+            data_opt = _read_optional(node, PurePosixPath(candidate), notes)
+            if data_opt is None:
+                continue
+            try:
+                config = parse_kubeadm_config(data_opt, path=candidate)
+            except ConfigError as exc:
+                notes.append(f"ignored {candidate}: {exc.message}")
+                continue
+            notes.append(f"read kubeadm config {candidate}")
+            break
+
+    manifests_dir = node.manifests_dir or PurePosixPath(DEFAULT_DIRS["manifests_dir"])
+    manifests: dict[str, StaticPodManifest] = {}
+    for component, filename in MANIFEST_FILES.items():
+        path = manifests_dir / filename
+        raw = _read_optional(node, path, notes)
+        if raw is None:
+            continue
+        try:
+            manifests[component] = parse_manifest(raw, path=str(path))
+        except ParseError as exc:
+            notes.append(f"ignored manifest {path}: {exc.message}")
+
+    # The cert dir: explicit > manifest flags > config > default.
+    cert_dir = node.cert_dir
+    if cert_dir is None:
+        api = manifests.get("kube-apiserver")
+        flag = api.flags.get("client-ca-file") if api else None
+        if flag:
+            cert_dir = PurePosixPath(flag).parent
+        elif config and config.certificates_dir:
+            cert_dir = PurePosixPath(config.certificates_dir)
+        else:
+            cert_dir = PurePosixPath(DEFAULT_DIRS["cert_dir"])
+
+    # External etcd: the config says so, or an API server runs without an etcd manifest.
+    external_etcd = bool(config and config.external_etcd)
+    if not external_etcd and "kube-apiserver" in manifests and "etcd" not in manifests:
+        servers = manifests["kube-apiserver"].flags.get("etcd-servers", "")
+        if servers and not any(h in servers for h in ("127.0.0.1", "[::1]", "localhost")):
+            external_etcd = True
+            notes.append("external etcd: kube-apiserver talks to etcd elsewhere and there is no etcd manifest")
+
+    version, version_source = _version(config, manifests)
+    if version_source == "assumed":
+        notes.append(f"Kubernetes version unknown (no manifests, no kubeadm config): assuming {version}")
+
+    name, name_source = _node_name(node, config, manifests, node.kubeconfig_dir, cert_dir)
+    if name is None:
+        notes.append("node name unknown: SAN and CN checks that need it are skipped")
+
+    key_algorithm = config.key_algorithm if config else None
+    return NodeProfile(
+        name=name,
+        name_source=name_source,
+        kubernetes_version=version,
+        version_source=version_source,
+        cert_dir=cert_dir,
+        kubeconfig_dir=node.kubeconfig_dir or PurePosixPath(DEFAULT_DIRS["kubeconfig_dir"]),
+        kubelet_pki_dir=node.kubelet_pki_dir or PurePosixPath(DEFAULT_DIRS["kubelet_pki_dir"]),
+        manifests_dir=manifests_dir,
+        external_etcd=external_etcd,
+        key_algorithm=key_algorithm,
+        config=config,
+        manifests=manifests,
+        notes=tuple(notes),
+    )
+
+
+def _version(
+    config: KubeadmConfig | None, manifests: Mapping[str, StaticPodManifest]
+) -> tuple[KubeVersion, str]:
+    for component in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        m = manifests.get(component)
+        if m is not None and m.image_version is not None:
+            return m.image_version, f"{component} image tag"
+    if config is not None and config.kubernetes_version is not None:
+        return config.kubernetes_version, "kubeadm config"
+    return NEWEST, "assumed"
+
+
+def _node_name(
+    node: Node,
+    config: KubeadmConfig | None,
+    manifests: Mapping[str, StaticPodManifest],
+    kubeconfig_dir: PurePosixPath | None,
+    cert_dir: PurePosixPath,
+) -> tuple[str | None, str]:
+    if node.name:
+        return node.name, "given"
+    if config is not None and config.node_name:
+        return config.node_name, "kubeadm config"
+    etcd = manifests.get("etcd")
+    if etcd is not None and etcd.flags.get("name"):
+        return etcd.flags["name"], "etcd manifest --name"
+    # Certificates that carry the node name: kubelet.conf's CN, then etcd's CN.
+    from kubepki.pki import (
+        load_certificate,
+        parse_kubeconfig,  # local: keeps discovery cheap
+    )
+
+    kdir = kubeconfig_dir or PurePosixPath(DEFAULT_DIRS["kubeconfig_dir"])
+    candidates: list[tuple[PurePosixPath, str]] = [
+        (kdir / "kubelet.conf", "kubelet.conf"),
+        (cert_dir / "etcd/server.crt", "etcd/server.crt"),
+        (PurePosixPath(DEFAULT_DIRS["kubelet_pki_dir"]) / "kubelet-client-current.pem",
+         "kubelet-client-current.pem"),
+    ]
+    for path, label in candidates:
+        try:
+            if node.fs.stat(path) is None:
+                continue
+            data = node.fs.read_bytes(path, limit=1 << 20)
+            if label == "kubelet.conf":
+                kc = parse_kubeconfig(data, path=str(path))
+                cred = kc.client_certificate
+                if cred is None:
+                    continue
+                data = cred.data if cred.data is not None else node.fs.read_bytes(cred.file, limit=1 << 20)  # type: ignore[arg-type]
+            cert = load_certificate(data, path=str(path))
+        except KubepkiError:
+            continue
+        cns = [str(a.value) for a in cert.subject if a.oid.dotted_string == "2.5.4.3"]
+        if not cns:
+            continue
+        cn = cns[0]
+        if label == "etcd/server.crt":
+            return cn, "etcd server certificate CN"
+        if cn.startswith("system:node:"):
+            return cn.removeprefix("system:node:"), f"{label} CN"
+    return None, "unknown"
