@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from kubepki._version import __version__
 from kubepki.errors import (
+    APIError,
     BackupError,
     ConfigError,
+    HostKeyError,
     KubeconfigError,
     KubepkiError,
     LockError,
@@ -76,8 +78,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         inspect,
         timeline,
     )
-    from kubepki.node import HostKeyError, Node, NodeProfile, ssh_node
-    from kubepki.objects import APIError, ObjectInventory, ObjectItem, ObjectItemKind, check_live, check_objects, probe
+    from kubepki.node import Node, NodeProfile, ssh_node
+    from kubepki.objects import ObjectInventory, ObjectItem, ObjectItemKind, check_live, check_objects, probe
     from kubepki.renewal import (
         RenewalPlan,
         RenewalResult,
@@ -104,7 +106,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 
 #: Lazily loaded public names: name -> module that defines it.
 _LAZY: dict[str, str] = {
-    "APIError": "kubepki.objects._apiclient",
     "BackupInfo": "kubepki.backups._backups",
     "BackupMember": "kubepki.backups._backups",
     "CatalogEntry": "kubepki.catalog",
@@ -117,7 +118,6 @@ _LAZY: dict[str, str] = {
     "ClusterRestartReport": "kubepki.cluster._cluster",
     "Component": "kubepki.catalog",
     "Finding": "kubepki.inspection._findings",
-    "HostKeyError": "kubepki.node._ssh",
     "Inventory": "kubepki.inspection._inventory",
     "InventoryItem": "kubepki.inspection._inventory",
     "Kind": "kubepki.catalog",

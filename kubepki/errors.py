@@ -7,25 +7,31 @@ carries the context it is about (``path``, ``name``, ``node``) as attributes::
     ├── ConfigError (ValueError)         bad arguments, options or kubeadm config
     │   └── UnknownItemError (KeyError)  a catalog name that does not exist
     ├── NodeError (OSError)              a node's root or files cannot be reached
-    │   └── PathEscapeError              a path or symlink leads outside the node's root
+    │   ├── PathEscapeError              a path or symlink leads outside the node's root
+    │   └── HostKeyError                 an SSH server's host key is unknown or has changed
     ├── ParseError (ValueError)          bytes that are not what they should be
     │   ├── PEMError                     certificates and keys (PEM/DER)
     │   ├── KubeconfigError              kubeconfig files
     │   └── ManifestError                static pod manifests
     ├── BackupError                      creating, verifying or restoring backups
     │   └── UnsafeArchiveError           an archive that would write outside the root
+    ├── APIError                         the API server unreachable, refusing or unintelligible
     ├── RenewalError                     planning or applying a renewal
     │   ├── SignerError                  a CA that cannot or must not sign
     │   └── LockError                    another kubepki is writing to the node
     └── RestartError                     planning, executing or verifying restarts
+                                         (the container runtime's CRI and Docker errors too)
 
 Lower-layer errors (``OSError``, ``yaml.YAMLError``, ``cryptography`` errors) are
-mapped onto these at kubepki's edges, so callers need only catch ``KubepkiError``.
+mapped onto these at kubepki's edges, so callers need only catch ``KubepkiError``;
+:func:`os_reason` and :func:`node_error` are that mapping for ``OSError``.
 Messages never contain private key material.
 """
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Mapping
 from pathlib import PurePath
 
 
@@ -126,3 +132,72 @@ class LockError(RenewalError):
 
 class RestartError(KubepkiError):
     """A restart that cannot be planned, executed or verified."""
+
+
+class HostKeyError(NodeError):
+    """The server's host key is not in known_hosts, or differs from the one there.
+
+    ``host`` and ``port`` say which server; ``fingerprint`` is the SHA-256
+    fingerprint of the key the server offered, ``expected`` that of the key
+    known_hosts holds (None when the server is unknown).
+    """
+
+    def __init__(self, message: str, *, host: str, port: int, fingerprint: str | None = None,
+                 expected: str | None = None, node: str | None = None) -> None:
+        super().__init__(message, node=node)
+        self.host = host
+        self.port = port
+        self.fingerprint = fingerprint
+        self.expected = expected
+
+
+class APIError(KubepkiError):
+    """The API server could not be reached, refused the request or sent something unusable.
+
+    ``status`` is the HTTP status when there was one; ``url`` the request path
+    (never with credentials).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+# --------------------------------------------------------------------------------------
+# OSError -> message and typed error
+
+# errno -> the reason kubepki's messages give for it (a file on a node is the subject).
+_OS_REASONS: Mapping[int, str] = {
+    errno.ENOENT: "does not exist",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only filesystem",
+    errno.ELOOP: "refusing to follow a symbolic link",
+    errno.EISDIR: "is a directory",
+    errno.ENOTDIR: "a parent is not a directory",
+    errno.EEXIST: "exists already",
+    errno.EIO: "input/output error",
+}
+
+
+def os_reason(exc: OSError, overrides: Mapping[int, str] | None = None) -> str:
+    """The reason to show for ``exc``: kubepki's wording for its errno (``overrides`` first), else its strerror.
+
+    ``overrides`` rewords an errno where the operation gives it a more precise meaning
+    (``EEXIST`` from ``mkdir`` means "exists and is not a directory").
+    """
+    code = exc.errno or 0
+    if overrides is not None and code in overrides:
+        return overrides[code]
+    return _OS_REASONS.get(code) or exc.strerror or str(exc) or type(exc).__name__
+
+
+def node_error(exc: OSError, path: str | PurePath, *, node: str | None = None,
+               overrides: Mapping[int, str] | None = None) -> NodeError:
+    """``exc`` as a :class:`NodeError` about ``path`` (``"<path>: <reason>"``), keeping its ``errno``."""
+    err = NodeError(f"{path}: {os_reason(exc, overrides)}", path=path, node=node)
+    err.errno = exc.errno
+    return err

@@ -20,8 +20,8 @@ PACKAGE = Path(kubepki.__file__).parent
 
 #: floor of each top-level part of kubepki (a module or a package)
 FLOORS: dict[str, int] = {
-    "_version": 0, "_lazy": 0, "errors": 0,
-    "versions": 1,
+    "_version": 0, "_lazy": 0, "errors": 0, "_crash": 0,
+    "versions": 1, "_clock": 1,
     "catalog": 2,
     "pki": 3,
     "node": 4,
@@ -33,6 +33,8 @@ FLOORS: dict[str, int] = {
     "__main__": 10, "__init__": 10,
 }
 GENERATED = "_cri_api"
+#: private top-level modules every package may import (the shared helpers)
+SHARED = {"_version", "_lazy", "_clock", "_crash"}
 
 
 def _modules() -> dict[str, Path]:
@@ -120,7 +122,7 @@ def test_other_packages_import_public_names_only(module: str) -> None:
     """An implementation module (``_name``) is imported only from inside its own package."""
     for target, _ in _imports(module):
         private = [i for i, part in enumerate(target.split(".")) if part.startswith("_") and part != "__main__"]
-        if not private or target.split(".")[private[0]] in {"_version", "_lazy"}:
+        if not private or target.split(".")[private[0]] in SHARED:
             continue
         owner = ".".join(target.split(".")[1:private[0]])
         assert _package(module) == owner or _package(module).startswith(owner + "."), (

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kubepki.errors import ConfigError, LockError, NodeError
+from kubepki.errors import ConfigError, HostKeyError, LockError, NodeError
 from kubepki.node._fs import FileStat, node_path
 
 if TYPE_CHECKING:  # pragma: no cover - paramiko is imported on first connection
@@ -72,23 +72,6 @@ _CHUNK = 32768  # SFTP's usual largest read and write
 # flock(1)'s exit status when the lock is held elsewhere (-E); 127 is "command not found".
 _LOCK_CONFLICT = 75
 _NOT_FOUND = 127
-
-
-class HostKeyError(NodeError):
-    """The server's host key is not in known_hosts, or differs from the one there.
-
-    ``host`` and ``port`` say which server; ``fingerprint`` is the SHA-256
-    fingerprint of the key the server offered, ``expected`` that of the key
-    known_hosts holds (None when the server is unknown).
-    """
-
-    def __init__(self, message: str, *, host: str, port: int, fingerprint: str | None = None,
-                 expected: str | None = None, node: str | None = None) -> None:
-        super().__init__(message, node=node)
-        self.host = host
-        self.port = port
-        self.fingerprint = fingerprint
-        self.expected = expected
 
 
 @attrs.frozen(kw_only=True)

@@ -59,7 +59,7 @@ from typing import Any
 import attrs
 
 from kubepki._version import __version__
-from kubepki.errors import ConfigError, KubeconfigError, KubepkiError
+from kubepki.errors import APIError, ConfigError, KubeconfigError
 from kubepki.objects._bundles import DEFAULT_WARN_WITHIN
 from kubepki.objects._objects import ObjectInventory, check_object_iter, iter_objects
 
@@ -71,19 +71,6 @@ __all__ = [
     "Resource",
     "check_live",
 ]
-
-
-class APIError(KubepkiError):
-    """The API server could not be reached, refused the request or sent something unusable.
-
-    ``status`` is the HTTP status when there was one; ``url`` the request path
-    (never with credentials).
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, url: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.url = url
 
 
 class InsecureSkipTLSVerifyWarning(UserWarning):
