@@ -30,6 +30,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
+from kubepki._clock import iso
 from kubepki.catalog import Component
 from kubepki.errors import NodeError
 
@@ -327,4 +328,4 @@ class CombinedObserver:
 
 
 def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(when, timespec="milliseconds")

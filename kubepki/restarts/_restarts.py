@@ -57,10 +57,19 @@ from typing import Any
 import attrs
 
 from kubepki import catalog as _catalog
+from kubepki._clock import utc as _utc
 from kubepki.catalog import CatalogEntry, Component, Consumer, Kind, Reload
 from kubepki.errors import ConfigError, KubepkiError, NodeError, RestartError
 from kubepki.node import MANIFEST_FILES, LocalFS, Node, fsync_dir
-from kubepki.restarts._observe import COMPONENT_ORDER, CombinedObserver, Instance, Observer, ProcScanner, Runtime
+from kubepki.restarts._observe import (
+    COMPONENT_ORDER,
+    CombinedObserver,
+    Instance,
+    Observer,
+    ProcScanner,
+    Runtime,
+    _iso,
+)
 from kubepki.restarts._served import (
     DEFAULT_PORTS,
     SERVING_FLAGS,
@@ -1393,18 +1402,3 @@ def _restart_cri(run: _Run, comp: Component, before: Instance | None) -> Instanc
     inst: Instance = run.wait(f"the next {comp.value} container", run.timeouts.start, next_attempt)
     run.say(f"{comp.value} runs again in {inst.name} (started {_iso(inst.started_at)})")
     return inst
-
-
-# --------------------------------------------------------------------------------------
-
-
-def _utc(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        raise ConfigError("now must be timezone-aware (UTC)")
-    return now.astimezone(dt.timezone.utc)
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
