@@ -4,7 +4,7 @@ Each fault is real: a small tmpfs mounted for the test and filled, a read-only b
 mount of the node's certificate directory, a process that gives up root (forked:
 the interpreter under /root is not executable by nobody), ``python -m kubepki``
 processes SIGKILLed at every write checkpoint (the ``KUBEPKI_TEST_CRASH_AT`` hook of
-kubepki.renewal._renewal and kubepki.backups._backups), and two processes writing to one node.
+kubepki._crash, shared by renewal and restore), and two processes writing to one node.
 
 After every fault: the command failed with a documented exit status and one clear
 line (or succeeded), nothing was half-written (the node's files are as before, no
@@ -31,7 +31,7 @@ import pytest
 from cryptography import x509
 
 import kubepki
-from kubepki.backups import _backups as backups
+from kubepki import _crash
 from kubepki.node._lock import node_lock
 from kubepki.node._node import Node
 from kubepki.pki._certs import load_private_key, public_key_der
@@ -307,9 +307,9 @@ def assert_restore_consistent(root: Path, where: str) -> None:
 
 def _checkpoints(archive: Path, root: Path) -> int:
     """How many checkpoints one uninterrupted restore passes (counted in this process)."""
-    before = backups._checkpoint_count[0]
+    before = _crash.passed()
     assert run_cli(restore_argv(archive, root, "--no-backup")).code == 0
-    return backups._checkpoint_count[0] - before
+    return _crash.passed() - before
 
 
 def _killed_at(argv: list[str], at: int) -> int:

@@ -2,7 +2,7 @@
 
 The renewing process is a real ``python -m kubepki`` killed with SIGKILL, either
 at each of its write checkpoints in turn (the ``KUBEPKI_TEST_CRASH_AT`` test hook
-that only ``kubepki.renewal._renewal._checkpoint`` reads) or at random moments. After each
+that only ``kubepki._crash.checkpoint`` reads) or at random moments. After each
 kill the node must hold, for every certificate, either its old or its new pair,
 a mismatch being allowed only for a pair the journal lists as being committed
 (whose staged file then completes it). A re-run must finish the job.
@@ -28,6 +28,7 @@ import yaml
 from cryptography import x509
 
 import kubepki
+from kubepki import _crash
 from kubepki.cli import main
 from kubepki.pki._certs import load_private_key, public_key_der
 from kubepki.renewal import _renewal as renewal
@@ -127,10 +128,10 @@ def _copy(base: Path, dest: Path) -> Path:
 def _checkpoints(base: Path, tmp_path: Path) -> int:
     """How many checkpoints one uninterrupted run passes (counted in-process)."""
     root = _copy(base, tmp_path / "count")
-    before = renewal._checkpoint_count[0]
+    before = _crash.passed()
     with contextlib.redirect_stdout(io.StringIO()):
         assert main([*ARGS, "--root", str(root)]) == 0
-    return renewal._checkpoint_count[0] - before
+    return _crash.passed() - before
 
 
 @pytest.mark.slow

@@ -40,7 +40,6 @@ import math
 import os
 import re
 import secrets
-import signal
 import stat as stat_mod
 import tarfile
 import zlib
@@ -51,8 +50,10 @@ from typing import Any, Literal, overload
 import attrs
 
 from kubepki import catalog as _catalog
+from kubepki._clock import iso, utc as _utc
+from kubepki._crash import checkpoint
 from kubepki._version import __version__
-from kubepki.errors import BackupError, ConfigError, KubepkiError, NodeError, UnsafeArchiveError
+from kubepki.errors import BackupError, ConfigError, KubepkiError, NodeError, UnsafeArchiveError, os_reason
 from kubepki.inspection import go_tabwriter
 from kubepki.node import CONFIG_CANDIDATES, FileStat, LocalFS, Node, NodeFS, fsync_dir, makedirs, node_lock
 
@@ -114,40 +115,16 @@ _TRANSIENT = re.compile(
 )
 _FILE, _SYMLINK = "file", "symlink"
 
-_REASONS = {
-    errno.ENOENT: "does not exist",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.ENOSPC: "no space left on device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only filesystem",
-    errno.ENOTDIR: "not a directory",
-    errno.EEXIST: "exists and is not a directory",
-    errno.EISDIR: "is a directory",
-    errno.ELOOP: "refusing to follow a symbolic link",
-    errno.EIO: "input/output error",
-}
+# mkdir(2) and listing: EEXIST and ENOTDIR are about the destination itself.
+_DIR_REASONS = {errno.ENOTDIR: "not a directory", errno.EEXIST: "exists and is not a directory"}
 
 
 def _reason(exc: OSError) -> str:
-    return _REASONS.get(exc.errno or 0, exc.strerror or str(exc))
-
-
-def _utc(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        raise ConfigError("now must be timezone-aware (UTC)")
-    return now.astimezone(dt.timezone.utc)
+    return os_reason(exc, _DIR_REASONS)
 
 
 def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def _shown(when: dt.datetime) -> str:
-    """A time for people: UTC to the second."""
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(when, timespec="auto")
 
 
 def _size(n: int) -> str:
@@ -238,13 +215,13 @@ class BackupInfo:
         }
 
     def __repr__(self) -> str:
-        return (f"<BackupInfo {self.path.name} node={self.node!r} created={_shown(self.created)} "
+        return (f"<BackupInfo {self.path.name} node={self.node!r} created={iso(self.created)} "
                 f"items={self.items} size={self.size}>")
 
     def _repr_html_(self) -> str:
         return _html_table(
             f"kubepki backup {self.path.name}", ("node", "created", "items", "size", "kubepki"),
-            [(self.node or "?", _shown(self.created), str(self.items), _size(self.size), self.kubepki_version)],
+            [(self.node or "?", iso(self.created), str(self.items), _size(self.size), self.kubepki_version)],
         )
 
 
@@ -278,7 +255,7 @@ class VerifyReport:
         lines = [f"{self.path}: {'OK' if self.ok else 'PROBLEMS FOUND'}"]
         if self.info is not None:
             i = self.info
-            lines.append(f"  node {i.node or 'unknown'}, created {_shown(i.created)}, {i.items} items, "
+            lines.append(f"  node {i.node or 'unknown'}, created {iso(i.created)}, {i.items} items, "
                          f"{_size(i.size)}, kubepki {i.kubepki_version}")
             lines.extend(f"  skipped when taken: {s}" for s in i.skipped)
         lines.extend(f"  - {p}" for p in self.problems)
@@ -429,7 +406,7 @@ class RestorePlan:
     def table(self) -> str:
         """The plan as an aligned table with a header and a summary line."""
         head = (f"Restore {self.archive.name} (node {self.backup_node or 'unknown'}, taken "
-                f"{_shown(self.created)}) onto node {self.node_name or 'unknown'} "
+                f"{iso(self.created)}) onto node {self.node_name or 'unknown'} "
                 f"at {self.node.fs.describe()}")
         rows = ["ACTION\tPATH\tDETAIL"]
         rows += [f"{s.action.value}\t{s.path}\t{_detail(s)}" for s in self.steps]
@@ -1622,20 +1599,6 @@ def _same(a: RestorePlan, b: RestorePlan) -> bool:
     return key(a) == key(b)
 
 
-#: Test hook, as kubepki.renewal._renewal's: ``KUBEPKI_TEST_CRASH_AT=N`` makes a restoring process
-#: SIGKILL itself at its Nth write checkpoint (crash tests; never set it otherwise).
-_CRASH_ENV = "KUBEPKI_TEST_CRASH_AT"
-_checkpoint_count = [0]
-
-
-def _checkpoint(label: str) -> None:
-    """A point where a crash test may kill the process; without the variable this only counts."""
-    _checkpoint_count[0] += 1
-    at = os.environ.get(_CRASH_ENV)
-    if at is not None and at.isdigit() and int(at) == _checkpoint_count[0]:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _ensure_parents(fs: NodeFS, path: PurePosixPath, manifests_dir: PurePosixPath) -> None:
     # kubeadm's modes: directories 0755, the static pod manifests dir 0700.
     try:
@@ -1752,7 +1715,7 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
                 raise BackupError(f"no file restored: the backup of the current state "
                                   f"{pre.path} does not verify: {report.problems[0]}",
                                   path=str(pre.path))
-            _checkpoint("backup")
+            checkpoint("backup")
         as_root = fs.can_chown()
         manifests_dir = node.profile.manifests_dir
         ordered = [s for s in todo if s.type == _FILE] + [s for s in todo if s.type == _SYMLINK]
@@ -1769,7 +1732,7 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
                                                         manifests_dir, as_root)
                     except NodeError as exc:
                         raise BackupError(f"no file restored: {exc.message}", path=step.path) from None
-                    _checkpoint(f"staged {step.path}")
+                    checkpoint(f"staged {step.path}")
             for step in ordered:
                 try:
                     _write_step(fs, step, staged.pop(step.path, None), manifests_dir, as_root)
@@ -1781,7 +1744,7 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
                         f"{len(ordered)} files were written{saved}. Planning again resumes",
                         path=step.path) from None
                 written.append(step.path)
-                _checkpoint(f"restored {step.path}")
+                checkpoint(f"restored {step.path}")
         finally:
             for tmp in staged.values():
                 with contextlib.suppress(NodeError):

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kubepki import catalog as _catalog
+from kubepki._clock import utc as _utc
 from kubepki.catalog import Scope
 from kubepki.errors import ConfigError, KubepkiError, RenewalError
 from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, InventoryItem, Severity, Status, inspect
@@ -236,14 +237,6 @@ def _workers(workers: int | None, count: int) -> int:
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be at least 1, not {workers}")
     return max(1, min(workers or _DEFAULT_WORKERS, count))
-
-
-def _utc(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        raise ConfigError("now must be timezone-aware (UTC)")
-    return now.astimezone(dt.timezone.utc)
 
 
 # --------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 >>> when = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
 >>> demo = testing.build_node(tempfile.mkdtemp(), issued_at=when)
 >>> inv = kubepki.inspect(demo.root, now=when)
->>> inv["apiserver"].status.value, inv.exit_code
-('ok', 0)
+>>> inv["apiserver"].status.value, inv.outcome.value
+('ok', 'ok')
 
 One unreadable or damaged file gives findings on its own item and never stops
 the rest of the inventory.
@@ -25,6 +25,8 @@ import attrs
 from cryptography import x509
 
 from kubepki import catalog as _catalog
+from kubepki._report import Block, Outcome, Report, Table
+from kubepki._clock import utc as _utc
 from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
 from kubepki.errors import KubeconfigError, NodeError, ParseError
 from kubepki.inspection._findings import (
@@ -32,8 +34,8 @@ from kubepki.inspection._findings import (
     HasFindings,
     Severity,
     Status,
-    exit_code_for,
     make,
+    outcome_for,
     status_counts,
     status_for,
     worst_first,
@@ -155,7 +157,7 @@ class InventoryItem(HasFindings):
 
 
 @attrs.frozen(kw_only=True)
-class Inventory:
+class Inventory(Report):
     """Every catalog item of one node at one moment."""
 
     node: str | None
@@ -196,9 +198,9 @@ class Inventory:
         return worst_first(self.items)
 
     @property
-    def exit_code(self) -> int:
-        """0 all well, 1 only warnings, 2 anything expired, invalid or required-missing."""
-        return exit_code_for(self.items, required=lambda item: item.entry.required)
+    def outcome(self) -> Outcome:
+        """Failed when an item is expired, invalid or required and missing; warning when one only warns."""
+        return outcome_for(self.items, required=lambda item: item.entry.required)
 
     def to_dict(self) -> dict[str, Any]:
         """The inventory as in kubepki's JSON output (see docs/json.md)."""
@@ -214,26 +216,24 @@ class Inventory:
             "warn_within_seconds": int(self.warn_within.total_seconds()),
             "notes": list(p.notes),
             "summary": self.counts(),
-            "exit_code": self.exit_code,
             "items": [i.to_dict() for i in self.items],
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        import json
+    def rows(self) -> Table:
+        """Every item with its status, expiry and findings (the notebook table)."""
+        from kubepki.inspection._render import inventory_rows
 
-        return json.dumps(self.to_dict(), indent=indent)
+        return inventory_rows(self)
+
+    def blocks(self) -> list[Block]:
+        """kubeadm's two expiry tables, then the findings."""
+        from kubepki.inspection._render import inventory_blocks
+
+        return inventory_blocks(self)
 
     def table(self) -> str:
         """The expiry tables in ``kubeadm certs check-expiration``'s layout, then findings."""
-        from kubepki.inspection._render import inventory_table
-
-        return inventory_table(self)
-
-    def _repr_html_(self) -> str:
-        from kubepki.inspection._render import inventory_html
-
-        return inventory_html(self)
+        return self.text()
 
     def to_dataframe(self) -> Any:
         """A pandas DataFrame with one row per item (see :func:`kubepki.inspection.frames.to_dataframe`).
@@ -265,14 +265,6 @@ class Inventory:
 
 # --------------------------------------------------------------------------------------
 # Inspection proper
-
-
-def _utc(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware (UTC)")
-    return now.astimezone(dt.timezone.utc)
 
 
 def inspect(

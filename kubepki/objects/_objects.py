@@ -53,6 +53,7 @@ from typing import IO, Any
 import attrs
 from cryptography import x509
 
+from kubepki._clock import utc as _utc
 from kubepki.errors import ConfigError, ParseError
 from kubepki.inspection import (
     Finding,
@@ -347,14 +348,6 @@ def _sort_key(item: ObjectItem) -> tuple[str, str, str, str]:
 
 # --------------------------------------------------------------------------------------
 # Checking objects
-
-
-def _utc(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        raise ConfigError("now must be timezone-aware (UTC)")
-    return now.astimezone(dt.timezone.utc)
 
 
 _CERT_MARK = b"-----BEGIN CERTIFICATE-----"

@@ -30,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 import attrs
 from cryptography import x509
 
+from kubepki._clock import utc as _utc
 from kubepki.errors import ConfigError
 from kubepki.inspection import Finding
 from kubepki.objects._bundles import DEFAULT_WARN_WITHIN, BundleCheck, check_chain, make
-from kubepki.objects._objects import ObjectInventory, ObjectItem, ObjectItemKind, _utc, object_item
+from kubepki.objects._objects import ObjectInventory, ObjectItem, ObjectItemKind, object_item
 from kubepki.pki import CertFacts, is_ip
 
 __all__ = ["ServedChain", "fetch_chain", "parse_endpoint", "probe"]

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, p
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubepki._clock import iso
 from kubepki.errors import PEMError
 
 __all__ = [
@@ -383,11 +384,6 @@ def is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def iso(when: dt.datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, to the second."""
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def cert_facts(cert: x509.Certificate) -> CertFacts:

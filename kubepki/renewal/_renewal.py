@@ -51,7 +51,6 @@ import html
 import ipaddress
 import json
 import os
-import signal
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -61,6 +60,8 @@ import attrs
 from cryptography import x509
 
 from kubepki import catalog as _catalog, pki as issuing
+from kubepki._clock import utc as _utc
+from kubepki._crash import CRASH_ENV as _CRASH_ENV, checkpoint
 from kubepki.catalog import CatalogEntry, FileRole, Kind
 from kubepki.errors import (
     ConfigError,
@@ -116,9 +117,9 @@ __all__ = [
 JOURNAL_NAME = ".kubepki-renewal.json"
 #: Staged files are ``.<target name><STAGED_SUFFIX>`` beside their target.
 STAGED_SUFFIX = ".kubepki-new"
-#: Test hook, read only by :func:`_checkpoint`: ``KUBEPKI_TEST_CRASH_AT=N`` makes the
-#: process SIGKILL itself at its Nth write checkpoint (crash tests; never set it otherwise).
-CRASH_ENV = "KUBEPKI_TEST_CRASH_AT"
+#: Test hook: ``KUBEPKI_TEST_CRASH_AT=N`` makes a renewing (or restoring) process
+#: SIGKILL itself at its Nth write checkpoint (crash tests; never set it otherwise).
+CRASH_ENV = _CRASH_ENV
 
 _MAX_FILE = 1 << 20
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -531,14 +532,6 @@ class RenewalResult:
 
 # --------------------------------------------------------------------------------------
 # Reading a node for planning
-
-
-def _utc(now: dt.datetime | None) -> dt.datetime:
-    if now is None:
-        return dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        raise ConfigError("now must be timezone-aware (UTC)")
-    return now.astimezone(dt.timezone.utc)
 
 
 @attrs.define
@@ -1218,20 +1211,6 @@ class _Group:
     writes: tuple[_Write, ...]
 
 
-_checkpoint_count = [0]
-
-
-def _checkpoint(label: str) -> None:
-    """A point where a crash test may kill the process (see :data:`CRASH_ENV`).
-
-    Only tests set the variable; without it this only counts.
-    """
-    _checkpoint_count[0] += 1
-    at = os.environ.get(CRASH_ENV)
-    if at is not None and at.isdigit() and int(at) == _checkpoint_count[0]:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _journal(node: Node) -> PurePosixPath:
     return node.profile.cert_dir / JOURNAL_NAME
 
@@ -1359,7 +1338,7 @@ def _execute(
         backup_path = (_backup(node, backup_dir, now, on_node=backup_on_node)
                        if backup_dir is not None else None)
         if backup_path is not None:
-            _checkpoint("backup")
+            checkpoint("backup")
         groups: list[_Group] = []
         for step in work:
             if step.name in materials:
@@ -1502,12 +1481,12 @@ def _commit(node: Node, groups: Sequence[_Group], *, started: dt.datetime) -> No
         except NodeError as exc:
             raise NodeError(f"cannot create {d}: {exc.message}", path=str(d)) from None
     _write_journal(fs, journal, "staging", groups, started)
-    _checkpoint("journal-staging")
+    checkpoint("journal-staging")
     try:
         for g in groups:
             for w in g.writes:
                 _stage(fs, w)
-                _checkpoint(f"staged {w.target}")
+                checkpoint(f"staged {w.target}")
         for d in dirs:
             fs.fsync_dir(d)
         _write_journal(fs, journal, "committing", groups, started)
@@ -1515,12 +1494,12 @@ def _commit(node: Node, groups: Sequence[_Group], *, started: dt.datetime) -> No
         _discard_staged(fs, groups)
         _remove(fs, journal)
         raise
-    _checkpoint("journal-committing")
+    checkpoint("journal-committing")
     try:
         for g in groups:
             for w in g.writes:
                 fs.rename(_staged(w.target), w.target)
-                _checkpoint(f"renamed {w.target}")
+                checkpoint(f"renamed {w.target}")
     except NodeError as exc:
         raise RenewalError(
             f"renewal interrupted while putting files in place ({exc.message}); the journal "
@@ -1529,7 +1508,7 @@ def _commit(node: Node, groups: Sequence[_Group], *, started: dt.datetime) -> No
     for d in dirs:
         fs.fsync_dir(d)
     _remove(fs, journal)
-    _checkpoint("journal-removed")
+    checkpoint("journal-removed")
 
 
 def _discard_staged(fs: NodeFS, groups: Sequence[_Group]) -> None:
@@ -1595,7 +1574,7 @@ def _roll_forward(node: Node) -> list[str]:
         _verify_group(fs, g)
         for w in pending:
             fs.rename(_staged(w.target), w.target)
-            _checkpoint(f"resumed {w.target}")
+            checkpoint(f"resumed {w.target}")
         completed.append(g.name)
     for d in {w.target.parent for g in groups for w in g.writes}:
         fs.fsync_dir(d)
