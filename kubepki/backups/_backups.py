@@ -55,7 +55,18 @@ from kubepki._crash import checkpoint
 from kubepki._version import __version__
 from kubepki.errors import BackupError, ConfigError, KubepkiError, NodeError, UnsafeArchiveError, os_reason
 from kubepki.inspection import go_tabwriter
-from kubepki.node import CONFIG_CANDIDATES, FileStat, LocalFS, Node, NodeFS, fsync_dir, makedirs, node_lock
+from kubepki.node import (
+    CONFIG_CANDIDATES,
+    FileStat,
+    LocalFS,
+    Node,
+    NodeFS,
+    fsync_dir,
+    makedirs,
+    node_lock,
+    rename_noreplace,
+    write_exclusive,
+)
 
 __all__ = [
     "ARCHIVE_PREFIX",
@@ -1216,18 +1227,9 @@ def _publish(tmp: Path, dest: Path, name: str) -> Path:
     for n in range(1000):
         final = dest / (name if n == 0 else f"{stem}-{n}{_SUFFIX}")
         try:
-            os.link(tmp, final)  # fails if ``final`` exists: no race with another writer
+            rename_noreplace(tmp, final)  # no race with another writer
         except FileExistsError:
             continue
-        except OSError as exc:
-            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                raise
-            # No hard links on this filesystem: check, then rename.
-            if os.path.lexists(final):
-                continue
-            os.rename(tmp, final)
-            return final
-        os.unlink(tmp)
         return final
     raise BackupError(f"too many backups named {name} in {dest}", path=str(dest))
 
@@ -1238,21 +1240,11 @@ def _write_archive(dest: Path, name: str, data: bytes) -> Path:
     except OSError as exc:
         raise _write_error(exc, dest) from None
     tmp = dest / f".{name}.{secrets.token_hex(6)}.tmp"
-    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-             | getattr(os, "O_CLOEXEC", 0))
     try:
-        fd = os.open(tmp, flags, 0o600)
+        write_exclusive(tmp, data, mode=0o600)  # private keys inside: never readable by others
     except OSError as exc:
         raise _write_error(exc, dest) from None
     try:
-        try:
-            os.fchmod(fd, 0o600)  # private keys inside: never readable by others
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         final = _publish(tmp, dest, name)
     except BaseException as exc:
         with contextlib.suppress(OSError):

@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         fsync_dir as fsync_dir,
         makedirs as makedirs,
         node_path as node_path,
+        rename_noreplace as rename_noreplace,
+        write_exclusive as write_exclusive,
     )
     from kubepki.node._kubeadm_config import (
         ENCRYPTION_ALGORITHMS as ENCRYPTION_ALGORITHMS,
@@ -55,6 +57,8 @@ __getattr__, __dir__, __all__ = attach(
             "LocalFS",
             "atomic_write",
             "fsync_dir",
+            "rename_noreplace",
+            "write_exclusive",
         ),
         "_kubeadm_config": (
             "ENCRYPTION_ALGORITHMS",

@@ -33,9 +33,12 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from kubepki.errors import LockError, NodeError
+from kubepki.errors import LockError, NodeError, node_error
 
-__all__ = ["FileStat", "LocalFS", "NodeFS", "atomic_write", "makedirs", "node_path"]
+__all__ = [
+    "FileStat", "LocalFS", "NodeFS", "atomic_write", "makedirs", "node_path", "rename_noreplace",
+    "write_exclusive",
+]
 
 _MAX_LINKS = 40
 
@@ -357,25 +360,11 @@ class LocalFS:
         unprivileged run can still write files it owns.
         """
         local = self._local(str(path), follow_last=False)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(local, flags, mode)
+            write_exclusive(local, data, mode=mode,
+                            uid=None if uid == os.geteuid() else uid,
+                            gid=None if gid == os.getegid() else gid)
         except OSError as exc:
-            raise _node_error(exc, path) from None
-        try:
-            try:
-                os.fchmod(fd, mode)  # the umask may have narrowed it
-                if (uid is not None and uid != os.geteuid()) or (gid is not None and gid != os.getegid()):
-                    os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(local)
             raise _node_error(exc, path) from None
 
     def symlink(self, target: str, path: PurePosixPath) -> None:
@@ -392,18 +381,8 @@ class LocalFS:
         try:
             if replace:
                 os.replace(a, b)
-                return
-            try:
-                os.link(a, b, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                    raise
-                # No hard links on this filesystem: check, then rename.
-                if os.path.lexists(b):
-                    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), b) from None
-                os.rename(a, b)
-                return
-            os.unlink(a)
+            else:
+                rename_noreplace(a, b)
         except OSError as exc:
             raise _node_error(exc, dst if exc.errno == errno.EEXIST else src) from None
 
@@ -508,11 +487,29 @@ def atomic_write(
     shown = node_path or str(target)
     directory = target.parent
     tmp = directory / f".{target.name}.kubepki-{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(tmp, flags, mode)
+        write_exclusive(tmp, data, mode=mode, uid=uid, gid=gid)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError as exc:
         raise _node_error(exc, shown) from None
+    fsync_dir(directory)
+
+
+def write_exclusive(path: str | os.PathLike[str], data: bytes, *, mode: int, uid: int | None = None,
+                    gid: int | None = None) -> None:
+    """Create the local file ``path`` with ``data``: mode (and owner) from the start, fsynced.
+
+    Nothing at ``path`` (a symlink included) is ever opened or replaced
+    (``O_EXCL | O_NOFOLLOW``): that is :class:`FileExistsError`. ``uid``/``gid`` None
+    keep the process's. On any error the file is removed and the ``OSError`` raised.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, mode)
     try:
         try:
             os.fchmod(fd, mode)  # the umask may have narrowed it
@@ -520,19 +517,32 @@ def atomic_write(
                 os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
             view = memoryview(data)
             while view:
-                written = os.write(fd, view)
-                view = view[written:]
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
+def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename the local file ``src`` to ``dst`` unless something is at ``dst`` (:class:`FileExistsError`).
+
+    ``link(2)`` then ``unlink(2)``, so nothing is replaced even by a racing writer; on
+    filesystems without hard links, a check then ``rename(2)``.
+    """
+    try:
+        os.link(src, dst, follow_symlinks=False)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise _node_error(exc, shown) from None
-    fsync_dir(directory)
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst)) from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)
 
 
 def fsync_dir(directory: Path) -> None:
@@ -550,19 +560,4 @@ def fsync_dir(directory: Path) -> None:
 
 
 def _node_error(exc: OSError, path: PurePosixPath | str) -> NodeError:
-    reason = {
-        errno.ENOENT: "does not exist",
-        errno.EACCES: "permission denied",
-        errno.EPERM: "operation not permitted",
-        errno.ENOSPC: "no space left on device",
-        errno.EROFS: "read-only filesystem",
-        errno.ELOOP: "refusing to follow a symbolic link",
-        errno.EISDIR: "is a directory",
-        errno.ENOTDIR: "a parent is not a directory",
-        errno.EDQUOT: "disk quota exceeded",
-        errno.EEXIST: "exists already",
-    }.get(exc.errno or 0, exc.strerror or str(exc))
-    err = NodeError(f"{path}: {reason}", path=str(path))
-    err.errno = exc.errno
-    return err
-
+    return node_error(exc, str(path))
