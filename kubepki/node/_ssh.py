@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from kubepki.errors import ConfigError, HostKeyError, LockError, NodeError
+from kubepki.errors import ConfigError, HostKeyError, LockError, NodeError, os_reason
 from kubepki.node._fs import FileStat, node_path
 
 if TYPE_CHECKING:  # pragma: no cover - paramiko is imported on first connection
@@ -326,10 +326,8 @@ class SSHFS:
         if isinstance(exc, NodeError):
             return exc
         code = exc.errno if isinstance(exc, OSError) else None
-        reasons = {errno.ENOENT: "does not exist", errno.EACCES: "permission denied",
-                   errno.EEXIST: "exists already"}
-        if code in reasons:
-            reason = reasons[code]
+        if isinstance(exc, OSError) and code is not None:
+            reason = os_reason(exc)
         elif isinstance(exc, OSError):
             text = exc.strerror or (str(exc.args[0]) if exc.args else "")
             reason = f"failed ({text or 'SFTP failure'})"
