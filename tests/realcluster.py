@@ -1094,10 +1094,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             argv = self.nsenter(*argv)
         elif "--root" not in args and "--demo" not in args:
             argv += ["--root", str(self.root)]
-        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO)}
+        # KUBEPKI_REALCLUSTER_PYTHONPATH: run another kubepki tree against the cluster (e.g. a release)
+        env = {**os.environ, "NO_COLOR": "1",
+               "PYTHONPATH": os.environ.get("KUBEPKI_REALCLUSTER_PYTHONPATH") or str(REPO)}
         env.pop("FORCE_COLOR", None)
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=check, env=env,
-                              cwd=REPO)
+                              cwd=self.workdir)
 
     def audit_events(self) -> list[dict[str, Any]]:
         """The apiserver's audit events so far (scheduler lease updates, kubelet SubjectAccessReviews)."""

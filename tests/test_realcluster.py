@@ -1,0 +1,780 @@
+"""End-to-end tests against a real kubeadm v1.28.4 control plane (tests/realcluster.py).
+
+Every verdict is taken from the components themselves — the serial a socket
+serves (a TLS handshake made here), the container's PID and start time in
+containerd, the apiserver's answers and audit log — never only from what
+kubepki reports. One cluster serves the whole session, so the order matters:
+read-only tests first, then the hot-reload rows of
+shared/reference/reload-measured.md (E1, E2, E5), the 5-minute client-go rows
+(E3, E6b, slow) with E7 sharing their wait, and the destructive renewals and
+restarts last. Tests that change a file restore it, or leave it to the renewal
+tests that follow.
+
+Run: ``python3 -m pytest -m realcluster`` (``-m "realcluster and not slow"``
+skips the five-minute wait).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import http.server
+import json
+import os
+import re
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.realcluster import LOOPBACK, Container, RealCluster
+
+pytestmark = pytest.mark.realcluster
+
+SCHEDULER_LOG = "/api/v1/namespaces/kube-system/pods/kube-scheduler-{node}/log?tailLines=1"
+SELF_SUBJECT_REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+E3_MARKER = "kubepki:e3-new-certificate"
+E6B_MARKER = "kubepki:e6b-new-certificate"
+#: client-go's CertCallbackRefreshDuration: file-based client certificates are re-read this often.
+CLIENT_GO_CHECK = 300.0
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> Any:
+    try:
+        return json.loads(proc.stdout)
+    except ValueError as exc:
+        raise AssertionError(f"not JSON (exit {proc.returncode}): {proc.stdout[-2000:]}\n{proc.stderr[-2000:]}") \
+            from exc
+
+
+def _explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+
+
+def _wait(what: str, check: Callable[[], Any], timeout: float, poll: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(poll)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.kubepki-test.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(mode)
+    os.replace(tmp, path)
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def reissue(cluster: RealCluster, base: str, ca: str, *, organizations: Sequence[str] | None = None,
+            dest: Path | None = None, source: Path | None = None) -> x509.Certificate:
+    """Re-issue ``<pki>/<base>.crt``/``.key`` (or ``source``) as a renewal would: same subject, SANs and
+    usages, a new ECDSA key and serial, signed by ``<pki>/<ca>``; key first, then cert, each atomically.
+    ``organizations`` replaces the subject's O (a marker telling which certificate a client presents)."""
+    old_path = source or cluster.pki / f"{base}.crt"
+    old = x509.load_pem_x509_certificate(old_path.read_bytes())
+    ca_cert = x509.load_pem_x509_certificate((cluster.pki / f"{ca}.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((cluster.pki / f"{ca}.key").read_bytes(), password=None)
+    subject = old.subject
+    if organizations is not None:
+        cn = old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        subject = x509.Name([*(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations),
+                             x509.NameAttribute(NameOID.COMMON_NAME, str(cn))])
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365)))
+    for ext in old.extensions:
+        if not isinstance(ext.value, x509.AuthorityKeyIdentifier | x509.SubjectKeyIdentifier):
+            builder = builder.add_extension(ext.value, critical=ext.critical)
+    builder = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),  # type: ignore[arg-type]
+        critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    crt_path = dest or cluster.pki / f"{base}.crt"
+    _write_atomic(crt_path.with_suffix(".key"), _key_pem(key), 0o600)
+    _write_atomic(crt_path, _pem(cert))
+    return cert
+
+
+def self_signed_ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new CA, unknown to the cluster."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def leaf(ca: x509.Certificate, ca_key: Any, cn: str, *, server: bool = False,
+         dns: Sequence[str] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A client (or server) certificate signed by ``ca``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+               .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if dns:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _same_container(a: Container, b: Container) -> bool:
+    return (a.id, a.pid, a.started_at) == (b.id, b.pid, b.started_at)
+
+
+def _ports_args(cluster: RealCluster) -> list[str]:
+    """``--port`` flags naming the node's real ports (what kubepki should find by itself)."""
+    p = cluster.ports
+    return ["--port", f"etcd={p.etcd_client}", "--port", f"kube-apiserver={p.apiserver}",
+            "--port", f"kubelet={p.kubelet}"]
+
+
+def _served_matches_disk(cluster: RealCluster) -> dict[str, tuple[int, int]]:
+    """Served serial vs on-disk serial for every socket whose certificate is a file on the node."""
+    p = cluster.ports
+    pairs = {
+        "kube-apiserver": (cluster.served_serial(p.apiserver), cluster.file_serial("apiserver.crt")),
+        "etcd client": (cluster.served_serial(p.etcd_client), cluster.file_serial("etcd/server.crt")),
+        "etcd peer": (cluster.served_serial(p.etcd_peer), cluster.file_serial("etcd/peer.crt")),
+        "kubelet": (cluster.served_serial(p.kubelet), cluster.file_serial("/var/lib/kubelet/pki/kubelet.crt")),
+    }
+    return {name: pair for name, pair in pairs.items() if pair[0] != pair[1]}
+
+
+def _stale(cluster: RealCluster) -> list[dict[str, Any]]:
+    plan = _json(cluster.kubepki("restarts", "plan", "--detect", "-o", "json"))
+    return list(plan["stale"])
+
+
+def _own(cluster: RealCluster, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries about this node's own processes (its containers' PIDs, its kubelet): other kubeadm
+    nodes on this host (tests running alongside) are the decoy test's subject, not these tests'."""
+    pids = {x.pid for x in cluster.containers()} | {cluster.kubelet_pid}
+    ids = {x.id for x in cluster.containers()}
+    return [e for e in entries if (e.get("instance") or {}).get("pid") in pids
+            or (e.get("instance") or {}).get("container_id") in ids]
+
+
+def _stale_pids(entries: Sequence[dict[str, Any]], component: str) -> list[Any]:
+    return [(e.get("instance") or {}).get("pid") for e in entries if e["component"] == component]
+
+
+# --------------------------------------------------------------------------------------
+# 1. Read-only: the live node as it came up
+
+
+def test_harness_components_run_in_containerd(real_cluster: RealCluster) -> None:
+    """The harness itself: four static-pod containers run in containerd, the apiserver is ready, and
+    every socket serves the certificate kubeadm wrote (served serial == file serial)."""
+    names = sorted(c.name for c in real_cluster.containers())
+    assert names == sorted(["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"])
+    assert real_cluster.readyz()
+    assert _served_matches_disk(real_cluster) == {}
+
+
+def test_check_live_node(real_cluster: RealCluster) -> None:
+    """``kubepki check`` on the live node finds no errors and exits 0.
+
+    0, not 1: kubeadm just wrote every certificate (a year left, CAs ten years),
+    and kubelet-finalize pointed kubelet.conf at the rotating
+    kubelet-client-current.pem, so there is not even a warning (1 would mean
+    warnings only). The JSON report agrees, names the node and the version the
+    manifests run, and its serials are those of the files and of what the
+    apiserver serves.
+    """
+    table = real_cluster.kubepki("check")
+    assert table.returncode == 0, _explain(table)
+    for name in ("apiserver", "etcd-server", "front-proxy-client", "scheduler.conf", "kubelet.conf"):
+        assert re.search(rf"^{re.escape(name)}\s", table.stdout, re.M), table.stdout
+    proc = real_cluster.kubepki("check", "-o", "json")
+    assert proc.returncode == 0, _explain(proc)
+    report = _json(proc)
+    assert report["exit_code"] == 0
+    assert report["node"] == real_cluster.node_name
+    assert report["kubernetes_version"] == "1.28"
+    assert report["external_etcd"] is False
+    s = report["summary"]
+    assert (s["expired"], s["missing"], s["invalid"], s["warning"]) == (0, 0, 0, 0), s
+    items = {i["name"]: i for i in report["items"]}
+    for name, rel in (("apiserver", "apiserver.crt"), ("etcd-server", "etcd/server.crt"),
+                      ("front-proxy-client", "front-proxy-client.crt"), ("ca", "ca.crt")):
+        assert int(items[name]["certificate"]["serial"], 16) == real_cluster.file_serial(rel), name
+    served = real_cluster.served_serial(real_cluster.ports.apiserver)
+    assert int(items["apiserver"]["certificate"]["serial"], 16) == served
+
+
+def test_check_inside_the_node_namespace(real_cluster: RealCluster) -> None:
+    """Run inside the node's mount namespace (``nsenter -t HOLDER -m -- kubepki check``), as on the node
+    itself with no ``--root``: the same verdict and the same serials as from the host with ``--root``."""
+    inside = real_cluster.kubepki("check", "-o", "json", inside=True)
+    assert inside.returncode == 0, _explain(inside)
+    outside = _json(real_cluster.kubepki("check", "-o", "json"))
+    serials = {i["name"]: (i.get("certificate") or {}).get("serial") for i in _json(inside)["items"]}
+    assert serials == {i["name"]: (i.get("certificate") or {}).get("serial") for i in outside["items"]}
+
+
+def test_detect_sees_the_running_containers(real_cluster: RealCluster) -> None:
+    """``restarts plan --detect`` observes the running components: nothing is stale on the fresh node;
+    after apiserver-etcd-client is rewritten (read once at start by kube-apiserver), exactly the
+    running kube-apiserver — the PID containerd reports — is stale, and nothing was restarted."""
+    plan = _json(real_cluster.kubepki("restarts", "plan", "--detect", "-o", "json"))
+    assert _own(real_cluster, plan["stale"]) == [], plan["stale"]
+    before = real_cluster.container("kube-apiserver")
+    reissue(real_cluster, "apiserver-etcd-client", "etcd/ca")
+    stale = _stale(real_cluster)
+    # "in", not "==": unrelated processes named kube-apiserver are the defect of the decoy test below
+    assert before.pid in _stale_pids(stale, "kube-apiserver"), stale
+    assert _same_container(real_cluster.container("kube-apiserver"), before)
+
+
+@pytest.mark.xfail(strict=True, reason="kubepki defect: verify-served probes the default ports 2379/6443/10250 "
+                                       "instead of those in the manifests' flags and the kubelet's config.yaml")
+def test_verify_served_uses_the_node_ports(real_cluster: RealCluster) -> None:
+    """``kubepki verify-served`` with no ``--port`` checks etcd, kube-apiserver and the kubelet on the
+    ports this node runs them on (31679, 31643, 31650, from the static pod flags and
+    /var/lib/kubelet/config.yaml) and finds each serving its file."""
+    proc = real_cluster.kubepki("verify-served")
+    assert proc.returncode == 0, _explain(proc)
+    for port in (real_cluster.ports.etcd_client, real_cluster.ports.apiserver, real_cluster.ports.kubelet):
+        assert f"127.0.0.1:{port}" in proc.stdout, proc.stdout
+
+
+def test_verify_served_with_explicit_ports_agrees(real_cluster: RealCluster) -> None:
+    """``verify-served`` given the node's ports reports a match for etcd, kube-apiserver and the kubelet,
+    and so do the handshakes made here (served serial == file serial)."""
+    proc = real_cluster.kubepki("verify-served", *_ports_args(real_cluster), "-o", "json")
+    assert proc.returncode == 0, _explain(proc)
+    assert "match" in proc.stdout
+    assert _served_matches_disk(real_cluster) == {}
+
+
+@pytest.mark.xfail(strict=True, reason="kubepki defect: process detection takes any host process named like a "
+                                       "component (argv[0]/comm) for one of the node's")
+def test_detect_ignores_unrelated_processes_named_like_components(real_cluster: RealCluster) -> None:
+    """A host process that is merely *called* kube-scheduler (not in the node's containers, not in its
+    mount namespace) is not the node's scheduler: after scheduler.conf is rewritten, detection names
+    exactly one stale kube-scheduler, the one containerd runs."""
+    decoy = subprocess.Popen(["kube-scheduler", "-c", "import time; time.sleep(600)",
+                              "--kubeconfig=/etc/kubernetes/scheduler.conf", "--secure-port=31659"],
+                             executable=sys.executable, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        time.sleep(1.1)  # the decoy starts strictly before the write, like the real scheduler
+        conf = real_cluster.root / "etc/kubernetes/scheduler.conf"
+        _write_atomic(conf, conf.read_bytes(), 0o600)
+        stale = _stale(real_cluster)
+        assert _stale_pids(stale, "kube-scheduler") == [real_cluster.container_pid("kube-scheduler")], stale
+    finally:
+        decoy.kill()
+        decoy.wait(10)
+
+
+# --------------------------------------------------------------------------------------
+# 2. The five-minute client-go check (E3, E6b), armed early; E7 shares the wait
+
+
+@attrs.define
+class _ClientGoProbe:
+    armed_at: float
+    apiserver: Container
+    scheduler: Container
+    kubelet_client_original: tuple[bytes, bytes]
+    scheduler_manifest_original: bytes
+    sa_pub_original: bytes
+    sa_key: rsa.RSAPrivateKey
+    sa_uid: str
+
+
+_PROBE: dict[str, _ClientGoProbe] = {}
+
+
+def _scheduler_with_file_kubeconfig(cluster: RealCluster) -> bytes:
+    """Point the scheduler's --kubeconfig at a kubeconfig naming cert/key *files* (not kubeadm's
+    layout) in /etc/kubernetes/kubepki-e6b, mounted into the pod; return the original manifest."""
+    e6b = cluster.root / "etc/kubernetes/kubepki-e6b"
+    e6b.mkdir(exist_ok=True)
+    conf = yaml.safe_load((cluster.root / "etc/kubernetes/scheduler.conf").read_text())
+    user = conf["users"][0]["user"]
+    (e6b / "client.crt").write_bytes(base64.b64decode(user.pop("client-certificate-data")))
+    _write_atomic(e6b / "client.key", base64.b64decode(user.pop("client-key-data")), 0o600)
+    user["client-certificate"] = "/etc/kubernetes/kubepki-e6b/client.crt"
+    user["client-key"] = "/etc/kubernetes/kubepki-e6b/client.key"
+    _write_atomic(e6b / "scheduler.conf", yaml.safe_dump(conf).encode(), 0o600)
+    manifest = cluster.manifests / "kube-scheduler.yaml"
+    original = manifest.read_bytes()
+    pod = yaml.safe_load(original)
+    container = pod["spec"]["containers"][0]
+    container["command"] = [a.replace("--kubeconfig=/etc/kubernetes/scheduler.conf",
+                                      "--kubeconfig=/etc/kubernetes/kubepki-e6b/scheduler.conf")
+                            for a in container["command"]]
+    container["volumeMounts"].append({"name": "kubepki-e6b", "mountPath": "/etc/kubernetes/kubepki-e6b",
+                                      "readOnly": True})
+    pod["spec"]["volumes"].append({"name": "kubepki-e6b", "hostPath": {"path": "/etc/kubernetes/kubepki-e6b",
+                                                                        "type": "Directory"}})
+    _write_atomic(manifest, yaml.safe_dump(pod).encode(), 0o600)
+    return original
+
+
+def _rs256_token(key: rsa.RSAPrivateKey, uid: str) -> str:
+    """A service-account token for default/default signed by ``key``, as kube-apiserver would sign one."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    issuer = "https://kubernetes.default.svc.cluster.local"
+    header = {"alg": "RS256", "typ": "JWT"}
+    claims = {"iss": issuer, "aud": [issuer], "sub": "system:serviceaccount:default:default",
+              "iat": now - 10, "nbf": now - 10, "exp": now + 3600,
+              "kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "default", "uid": uid}}}
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64(signature)}"
+
+
+def _self_review(cluster: RealCluster, **auth: Any) -> tuple[int, str | None]:
+    r = cluster.api(SELF_SUBJECT_REVIEW, "POST", {"apiVersion": "authentication.k8s.io/v1",
+                                                 "kind": "SelfSubjectReview"}, **auth)
+    user = r.json().get("status", {}).get("userInfo", {}).get("username") if r.status == 201 else None
+    return r.status, user
+
+
+def _marker_events(cluster: RealCluster, marker: str, since: float) -> tuple[list[dict[str, Any]],
+                                                                            list[dict[str, Any]]]:
+    """(E3) the kubelet's SubjectAccessReviews for the apiserver's client certificate and (E6b) the
+    scheduler's lease requests since ``since``, split by whether the presented certificate had ``marker``."""
+    with_marker, without = [], []
+    for ev in cluster.audit_events():
+        ts = dt.datetime.fromisoformat(ev["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+        if ts < since:
+            continue
+        if ev.get("objectRef", {}).get("resource") == "subjectaccessreviews":
+            spec = (ev.get("requestObject") or {}).get("spec", {})
+            if spec.get("user") != "kube-apiserver-kubelet-client":
+                continue
+            groups = spec.get("groups") or []
+        elif ev.get("objectRef", {}).get("resource") == "leases" and ev["user"]["username"] == "system:kube-scheduler":
+            if ev.get("objectRef", {}).get("name") != "kube-scheduler":
+                continue
+            groups = ev["user"].get("groups") or []
+        else:
+            continue
+        (with_marker if marker in groups else without).append(ev)
+    return with_marker, without
+
+
+@pytest.mark.slow
+def test_client_go_check_arm(real_cluster: RealCluster) -> None:
+    """Arm E3, E6b and E7 (their verdicts come later, after one shared wait):
+
+    E3: apiserver-kubelet-client is re-issued with a marker organisation (same CN
+    and system:masters, so nothing loses access); for the next 20 s of pods/log
+    requests, which the apiserver sends to the kubelet on new connections, the
+    kubelet's SubjectAccessReviews never carry the marker — the apiserver keeps the
+    old certificate. E6b: the scheduler is restarted once with a kubeconfig naming
+    cert/key files, then that file is re-issued with a marker. E7: a second key is
+    appended to sa.pub and a token it signs is refused (401).
+    """
+    c = real_cluster
+    if "kube-apiserver" not in {x.name for x in c.containers()}:
+        pytest.fail("no kube-apiserver container")
+    original_manifest = _scheduler_with_file_kubeconfig(c)
+    old_sched = c.container("kube-scheduler")
+    sched = c.wait_container("kube-scheduler", not_id=old_sched.id, timeout=120)
+    kc = (c.pki / "apiserver-kubelet-client.crt").read_bytes(), (c.pki / "apiserver-kubelet-client.key").read_bytes()
+    armed = time.time()
+    reissue(c, "apiserver-kubelet-client", "ca", organizations=["system:masters", E3_MARKER])
+    reissue(c, "client", "ca", organizations=[E6B_MARKER], source=c.root / "etc/kubernetes/kubepki-e6b/client.crt",
+            dest=c.root / "etc/kubernetes/kubepki-e6b/client.crt")
+    # E7: an appended service-account key, unknown to the running apiserver
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa_pub = (c.pki / "sa.pub").read_bytes()
+    _write_atomic(c.pki / "sa.pub", sa_pub + sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+    uid = c.api("/api/v1/namespaces/default/serviceaccounts/default").json()["metadata"]["uid"]
+    _PROBE["state"] = _ClientGoProbe(armed, c.container("kube-apiserver"), sched, kc, original_manifest, sa_pub,
+                                     sa_key, uid)
+    assert _self_review(c, token=_rs256_token(sa_key, uid))[0] == 401
+    # for 20 s the apiserver still presents the old kubelet-client certificate (and the scheduler its old one)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert c.api(SCHEDULER_LOG.format(node=c.node_name)).status == 200
+        time.sleep(2)
+    for marker in (E3_MARKER, E6B_MARKER):
+        assert _marker_events(c, marker, armed)[0] == [], f"{marker} already in use"
+    assert _marker_events(c, E6B_MARKER, armed)[1], "the scheduler renewed its lease with the old certificate"
+
+
+# --------------------------------------------------------------------------------------
+# 3. Hot reloads (E1, E2, E5): the new file is in use with no restart
+
+
+def test_e1_apiserver_serving_certificate_hot_reload(real_cluster: RealCluster) -> None:
+    """E1: a renewed apiserver.crt/.key is served by the running kube-apiserver within seconds, with no
+    restart (same container, PID and start time); kubepki's catalog calls it hot (fsnotify)."""
+    c = real_cluster
+    before = c.container("kube-apiserver")
+    new = reissue(c, "apiserver", "ca")
+    _wait("the new apiserver serial on the socket", lambda: c.served_serial(c.ports.apiserver) == new.serial_number,
+          15)
+    assert _same_container(c.container("kube-apiserver"), before)
+    plan = _json(c.kubepki("restarts", "plan", "--changed", "apiserver", "-o", "json"))
+    reloads = {r["reload"] for s in plan["steps"] for r in s["reasons"] if r["name"] == "apiserver"}
+    assert reloads == {"hot-fsnotify"}
+
+
+class _AggregatedServer:
+    """A loopback TLS server standing in for an aggregated API server: it records the serial of the client
+    certificate (front-proxy-client) each request came with, and closes every connection, so each
+    request the apiserver proxies is a new handshake."""
+
+    def __init__(self, tmp: Path, front_proxy_ca: Path, group: str) -> None:
+        ca, ca_key = self_signed_ca("kubepki-e2-server-ca")
+        cert, key = leaf(ca, ca_key, "localhost", server=True, dns=["localhost"])
+        (tmp / "srv.crt").write_bytes(_pem(cert))
+        (tmp / "srv.key").write_bytes(_key_pem(key))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(tmp / "srv.crt"), str(tmp / "srv.key"))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(str(front_proxy_ca))
+        self.serials: list[int] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                der = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+                if der:
+                    outer.serials.append(x509.load_der_x509_certificate(der).serial_number)
+                if self.path.split("?")[0] == f"/apis/{group}/v1alpha1":
+                    body = json.dumps({"kind": "APIResourceList", "apiVersion": "v1",
+                                       "groupVersion": f"{group}/v1alpha1", "resources": []}).encode()
+                    self.send_response(200)
+                else:
+                    body = b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}'
+                    self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = int(self.httpd.server_address[1])
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def aggregated_api(real_cluster: RealCluster, tmp_path: Path) -> Iterator[tuple[_AggregatedServer, str]]:
+    """An APIService e2.kubepki.test/v1alpha1 served by :class:`_AggregatedServer` through an ExternalName
+    Service ``localhost`` (the apiserver's default, non-endpoint routing resolves it to 127.0.0.1)."""
+    c = real_cluster
+    group = "e2.kubepki.test"
+    server = _AggregatedServer(tmp_path, c.pki / "front-proxy-ca.crt", group)
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubepki-e2", "namespace": "kube-system"},
+           "spec": {"type": "ExternalName", "externalName": "localhost",
+                    "ports": [{"port": server.port, "protocol": "TCP"}]}}
+    apisvc = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+              "metadata": {"name": f"v1alpha1.{group}"},
+              "spec": {"group": group, "version": "v1alpha1", "insecureSkipTLSVerify": True,
+                       "groupPriorityMinimum": 1000, "versionPriority": 15,
+                       "service": {"namespace": "kube-system", "name": "kubepki-e2", "port": server.port}}}
+    try:
+        assert c.api("/api/v1/namespaces/kube-system/services", "POST", svc).status == 201
+        assert c.api("/apis/apiregistration.k8s.io/v1/apiservices", "POST", apisvc).status == 201
+        yield server, f"/apis/{group}/v1alpha1"
+    finally:
+        c.api(f"/apis/apiregistration.k8s.io/v1/apiservices/v1alpha1.{group}", "DELETE")
+        c.api("/api/v1/namespaces/kube-system/services/kubepki-e2", "DELETE")
+        server.close()
+
+
+def test_e2_front_proxy_client_hot_reload(real_cluster: RealCluster,
+                                          aggregated_api: tuple[_AggregatedServer, str]) -> None:
+    """E2: requests the apiserver proxies to an aggregated API present front-proxy-client.crt; after it is
+    renewed, new connections present the new serial within seconds, with no restart."""
+    c = real_cluster
+    server, path = aggregated_api
+    before = c.container("kube-apiserver")
+    _wait("the aggregated API through the apiserver", lambda: c.api(path).status == 200, 60)
+    assert server.serials[-1] == c.file_serial("front-proxy-client.crt")
+    new = reissue(c, "front-proxy-client", "front-proxy-ca")
+
+    def switched() -> bool:
+        return c.api(path).status == 200 and server.serials[-1] == new.serial_number
+
+    _wait("the new front-proxy-client serial at the aggregated API", switched, 20)
+    assert _same_container(c.container("kube-apiserver"), before)
+
+
+def test_e5_client_ca_bundle_hot_reload(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """E5: a client certificate from a CA appended to ca.crt (--client-ca-file) goes 401 → 201 with no
+    restart, authenticated as its CN; restoring ca.crt makes it 401 again."""
+    c = real_cluster
+    ca, ca_key = self_signed_ca("kubepki-e5-extra-ca")
+    cert, key = leaf(ca, ca_key, "kubepki-e5")
+    (tmp_path / "e5.crt").write_bytes(_pem(cert))
+    (tmp_path / "e5.key").write_bytes(_key_pem(key))
+    auth = {"cert": tmp_path / "e5.crt", "key": tmp_path / "e5.key"}
+    before = c.container("kube-apiserver")
+    assert _self_review(c, **auth) == (401, None)
+    original = (c.pki / "ca.crt").read_bytes()
+    try:
+        _write_atomic(c.pki / "ca.crt", original + _pem(ca))
+        _wait("the appended CA's client accepted", lambda: _self_review(c, **auth) == (201, "kubepki-e5"), 15, 0.3)
+    finally:
+        _write_atomic(c.pki / "ca.crt", original)
+    _wait("the appended CA's client refused again", lambda: _self_review(c, **auth)[0] == 401, 15, 0.3)
+    assert _same_container(c.container("kube-apiserver"), before)
+
+
+# --------------------------------------------------------------------------------------
+# 4. The shared wait: E3, E6b verdicts; then E7's restart
+
+
+@pytest.mark.slow
+def test_client_go_check_switches_within_five_minutes(real_cluster: RealCluster) -> None:
+    """E3 and E6b: neither the apiserver (kubelet client certificate) nor the scheduler (kubeconfig naming
+    files) is restarted, yet each starts presenting its renewed client certificate — the marker appears
+    in the kubelet's SubjectAccessReviews and in the scheduler's lease updates — at client-go's
+    five-minute check, timed from each process's start, not at once."""
+    state = _PROBE.get("state")
+    if state is None:
+        pytest.skip("test_client_go_check_arm did not run")
+    c = real_cluster
+    deadline = max(state.apiserver.started_at, state.scheduler.started_at) + CLIENT_GO_CHECK + 60
+    seen: dict[str, float] = {}
+    while time.time() < deadline and len(seen) < 2:
+        c.api(SCHEDULER_LOG.format(node=c.node_name))
+        for key, marker in (("E3", E3_MARKER), ("E6b", E6B_MARKER)):
+            events = _marker_events(c, marker, state.armed_at)[0]
+            if events and key not in seen:
+                seen[key] = min(dt.datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00"))
+                                .timestamp() for e in events)
+        time.sleep(3)
+    assert set(seen) == {"E3", "E6b"}, f"switched: {seen}; waited until {deadline - state.armed_at:.0f}s after arming"
+    assert _same_container(c.container("kube-apiserver"), state.apiserver)
+    assert _same_container(c.container("kube-scheduler"), state.scheduler)
+    # late: not before 20 s after the renewal (the arm test saw the old certificates that long)
+    assert seen["E3"] - state.armed_at > 20 and seen["E6b"] - state.armed_at > 20, seen
+    # and within one check period (plus slack) of each process's start
+    assert seen["E3"] <= state.apiserver.started_at + CLIENT_GO_CHECK + 60
+    assert seen["E6b"] <= state.scheduler.started_at + CLIENT_GO_CHECK + 60
+
+
+@pytest.mark.slow
+def test_e7_service_account_key_needs_restart(real_cluster: RealCluster) -> None:
+    """E7: a token signed by a key appended to sa.pub stayed 401 through the whole five-minute wait
+    (sa.pub is read once at start); after a restart of kube-apiserver (done here by moving its
+    manifest, independently of kubepki) the same token authenticates as default/default (201).
+    Then the E3/E6b changes are undone: the original kubelet-client pair and scheduler manifest."""
+    state = _PROBE.get("state")
+    if state is None:
+        pytest.skip("test_client_go_check_arm did not run")
+    c = real_cluster
+    token = _rs256_token(state.sa_key, state.sa_uid)
+    try:
+        assert _self_review(c, token=token)[0] == 401
+        assert time.time() - state.armed_at > CLIENT_GO_CHECK / 2
+        assert _same_container(c.container("kube-apiserver"), state.apiserver)
+        # restore the kubelet client pair first, so the restarted apiserver reads kubeadm's again
+        _write_atomic(c.pki / "apiserver-kubelet-client.key", state.kubelet_client_original[1], 0o600)
+        _write_atomic(c.pki / "apiserver-kubelet-client.crt", state.kubelet_client_original[0])
+        new = c.restart_static_pod("kube-apiserver")
+        assert new.started_at > state.armed_at
+        assert _self_review(c, token=token) == (201, "system:serviceaccount:default:default")
+    finally:
+        _write_atomic(c.pki / "sa.pub", state.sa_pub_original)
+        _write_atomic(c.pki / "apiserver-kubelet-client.key", state.kubelet_client_original[1], 0o600)
+        _write_atomic(c.pki / "apiserver-kubelet-client.crt", state.kubelet_client_original[0])
+        old = c.container("kube-scheduler")
+        _write_atomic(c.manifests / "kube-scheduler.yaml", state.scheduler_manifest_original, 0o600)
+        c.wait_container("kube-scheduler", not_id=old.id, timeout=120)
+        shutil.rmtree(c.root / "etc/kubernetes/kubepki-e6b", ignore_errors=True)
+        c.wait_ready(120)
+
+
+# --------------------------------------------------------------------------------------
+# 5. The mirror-pod trap
+
+
+def test_deleting_the_mirror_pod_restarts_nothing(real_cluster: RealCluster) -> None:
+    """Deleting kube-scheduler's mirror Pod through the API is no restart: the kubelet re-creates the
+    mirror pod, the container in containerd keeps its PID and start time, and after a renewal of
+    scheduler.conf kubepki still reports the scheduler stale."""
+    c = real_cluster
+    renew = c.kubepki("renew", "scheduler.conf", "--apply", "--no-backup")
+    assert renew.returncode == 0, _explain(renew)
+    before = c.container("kube-scheduler")
+    path = f"/api/v1/namespaces/kube-system/pods/kube-scheduler-{c.node_name}"
+    uid = c.api(path).json()["metadata"]["uid"]
+    assert c.api(path, "DELETE").status == 200
+
+    def recreated() -> bool:
+        r = c.api(path)
+        return r.status == 200 and r.json()["metadata"]["uid"] != uid
+
+    _wait("the kubelet to re-create the mirror pod", recreated, 60)
+    time.sleep(5)  # give a restart, if there were one, time to show
+    assert _same_container(c.container("kube-scheduler"), before)
+    stale = _stale(c)
+    assert before.pid in _stale_pids(stale, "kube-scheduler"), stale
+
+
+# --------------------------------------------------------------------------------------
+# 6. Renewal and restarts through the real kubelet (destructive, last)
+
+
+def _renew_all(c: RealCluster, tmp: Path) -> tuple[Path, float, dict[str, Container]]:
+    before = {x.name: x for x in c.containers()}
+    started = time.time()
+    proc = c.kubepki("renew", "all", "--apply", "-o", "json")
+    assert proc.returncode == 0, _explain(proc)
+    renewal = _json(proc)
+    assert {"apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "front-proxy-client", "etcd-server",
+            "etcd-peer", "etcd-healthcheck-client", "admin.conf", "controller-manager.conf",
+            "scheduler.conf"} <= set(renewal["changed"]), renewal["changed"]
+    path = tmp / "renewal.json"
+    path.write_text(proc.stdout)
+    plan = _json(c.kubepki("restarts", "plan", "--from-renewal", str(path), "-o", "json"))
+    restarts = [s["component"] for s in plan["steps"] if s["action"] == "restart"]
+    assert restarts == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"], plan["steps"]
+    return path, started, before
+
+
+def _check_restarted(c: RealCluster, started: float, before: dict[str, Container]) -> None:
+    c.wait_ready(60)
+    after = {x.name: x for x in c.containers()}
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert after[name].id != before[name].id and after[name].pid != before[name].pid, name
+        assert after[name].started_at > started, name
+    assert _served_matches_disk(c) == {}
+    verify = c.kubepki("verify-served", *_ports_args(c))
+    assert verify.returncode == 0, _explain(verify)
+    # the renewed admin.conf is accepted
+    c.extract_admin()
+    assert c.api("/api/v1/namespaces/kube-system/pods").status == 200
+
+
+def test_renew_all_then_manifest_restarts(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """``renew all --apply``, ``restarts plan --from-renewal`` and ``restarts apply --method manifest
+    --apply`` through the real kubelet: every static pod runs in a new container started after the
+    renewal, every socket serves the renewed file, ``verify-served`` agrees, /readyz is ok."""
+    c = real_cluster
+    path, started, before = _renew_all(c, tmp_path)
+    apply = c.kubepki("restarts", "apply", "--from-renewal", str(path), "--method", "manifest", "--apply",
+                      "--no-backup", timeout=600)
+    assert apply.returncode == 0, _explain(apply)
+    _check_restarted(c, started, before)
+    assert not (c.root / "etc/kubernetes/kubepki-held-manifests").exists() or not any(
+        (c.root / "etc/kubernetes/kubepki-held-manifests").iterdir())
+
+
+def test_renew_all_then_cri_restarts(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """The same with ``--method cri --runtime-endpoint unix://SOCK``: kubepki stops each container
+    through containerd's CRI and the kubelet starts the next one; same independent checks."""
+    c = real_cluster
+    path, started, before = _renew_all(c, tmp_path)
+    apply = c.kubepki("restarts", "apply", "--from-renewal", str(path), "--method", "cri", "--runtime-endpoint",
+                      f"unix://{c.cri_socket}", "--apply", "--no-backup", "--timeout", "400", timeout=900)
+    assert apply.returncode == 0, _explain(apply)
+    _check_restarted(c, started, before)
+
+
+@pytest.mark.xfail(strict=True, reason="kubepki defect: the cri method's StopContainer looks like a crash to the "
+                                       "kubelet, which then holds the restart in CrashLoopBackOff")
+def test_cri_restart_is_not_a_crash(real_cluster: RealCluster) -> None:
+    """Two ``--method cri`` restarts of kube-controller-manager in a row (renewing controller-manager.conf
+    twice, say): each next container starts promptly and the kubelet never puts the pod into
+    CrashLoopBackOff, as with the manifest method."""
+    c = real_cluster
+    log = c.logs / "kubelet.log"
+    offset = log.stat().st_size
+    for _ in range(2):
+        before = c.container("kube-controller-manager")
+        t0 = time.monotonic()
+        proc = c.kubepki("restarts", "apply", "--changed", "controller-manager.conf", "--method", "cri",
+                         "--runtime-endpoint", f"unix://{c.cri_socket}", "--apply", "--no-backup", timeout=600)
+        assert proc.returncode == 0, _explain(proc)
+        assert c.container("kube-controller-manager").id != before.id
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            backoff = [line for line in fh.read().decode(errors="replace").splitlines()
+                       if "CrashLoopBackOff" in line and "container=kube-controller-manager" in line]
+        assert backoff == [], backoff[:2]
+        assert time.monotonic() - t0 < 20
+
+
+@pytest.mark.xfail(strict=True, reason="kubepki defect: renew --apply leaves .kubepki.lock in /etc/kubernetes")
+def test_renew_leaves_no_lock_file(real_cluster: RealCluster) -> None:
+    """After ``renew --apply`` has finished, /etc/kubernetes holds only what kubeadm put there: no
+    lock file is left behind (a finished writer holds no lock)."""
+    c = real_cluster
+    proc = c.kubepki("renew", "etcd-healthcheck-client", "--apply", "--no-backup")
+    assert proc.returncode == 0, _explain(proc)
+    leftovers = [p.name for p in (c.root / "etc/kubernetes").iterdir() if p.name.startswith(".kubepki")]
+    assert leftovers == []
+
+
+def test_node_healthy_at_the_end(real_cluster: RealCluster) -> None:
+    """After everything: /readyz ok, all four mirror pods Running and Ready, ``kubepki check`` clean, and
+    every socket serves its file."""
+    c = real_cluster
+    c.wait_ready(60)
+    c.wait_pods_ready(120)
+    proc = c.kubepki("check", "-o", "json")
+    assert proc.returncode == 0, _explain(proc)
+    assert _served_matches_disk(c) == {}
+    with contextlib.suppress(FileNotFoundError):
+        assert not any((c.root / "etc/kubernetes/kubepki-held-manifests").iterdir())
