@@ -33,7 +33,6 @@ import enum
 import errno
 import gzip
 import hashlib
-import html
 import io
 import json
 import math
@@ -52,13 +51,13 @@ import attrs
 from kubepki import catalog as _catalog
 from kubepki._clock import iso, utc as _utc
 from kubepki._crash import checkpoint
+from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki._version import __version__
 from kubepki.errors import BackupError, ConfigError, KubepkiError, NodeError, UnsafeArchiveError, os_reason
-from kubepki.inspection import go_tabwriter
 from kubepki.node import (
     CONFIG_CANDIDATES,
     FileStat,
-    LocalFS,
+    LocalPaths,
     Node,
     NodeFS,
     fsync_dir,
@@ -194,7 +193,7 @@ class BackupMember:
 
 
 @attrs.frozen(kw_only=True)
-class BackupInfo:
+class BackupInfo(Report):
     """One backup archive: whose, when, how big (what :func:`list_backups` returns)."""
 
     path: Path
@@ -229,15 +228,15 @@ class BackupInfo:
         return (f"<BackupInfo {self.path.name} node={self.node!r} created={iso(self.created)} "
                 f"items={self.items} size={self.size}>")
 
-    def _repr_html_(self) -> str:
-        return _html_table(
-            f"kubepki backup {self.path.name}", ("node", "created", "items", "size", "kubepki"),
-            [(self.node or "?", iso(self.created), str(self.items), _size(self.size), self.kubepki_version)],
-        )
+    def rows(self) -> Table:
+        """One row: node, creation time, items, size and kubepki version."""
+        return Table(f"kubepki backup {self.path.name}", ("node", "created", "items", "size", "kubepki"),
+                     [(self.node or "?", iso(self.created), str(self.items), _size(self.size),
+                       self.kubepki_version)])
 
 
 @attrs.frozen(kw_only=True)
-class VerifyReport:
+class VerifyReport(Report):
     """What :func:`verify_backup` found: ``ok`` or a list of problems."""
 
     path: Path
@@ -261,27 +260,34 @@ class VerifyReport:
             "members": [m.to_dict() for m in self.members],
         }
 
-    def table(self) -> str:
+    @property
+    def outcome(self) -> Outcome:
+        """Failed when the archive has problems."""
+        return Outcome.OK if self.ok else Outcome.FAILED
+
+    def rows(self) -> Table:
+        """The verdict as the title, one row per problem."""
+        verdict = "OK" if self.ok else "problems found"
+        return Table(f"kubepki backup {self.path.name}: {verdict}", ("problem",),
+                     [[Cell(p, "error")] for p in self.problems])
+
+    def blocks(self) -> list[Block]:
         """A verdict line, the backup's summary and the problems, one per line."""
-        lines = [f"{self.path}: {'OK' if self.ok else 'PROBLEMS FOUND'}"]
+        out: list[Block] = [Line([f"{self.path}: ", Cell("OK", "ok") if self.ok else Cell("PROBLEMS FOUND", "error")])]
         if self.info is not None:
             i = self.info
-            lines.append(f"  node {i.node or 'unknown'}, created {iso(i.created)}, {i.items} items, "
-                         f"{_size(i.size)}, kubepki {i.kubepki_version}")
-            lines.extend(f"  skipped when taken: {s}" for s in i.skipped)
-        lines.extend(f"  - {p}" for p in self.problems)
-        return "\n".join(lines)
+            out.append(Line([f"  node {i.node or 'unknown'}, created {iso(i.created)}, {i.items} items, "
+                             f"{_size(i.size)}, kubepki {i.kubepki_version}"]))
+            out += [Line([f"  skipped when taken: {s}"]) for s in i.skipped]
+        out += [Line(["  ", Cell(f"- {p}", "error")]) for p in self.problems]
+        return out
 
-    def __str__(self) -> str:
-        return self.table()
+    def table(self) -> str:
+        """A verdict line, the backup's summary and the problems, one per line."""
+        return self.text().removesuffix("\n")
 
     def __repr__(self) -> str:
         return f"<VerifyReport {self.path.name} ok={self.ok} problems={len(self.problems)}>"
-
-    def _repr_html_(self) -> str:
-        verdict = "OK" if self.ok else "problems found"
-        rows = [(p,) for p in self.problems]
-        return _html_table(f"kubepki backup {self.path.name}: {verdict}", ("problem",), rows)
 
 
 class RestoreAction(str, enum.Enum):
@@ -339,7 +345,7 @@ class RestoreStep:
 
 
 @attrs.frozen(kw_only=True)
-class RestorePlan:
+class RestorePlan(Report):
     """What restoring an archive onto a node would do; nothing has been written.
 
     Apply it with :func:`apply_restore`. The plan is derived from the archive and
@@ -414,37 +420,38 @@ class RestorePlan:
             "steps": [s.to_dict() for s in self.steps],
         }
 
-    def table(self) -> str:
-        """The plan as an aligned table with a header and a summary line."""
+    def rows(self) -> Table:
+        """One row per file: the action, the path and why."""
+        return Table(f"kubepki restore plan — {self.archive.name}: {self.summary()}", ("action", "path", "detail"),
+                     [[Cell(s.action.value, _ACTION_TONE[s.action]), s.path, _detail(s)] for s in self.steps])
+
+    def blocks(self) -> list[Block]:
+        """Where from and onto, the table, a summary line and the notes."""
         head = (f"Restore {self.archive.name} (node {self.backup_node or 'unknown'}, taken "
                 f"{iso(self.created)}) onto node {self.node_name or 'unknown'} "
                 f"at {self.node.fs.describe()}")
-        rows = ["ACTION\tPATH\tDETAIL"]
-        rows += [f"{s.action.value}\t{s.path}\t{_detail(s)}" for s in self.steps]
-        lines = [head, go_tabwriter(rows).rstrip("\n"), self.summary()]
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
+        table = attrs.evolve(self.rows(), title="", columns=("ACTION", "PATH", "DETAIL"), header_tone=None)
+        return [Line([head]), table, Line([self.summary()]), *(Line([f"note: {n}"]) for n in self.notes)]
 
-    def __str__(self) -> str:
-        return self.table()
+    def table(self) -> str:
+        """The plan as an aligned table with a header and a summary line."""
+        return self.text().removesuffix("\n")
 
     def __repr__(self) -> str:
         return f"<RestorePlan {self.archive.name} onto {self.node_name!r}: {self.summary()}>"
 
-    def _repr_html_(self) -> str:
-        rows = [(s.action.value, s.path, _detail(s)) for s in self.steps]
-        return _html_table(f"kubepki restore plan — {self.archive.name}: {self.summary()}",
-                           ("action", "path", "detail"), rows)
+
+_ACTION_TONE = {RestoreAction.CREATE: "ok", RestoreAction.REPLACE: "warning", RestoreAction.UNCHANGED: "dim"}
 
 
-def _detail(step: RestoreStep) -> str:
+def _detail(step: RestoreStep) -> Cell:
     if step.changed_since_backup:
-        return f"{step.detail}; CHANGED SINCE THE BACKUP"
-    return step.detail
+        return Cell(f"{step.detail}; CHANGED SINCE THE BACKUP", "error")
+    return Cell(step.detail)
 
 
 @attrs.frozen(kw_only=True)
-class RestoreResult:
+class RestoreResult(Report):
     """What :func:`apply_restore` wrote."""
 
     plan: RestorePlan
@@ -462,33 +469,26 @@ class RestoreResult:
                                    if self.pre_restore_backup else None),
         }
 
+    def rows(self) -> Table:
+        """One row per file written."""
+        return Table(f"kubepki restore — {len(self.written)} file(s) written", ("written",),
+                     [(p,) for p in self.written])
+
+    def blocks(self) -> list[Block]:
+        """What was written, and where the state before it went."""
+        out: list[Block] = [Line([f"Restored {len(self.written)} file(s) from {self.plan.archive.name} "
+                                  f"onto node {self.plan.node_name or 'unknown'}"])]
+        out += [Line([f"  wrote {p}"]) for p in self.written]
+        if self.pre_restore_backup is not None:
+            out.append(Line([f"The state before the restore is in {self.pre_restore_backup.path}"]))
+        return out
+
     def table(self) -> str:
         """What was written, and where the state before it went."""
-        lines = [f"Restored {len(self.written)} file(s) from {self.plan.archive.name} "
-                 f"onto node {self.plan.node_name or 'unknown'}"]
-        lines += [f"  wrote {p}" for p in self.written]
-        if self.pre_restore_backup is not None:
-            lines.append(f"The state before the restore is in {self.pre_restore_backup.path}")
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
+        return self.text().removesuffix("\n")
 
     def __repr__(self) -> str:
         return f"<RestoreResult {self.plan.archive.name}: {len(self.written)} written>"
-
-    def _repr_html_(self) -> str:
-        return _html_table(f"kubepki restore — {len(self.written)} file(s) written",
-                           ("written",), [(p,) for p in self.written])
-
-
-def _html_table(caption: str, head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    th = "".join(f'<th style="text-align:left">{html.escape(h)}</th>' for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return (f'<table class="kubepki"><caption style="text-align:left">{html.escape(caption)}'
-            f"</caption><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>")
 
 
 # --------------------------------------------------------------------------------------
@@ -1199,7 +1199,7 @@ def _tar_bytes(manifest: _Manifest, found: Sequence[_Found], when: dt.datetime) 
 
 def _check_dest(node: Node, dest: Path) -> None:
     """Refuse a destination inside a directory that is itself backed up or watched."""
-    if not isinstance(node.fs, LocalFS):
+    if not isinstance(node.fs, LocalPaths):
         return
     try:
         real = dest.resolve()
@@ -1785,6 +1785,6 @@ def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *
 
 def default_backup_dir(node: Node) -> Path:
     """The local directory of :data:`DEFAULT_BACKUP_DIR` on ``node`` (under its root)."""
-    if isinstance(node.fs, LocalFS):
+    if isinstance(node.fs, LocalPaths):
         return node.fs.host_path(PurePosixPath(DEFAULT_BACKUP_DIR))
     return node.root / DEFAULT_BACKUP_DIR.lstrip("/")

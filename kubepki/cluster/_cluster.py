@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import html
 import json
 import os
 import time
@@ -50,10 +49,11 @@ import attrs
 
 from kubepki import catalog as _catalog
 from kubepki._clock import utc as _utc
+from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.catalog import Scope
 from kubepki.errors import ConfigError, KubepkiError, RenewalError
 from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, InventoryItem, Severity, Status, inspect
-from kubepki.node import Node, NodeProfile
+from kubepki.node import Connection, LocalPaths, Node, NodeProfile
 from kubepki.pki import iso
 
 if TYPE_CHECKING:
@@ -204,9 +204,8 @@ class Cluster:
     def close(self) -> None:
         """Close every node's connection (SSH); local nodes have none."""
         for node in self.nodes:
-            close = getattr(node.fs, "close", None)
-            if callable(close):
-                close()
+            if isinstance(node.fs, Connection):
+                node.fs.close()
 
     def __enter__(self) -> Cluster:
         return self
@@ -228,9 +227,8 @@ def _reach(node: Node) -> None:
     """Connect a remote node now, so that an unreachable node (host key, login, root) is an
     error of its own rather than every file reading as unreadable."""
     node.check_root()
-    connect = getattr(node.fs, "connect", None)
-    if callable(connect):
-        connect()
+    if isinstance(node.fs, Connection):
+        node.fs.connect()
 
 
 def _workers(workers: int | None, count: int) -> int:
@@ -267,7 +265,7 @@ def _finding(code: str, message: str, *, item: str | None, nodes: Iterable[str])
 
 
 @attrs.frozen(kw_only=True)
-class ClusterInventory:
+class ClusterInventory(Report):
     """Every node's inventory at one moment, and what comparing them found."""
 
     now: dt.datetime
@@ -297,7 +295,7 @@ class ClusterInventory:
     def __repr__(self) -> str:
         worst = collections.Counter(f.code for f in self.findings)
         extra = "".join(f" {code}={n}" for code, n in sorted(worst.items()))
-        return f"<ClusterInventory nodes={list(self.nodes)} exit_code={self.exit_code}{extra}>"
+        return f"<ClusterInventory nodes={list(self.nodes)} outcome={self.outcome.value}{extra}>"
 
     def item(self, label: str, name: str) -> InventoryItem | None:
         """Node ``label``'s item ``name``, None when it does not apply or the node was not reached."""
@@ -311,14 +309,14 @@ class ClusterInventory:
         return tuple(f for f in self.findings if f.code == code)
 
     @property
-    def exit_code(self) -> int:
-        """The worst of the nodes' exit codes and the cluster findings (2 for errors)."""
-        code = max((inv.exit_code for inv in self.inventories.values()), default=0)
+    def outcome(self) -> Outcome:
+        """The worst of the nodes' outcomes and the cluster findings; failed when a node was not reached."""
         if self.errors or any(f.severity.rank >= Severity.ERROR.rank for f in self.findings):
-            return 2
-        if any(f.severity is Severity.WARNING for f in self.findings):
-            code = max(code, 1)
-        return code
+            return Outcome.FAILED
+        worst = max((inv.outcome for inv in self.inventories.values()), key=lambda o: o.rank, default=Outcome.OK)
+        if worst is Outcome.OK and any(f.severity is Severity.WARNING for f in self.findings):
+            return Outcome.WARNING
+        return worst
 
     def to_dict(self) -> dict[str, Any]:
         """The cluster as ``kubepki cluster check -o json`` prints it."""
@@ -331,23 +329,17 @@ class ClusterInventory:
                 "node": inv.node if inv is not None else None,
                 "reachable": inv is not None,
                 "error": self.errors.get(label),
-                "exit_code": inv.exit_code if inv is not None else 2,
                 "summary": inv.counts() if inv is not None else None,
             })
         return {
             "kind": "ClusterInventory",
             "now": iso(self.now),
-            "exit_code": self.exit_code,
             "nodes": nodes,
             "findings": [f.to_dict() for f in self.findings],
             "inventories": {label: inv.to_dict() for label, inv in self},
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def _rows(self) -> list[tuple[str, str, list[str]]]:
+    def _rows(self) -> list[tuple[str, str, list[Cell]]]:
         """(item, scope, cell per node) in catalog order."""
         from kubepki.inspection import short_human_duration
 
@@ -359,83 +351,59 @@ class ClusterInventory:
             for label in self.nodes:
                 inv = self.inventories.get(label)
                 if inv is None:
-                    cells.append("?")
+                    cells.append(Cell("?", "error"))
                     continue
                 if entry.name not in inv:
-                    cells.append("-")
+                    cells.append(Cell("-", "dim"))
                     continue
                 item = inv[entry.name]
                 if item.status is Status.MISSING and not entry.required:
-                    cells.append("-")
+                    cells.append(Cell("-", "dim"))
                     continue
                 seen = True
                 cell = item.status.value
                 if item.not_after is not None and item.status is not Status.MISSING:
                     cell += " " + short_human_duration((item.not_after - inv.now).total_seconds())
                 if (entry.name, label) in flagged:
-                    cell += " *"
-                cells.append(cell)
+                    cells.append(Cell(cell + " *", "error"))
+                else:
+                    cells.append(Cell(cell, item.status.tone))
             if seen:
                 rows.append((entry.name, entry.scope.value, cells))
         return rows
 
+    def rows(self) -> Table:
+        """One row per catalog item, one column per node; then the cluster's findings and unreachable nodes."""
+        rows: list[list[Cell | str]] = [[Cell(name, strong=True), scope, *cells] for name, scope, cells in self._rows()]
+        rows += [[Cell(f.code, f.severity.tone), f.severity.value, f.message] for f in self.findings]
+        rows += [[Cell(label, "error"), "unreachable", why] for label, why in self.errors.items()]
+        return Table(f"kubepki cluster of {len(self.nodes)} nodes at {iso(self.now)}: {self.outcome.value}",
+                     ("item", "scope", *self.nodes), rows)
+
+    def blocks(self) -> list[Block]:
+        """The item-by-node table, then unreachable nodes, the cluster's findings and the nodes' findings."""
+        out: list[Block] = [Table("", ("ITEM", "SCOPE", *self.nodes, ""),
+                                  [[name, scope, *cells, ""] for name, scope, cells in self._rows()])]
+        if any(f.item is not None for f in self.findings):
+            out.append(Line(["(* the node differs from the others or repeats another node's certificate)"]))
+        if self.errors:
+            out += [Line([]), Line([Cell("UNREACHABLE", "strong")])]
+            out += [Line([Cell(f"{label:<10}", "error"), f" {why}"]) for label, why in self.errors.items()]
+        if self.findings:
+            out += [Line([]), Line([Cell("CLUSTER FINDINGS", "strong")])]
+            out += [Line([Cell(f"{cf.severity.value.upper():<8}", cf.severity.tone), f" {cf.code:<28} {cf.message}"])
+                    for cf in sorted(self.findings, key=lambda f: -f.severity.rank)]
+        node_lines: list[Block] = [
+            Line([f"{label:<10} ", Cell(f"{f.severity.value.upper():<8}", f.severity.tone),
+                  f" {item.name:<26} {f.code:<24} {f.message}"])
+            for label, inv in self for item, f in inv.findings if f.severity.rank >= Severity.WARNING.rank]
+        if node_lines:
+            out += [Line([]), Line([Cell("NODE FINDINGS", "strong")]), *node_lines]
+        return out
+
     def table(self) -> str:
         """One row per catalog item, one column per node; then the cluster's and the nodes' findings."""
-        from kubepki.inspection import go_tabwriter
-
-        lines = ["ITEM\tSCOPE\t" + "\t".join(self.nodes) + "\t"]
-        lines += [f"{name}\t{scope}\t" + "\t".join(cells) + "\t" for name, scope, cells in self._rows()]
-        text = go_tabwriter(lines)
-        if any(f.item is not None for f in self.findings):
-            text += "(* the node differs from the others or repeats another node's certificate)\n"
-        if self.errors:
-            text += "\nUNREACHABLE\n" + "".join(f"{label:<10} {why}\n" for label, why in self.errors.items())
-        if self.findings:
-            text += "\nCLUSTER FINDINGS\n"
-            for cf in sorted(self.findings, key=lambda f: -f.severity.rank):
-                text += f"{cf.severity.value.upper():<8} {cf.code:<28} {cf.message}\n"
-        node_lines = []
-        for label, inv in self:
-            for item, f in inv.findings:
-                if f.severity.rank >= Severity.WARNING.rank:
-                    node_lines.append(f"{label:<10} {f.severity.value.upper():<8} {item.name:<26} "
-                                      f"{f.code:<24} {f.message}")
-        if node_lines:
-            text += "\nNODE FINDINGS\n" + "\n".join(node_lines) + "\n"
-        return text
-
-    def __str__(self) -> str:
-        return self.table()
-
-    def _repr_html_(self) -> str:
-        esc = html.escape
-        head = "".join(f"<th>{esc(n)}</th>" for n in self.nodes)
-        body = []
-        for name, scope, cells in self._rows():
-            tds = "".join(f"<td style='color:{_cell_colour(c)}'>{esc(c)}</td>" for c in cells)
-            body.append(f"<tr><td><code>{esc(name)}</code></td><td>{esc(scope)}</td>{tds}</tr>")
-        findings = "".join(
-            f"<li><b style='color:{_SEVERITY_COLOUR[f.severity]}'>{esc(f.severity.value)}</b> "
-            f"<code>{esc(f.code)}</code> {esc(f.message)}</li>" for f in self.findings)
-        errors = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in self.errors.items())
-        return (f"<div class='kubepki-cluster'><p><b>kubepki cluster</b> of {len(self.nodes)} nodes at "
-                f"{esc(iso(self.now))}: exit code {self.exit_code}</p>"
-                f"<table><thead><tr><th>item</th><th>scope</th>{head}</tr></thead>"
-                f"<tbody>{''.join(body)}</tbody></table>"
-                f"{f'<p>Unreachable:</p><ul>{errors}</ul>' if errors else ''}"
-                f"{f'<ul>{findings}</ul>' if findings else ''}</div>")
-
-
-_SEVERITY_COLOUR = {Severity.INFO: "#6e7781", Severity.WARNING: "#b7791f", Severity.ERROR: "#cf222e",
-                    Severity.CRITICAL: "#cf222e"}
-
-
-def _cell_colour(cell: str) -> str:
-    if cell.endswith("*") or cell.startswith(("expired", "invalid")):
-        return "#cf222e"
-    if cell.startswith(("warning", "missing")):
-        return "#b7791f"
-    return "#1a7f37" if cell.startswith("ok") else "#6e7781"
+        return self.text()
 
 
 def _short(digest: str) -> str:
@@ -579,7 +547,7 @@ def inspect_cluster(
 
 
 @attrs.frozen(kw_only=True)
-class ClusterRenewalPlan:
+class ClusterRenewalPlan(Report):
     """Each node's :class:`~kubepki.RenewalPlan`, reviewed together; nothing is written.
 
     ``blockers`` are the shared-material findings found while planning: renewing
@@ -617,9 +585,9 @@ class ClusterRenewalPlan:
         return tuple((label, s.name) for label, plan in self for s in plan.refused)
 
     @property
-    def exit_code(self) -> int:
-        """2 when a step is refused or shared material blocks the renewal, else 0."""
-        return 2 if self.refused or self.blockers else 0
+    def outcome(self) -> Outcome:
+        """Failed when a step is refused or shared material blocks the renewal."""
+        return Outcome.FAILED if self.refused or self.blockers else Outcome.OK
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: the cluster's verdicts and each node's plan."""
@@ -632,41 +600,44 @@ class ClusterRenewalPlan:
             "plans": {label: plan.to_dict() for label, plan in self},
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def rows(self) -> Table:
+        """One row per item, one column per node: the action there."""
+        names = sorted({s.name for plan in self.plans for s in plan.steps})
+        rows: list[list[Cell | str]] = []
+        for name in names:
+            cells: list[Cell | str] = [name]
+            for plan in self.plans:
+                step = next((s for s in plan.steps if s.name == name), None)
+                cells.append(Cell("-", "dim") if step is None else Cell("REFUSED", "error") if step.refused
+                             else Cell(step.action.value, "ok") if step.writes
+                             else Cell(f"skip ({step.reason})", "dim"))
+            rows.append(cells)
+        return Table(f"Cluster renewal plan as of {iso(self.now)}", ("ITEM", *self.nodes), rows)
+
+    def blocks(self) -> list[Block]:
+        """The title, the table, then blockers, notes and what applying does."""
+        table = self.rows()
+        out: list[Block] = [Line([table.title]), Line([]),
+                            attrs.evolve(table, title="", columns=(*table.columns, ""),
+                                         rows=[(*r, Cell("")) for r in table.rows])]
+        gap = [Line([]), Line([])]  # the table ends its last line; the next paragraph starts after two
+        if self.blockers:
+            out += [Line([]), *(Line([Cell("BLOCKED", "error"), f"  {f.code}: {f.message}"]) for f in self.blockers)]
+            gap = [Line([])]
+        notes = [f"{label}: {n}" for label, plan in self for n in plan.notes]
+        if notes:
+            out += [*gap, Line(["Notes:"]), *(Line([f"  {n}"]) for n in notes)]
+            gap = [Line([])]
+        if self.changes_anything:
+            out += [*gap, Line(["Applying backs up every node, then renews node by node "
+                                f"({', '.join(self.nodes)}) and stops at the first failure."])]
+        else:
+            out += [*gap, Line(["Nothing to renew on any node."])]
+        return out
 
     def table(self) -> str:
         """One row per item, one column per node (the action), then blockers and notes."""
-        from kubepki.inspection import go_tabwriter
-
-        names = sorted({s.name for plan in self.plans for s in plan.steps})
-        lines = ["ITEM\t" + "\t".join(self.nodes) + "\t"]
-        for name in names:
-            cells = []
-            for plan in self.plans:
-                step = next((s for s in plan.steps if s.name == name), None)
-                cells.append("-" if step is None else "REFUSED" if step.refused
-                             else step.action.value if step.writes else f"skip ({step.reason})")
-            lines.append(f"{name}\t" + "\t".join(cells) + "\t")
-        text = f"Cluster renewal plan as of {iso(self.now)}\n\n" + go_tabwriter(lines)
-        for f in self.blockers:
-            text += f"\nBLOCKED  {f.code}: {f.message}"
-        notes = [f"{label}: {n}" for label, plan in self for n in plan.notes]
-        if notes:
-            text += "\n\nNotes:\n" + "\n".join(f"  {n}" for n in notes)
-        if self.changes_anything:
-            text += ("\n\nApplying backs up every node, then renews node by node "
-                     f"({', '.join(self.nodes)}) and stops at the first failure.")
-        else:
-            text += "\n\nNothing to renew on any node."
-        return text + "\n"
-
-    def __str__(self) -> str:
-        return self.table()
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.table())}</pre>"
+        return self.text()
 
 
 def plan_cluster_renewal(
@@ -710,7 +681,7 @@ def plan_cluster_renewal(
 
 
 @attrs.frozen(kw_only=True)
-class ClusterRenewalResult:
+class ClusterRenewalResult(Report):
     """What :func:`apply_cluster_renewal` did, node by node, and where it stopped."""
 
     nodes: tuple[str, ...]
@@ -741,9 +712,9 @@ class ClusterRenewalResult:
         return {label: r.changed for label, r in self.results.items() if r.changed}
 
     @property
-    def exit_code(self) -> int:
-        """0 when :attr:`ok`, else 2."""
-        return 0 if self.ok else 2
+    def outcome(self) -> Outcome:
+        """Failed unless :attr:`ok`."""
+        return Outcome.OK if self.ok else Outcome.FAILED
 
     def raise_for_failure(self) -> None:
         """Raise :class:`~kubepki.RenewalError` when a node failed."""
@@ -765,31 +736,29 @@ class ClusterRenewalResult:
             "results": {k: v.to_dict() for k, v in self.results.items()},
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
-
-    def table(self) -> str:
-        """One line per node: backed up where, renewed what; then the failure."""
-        lines = []
+    def rows(self) -> Table:
+        """One row per node: backed up where, renewed what, or why it stopped."""
+        rows: list[list[Cell | str]] = []
         for label in self.nodes:
             b = self.backups.get(label)
             r = self.results.get(label)
             where = f"backup {b.path}{' (on the node)' if b.on_node else ''}" if b else "no backup"
             if r is not None:
-                did = f"renewed {', '.join(r.changed)}" if r.changed else "nothing to renew"
+                did = Cell(f"renewed {', '.join(r.changed)}", "ok") if r.changed else Cell("nothing to renew", "dim")
             elif label == self.failed:
-                did = f"FAILED ({self.phase}): {self.error}"
+                did = Cell(f"FAILED ({self.phase}): {self.error}", "error")
             else:
-                did = "not attempted"
-            lines.append(f"{label}: {where}; {did}")
-        return "\n".join(lines) + "\n"
+                did = Cell("not attempted", "dim")
+            rows.append([label, where, did])
+        return Table(f"kubepki cluster renewal: {self.outcome.value}", ("node", "backup", "renewal"), rows)
 
-    def __str__(self) -> str:
-        return self.table()
+    def blocks(self) -> list[Block]:
+        """One line per node: backed up where, renewed what; then the failure."""
+        return [Line([f"{label.text}: ", f"{where.text}; ", did]) for label, where, did in self.rows().rows]
 
-    def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.table())}</pre>"
+    def table(self) -> str:
+        """One line per node: backed up where, renewed what; then the failure."""
+        return self.text()
 
 
 def apply_cluster_renewal(
@@ -816,7 +785,6 @@ def apply_cluster_renewal(
     blockers (differing shared material) and ``allow_shared_mismatch`` is False.
     """
     from kubepki.backups import backup
-    from kubepki.node import LocalFS
     from kubepki.renewal import apply_renewal
 
     if take_backup and backup_dir is None:
@@ -833,7 +801,7 @@ def apply_cluster_renewal(
         def one(pair: tuple[str, RenewalPlan]) -> BackupInfo | KubepkiError:
             _label, node_plan = pair
             node = node_plan.node
-            on_node = backup_on_node if backup_on_node is not None else not isinstance(node.fs, LocalFS)
+            on_node = backup_on_node if backup_on_node is not None else not isinstance(node.fs, LocalPaths)
             try:
                 return backup(node, backup_dir, now=now, on_node=on_node)
             except KubepkiError as exc:
@@ -884,7 +852,7 @@ class NodeRestart:
 
 
 @attrs.frozen(kw_only=True)
-class ClusterRestartPlan:
+class ClusterRestartPlan(Report):
     """Restarts rolled strictly one node at a time, in a stable order; nothing is done yet."""
 
     cluster: Cluster = attrs.field(eq=False, repr=False)
@@ -909,27 +877,29 @@ class ClusterRestartPlan:
         """JSON-ready form."""
         return {"kind": "ClusterRestartPlan", "order": [n.to_dict() for n in self.order]}
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def rows(self) -> Table:
+        """One row per node's turn: its steps."""
+        return Table("Rolling restart, one node at a time:", ("turn", "node", "steps"),
+                     [[str(t.position), Cell(t.label, strong=True),
+                       "\n".join(f"{s.action.value} {s.component.value} ({s.method.value}): {s.describe()}"
+                                 for s in t.plan) or Cell("nothing to do", "dim")] for t in self.order])
+
+    def blocks(self) -> list[Block]:
+        """Each node's turn: its steps, then the wait for health before the next."""
+        out: list[Block] = [Line(["Rolling restart, one node at a time:"])]
+        for turn in self.order:
+            steps = list(turn.plan)
+            out.append(Line([f"{turn.position}. {turn.label}: " + (f"{len(steps)} step(s)" if steps
+                                                                    else "nothing to do")]))
+            out += [Line([f"     {s.action.value} {s.component.value} ({s.method.value}): {s.describe()}"])
+                    for s in steps]
+            if turn.position < len(self.order):
+                out.append(Line([f"     then wait until {turn.label} is healthy and verified"]))
+        return out
 
     def table(self) -> str:
         """Each node's turn: its steps, then the wait for health before the next."""
-        lines = ["Rolling restart, one node at a time:"]
-        for turn in self.order:
-            steps = list(turn.plan)
-            lines.append(f"{turn.position}. {turn.label}: " + (f"{len(steps)} step(s)" if steps else "nothing to do"))
-            lines += [f"     {s.action.value} {s.component.value} ({s.method.value}): {s.describe()}"
-                      for s in steps]
-            if turn.position < len(self.order):
-                lines.append(f"     then wait until {turn.label} is healthy and verified")
-        return "\n".join(lines) + "\n"
-
-    def __str__(self) -> str:
-        return self.table()
-
-    def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.table())}</pre>"
+        return self.text()
 
 
 ChangedSpec = Mapping[str, Sequence[str]] | Sequence[str]
@@ -1053,7 +1023,7 @@ def ssh_restart(
 
 
 @attrs.frozen(kw_only=True)
-class ClusterRestartReport:
+class ClusterRestartReport(Report):
     """What :func:`apply_cluster_restarts` did, node by node, and where it stopped."""
 
     dry_run: bool
@@ -1072,9 +1042,9 @@ class ClusterRestartReport:
         return self.failed is None
 
     @property
-    def exit_code(self) -> int:
-        """0 when :attr:`ok`, else 2."""
-        return 0 if self.ok else 2
+    def outcome(self) -> Outcome:
+        """Failed unless :attr:`ok`."""
+        return Outcome.OK if self.ok else Outcome.FAILED
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -1089,24 +1059,34 @@ class ClusterRestartReport:
             "reports": {k: v.to_dict() for k, v in self.reports.items()},
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def rows(self) -> Table:
+        """One row per node: ok or failed, and how long it took to be healthy."""
+        rows: list[list[Cell | str]] = []
+        for label, report in self.reports.items():
+            when = self.healthy_after.get(label)
+            rows.append([label, Cell("ok", "ok") if report.ok else Cell("FAILED", "error"),
+                         f"{when:.1f} s" if when is not None else ""])
+        if self.failed is not None:
+            rows.append([self.failed, Cell("stopped", "error"), self.error or ""])
+        rows += [[label, Cell("not attempted", "dim"), ""] for label in self.not_attempted]
+        return Table(f"kubepki rolling restart{' (dry run)' if self.dry_run else ''}: {self.outcome.value}",
+                     ("node", "result", "healthy after"), rows)
 
-    def table(self) -> str:
+    def blocks(self) -> list[Block]:
         """One line per node."""
-        lines = []
+        out: list[Block] = []
         for label, report in self.reports.items():
             when = self.healthy_after.get(label)
             health = f", healthy after {when:.1f} s" if when is not None else ""
-            lines.append(f"{label}: {'ok' if report.ok else 'FAILED'}{health}")
+            out.append(Line([f"{label}: ", Cell("ok", "ok") if report.ok else Cell("FAILED", "error"), health]))
         if self.failed is not None:
-            lines.append(f"stopped at {self.failed}: {self.error}")
-        lines += [f"{label}: not attempted" for label in self.not_attempted]
-        return "\n".join(lines) + "\n"
+            out.append(Line([Cell(f"stopped at {self.failed}", "error"), f": {self.error}"]))
+        out += [Line([f"{label}: not attempted"]) for label in self.not_attempted]
+        return out
 
-    def __str__(self) -> str:
-        return self.table()
+    def table(self) -> str:
+        """One line per node."""
+        return self.text()
 
 
 #: ``health(label, node)``: True when the node's components are healthy and serve
@@ -1134,13 +1114,12 @@ def apply_cluster_restarts(
     are left alone, so at most one node is ever down. With ``dry_run`` nothing
     is restarted and health is not awaited.
     """
-    from kubepki.node import LocalFS
     from kubepki.restarts import apply_restarts
 
     remote = ssh_restart(dry_run=dry_run)
 
     def default_restart(node_plan: RestartPlan, node: Node) -> RestartReport | RemoteRestartReport:
-        if isinstance(node.fs, LocalFS):
+        if isinstance(node.fs, LocalPaths):
             return apply_restarts(node_plan, node, dry_run=dry_run)
         return remote(node_plan, node)
 

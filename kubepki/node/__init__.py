@@ -8,8 +8,12 @@ from kubepki._lazy import attach
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki.node._fs import (
+        CommandResult as CommandResult,
+        CommandRunner as CommandRunner,
+        Connection as Connection,
         FileStat as FileStat,
         LocalFS as LocalFS,
+        LocalPaths as LocalPaths,
         NodeFS as NodeFS,
         atomic_write as atomic_write,
         fsync_dir as fsync_dir,
@@ -41,7 +45,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
     from kubepki.node._ssh import (
         SSHFS as SSHFS,
-        CommandResult as CommandResult,
         HostKeyError as HostKeyError,
         ssh_node as ssh_node,
     )
@@ -53,6 +56,10 @@ __getattr__, __dir__, __all__ = attach(
             "node_path",
             "FileStat",
             "NodeFS",
+            "CommandResult",
+            "CommandRunner",
+            "Connection",
+            "LocalPaths",
             "makedirs",
             "LocalFS",
             "atomic_write",
@@ -83,7 +90,6 @@ __getattr__, __dir__, __all__ = attach(
         ),
         "_ssh": (
             "HostKeyError",
-            "CommandResult",
             "SSHFS",
             "ssh_node",
         ),

@@ -26,7 +26,7 @@ import os
 import secrets
 import stat as stat_mod
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
@@ -36,8 +36,8 @@ import attrs
 from kubepki.errors import LockError, NodeError, node_error
 
 __all__ = [
-    "FileStat", "LocalFS", "NodeFS", "atomic_write", "makedirs", "node_path", "rename_noreplace",
-    "write_exclusive",
+    "CommandResult", "CommandRunner", "Connection", "FileStat", "LocalFS", "LocalPaths", "NodeFS",
+    "atomic_write", "makedirs", "node_path", "rename_noreplace", "write_exclusive",
 ]
 
 _MAX_LINKS = 40
@@ -158,6 +158,66 @@ class NodeFS(Protocol):
         ``wait`` is how many seconds to wait for another holder; raises
         :class:`~kubepki.LockError` when the lock stays taken.
         """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class CommandResult:
+    """What a command run on the node returned."""
+
+    command: str
+    exit_status: int
+    stdout: bytes = attrs.field(repr=False)
+    stderr: bytes = attrs.field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited 0."""
+        return self.exit_status == 0
+
+    def text(self) -> str:
+        """Standard output as text (UTF-8, undecodable bytes replaced)."""
+        return self.stdout.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------
+# Capabilities beyond NodeFS: what some filesystems can do and others cannot. Code asks
+# ``isinstance(fs, LocalPaths)`` rather than which class it is.
+
+
+@runtime_checkable
+class LocalPaths(Protocol):
+    """A filesystem whose files are files of this machine (:class:`LocalFS`).
+
+    Code that needs a real local path (``os`` calls, ``/proc``, a manifest's mtime seen
+    by the local kubelet) works only through these.
+    """
+
+    def host_path(self, path: PurePosixPath | str, *, follow_last: bool = True) -> Path:
+        """The local path of node ``path``, symlinks resolved inside the root."""
+        ...
+
+
+@runtime_checkable
+class Connection(Protocol):
+    """A filesystem reached over a connection (SSH) that can be opened early and closed."""
+
+    def connect(self) -> object:
+        """Open the connection now; raises :class:`NodeError` (host key, login, unreachable)."""
+        ...
+
+    def close(self) -> None:
+        """Close the connection; the next use opens a new one."""
+        ...
+
+
+@runtime_checkable
+class CommandRunner(Protocol):
+    """A filesystem whose node can run commands (SSH)."""
+
+    def run(self, command: str | Sequence[str], *, timeout: float | None = None,
+            stdin: bytes | None = None, check: bool = False) -> CommandResult:
+        """Run ``command`` on the node (a shell line, or arguments to quote) and wait for it."""
         ...
 
 

@@ -23,7 +23,7 @@ import attrs
 from kubepki import catalog as _catalog
 from kubepki.catalog import CatalogEntry, FileRole, Location
 from kubepki.errors import ConfigError, KubepkiError, NodeError, ParseError
-from kubepki.node._fs import LocalFS, NodeFS
+from kubepki.node._fs import Connection, LocalFS, LocalPaths, NodeFS
 from kubepki.node._kubeadm_config import KubeadmConfig, parse_kubeadm_config
 from kubepki.node._manifests import MANIFEST_FILES, StaticPodManifest, parse_manifest
 from kubepki.versions import NEWEST, KubeVersion
@@ -150,16 +150,15 @@ class Node:
         A local root must be a readable directory; a remote node must answer
         (connection, host key) and have its root as a directory.
         """
-        if isinstance(self.fs, LocalFS):
-            root = self.fs.root
+        if isinstance(self.fs, LocalPaths):
+            root = self.fs.host_path("/")
             if not root.is_dir():
                 raise NodeError(f"node root {str(root)!r} is not a directory", path=str(root))
             if not os.access(root, os.R_OK | os.X_OK):
                 raise NodeError(f"node root {str(root)!r} is not readable", path=str(root))
             return
-        connect = getattr(self.fs, "connect", None)
-        if callable(connect):
-            connect()  # raises NodeError (HostKeyError, unreachable) with a clear message
+        if isinstance(self.fs, Connection):
+            self.fs.connect()  # raises NodeError (HostKeyError, unreachable) with a clear message
         st = self.fs.stat(PurePosixPath("/"))
         if st is None or not st.is_dir:
             raise NodeError(f"node root {self.fs.describe()} is not a directory", path=self.fs.describe())

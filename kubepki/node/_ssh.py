@@ -55,42 +55,21 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import attrs
-
 from kubepki.errors import ConfigError, HostKeyError, LockError, NodeError, os_reason
-from kubepki.node._fs import FileStat, node_path
+from kubepki.node._fs import CommandResult, FileStat, node_path
 
 if TYPE_CHECKING:  # pragma: no cover - paramiko is imported on first connection
     import paramiko
 
     from kubepki.node._node import Node
 
-__all__ = ["SSHFS", "CommandResult", "HostKeyError", "ssh_node"]
+__all__ = ["SSHFS", "HostKeyError", "ssh_node"]
 
 _MAX_LINKS = 40
 _CHUNK = 32768  # SFTP's usual largest read and write
 # flock(1)'s exit status when the lock is held elsewhere (-E); 127 is "command not found".
 _LOCK_CONFLICT = 75
 _NOT_FOUND = 127
-
-
-@attrs.frozen(kw_only=True)
-class CommandResult:
-    """What a command run on the node returned."""
-
-    command: str
-    exit_status: int
-    stdout: bytes = attrs.field(repr=False)
-    stderr: bytes = attrs.field(repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when the command exited 0."""
-        return self.exit_status == 0
-
-    def text(self) -> str:
-        """Standard output as text (UTF-8, undecodable bytes replaced)."""
-        return self.stdout.decode("utf-8", "replace")
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

@@ -47,11 +47,10 @@ import enum
 import errno
 import fnmatch
 import hashlib
-import html
 import ipaddress
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -62,6 +61,7 @@ from cryptography import x509
 from kubepki import catalog as _catalog, pki as issuing
 from kubepki._clock import utc as _utc
 from kubepki._crash import CRASH_ENV as _CRASH_ENV, checkpoint
+from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.catalog import CatalogEntry, FileRole, Kind
 from kubepki.errors import (
     ConfigError,
@@ -72,7 +72,7 @@ from kubepki.errors import (
     RenewalError,
     SignerError,
 )
-from kubepki.node import LocalFS, Node, NodeFS, NodeProfile, atomic_write, makedirs, node_lock
+from kubepki.node import LocalPaths, Node, NodeFS, NodeProfile, atomic_write, makedirs, node_lock
 from kubepki.pki import (
     KEY_USAGE_NAMES,
     LeafTemplate,
@@ -285,7 +285,7 @@ def _iso(when: dt.datetime | None) -> str | None:
 
 
 @attrs.frozen(kw_only=True)
-class RenewalPlan:
+class RenewalPlan(Report):
     """What applying will do on one node; immutable, printable, serialisable.
 
     ``inputs`` records the SHA-256 of every file the plan was made from (None for
@@ -311,12 +311,17 @@ class RenewalPlan:
     pending_journal: bool = False
     notes: tuple[str, ...] = ()
 
+    #: kubepki's plans render as a plain ``<table>`` in notebooks.
+    html_class = None
+
     def __repr__(self) -> str:
         counts = ", ".join(f"{k}={v}" for k, v in self.counts().items() if v)
         return f"<RenewalPlan node={self.node_name!r} root={self.root!r} {counts}>"
 
-    def __str__(self) -> str:
-        return self.table()
+    @property
+    def outcome(self) -> Outcome:
+        """Failed when a step is refused."""
+        return Outcome.FAILED if self.refused else Outcome.OK
 
     def __iter__(self) -> Iterator[PlanStep]:
         return iter(self.steps)
@@ -370,26 +375,12 @@ class RenewalPlan:
             "inputs": dict(self.inputs),
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def rows(self) -> Table:
+        """One row per item: the action, expiry now and after, signer, key and a note."""
+        from kubepki.inspection import kubeadm_date
 
-    def table(self) -> str:
-        """A text table: one row per item, then notes and what applying would do."""
-        from kubepki.inspection import go_tabwriter, kubeadm_date
-
-        head = (f"Renewal plan for {self.node_name or 'node'} at {self.root} (Kubernetes "
-                f"{self.kubernetes_version}), as of {kubeadm_date(self.now)}")
-        days = self.validity.total_seconds() / 86400
-        lines = [
-            head,
-            f"New certificates: valid from {kubeadm_date(self.not_before)} to "
-            f"{kubeadm_date(self.not_after)} ({days:g} days, {self.validity_source})",
-            "",
-        ]
-        rows = ["ITEM\tACTION\tEXPIRES NOW\tAFTER\tSIGNER\tKEY\tNOTE"]
+        rows: list[list[Cell | str]] = []
         for s in self.steps:
-            action = "REFUSED" if s.refused else s.action.value
             key = s.new_key_algorithm or s.old_key_algorithm or ""
             if s.writes and s.old_key_algorithm and s.new_key_algorithm != s.old_key_algorithm:
                 key = f"{s.old_key_algorithm}->{s.new_key_algorithm}"
@@ -397,24 +388,39 @@ class RenewalPlan:
             if s.clamped and s.writes:
                 after += " (CA)"
             note = s.message if not s.writes else ("; ".join(s.notes[:1]) if s.notes else "")
-            rows.append("\t".join([
-                s.name, action,
-                kubeadm_date(s.old_not_after) if s.old_not_after else "-",
-                after, s.signer or "-", key or "-", note,
-            ]))
-        lines.append(go_tabwriter(rows).rstrip("\n"))
+            action = (Cell("REFUSED", "error") if s.refused
+                      else Cell(s.action.value, "ok" if s.writes else "dim"))
+            rows.append([s.name, action, kubeadm_date(s.old_not_after) if s.old_not_after else "-",
+                         after, s.signer or "-", key or "-", note])
+        head = (f"Renewal plan for {self.node_name or 'node'} at {self.root} (Kubernetes "
+                f"{self.kubernetes_version}), as of {kubeadm_date(self.now)}")
+        return Table(head, ("ITEM", "ACTION", "EXPIRES NOW", "AFTER", "SIGNER", "KEY", "NOTE"), rows)
+
+    def blocks(self) -> list[Block]:
+        """The table between the new certificates' validity and the notes and what applying would do."""
+        from kubepki.inspection import kubeadm_date
+
+        table = self.rows()
+        days = self.validity.total_seconds() / 86400
+        out: list[Block] = [
+            Line([table.title]),
+            Line([f"New certificates: valid from {kubeadm_date(self.not_before)} to "
+                  f"{kubeadm_date(self.not_after)} ({days:g} days, {self.validity_source})"]),
+            Line([]),
+            attrs.evolve(table, title=""),
+        ]
         notes = list(self.notes) + [f"{s.name}: {n}" for s in self.steps if s.writes for n in s.notes]
         if notes:
-            lines += ["", "Notes:"] + [f"  - {n}" for n in notes]
+            out += [Line([]), Line(["Notes:"]), *(Line([f"  - {n}"]) for n in notes)]
         c = self.counts()
-        writing = len(self.work)
         refused = f", {c['refused']} refused" if c["refused"] else ""
-        lines += ["", f"{writing} item(s) to write, {len(self.skipped)} skipped{refused}. "
-                  "Nothing has been written."]
-        return "\n".join(lines) + "\n"
+        out += [Line([]), Line([f"{len(self.work)} item(s) to write, {len(self.skipped)} skipped{refused}. "
+                                "Nothing has been written."])]
+        return out
 
-    def _repr_html_(self) -> str:
-        return _plan_html(self)
+    def table(self) -> str:
+        """A text table: one row per item, then notes and what applying would do."""
+        return self.text()
 
 
 # --------------------------------------------------------------------------------------
@@ -436,7 +442,7 @@ class SkippedItem:
 
 
 @attrs.frozen(kw_only=True)
-class RenewalResult:
+class RenewalResult(Report):
     """What a run changed: what restart planning consumes (names, paths, time)."""
 
     root: str
@@ -468,12 +474,9 @@ class RenewalResult:
         return not any(s.refused for s in self.skipped)
 
     @property
-    def exit_code(self) -> int:
-        """0 when nothing was refused, else 2 (the CLI's exit status)."""
-        return 0 if self.ok else 2
-
-    def __str__(self) -> str:
-        return self.table()
+    def outcome(self) -> Outcome:
+        """Failed when an item was refused."""
+        return Outcome.OK if self.ok else Outcome.FAILED
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -495,39 +498,42 @@ class RenewalResult:
             "messages": list(self.messages),
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def rows(self) -> Table:
+        """One row per item: written, skipped or refused, and why."""
+        rows: list[list[Cell | str]] = [[n, Cell("written", "ok"), ""] for n in self.changed]
+        rows += [[s.name, Cell("refused", "error") if s.refused else Cell("skipped", "dim"), s.message]
+                 for s in self.skipped]
+        backup = f"; backup {self.backup}" if self.backup else ""
+        return Table(f"Renewal of {self.node_name or self.root} at {iso(self.renewed_at)}{backup}",
+                     ("item", "result", "why"), rows)
+
+    def blocks(self) -> list[Block]:
+        """kubeadm's messages, then the backup and the files written."""
+        skipped = {s.message: s for s in self.skipped}
+        out: list[Block] = [Line([Cell(m, _message_tone(skipped.get(m)))]) for m in self.messages]
+        if self.resumed:
+            out.append(Line([f"Completed an interrupted renewal first: {', '.join(self.resumed)}"]))
+        if self.backup:
+            out.append(Line([f"Backup: {self.backup}{' (on the node)' if self.backup_on_node else ''}"]))
+        if self.changed:
+            out += [Line([]), Line(["Files written:"]), *(Line([f"  {p}"]) for p in self.files)]
+            out += [Line([]), Line([Cell("Done renewing certificates.", "strong"),
+                                    " You must restart the kube-apiserver, kube-controller-manager, "
+                                    "kube-scheduler and etcd, so that they can use the new certificates."])]
+        elif not self.resumed:
+            out.append(Line(["Nothing was written."]))
+        return out
 
     def table(self) -> str:
         """kubeadm's messages, then the backup and the files written."""
-        lines = list(self.messages)
-        if self.resumed:
-            lines.append(f"Completed an interrupted renewal first: {', '.join(self.resumed)}")
-        if self.backup:
-            lines.append(f"Backup: {self.backup}{' (on the node)' if self.backup_on_node else ''}")
-        if self.changed:
-            lines += ["", "Files written:"] + [f"  {p}" for p in self.files]
-            lines += ["", "Done renewing certificates. You must restart the kube-apiserver, "
-                      "kube-controller-manager, kube-scheduler and etcd, so that they can use "
-                      "the new certificates."]
-        elif not self.resumed:
-            lines.append("Nothing was written.")
-        return "\n".join(lines) + "\n"
+        return self.text()
 
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(n)}</td><td style='color:#1a7f37'>written</td><td></td></tr>"
-            for n in self.changed
-        ) + "".join(
-            f"<tr><td>{html.escape(s.name)}</td><td style='color:{'#cf222e' if s.refused else '#6e7781'}'>"
-            f"{'refused' if s.refused else 'skipped'}</td><td>{html.escape(s.message)}</td></tr>"
-            for s in self.skipped
-        )
-        backup = f"<p>Backup: <code>{html.escape(str(self.backup))}</code></p>" if self.backup else ""
-        return (f"<div><p><b>Renewal of {html.escape(self.node_name or self.root)}</b> at "
-                f"{html.escape(iso(self.renewed_at))}</p>{backup}<table><thead><tr><th>item</th>"
-                f"<th>result</th><th>why</th></tr></thead><tbody>{rows}</tbody></table></div>")
+
+def _message_tone(skipped: SkippedItem | None) -> str:
+    """A written item's message is ok; a skipped one's says why (missing, refused, left alone)."""
+    if skipped is None:
+        return "ok"
+    return "missing" if skipped.reason == "missing" else "error" if skipped.refused else "warning"
 
 
 # --------------------------------------------------------------------------------------
@@ -1267,7 +1273,7 @@ def apply_renewal(
 
 def _on_node(node: Node, backup_on_node: bool | None) -> bool:
     if backup_on_node is None:
-        return not isinstance(node.fs, LocalFS)
+        return not isinstance(node.fs, LocalPaths)
     return backup_on_node
 
 
@@ -2114,49 +2120,3 @@ def _install_step(ctx: _PlanContext, entry: CatalogEntry,
         kubeconfig=kubeconfig,
     )
     return step, _Material(cert_pem=cert_pem, key_pem=key_pem)
-
-
-# --------------------------------------------------------------------------------------
-# HTML
-
-
-_COLOURS = {
-    Action.RENEW: "#1a7f37",
-    Action.RECREATE: "#0969da",
-    Action.CREATE: "#0969da",
-    Action.SWITCH: "#0969da",
-    Action.INSTALL: "#0969da",
-    Action.SKIP: "#6e7781",
-}
-
-
-def _plan_html(plan: RenewalPlan) -> str:
-    esc: Callable[[object], str] = lambda v: html.escape(str(v))  # noqa: E731
-    rows = []
-    for s in plan.steps:
-        colour = "#cf222e" if s.refused else _COLOURS[s.action]
-        label = "refused" if s.refused else s.action.value
-        rows.append(
-            "<tr>"
-            f"<td><code>{esc(s.name)}</code></td>"
-            f"<td style='color:{colour};font-weight:bold'>{esc(label)}</td>"
-            f"<td>{esc(_iso(s.old_not_after) or '-')}</td>"
-            f"<td>{esc(_iso(s.new_not_after) if s.writes and s.new_not_after else '-')}"
-            f"{' (clamped)' if s.clamped else ''}</td>"
-            f"<td>{esc(s.signer or '-')}</td>"
-            f"<td>{esc(s.new_key_algorithm or s.old_key_algorithm or '-')}</td>"
-            f"<td>{esc(s.message if not s.writes else '; '.join(s.notes))}</td>"
-            "</tr>"
-        )
-    notes = "".join(f"<li>{esc(n)}</li>" for n in plan.notes)
-    return (
-        "<div class='kubepki-plan'>"
-        f"<p><b>Renewal plan</b> for <code>{esc(plan.node_name or plan.root)}</code> "
-        f"(Kubernetes {esc(plan.kubernetes_version)}) as of {esc(iso(plan.now))}; new "
-        f"certificates valid {esc(iso(plan.not_before))} to {esc(iso(plan.not_after))}</p>"
-        "<table><thead><tr><th>item</th><th>action</th><th>expires now</th><th>after</th>"
-        "<th>signer</th><th>key</th><th>note</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-        f"{f'<ul>{notes}</ul>' if notes else ''}</div>"
-    )
-
