@@ -19,12 +19,15 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         ClusterRestartReport as ClusterRestartReport,
         HealthCheck as HealthCheck,
         NodeRestart as NodeRestart,
-        RemoteRestartReport as RemoteRestartReport,
         apply_cluster_renewal as apply_cluster_renewal,
         apply_cluster_restarts as apply_cluster_restarts,
         inspect_cluster as inspect_cluster,
         plan_cluster_renewal as plan_cluster_renewal,
         plan_cluster_restarts as plan_cluster_restarts,
+    )
+    from kubepki.cluster._remote import (
+        RemoteRestartReport as RemoteRestartReport,
+        RemoteRestartRequest as RemoteRestartRequest,
         ssh_restart as ssh_restart,
     )
 
@@ -45,11 +48,14 @@ __getattr__, __dir__, __all__ = attach(
             "ClusterRestartPlan",
             "ChangedSpec",
             "plan_cluster_restarts",
-            "RemoteRestartReport",
-            "ssh_restart",
             "ClusterRestartReport",
             "HealthCheck",
             "apply_cluster_restarts",
+        ),
+        "_remote": (
+            "RemoteRestartRequest",
+            "RemoteRestartReport",
+            "ssh_restart",
         ),
     },
 )

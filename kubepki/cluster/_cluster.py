@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -51,6 +50,7 @@ from kubepki import catalog as _catalog
 from kubepki._clock import utc as _utc
 from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.catalog import Scope
+from kubepki.cluster._remote import RemoteRestartReport, ssh_restart
 from kubepki.errors import ConfigError, KubepkiError, RenewalError
 from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, InventoryItem, Severity, Status, inspect
 from kubepki.node import Connection, LocalPaths, Node, NodeProfile
@@ -71,13 +71,11 @@ __all__ = [
     "ClusterRestartPlan",
     "ClusterRestartReport",
     "NodeRestart",
-    "RemoteRestartReport",
     "apply_cluster_renewal",
     "apply_cluster_restarts",
     "inspect_cluster",
     "plan_cluster_renewal",
     "plan_cluster_restarts",
-    "ssh_restart",
 ]
 
 #: The findings that compare nodes: code -> (severity, meaning). Stable like
@@ -946,80 +944,6 @@ def plan_cluster_restarts(
         plan = plan_restarts(node, changed=per_node.get(label, []), **kwargs)
         turns.append(NodeRestart(position=position, label=label, plan=plan))
     return ClusterRestartPlan(cluster=cluster, order=tuple(turns))
-
-
-@attrs.frozen(kw_only=True)
-class RemoteRestartReport:
-    """What ``kubepki restarts apply`` reported when run on a node over SSH."""
-
-    node: str | None
-    command: str
-    exit_status: int
-    #: The JSON the remote kubepki printed (its RestartReport, or the plan in a dry run).
-    output: Mapping[str, Any] | None = attrs.field(repr=False)
-    stderr: str = ""
-
-    @property
-    def ok(self) -> bool:
-        """True when the remote run exited 0 (every step done and verified)."""
-        return self.exit_status == 0
-
-    @property
-    def error(self) -> str | None:
-        """Why it failed, from the remote report or its standard error."""
-        if self.ok:
-            return None
-        outcomes = (self.output or {}).get("outcomes") or []
-        failed = next((o for o in outcomes if isinstance(o, dict) and o.get("status") == "failed"), None)
-        if failed is not None:
-            return f"{failed.get('component')}: {failed.get('error')}"
-        lines = self.stderr.strip().splitlines()
-        return lines[-1] if lines else f"exited {self.exit_status}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"node": self.node, "command": self.command, "exit_status": self.exit_status, "ok": self.ok,
-                "error": self.error, "output": dict(self.output) if self.output is not None else None}
-
-
-def ssh_restart(
-    command: Sequence[str] = ("kubepki",),
-    *,
-    options: Sequence[str] = (),
-    dry_run: bool = True,
-    timeout: float = 900.0,
-) -> Callable[[RestartPlan, Node], RemoteRestartReport]:
-    """A ``restart`` for :func:`apply_cluster_restarts` that runs kubepki on the node over SSH.
-
-    Static pods are restarted by the node's own kubelet, so the restart happens
-    on the node: ``<command> restarts apply --root <root> --changed <names>
-    --policy <policy> --method <method> [--apply] -o json <options>`` through the
-    node's :meth:`kubepki.node._ssh.SSHFS.run`. ``command`` is how kubepki is started
-    there (``["python3", "-m", "kubepki"]``...); ``options`` are added as they are
-    (``--timeout 60``, ``--proc /host/proc``). Raises
-    :class:`~kubepki.ConfigError` for a node that cannot run commands.
-    """
-
-    def restart(plan: RestartPlan, node: Node) -> RemoteRestartReport:
-        run = getattr(node.fs, "run", None)
-        if not callable(run):
-            raise ConfigError(f"{node.fs.describe()} cannot run commands; restart it with apply_restarts")
-        if not plan.changed:
-            return RemoteRestartReport(node=plan.node, command="", exit_status=0, output=plan.to_dict())
-        argv = [*command, "restarts", "apply", "--root", str(node.root), "--changed", *plan.changed,
-                "--policy", plan.policy.value, "--method", plan.method.value, "-o", "json", *options]
-        if not dry_run:
-            argv.append("--apply")
-        done = run(argv, timeout=timeout)
-        try:
-            output = json.loads(done.stdout) if done.stdout.strip() else None
-        except ValueError:
-            output = None
-        return RemoteRestartReport(node=plan.node, command=done.command, exit_status=done.exit_status,
-                                   output=output if isinstance(output, dict) else None,
-                                   stderr=done.stderr.decode("utf-8", "replace"))
-
-    return restart
 
 
 @attrs.frozen(kw_only=True)
