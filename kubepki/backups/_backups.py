@@ -1549,7 +1549,7 @@ def _plan(scan: _Scan, node: Node, only: Iterable[str] | None) -> RestorePlan:
             shown = ", ".join(str(d) for d in dirs)
             raise UnsafeArchiveError(
                 f"{scan.path}: member {m.member_name!r} is not inside the node's kubeadm "
-                f"directories ({shown}); if the node's cert dir differs, name it (--cert-dir)",
+                f"directories ({shown}); if the node's cert dir differs, name it (the node's cert_dir)",
                 path=m.path)
     members, names = _select(manifest, only)
     as_root = node.fs.can_chown()
@@ -1681,7 +1681,7 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
     if reasons and not accept_changed:
         more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
         raise BackupError(f"restore refused: {reasons[0]}{more}; review the plan, then accept "
-                          "it (accept_changed=True, --accept-changed)")
+                          "it (accept_changed=True)")
     when = _utc(now)
     with node_lock(node, wait=lock_wait):
         scan = _load(plan.archive)
@@ -1700,7 +1700,7 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
             except BackupError as exc:
                 raise BackupError(f"no file restored: the backup of the current state failed "
                                   f"({exc.message}); free space, choose another backup_dir "
-                                  "(--backup-dir) or skip it (take_backup=False, --no-backup)",
+                                  "or skip it (take_backup=False)",
                                   path=exc.path) from None
             report = verify_backup(pre.path)
             if not report.ok:  # a backup that cannot be restored is no backup

@@ -485,7 +485,7 @@ def _compare_node_items(inventories: Mapping[str, Inventory], order: Sequence[st
                     "duplicated-node-certificate",
                     f"{entry.name} has the same certificate (serial {serial}) on {', '.join(labels)}: "
                     "it was copied between nodes; issue it on each node "
-                    f"(kubepki renew {entry.name} --recreate on the copies)",
+                    "(renew it on the nodes that hold a copy)",
                     item=entry.name, nodes=labels))
     return out
 

@@ -1509,7 +1509,7 @@ def _commit(node: Node, groups: Sequence[_Group], *, started: dt.datetime) -> No
     except NodeError as exc:
         raise RenewalError(
             f"renewal interrupted while putting files in place ({exc.message}); the journal "
-            f"{journal} lets `kubepki renew --resume` finish it"
+            f"{journal} lets resume_renewal finish it"
         ) from None
     for d in dirs:
         fs.fsync_dir(d)
