@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kubepki import testing  # noqa: E402
+from kubepki.cli import exit_status  # noqa: E402
 from kubepki.cluster._cluster import Cluster, inspect_cluster  # noqa: E402
 from kubepki.node._ssh import ssh_node  # noqa: E402
 from tests import sshd  # noqa: E402
@@ -55,7 +56,7 @@ def measure(demo: testing.DemoCluster, fleet: sshd.Fleet, known_hosts: Path, cou
         inv = inspect_cluster(cluster, now=NOW, workers=workers)
         elapsed = time.perf_counter() - start
     assert not inv.errors, inv.errors
-    assert inv.exit_code == 0, inv.table()
+    assert exit_status(inv) == 0, inv.table()
     return elapsed
 
 

@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import kubepki  # noqa: E402
+from kubepki.cli import exit_status  # noqa: E402
 from kubepki.pki import _certs as pki  # noqa: E402
 from tests.kubeadm_trees import materialize  # noqa: E402
 
@@ -155,7 +156,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bench_inspect_one_node(benchmark: Callable[..., object], tree: Path) -> None:
     """One full node, in-process, discovery included."""
     inv = benchmark(lambda: kubepki.inspect(kubepki.Node(tree), now=NOW))
-    assert inv.exit_code == 0  # type: ignore[attr-defined]
+    assert exit_status(inv) == 0  # type: ignore[attr-defined]
 
 
 def test_bench_certificate_checks(benchmark: Callable[..., object], tree: Path) -> None:

@@ -120,8 +120,10 @@ class _Collector:
             node = str(data.get("node") or "")
             source = str(data.get("root") or data.get("source") or "")
             fam["when"].add_metric([node, source], inv.now.timestamp())
-            if "exit_code" in data:
-                fam["exit"].add_metric([node, source], float(data["exit_code"]))
+            outcome = getattr(inv, "outcome", None)
+            if outcome is not None:
+                # kubepki check exits with the outcome's rank (kubepki.cli.exit_status); test_metrics ties them
+                fam["exit"].add_metric([node, source], float(outcome.rank))
             for item in data.get("items", []):
                 values = [
                     node, str(item.get("name") or ""), str(item.get("path") or ""),

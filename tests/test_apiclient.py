@@ -29,7 +29,7 @@ import pytest
 import yaml
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from kubepki.cli import main
+from kubepki.cli import exit_status, main
 from kubepki.errors import ConfigError, KubeconfigError
 from kubepki.inspection._findings import Status
 from kubepki.objects import _apiclient as apiclient
@@ -245,7 +245,7 @@ def test_client_certificate_embedded_with_paging(tmp_path: Path, api: APIStub, p
     assert "/policy/webhooks[v.example.test].clientConfig.caBundle" in names
     assert "/v1beta1.metrics.k8s.io/spec.caBundle" in names
     assert inv["ns-1/web-7/tls.crt"].has("key-mismatch")
-    assert inv.exit_code == 2 and inv.source == api.url
+    assert exit_status(inv) == 2 and inv.source == api.url
     assert inv.objects == {"Secret": 11, "ConfigMap": 2, "ValidatingWebhookConfiguration": 1, "APIService": 1}
 
 

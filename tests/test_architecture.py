@@ -20,7 +20,7 @@ PACKAGE = Path(kubepki.__file__).parent
 
 #: floor of each top-level part of kubepki (a module or a package)
 FLOORS: dict[str, int] = {
-    "_version": 0, "_lazy": 0, "errors": 0, "_crash": 0,
+    "_version": 0, "_lazy": 0, "errors": 0, "_crash": 0, "_report": 0,
     "versions": 1, "_clock": 1,
     "catalog": 2,
     "pki": 3,
@@ -34,7 +34,7 @@ FLOORS: dict[str, int] = {
 }
 GENERATED = "_cri_api"
 #: private top-level modules every package may import (the shared helpers)
-SHARED = {"_version", "_lazy", "_clock", "_crash"}
+SHARED = {"_version", "_lazy", "_clock", "_crash", "_report"}
 
 
 def _modules() -> dict[str, Path]:

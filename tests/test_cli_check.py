@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubepki.cli import main
+from kubepki.cli import exit_status, main
 from tests.kubeadm_trees import config_path, materialize
 
 NOW_FRESH = "2026-12-01T00:00:00Z"
@@ -200,7 +200,7 @@ def _check_as_nobody(base: Path) -> None:
 
             inv = kubepki.inspect(root, now=kubepki.cli._common.parse_now(NOW_FRESH))
             os.write(write_end, inv.to_json().encode())
-            status = inv.exit_code
+            status = exit_status(inv)
         except BaseException as exc:  # report to the parent instead of dying silently
             os.write(write_end, repr(exc).encode())
         finally:

@@ -27,6 +27,7 @@ from hypothesis import given, settings, strategies as st
 
 import kubepki
 from kubepki import testing
+from kubepki.cli import exit_status, json_document
 from kubepki.errors import ConfigError, ParseError
 from kubepki.inspection._findings import Status
 from kubepki.objects import _objects as cluster_objects
@@ -241,7 +242,7 @@ def test_healthy_tls_secret_gives_keypair_and_bundle_items(pki: PKI) -> None:
     assert [c.common_name for c in pair.chain] == ["web.example.test", "demo-intermediate-ca"]
     assert pair.signer == "demo-intermediate-ca"
     assert pair.residual_seconds == int((leaf.not_valid_after_utc - NOW).total_seconds())
-    assert inv.exit_code == 0
+    assert exit_status(inv) == 0
     assert inv.objects == {"Secret": 1}
 
 
@@ -258,7 +259,7 @@ def test_item_json_has_node_item_fields_plus_location(pki: PKI) -> None:
         "default", "web-tls", "Secret", "tls.crt")
     assert item["kind"] == "keypair" and item["status"] == "ok"
     assert item["not_after"].endswith("Z") and item["certificate"]["common_name"] == "web.example.test"
-    assert set(inv.to_dict()) >= {"now", "source", "summary", "exit_code", "items", "notes"}
+    assert set(json_document(inv)) >= {"now", "source", "summary", "exit_code", "items", "notes"}
 
 
 @pytest.mark.parametrize("algorithm", ["ECDSA-P256", "RSA-2048"])
@@ -271,7 +272,7 @@ def test_key_mismatch_is_invalid(algorithm: str) -> None:
     assert "key-mismatch" not in codes(inv["default/good/tls.crt"])
     bad = inv["default/bad/tls.crt"]
     assert "key-mismatch" in codes(bad) and bad.status is Status.INVALID
-    assert inv.exit_code == 2
+    assert exit_status(inv) == 2
 
 
 @pytest.mark.parametrize(("field", "code"), [
@@ -358,7 +359,7 @@ def test_validity(pki: PKI, window: tuple[dt.datetime, dt.datetime], code: str |
     leaf = pki.leaf(not_before=window[0], not_after=window[1])
     inv = check([tls_secret("web", pem(leaf, pki.intermediate), key_pem(pki.leaf_keys[0]))])
     item = inv["default/web/tls.crt"]
-    assert item.status is status and inv.exit_code == exit_code
+    assert item.status is status and exit_status(inv) == exit_code
     assert (code in codes(item)) if code else not codes(item)
 
 
@@ -366,7 +367,7 @@ def test_warn_within_is_honoured(pki: PKI) -> None:
     """A leaf 10 days from expiry is ok with warn_within=7d."""
     leaf = pki.leaf(not_after=NOW + 10 * DAY)
     inv = check([tls_secret("web", pem(leaf), key_pem(pki.leaf_keys[0]))], warn_within=7 * DAY)
-    assert inv.exit_code == 0
+    assert exit_status(inv) == 0
 
 
 def test_expired_certificate_inside_a_ca_bundle(pki: PKI, other: PKI) -> None:
@@ -652,7 +653,7 @@ def test_ten_thousand_secrets_stream_in_bounded_memory(tmp_path: Path, pki: PKI,
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(inv) == 20_000 and inv.exit_code == 0, inv.counts()
+    assert len(inv) == 20_000 and exit_status(inv) == 0, inv.counts()
     assert peak < 200 << 20
     with capsys.disabled():
         print(f"\n10,000 Secrets ({size / 2**20:.0f} MiB JSON): tracemalloc peak {peak / 2**20:.1f} MiB")

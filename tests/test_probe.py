@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from kubepki.cli import main
+from kubepki.cli import exit_status, main
 from kubepki.errors import ConfigError
 from kubepki.inspection._findings import Status
-from kubepki.objects import probe as probe_module
 from kubepki.objects.probe import fetch_chain, parse_endpoint, probe
+from kubepki.pki import _tls as tls_module
 from tests.test_cluster_objects import DAY, NOW, PKI, key_pem, pem
 
 FULL_CHAIN = sys.version_info >= (3, 13) or (hasattr(getattr(ssl, "_ssl", None), "_SSLSocket") and hasattr(
@@ -110,13 +110,13 @@ def test_good_chain_by_sni(server: TLSServer) -> None:
                                                        "probe-root-ca"]
         assert inv.notes == ()
     assert "a.example.test" in server.seen
-    assert inv.exit_code == 0 and inv.source == "probe"
+    assert exit_status(inv) == 0 and inv.source == "probe"
 
 
 def test_expired_certificate_behind_another_name(server: TLSServer) -> None:
     """Another SNI name on the same port serves an expired certificate: exit 2."""
     inv = probe([f"127.0.0.1:{server.port}"], server_name="b.example.test", now=NOW)
-    assert inv.items[0].status is Status.EXPIRED and inv.exit_code == 2
+    assert inv.items[0].status is Status.EXPIRED and exit_status(inv) == 2
 
 
 def test_no_sni_for_ip_addresses(server: TLSServer) -> None:
@@ -149,12 +149,12 @@ def test_served_chain_out_of_order(server: TLSServer) -> None:
     inv = probe([f"127.0.0.1:{server.port}"], server_name="c.example.test", now=NOW)
     item = inv.items[0]
     assert [f.code for f in item.findings] == ["chain-order"] and item.status is Status.WARNING
-    assert inv.exit_code == 1
+    assert exit_status(inv) == 1
 
 
 def test_leaf_only_fallback(server: TLSServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without any chain API only the leaf is checked, and the inventory notes it."""
-    monkeypatch.setattr(probe_module, "_chain_of",
+    monkeypatch.setattr(tls_module, "_chain_of",
                         lambda sock: ([sock.getpeercert(binary_form=True)], False))
     inv = probe([f"127.0.0.1:{server.port}"], server_name="a.example.test", now=NOW)
     assert len(inv.items[0].chain) == 1 and inv.items[0].status is Status.OK
@@ -172,7 +172,7 @@ def test_unreachable_endpoint_is_an_invalid_item(server: TLSServer) -> None:
     bad, good = inv.items
     assert [f.code for f in bad.findings] == ["unreachable"] and bad.status is Status.INVALID
     assert bad.facts is None and good.status is Status.OK
-    assert inv.exit_code == 2
+    assert exit_status(inv) == 2
 
 
 def test_plain_tcp_server_fails_the_handshake() -> None:

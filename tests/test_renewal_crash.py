@@ -29,7 +29,7 @@ from cryptography import x509
 
 import kubepki
 from kubepki import _crash
-from kubepki.cli import main
+from kubepki.cli import exit_status, main
 from kubepki.pki._certs import load_private_key, public_key_der
 from kubepki.renewal import _renewal as renewal
 from tests.kubeadm_trees import materialize
@@ -100,7 +100,7 @@ def rerun_and_check(root: Path, original: dict[str, tuple[bytes, bytes]], where:
     assert not (root / PKI / renewal.JOURNAL_NAME).exists(), where
     assert not _staged_files(root), where
     inv = kubepki.inspect(root, now=kubepki.cli._common.parse_now(NOW))
-    assert inv.exit_code == 0, (where, [(i.name, f.code) for i, f in inv.findings if f.severity.rank])
+    assert exit_status(inv) == 0, (where, [(i.name, f.code) for i, f in inv.findings if f.severity.rank])
 
 
 def _run(root: Path, crash_at: int | None) -> int:

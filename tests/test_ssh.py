@@ -18,6 +18,7 @@ import pytest
 
 import kubepki
 from kubepki import testing
+from kubepki.cli import exit_status
 from kubepki.errors import LockError, NodeError
 from kubepki.node._fs import LocalFS, makedirs
 from kubepki.node._lock import node_lock
@@ -96,7 +97,7 @@ def test_inspection_over_ssh_equals_local_inspection(connect: Connector, demo: t
     local = kubepki.inspect(demo.root, now=WHEN)
     assert _without_mtimes(remote.to_dict()) == _without_mtimes(local.to_dict())
     assert remote.node == "cp1"
-    assert remote.exit_code == 0
+    assert exit_status(remote) == 0
 
 
 def test_inspection_over_ssh_sees_damage(connect: Connector, tmp_path: Path) -> None:
@@ -304,7 +305,7 @@ def test_works_inside_a_running_event_loop(connect: Connector, demo: testing.Dem
     node = _node(connect, demo.root)
 
     async def inside() -> int:
-        return kubepki.inspect(node, now=WHEN).exit_code
+        return exit_status(kubepki.inspect(node, now=WHEN))
 
     assert asyncio.run(inside()) == 0
 

@@ -87,7 +87,7 @@ EXAMPLES = r"""
   kubepki:
     state: checked
   register: inventory
-  failed_when: inventory.exit_code == 2
+  failed_when: exit_status(inventory) == 2
 """
 
 RETURN = r"""
@@ -148,6 +148,7 @@ def _duration(module: Any, value: str | None, what: str) -> Any:
 
 def _checked(module: Any, node: Any) -> dict[str, Any]:
     import kubepki
+    from kubepki.cli import exit_status
     from kubepki.inspection._inventory import DEFAULT_WARN_WITHIN
 
     warn = _duration(module, module.params["warn_within"], "warn_within") or DEFAULT_WARN_WITHIN
@@ -157,12 +158,13 @@ def _checked(module: Any, node: Any) -> dict[str, Any]:
         for item, f in inv.findings
         if f.severity.rank >= kubepki.Severity.WARNING.rank
     ]
-    return {"changed": False, "node": inv.node, "exit_code": inv.exit_code, "summary": inv.counts(),
+    return {"changed": False, "node": inv.node, "exit_code": exit_status(inv), "summary": inv.counts(),
             "findings": findings, "inventory": inv.to_dict()}
 
 
 def _renewed(module: Any, node: Any) -> dict[str, Any]:
     import kubepki
+    from kubepki.cli import exit_status
 
     p = module.params
     plan = kubepki.plan_renewal(
@@ -183,7 +185,7 @@ def _renewed(module: Any, node: Any) -> dict[str, Any]:
     result = kubepki.apply_renewal(plan, backup_dir=backup_dir, take_backup=backup_dir is not None,
                                    backup_on_node=True, wait=p["lock_wait"])
     out.update(changed=bool(result.changed), changed_items=list(result.changed), result=result.to_dict(),
-               exit_code=result.exit_code)
+               exit_code=exit_status(result))
     if result.backup is not None:
         out["backup"] = str(result.backup)
     return out

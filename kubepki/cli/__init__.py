@@ -21,9 +21,10 @@ from typing import Any
 from kubepki._version import __version__
 from kubepki.cli import _common, check, demo, metrics
 from kubepki.cli._common import error
+from kubepki.cli._exit import exit_status, json_document
 from kubepki.errors import KubepkiError
 
-__all__ = ["EXIT_ERROR", "main"]
+__all__ = ["EXIT_ERROR", "exit_status", "json_document", "main"]
 
 EXIT_ERROR = _common.EXIT_ERROR
 

@@ -27,32 +27,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from kubepki.inspection import Severity, Status
-
-if TYPE_CHECKING:
-    from kubepki.inspection import Inventory
+from kubepki._report import Report, Span
 
 __all__ = [
     "STYLES",
     "Output",
     "Span",
     "color_wanted",
-    "inventory_spans",
-    "plan_spans",
-    "renewal_result_spans",
-    "restore_spans",
-    "verify_spans",
 ]
 
-#: A coloured stretch of text: start and end offsets and a :data:`STYLES` key.
-Span = tuple[int, int, str]
-
-#: Style names -> rich styles. The statuses match the HTML tables (kubepki.inspection._render).
+#: The reports' tones (kubepki._report.TONES) -> rich styles; the HTML tables use the same tones.
 STYLES: Mapping[str, str] = {
     "ok": "green",
     "warning": "yellow",
@@ -61,20 +49,6 @@ STYLES: Mapping[str, str] = {
     "info": "cyan",
     "dim": "dim",
     "strong": "bold",
-}
-
-_STATUS_STYLE = {
-    Status.OK: "ok",
-    Status.WARNING: "warning",
-    Status.EXPIRED: "error",
-    Status.INVALID: "error",
-    Status.MISSING: "missing",
-}
-_SEVERITY_STYLE = {
-    Severity.INFO: "info",
-    Severity.WARNING: "warning",
-    Severity.ERROR: "error",
-    Severity.CRITICAL: "error",
 }
 
 
@@ -139,6 +113,11 @@ class Output:
         if not self.quiet:
             self._write(text, spans)
 
+    def report(self, report: Report, *, answer: bool = True) -> None:
+        """Print ``report``'s text, coloured by its cells' tones; ``answer=False`` is left out with ``--quiet``."""
+        text, spans = report.styled()
+        (self.result if answer else self.info)(text, spans)
+
     def _write(self, text: str, spans: Sequence[Span]) -> None:
         if not text.endswith("\n"):
             text += "\n"
@@ -169,79 +148,3 @@ class Output:
             return
         with console.status(message, spinner="dots"):
             yield
-
-
-# --------------------------------------------------------------------------------------
-# What to colour in each command's text output
-
-
-def _spans(text: str, pattern: str, style_of: Mapping[str, str], group: int = 1) -> list[Span]:
-    out: list[Span] = []
-    for match in re.finditer(pattern, text, flags=re.MULTILINE):
-        style = style_of.get(match.group(group))
-        if style is not None:
-            out.append((match.start(group), match.end(group), style))
-    return out
-
-
-_RESIDUAL = re.compile(r"\d{2}:\d{2} UTC\s+(\S+)")
-_HEADERS = r"^(CERTIFICATE(?: AUTHORITY)?\s.*|FINDINGS)$"
-
-
-def inventory_spans(text: str, inv: Inventory) -> list[Span]:
-    """``kubepki check``'s tables: each item's time left in its status colour,
-    ``!MISSING!``/``!INVALID!`` markers, headers, and the findings' severities."""
-    status = {item.name: item.status for item in inv.items}
-    out: list[Span] = [(m.start(1), m.end(1), "strong") for m in re.finditer(_HEADERS, text, re.MULTILINE)]
-    offset = 0
-    in_findings = False
-    for line in text.splitlines(keepends=True):
-        stripped = line.rstrip("\n")
-        if stripped == "FINDINGS":
-            in_findings = True
-        elif in_findings:
-            word = stripped.split(" ", 1)[0].lower()
-            if word in {s.value for s in Severity}:
-                out.append((offset, offset + len(word), _SEVERITY_STYLE[Severity(word)]))
-        elif stripped.startswith(("!MISSING! ", "!INVALID! ")):
-            marker = stripped.split(" ", 1)[0]
-            out.append((offset, offset + len(marker), "missing" if marker == "!MISSING!" else "error"))
-        else:
-            name = stripped.split(" ", 1)[0]
-            match = _RESIDUAL.search(stripped)
-            if name in status and match is not None:
-                out.append((offset + match.start(1), offset + match.end(1), _STATUS_STYLE[status[name]]))
-        offset += len(line)
-    return out
-
-
-_PLAN_ACTIONS = {"renew": "ok", "recreate": "ok", "create": "ok", "switch": "ok", "install": "ok",
-                 "skip": "dim", "REFUSED": "error"}
-
-
-def plan_spans(text: str) -> list[Span]:
-    """A renewal plan's table: what happens to each item (REFUSED in red)."""
-    return _spans(text, r"^\S+ +(\S+)", _PLAN_ACTIONS)
-
-
-def renewal_result_spans(text: str) -> list[Span]:
-    """A renewal's report: kubeadm's ``renewed``, ``MISSING!`` and external-CA lines."""
-    out = _spans(text, r" (renewed)$", {"renewed": "ok"})
-    out += _spans(text, r"^(MISSING!)", {"MISSING!": "missing"})
-    out += _spans(text, r"(can't be renewed)$", {"can't be renewed": "warning"})
-    out += _spans(text, r"^(Done renewing certificates\.)", {"Done renewing certificates.": "strong"})
-    return out
-
-
-def restore_spans(text: str) -> list[Span]:
-    """A restore plan: the action of each file, and files changed since the backup."""
-    out = _spans(text, r"^(create|replace|unchanged)\b", {"create": "ok", "replace": "warning", "unchanged": "dim"})
-    out += _spans(text, r"(CHANGED SINCE THE BACKUP)", {"CHANGED SINCE THE BACKUP": "error"})
-    return out
-
-
-def verify_spans(text: str) -> list[Span]:
-    """``kubepki backup verify``: the verdict and each problem."""
-    out = _spans(text, r": (OK|PROBLEMS FOUND)$", {"OK": "ok", "PROBLEMS FOUND": "error"})
-    out += [(m.start(1), m.end(1), "error") for m in re.finditer(r"^  (- .*)$", text, re.MULTILINE)]
-    return out

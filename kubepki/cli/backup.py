@@ -12,7 +12,8 @@ from typing import Any
 from kubepki.backups import DEFAULT_BACKUP_DIR
 from kubepki.catalog import CATALOG
 from kubepki.cli._common import EXIT_OK, EXIT_PROBLEM, add_node_options, emit, error, node_from_args
-from kubepki.cli._output import Output, restore_spans, verify_spans
+from kubepki.cli._exit import exit_status
+from kubepki.cli._output import Output
 from kubepki.cli.completion import suggest
 from kubepki.errors import BackupError, LockError
 
@@ -247,9 +248,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     if args.output == "json":
         _json(report.to_dict())
     else:
-        text = report.table()
-        (out.result if not report.ok else out.info)(text, verify_spans(text))
-    return EXIT_OK if report.ok else EXIT_PROBLEM
+        out.report(report, answer=not report.ok)
+    return exit_status(report)
 
 
 def _run_prune(args: argparse.Namespace) -> int:
@@ -289,13 +289,11 @@ def _run_restore(args: argparse.Namespace) -> int:
                 hint.append("Files marked CHANGED SINCE THE BACKUP were modified after it was "
                             "taken; restoring discards those changes.")
             hint.append(f"To restore: {cmd}{_same_target(args)}")
-        table = plan.table()
-        out.result(table, restore_spans(table))
-        out.info("\n" + "\n".join(hint), restore_spans("\n" + "\n".join(hint)))
+        out.report(plan)
+        out.info("\n" + "\n".join(hint))
         return EXIT_OK
     if args.output == "table":
-        table = plan.table()
-        out.info(table + "\n", restore_spans(table))
+        out.report(plan, answer=False)
     with out.status(f"Restoring {len(plan.changes)} file(s) onto {node.fs.describe()}…"):
         result = apply_restore(plan, accept_changed=args.accept_changed, take_backup=args.take_backup,
                                backup_dir=args.backup_dir)

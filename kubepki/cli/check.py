@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import tempfile
 from typing import Any
 
+from kubepki._report import Outcome, render_text
 from kubepki.cli._common import (
     add_node_options,
     add_now_option,
@@ -14,8 +16,9 @@ from kubepki.cli._common import (
     node_from_args,
     parse_within,
 )
-from kubepki.cli._output import Output, inventory_spans
-from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, inspect
+from kubepki.cli._exit import exit_status, json_document
+from kubepki.cli._output import Output
+from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, findings_blocks, inspect
 
 DESCRIPTION = "Inspect a node's certificates, keys and kubeconfigs: kubeadm's expiry tables, then kubepki's findings."
 EXAMPLES = """\
@@ -63,14 +66,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(inv: Inventory, output: str, out: Output) -> int:
     if output == "json":
-        out.result(inv.to_json())
+        out.result(json.dumps(json_document(inv), indent=2))
     elif not out.quiet:
-        text = inv.table()
-        out.result(text, inventory_spans(text, inv))
-    elif inv.exit_code:
-        # --quiet: the findings are the answer; the tables are the context.
-        from kubepki.inspection import findings_text
-
-        text = findings_text(inv).lstrip("\n")
-        out.result(text, inventory_spans(text, inv))
-    return inv.exit_code
+        out.report(inv)
+    elif inv.outcome is not Outcome.OK:
+        # --quiet: the findings are the answer (without the blank line before them); the tables are the context.
+        out.result(*render_text(findings_blocks(inv)[1:]))
+    return exit_status(inv)

@@ -20,6 +20,7 @@ from kubepki.cli._common import (
     emit,
     parse_within,
 )
+from kubepki.cli._exit import exit_status, json_document
 from kubepki.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -165,8 +166,8 @@ def run_check(args: argparse.Namespace) -> int:
     with _cluster(args) as cluster:
         inv = inspect_cluster(cluster, now=args.now, warn_within=args.warn_within or DEFAULT_WARN_WITHIN,
                               workers=args.workers)
-    emit(inv.to_json() if args.output == "json" else inv.table())
-    return inv.exit_code
+    emit(json.dumps(json_document(inv), indent=2) if args.output == "json" else inv.table())
+    return exit_status(inv)
 
 
 def run_renew(args: argparse.Namespace) -> int:
@@ -179,13 +180,13 @@ def run_renew(args: argparse.Namespace) -> int:
                                     now=args.now, workers=args.workers)
         if not args.apply:
             emit(plan.to_json() if args.output == "json" else plan.table())
-            return plan.exit_code
+            return exit_status(plan)
         result = apply_cluster_renewal(plan, backup_dir=None if args.no_backup else args.backup_dir,
                                        take_backup=not args.no_backup, backup_on_node=True,
                                        allow_shared_mismatch=args.allow_shared_mismatch,
                                        wait=args.wait, workers=args.workers)
     emit(result.to_json() if args.output == "json" else result.table())
-    return result.exit_code
+    return exit_status(result)
 
 
 def _changed_from(path: str) -> dict[str, list[str]]:

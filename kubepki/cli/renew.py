@@ -30,7 +30,8 @@ from kubepki.cli._common import (
     node_from_args,
     parse_within,
 )
-from kubepki.cli._output import Output, plan_spans, renewal_result_spans
+from kubepki.cli._exit import exit_status
+from kubepki.cli._output import Output
 from kubepki.cli.completion import suggest
 from kubepki.errors import BackupError, ConfigError, NodeError, RenewalError
 
@@ -260,9 +261,8 @@ def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, .
         if args.output == "json":
             emit(plan.to_json())
         else:
-            table = plan.table()
-            out.result(table, plan_spans(table))
-        return EXIT_OK
+            out.report(plan)
+        return EXIT_OK  # a plan shown is an answer, refused steps included
     first = "backing up first" if not args.no_backup else "no backup"
     try:
         with out.status(f"Renewing {len(plan.work)} item(s) on {plan.node_name or plan.root} ({first})…"):
@@ -277,13 +277,12 @@ def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, .
         emit(json.dumps({**result.to_dict(), "plan": plan.to_dict()}, indent=2))
     else:
         _report(out, result)
-    return EXIT_OK if result.ok else EXIT_PROBLEM
+    return exit_status(result)
 
 
 def _report(out: Output, result: Any) -> None:
     """A run's report: with --quiet, only when something was refused."""
-    text = result.table()
-    (out.info if result.ok else out.result)(text, renewal_result_spans(text))
+    out.report(result, answer=not result.ok)
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -303,7 +302,7 @@ def run_install(args: argparse.Namespace) -> int:
         emit(result.to_json())
     else:
         _report(out, result)
-    return EXIT_OK if result.ok else EXIT_PROBLEM
+    return exit_status(result)
 
 
 def run_switch(args: argparse.Namespace) -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from kubepki.cli._common import EXIT_ERROR, add_now_option, add_output_option, emit, parse_within
+from kubepki.cli._exit import exit_status, json_document
 from kubepki.inspection import DEFAULT_WARN_WITHIN
 
 if TYPE_CHECKING:
@@ -153,10 +155,10 @@ def run_probe(args: argparse.Namespace) -> int:
 
 def _report(inv: ObjectInventory, output: str) -> int:
     if output == "json":
-        emit(inv.to_json())
+        emit(json.dumps(json_document(inv), indent=2))
     else:
         text = inv.table()
         if inv.notes:
             text += "\n" + "\n".join(f"note: {n}" for n in inv.notes) + "\n"
         emit(text)
-    return inv.exit_code
+    return exit_status(inv)

@@ -12,14 +12,16 @@ from typing import Protocol, TypeVar
 
 import attrs
 
+from kubepki._report import Outcome
+
 __all__ = [
     "CODES",
     "Finding",
     "HasFindings",
     "Severity",
     "Status",
-    "exit_code_for",
     "make",
+    "outcome_for",
     "status_counts",
     "status_for",
     "worst_first",
@@ -39,6 +41,11 @@ class Severity(str, enum.Enum):
         """0 for info up to 3 for critical."""
         return _RANK[self]
 
+    @property
+    def tone(self) -> str:
+        """How reports show it (``info``, ``warning`` or ``error``)."""
+        return "info" if self is Severity.INFO else "warning" if self is Severity.WARNING else "error"
+
 
 _RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2, Severity.CRITICAL: 3}
 
@@ -51,6 +58,11 @@ class Status(str, enum.Enum):
     EXPIRED = "expired"
     MISSING = "missing"
     INVALID = "invalid"
+
+    @property
+    def tone(self) -> str:
+        """How reports show it: ``ok``, ``warning``, ``missing``, or ``error`` (expired, invalid)."""
+        return "error" if self in (Status.EXPIRED, Status.INVALID) else self.value
 
 
 @attrs.frozen
@@ -170,16 +182,17 @@ def worst_first(items: Iterable[_Item]) -> list[tuple[_Item, Finding]]:
     return sorted(pairs, key=lambda p: -p[1].severity.rank)
 
 
-def exit_code_for(items: Iterable[_Item], *, required: Callable[[_Item], bool] = lambda _: True) -> int:
-    """``kubepki check``'s exit status: 0 all well, 1 only warnings, 2 expired, invalid or required-missing."""
-    code = 0
+def outcome_for(items: Iterable[_Item], *, required: Callable[[_Item], bool] = lambda _: True) -> Outcome:
+    """The worst of ``items``: failed when one is expired, invalid or required and missing,
+    warning when one only warns, else ok."""
+    outcome = Outcome.OK
     for item in items:
         if item.status in (Status.EXPIRED, Status.INVALID):
-            return 2
+            return Outcome.FAILED
         if item.status is Status.MISSING:
             if required(item):
-                return 2
+                return Outcome.FAILED
             continue
         if item.status is Status.WARNING:
-            code = 1
-    return code
+            outcome = Outcome.WARNING
+    return outcome

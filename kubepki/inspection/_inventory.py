@@ -25,8 +25,8 @@ import attrs
 from cryptography import x509
 
 from kubepki import catalog as _catalog
-from kubepki._report import Block, Outcome, Report, Table
 from kubepki._clock import utc as _utc
+from kubepki._report import Block, Outcome, Report, Table
 from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
 from kubepki.errors import KubeconfigError, NodeError, ParseError
 from kubepki.inspection._findings import (

@@ -10,17 +10,26 @@ notebook themes.
 from __future__ import annotations
 
 import datetime as dt
-import html
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from kubepki._report import HTML_COLOURS, Block, Cell, Table, go_tabwriter, line, render_html, render_text
 from kubepki.catalog import Kind
 from kubepki.inspection._findings import Severity, Status
 
 if TYPE_CHECKING:
     from kubepki.inspection._inventory import Inventory, InventoryItem
 
-__all__ = ["go_tabwriter", "inventory_html", "inventory_table", "kubeadm_date", "short_human_duration"]
+__all__ = [
+    "findings_blocks",
+    "findings_text",
+    "go_tabwriter",
+    "inventory_blocks",
+    "inventory_html",
+    "inventory_rows",
+    "inventory_table",
+    "kubeadm_date",
+    "short_human_duration",
+]
 
 
 def short_human_duration(seconds: float) -> str:
@@ -48,44 +57,15 @@ def kubeadm_date(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%b %d, %Y %H:%M UTC")
 
 
-def go_tabwriter(lines: Sequence[str], *, minwidth: int = 10, padding: int = 3) -> str:
-    """Align tab-separated ``lines`` the way Go's ``text/tabwriter`` does.
-
-    A cell is text terminated by a tab; the text after a line's last tab is not
-    part of any column. A column block is a run of consecutive lines that have a
-    cell in that column; each block is as wide as its widest cell plus padding.
-    """
-    rows = [line.split("\t") for line in lines]
-    widths: list[list[int]] = [[0] * (len(r) - 1) for r in rows]
-
-    def format_block(start: int, end: int, column: int) -> None:
-        line = start
-        while line < end:
-            if len(rows[line]) - 1 <= column:
-                line += 1
-                continue
-            block_start = line
-            width = minwidth
-            while line < end and len(rows[line]) - 1 > column:
-                width = max(width, len(rows[line][column]) + padding)
-                line += 1
-            for i in range(block_start, line):
-                widths[i][column] = width
-            format_block(block_start, line, column + 1)
-
-    format_block(0, len(rows), 0)
-    out = []
-    for row, ws in zip(rows, widths, strict=True):
-        cells = [cell.ljust(w) for cell, w in zip(row[:-1], ws, strict=True)]
-        out.append("".join(cells) + row[-1])
-    return "\n".join(out) + "\n"
+#: Each status's colour in HTML and in the timeline.
+_STATUS_STYLE = {s: HTML_COLOURS[s.tone] for s in Status}
 
 
 def _yes_no(value: bool) -> str:
     return f"{'yes' if value else 'no':<8}"
 
 
-def inventory_table(inv: Inventory, *, findings: bool = True) -> str:
+def inventory_blocks(inv: Inventory, *, findings: bool = True) -> list[Block]:
     """The two check-expiration tables (certificates, then CAs), then kubepki's findings."""
     certs = sorted(
         (i for i in inv.items if i.kind in (Kind.CERTIFICATE, Kind.KUBECONFIG, Kind.KUBELET)
@@ -93,88 +73,73 @@ def inventory_table(inv: Inventory, *, findings: bool = True) -> str:
         key=lambda i: i.name,
     )
     cas = sorted((i for i in inv.items if i.kind is Kind.CA), key=lambda i: i.name)
-    lines = ["CERTIFICATE\tEXPIRES\tRESIDUAL TIME\tCERTIFICATE AUTHORITY\tEXTERNALLY MANAGED"]
-    for item in certs:
-        if item.status is Status.MISSING:
-            lines.append(f"!MISSING! {item.name}\t\t\t\t\t")
-        elif item.not_after is None:
-            lines.append(f"!INVALID! {item.name}\t\t\t{item.signer or ''}\t{_yes_no(item.externally_managed)}")
-        else:
-            lines.append("\t".join([
-                item.name, kubeadm_date(item.not_after),
-                short_human_duration((item.not_after - inv.now).total_seconds()),
-                item.signer or "", _yes_no(item.externally_managed),
-            ]))
-    lines.append("")
-    lines.append("CERTIFICATE AUTHORITY\tEXPIRES\tRESIDUAL TIME\tEXTERNALLY MANAGED")
-    for item in cas:
-        if item.status is Status.MISSING:
-            lines.append(f"!MISSING! {item.name}\t\t\t")
-        elif item.not_after is None:
-            lines.append(f"!INVALID! {item.name}\t\t\t{_yes_no(item.externally_managed)}")
-        else:
-            lines.append("\t".join([
-                item.name, kubeadm_date(item.not_after),
-                short_human_duration((item.not_after - inv.now).total_seconds()),
-                _yes_no(item.externally_managed),
-            ]))
-    text = go_tabwriter(lines)
+    blocks: list[Block] = [
+        Table("", ("CERTIFICATE", "EXPIRES", "RESIDUAL TIME", "CERTIFICATE AUTHORITY", "EXTERNALLY MANAGED"),
+              [_expiry_row(inv, item, signer=True) for item in certs]),
+        line(),
+        Table("", ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"),
+              [_expiry_row(inv, item, signer=False) for item in cas]),
+    ]
     if findings:
-        text += findings_text(inv)
-    return text
+        blocks += findings_blocks(inv)
+    return blocks
+
+
+def _expiry_row(inv: Inventory, item: InventoryItem, *, signer: bool) -> list[Cell]:
+    """One row of kubeadm's tables; a missing or unreadable item is marked as kubeadm marks it."""
+    middle = [Cell(item.signer or "")] if signer else []
+    if item.status is Status.MISSING:
+        return [Cell(f"!MISSING! {item.name}", "missing"), *[Cell("")] * (5 if signer else 3)]
+    if item.not_after is None:
+        return [Cell(f"!INVALID! {item.name}", "error"), Cell(""), Cell(""), *middle,
+                Cell(_yes_no(item.externally_managed))]
+    residual = short_human_duration((item.not_after - inv.now).total_seconds())
+    return [Cell(item.name), Cell(kubeadm_date(item.not_after)), Cell(residual, item.status.tone), *middle,
+            Cell(_yes_no(item.externally_managed))]
+
+
+def inventory_table(inv: Inventory, *, findings: bool = True) -> str:
+    """The two check-expiration tables (certificates, then CAs), then kubepki's findings."""
+    return render_text(inventory_blocks(inv, findings=findings))[0]
+
+
+def findings_blocks(inv: Inventory, *, min_severity: Severity = Severity.WARNING) -> list[Block]:
+    """The findings at ``min_severity`` or worse, one line each, worst first (after a blank line)."""
+    shown = [(i, f) for i, f in inv.findings if f.severity.rank >= min_severity.rank]
+    if not shown:
+        return []
+    out: list[Block] = [line(), line(Cell("FINDINGS", "strong"))]
+    for item, f in shown:
+        word = f.severity.value.upper()
+        out.append(line(Cell(word, f.severity.tone),
+                        f"{'':<{8 - len(word)}} {item.name:<26} {f.code:<24} {f.message}"))
+    return out
 
 
 def findings_text(inv: Inventory, *, min_severity: Severity = Severity.WARNING) -> str:
     """The findings at ``min_severity`` or worse, one line each, worst first."""
-    shown = [(i, f) for i, f in inv.findings if f.severity.rank >= min_severity.rank]
-    if not shown:
-        return ""
-    lines = ["", "FINDINGS"]
-    for item, f in shown:
-        lines.append(f"{f.severity.value.upper():<8} {item.name:<26} {f.code:<24} {f.message}")
-    return "\n".join(lines) + "\n"
+    return render_text(findings_blocks(inv, min_severity=min_severity))[0]
 
 
-# HTML ---------------------------------------------------------------------------------
-
-_STATUS_STYLE = {
-    Status.OK: "#1a7f37",
-    Status.WARNING: "#b7791f",
-    Status.EXPIRED: "#cf222e",
-    Status.INVALID: "#cf222e",
-    Status.MISSING: "#8250df",
-}
-
-
-def _badge(status: Status) -> str:
-    colour = _STATUS_STYLE[status]
-    return (f'<span style="color:#fff;background:{colour};padding:1px 6px;border-radius:8px;'
-            f'font-size:0.85em">{html.escape(status.value)}</span>')
+def inventory_rows(inv: Inventory) -> Table:
+    """The inventory as one table (for notebooks): every item with its status and findings."""
+    counts = ", ".join(f"{k} {v}" for k, v in inv.counts().items() if v)
+    title = (f"kubepki inventory — node {inv.node or '?'}, Kubernetes {inv.profile.kubernetes_version}, "
+             f"at {kubeadm_date(inv.now)}: {counts}")
+    return Table(title, ("name", "kind", "status", "expires", "residual", "signer", "scope", "external",
+                         "findings"),
+                 [_item_row(i, inv.now) for i in inv.items])
 
 
-def _row(item: InventoryItem, now: dt.datetime) -> str:
+def _item_row(item: InventoryItem, now: dt.datetime) -> list[Cell]:
     expires = kubeadm_date(item.not_after) if item.not_after else "—"
     residual = short_human_duration((item.not_after - now).total_seconds()) if item.not_after else "—"
-    findings = "<br>".join(
-        f"<code>{html.escape(f.code)}</code> {html.escape(f.message)}" for f in item.findings
-        if f.severity is not Severity.INFO
-    )
-    cells = [
-        f"<b>{html.escape(item.name)}</b>", html.escape(item.kind.value), _badge(item.status),
-        html.escape(expires), html.escape(residual), html.escape(item.signer or "—"),
-        html.escape(item.scope.value), "yes" if item.externally_managed else "no", findings,
-    ]
-    return "<tr>" + "".join(f'<td style="text-align:left;vertical-align:top">{c}</td>' for c in cells) + "</tr>"
+    findings = "\n".join(f"{f.code} {f.message}" for f in item.findings if f.severity is not Severity.INFO)
+    return [Cell(item.name, strong=True), Cell(item.kind.value), Cell(item.status.value, item.status.tone, badge=True),
+            Cell(expires), Cell(residual), Cell(item.signer or "—"), Cell(item.scope.value),
+            Cell("yes" if item.externally_managed else "no"), Cell(findings)]
 
 
 def inventory_html(inv: Inventory) -> str:
     """A compact colour-coded table of the inventory for Jupyter."""
-    head = ["name", "kind", "status", "expires", "residual", "signer", "scope", "external", "findings"]
-    counts = ", ".join(f"{k} {v}" for k, v in inv.counts().items() if v)
-    caption = (f"kubepki inventory — node <b>{html.escape(inv.node or '?')}</b>, "
-               f"Kubernetes {html.escape(str(inv.profile.kubernetes_version))}, "
-               f"at {html.escape(kubeadm_date(inv.now))}: {html.escape(counts)}")
-    rows = "".join(_row(i, inv.now) for i in inv.items)
-    header = "".join(f'<th style="text-align:left">{h}</th>' for h in head)
-    return (f'<table class="kubepki"><caption style="text-align:left">{caption}</caption>'
-            f"<thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>")
+    return render_html(inventory_rows(inv))

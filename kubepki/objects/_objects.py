@@ -28,8 +28,8 @@ line and each item parsed on its own (:data:`MAX_OBJECT_BYTES` bounds one item).
 >>> import datetime as dt, kubepki
 >>> inv = kubepki.check_objects(b'{"kind": "List", "items": []}',
 ...                             now=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
->>> inv.exit_code, len(inv)
-(0, 0)
+>>> inv.outcome.value, len(inv)
+('ok', 0)
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import codecs
 import datetime as dt
 import enum
 import hashlib
-import html
 import io
 import json
 import os
@@ -54,13 +53,14 @@ import attrs
 from cryptography import x509
 
 from kubepki._clock import utc as _utc
+from kubepki._report import Block, Cell, Line, Outcome, Report, Table, render_text
 from kubepki.errors import ConfigError, ParseError
 from kubepki.inspection import (
     Finding,
     HasFindings,
     Severity,
     Status,
-    exit_code_for,
+    outcome_for,
     status_counts,
     status_for,
     worst_first,
@@ -220,7 +220,7 @@ class ObjectItem(HasFindings):
 
 
 @attrs.frozen(kw_only=True)
-class ObjectInventory:
+class ObjectInventory(Report):
     """The certificate items of a set of cluster objects (or endpoints) at one moment."""
 
     now: dt.datetime
@@ -263,9 +263,9 @@ class ObjectInventory:
         return worst_first(self.items)
 
     @property
-    def exit_code(self) -> int:
-        """0 all well, 1 only warnings, 2 anything expired, invalid or missing (as ``kubepki check``)."""
-        return exit_code_for(self.items)
+    def outcome(self) -> Outcome:
+        """Failed when an item is expired, invalid or missing; warning when one only warns (as ``kubepki check``)."""
+        return outcome_for(self.items)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: run facts, a status summary and every item."""
@@ -276,21 +276,24 @@ class ObjectInventory:
             "objects": dict(self.objects),
             "notes": list(self.notes),
             "summary": self.counts(),
-            "exit_code": self.exit_code,
             "items": [i.to_dict() for i in self.items],
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
-
     def table(self, *, findings: bool = True) -> str:
         """A kubeadm-style table (NAMESPACE OBJECT KEY EXPIRES RESIDUAL TIME STATUS), then findings."""
-        from kubepki.inspection import go_tabwriter, kubeadm_date, short_human_duration
+        return render_text(self._blocks(findings=findings))[0]
+
+    def blocks(self) -> list[Block]:
+        """The kubeadm-style table, then the findings."""
+        return self._blocks(findings=True)
+
+    def _blocks(self, *, findings: bool) -> list[Block]:
+        from kubepki.inspection import kubeadm_date, short_human_duration
 
         endpoints = bool(self.items) and all(i.object_kind == "Endpoint" for i in self.items)
-        lines = ["ENDPOINT\tSERVER NAME\tEXPIRES\tRESIDUAL TIME\tSTATUS" if endpoints
-                 else "NAMESPACE\tOBJECT\tKEY\tEXPIRES\tRESIDUAL TIME\tSTATUS"]
+        columns = (("ENDPOINT", "SERVER NAME", "EXPIRES", "RESIDUAL TIME", "STATUS") if endpoints
+                   else ("NAMESPACE", "OBJECT", "KEY", "EXPIRES", "RESIDUAL TIME", "STATUS"))
+        rows: list[list[Cell | str]] = []
         for item in sorted(self.items, key=_sort_key):
             if item.not_after is not None:
                 expires = kubeadm_date(item.not_after)
@@ -299,47 +302,34 @@ class ObjectInventory:
                 expires = residual = "-"
             where = ([item.object, item.key or "-"] if endpoints else
                      [item.namespace or "-", f"{item.object_kind.lower()}/{item.object}", item.key])
-            lines.append("\t".join([*where, expires, residual, item.status.value]))
-        text = go_tabwriter(lines)
+            rows.append([*where, expires, Cell(residual, item.status.tone),
+                         Cell(item.status.value, item.status.tone)])
+        out: list[Block] = [Table("", columns, rows, header_tone=None)]
         if not self.items:
-            text += "(no certificates found)\n"
-        if findings:
-            text += self._findings_text(go_tabwriter)
-        return text
-
-    def _findings_text(self, tabwriter: Callable[[Sequence[str]], str]) -> str:
+            out.append(Line(["(no certificates found)"]))
         shown = [(i, f) for i, f in self.findings if f.severity.rank >= Severity.WARNING.rank]
-        if not shown:
-            return ""
-        rows = [f"{f.severity.value.upper()}\t{i.locator}\t{f.code}\t{f.message}" for i, f in shown]
-        return "\nFINDINGS\n" + tabwriter(rows)
+        if findings and shown:
+            out += [Line([]), Line([Cell("FINDINGS", "strong")]),
+                    Table("", (), [[Cell(f.severity.value.upper(), f.severity.tone), i.locator, f.code, f.message]
+                                   for i, f in shown])]
+        return out
 
-    def _repr_html_(self) -> str:
+    def rows(self) -> Table:
+        """Every item with where it is, its status, expiry and findings (the notebook table)."""
         from kubepki.inspection import kubeadm_date, short_human_duration
 
-        colours = {Status.OK: "#1a7f37", Status.WARNING: "#b7791f", Status.EXPIRED: "#cf222e",
-                   Status.INVALID: "#cf222e", Status.MISSING: "#8250df"}
-        rows = []
+        rows: list[list[Cell | str]] = []
         for item in sorted(self.items, key=_sort_key):
-            badge = (f'<span style="color:#fff;background:{colours[item.status]};padding:1px 6px;'
-                     f'border-radius:8px;font-size:0.85em">{item.status.value}</span>')
             expires = kubeadm_date(item.not_after) if item.not_after else "—"
             residual = short_human_duration((item.not_after - self.now).total_seconds()) if item.not_after else "—"
-            notes = "<br>".join(f"<code>{html.escape(f.code)}</code> {html.escape(f.message)}"
-                                for f in item.findings if f.severity is not Severity.INFO)
-            cells = [html.escape(item.namespace or "—"), f"<b>{html.escape(item.object)}</b>",
-                     html.escape(item.object_kind), html.escape(item.key), html.escape(item.kind.value),
-                     badge, html.escape(expires), html.escape(residual), notes]
-            rows.append("<tr>" + "".join(f'<td style="text-align:left;vertical-align:top">{c}</td>'
-                                         for c in cells) + "</tr>")
-        head = "".join(f'<th style="text-align:left">{h}</th>' for h in
-                       ("namespace", "object", "object kind", "key", "kind", "status", "expires",
-                        "residual", "findings"))
+            notes = "\n".join(f"{f.code} {f.message}" for f in item.findings if f.severity is not Severity.INFO)
+            rows.append([item.namespace or "—", Cell(item.object, strong=True), item.object_kind, item.key,
+                         item.kind.value, Cell(item.status.value, item.status.tone, badge=True), expires,
+                         residual, notes])
         counts = ", ".join(f"{k} {v}" for k, v in self.counts().items() if v) or "no items"
-        caption = (f"kubepki objects — {html.escape(self.source)}, at {html.escape(kubeadm_date(self.now))}: "
-                   f"{html.escape(counts)}")
-        return (f'<table class="kubepki"><caption style="text-align:left">{caption}</caption>'
-                f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+        return Table(f"kubepki objects — {self.source}, at {kubeadm_date(self.now)}: {counts}",
+                     ("namespace", "object", "object kind", "key", "kind", "status", "expires", "residual",
+                      "findings"), rows)
 
 
 def _sort_key(item: ObjectItem) -> tuple[str, str, str, str]:
