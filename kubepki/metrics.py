@@ -57,6 +57,15 @@ class InventoryLike(Protocol):
         ...
 
 
+def _check_inventories(inventories: object) -> None:
+    if isinstance(inventories, str | bytes) or not isinstance(inventories, Sequence):
+        raise ConfigError(f"inventories must be a sequence of inventories, not {type(inventories).__name__}")
+    for inv in inventories:
+        if not callable(getattr(inv, "to_dict", None)) or not isinstance(getattr(inv, "now", None), dt.datetime):
+            raise ConfigError(f"not an inventory (from inspect, inspect_cluster or check_objects): "
+                              f"{type(inv).__name__}")
+
+
 def _prometheus() -> Any:
     try:
         import prometheus_client
@@ -155,6 +164,8 @@ class _Collector:
 
 def registry(source: Sequence[InventoryLike] | Callable[[], Sequence[InventoryLike]]) -> CollectorRegistry:
     """A prometheus_client registry exposing ``source`` (inventories, or a callable giving them)."""
+    if not callable(source):
+        _check_inventories(source)
     prom = _prometheus()
     reg = prom.CollectorRegistry(auto_describe=False)
     getter = source if callable(source) else (lambda: source)

@@ -49,6 +49,7 @@ from typing import Any, Literal, overload
 import attrs
 
 from kubepki import catalog as _catalog
+from kubepki._args import instance, local_path
 from kubepki._clock import iso, utc as _utc
 from kubepki._crash import checkpoint
 from kubepki._report import Block, Cell, Line, Outcome, Report, Table
@@ -697,7 +698,7 @@ def _parse_manifest(data: bytes) -> _Manifest:
     )
 
 
-def _parse_member(raw: object, where: str) -> BackupMember:
+def _parse_member(raw: object, where: str) -> BackupMember:  # noqa: C901, PLR0912  -- one check per manifest field, in the manifest's order
     if not isinstance(raw, dict):
         raise _Invalid(f"{where} is not a JSON object")
     path = _field(raw, "path", str, where)
@@ -864,7 +865,7 @@ def _member_bytes(scan: _Scan, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> byte
 
 def _scan(path: str | os.PathLike[str], *, keep_data: bool) -> _Scan:
     """Read and check an archive completely; every problem found is recorded, none raised."""
-    scan = _Scan(Path(path))
+    scan = _Scan(local_path(path, "the archive's path"))
     raw = _read_raw(scan)
     if raw is None:
         return scan
@@ -911,60 +912,25 @@ def _manifest_of(scan: _Scan, tf: tarfile.TarFile,
     return manifest
 
 
+@attrs.define
+class _Members:
+    """The members seen so far: every name, the regular files and the symlinks."""
+
+    seen: set[str] = attrs.field(factory=set)
+    files: dict[str, tarfile.TarInfo] = attrs.field(factory=dict)
+    links: dict[str, tarfile.TarInfo] = attrs.field(factory=dict)
+    total: int = 0
+
+
 def _check_members(scan: _Scan, tf: tarfile.TarFile, members: list[tarfile.TarInfo], *,
                    keep_data: bool) -> None:
     # 1. Every member but the manifest, on its own: name, type, size, link target.
-    seen: set[str] = set()
-    files: dict[str, tarfile.TarInfo] = {}
-    links: dict[str, tarfile.TarInfo] = {}
-    total = 0
+    found = _Members()
     for ti in members:
-        name = ti.name
-        if name == MANIFEST_NAME:
-            continue
-        shown = f"member {name!r}"
-        problem = _name_problem(name)
-        if problem is not None:
-            scan.add(f"{shown}: {problem}", unsafe=True)
-            continue
-        if name in seen:
-            scan.add(f"duplicate {shown}", unsafe=True)
-            continue
-        seen.add(name)
-        if ti.islnk():
-            scan.add(f"{shown}: hard link to {ti.linkname!r}", unsafe=True)
-        elif ti.ischr() or ti.isblk():
-            scan.add(f"{shown}: device file", unsafe=True)
-        elif ti.isfifo():
-            scan.add(f"{shown}: FIFO", unsafe=True)
-        elif ti.issym():
-            link_problem = _link_problem("/" + name, ti.linkname)
-            if link_problem is not None:
-                scan.add(f"{shown}: {link_problem}", unsafe=True)
-            else:
-                links[name] = ti
-        elif ti.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
-            if ti.size > MAX_MEMBER_SIZE:
-                scan.add(f"{shown}: {ti.size} bytes, more than {_size(MAX_MEMBER_SIZE)}", unsafe=True)
-                continue
-            total += ti.size
-            if total > MAX_TOTAL_SIZE:
-                scan.add(f"members add up to more than {_size(MAX_TOTAL_SIZE)}", unsafe=True)
-                return
-            files[name] = ti
-        else:
-            what = "a directory" if ti.isdir() else f"type {ti.type!r}"
-            scan.add(f"{shown}: {what}; backups hold only files and symlinks", unsafe=True)
-
+        if ti.name != MANIFEST_NAME and not _admit(scan, found, ti):
+            return
     # 2. Nothing may sit under another member (the symlink-then-file attack).
-    for name in sorted(seen):
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            parent = "/".join(parts[:i])
-            if parent in links:
-                scan.add(f"member {name!r} lies under the symlink member {parent!r}", unsafe=True)
-            elif parent in files:
-                scan.add(f"member {name!r} lies under the file member {parent!r}", unsafe=True)
+    _check_nesting(scan, found)
     # 3. The manifest, checked after the members so that errors name members first.
     manifest = _manifest_of(scan, tf, members)
     if manifest is None or scan.unsafe:
@@ -973,32 +939,93 @@ def _check_members(scan: _Scan, tf: tarfile.TarFile, members: list[tarfile.TarIn
 
     # 4. The manifest and the members must match one for one, hashes included.
     listed = {m.member_name: m for m in manifest.members}
-    for name in sorted(seen - listed.keys()):
+    for name in sorted(found.seen - listed.keys()):
         scan.add(f"member {name!r} is not listed in the manifest", unsafe=True)
     if scan.unsafe:
         return
     for name, m in listed.items():
-        shown = f"member {name!r}"
-        if name not in seen:
-            scan.add(f"{shown}: missing from the archive (the manifest lists it)")
-        elif m.type == _SYMLINK:
-            if name not in links:
-                scan.add(f"{shown}: the manifest says symlink, the archive holds a file")
-            elif links[name].linkname != m.link_target:
-                scan.add(f"{shown}: symlink target {links[name].linkname!r} differs from the "
-                         f"manifest's {m.link_target!r}")
-        elif name not in files:
-            scan.add(f"{shown}: the manifest says file, the archive holds a symlink")
-        elif files[name].size != m.size:
-            scan.add(f"{shown}: {files[name].size} bytes, the manifest says {m.size}")
+        _check_listed(scan, tf, found, name, m, keep_data=keep_data)
+
+
+def _admit(scan: _Scan, found: _Members, ti: tarfile.TarInfo) -> bool:
+    """Record member ``ti`` in ``found`` or its problem in ``scan``; False once the members add up to too much."""
+    name = ti.name
+    shown = f"member {name!r}"
+    problem = _name_problem(name)
+    if problem is not None:
+        scan.add(f"{shown}: {problem}", unsafe=True)
+        return True
+    if name in found.seen:
+        scan.add(f"duplicate {shown}", unsafe=True)
+        return True
+    found.seen.add(name)
+    if ti.issym():
+        link_problem = _link_problem("/" + name, ti.linkname)
+        if link_problem is not None:
+            scan.add(f"{shown}: {link_problem}", unsafe=True)
         else:
-            data = _member_bytes(scan, tf, files[name])
-            if data is None:
-                continue
-            if hashlib.sha256(data).hexdigest() != m.sha256:
-                scan.add(f"{shown}: SHA-256 does not match the manifest (damaged or altered)")
-            elif keep_data:
-                scan.data[m.path] = data
+            found.links[name] = ti
+    elif ti.type in (tarfile.REGTYPE, tarfile.AREGTYPE):
+        if ti.size > MAX_MEMBER_SIZE:
+            scan.add(f"{shown}: {ti.size} bytes, more than {_size(MAX_MEMBER_SIZE)}", unsafe=True)
+            return True
+        found.total += ti.size
+        if found.total > MAX_TOTAL_SIZE:
+            scan.add(f"members add up to more than {_size(MAX_TOTAL_SIZE)}", unsafe=True)
+            return False
+        found.files[name] = ti
+    else:
+        scan.add(f"{shown}: {_refused_type(ti)}", unsafe=True)
+    return True
+
+
+def _refused_type(ti: tarfile.TarInfo) -> str:
+    """Why a member that is neither a file nor a symlink is refused."""
+    if ti.islnk():
+        return f"hard link to {ti.linkname!r}"
+    if ti.ischr() or ti.isblk():
+        return "device file"
+    if ti.isfifo():
+        return "FIFO"
+    what = "a directory" if ti.isdir() else f"type {ti.type!r}"
+    return f"{what}; backups hold only files and symlinks"
+
+
+def _check_nesting(scan: _Scan, found: _Members) -> None:
+    for name in sorted(found.seen):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in found.links:
+                scan.add(f"member {name!r} lies under the symlink member {parent!r}", unsafe=True)
+            elif parent in found.files:
+                scan.add(f"member {name!r} lies under the file member {parent!r}", unsafe=True)
+
+
+def _check_listed(scan: _Scan, tf: tarfile.TarFile, found: _Members, name: str, m: BackupMember, *,
+                  keep_data: bool) -> None:
+    """Member ``name`` against its manifest entry ``m``: type, link target, size and SHA-256."""
+    shown = f"member {name!r}"
+    if name not in found.seen:
+        scan.add(f"{shown}: missing from the archive (the manifest lists it)")
+    elif m.type == _SYMLINK:
+        if name not in found.links:
+            scan.add(f"{shown}: the manifest says symlink, the archive holds a file")
+        elif found.links[name].linkname != m.link_target:
+            scan.add(f"{shown}: symlink target {found.links[name].linkname!r} differs from the "
+                     f"manifest's {m.link_target!r}")
+    elif name not in found.files:
+        scan.add(f"{shown}: the manifest says file, the archive holds a symlink")
+    elif found.files[name].size != m.size:
+        scan.add(f"{shown}: {found.files[name].size} bytes, the manifest says {m.size}")
+    else:
+        data = _member_bytes(scan, tf, found.files[name])
+        if data is None:
+            return
+        if hashlib.sha256(data).hexdigest() != m.sha256:
+            scan.add(f"{shown}: SHA-256 does not match the manifest (damaged or altered)")
+        elif keep_data:
+            scan.data[m.path] = data
 
 
 def verify_backup(path: str | os.PathLike[str]) -> VerifyReport:
@@ -1064,7 +1091,7 @@ class _Collector:
                 continue
             self.add(path, kind, st)
 
-    def add(self, path: PurePosixPath, kind: str, st: FileStat | None = None) -> None:
+    def add(self, path: PurePosixPath, kind: str, st: FileStat | None = None) -> None:  # noqa: C901, PLR0912  -- one case per file type met while collecting a backup
         key = str(path)
         if key in self.found:
             return
@@ -1332,9 +1359,10 @@ def backup(node: Node | str | os.PathLike[str], dest: str | os.PathLike[str], *,
     """
     n = Node.coerce(node)
     when = _utc(now)
+    where = local_path(dest, "dest")
     if on_node:
-        return _backup_on_node(n, PurePosixPath(os.fspath(dest)), when)
-    return _backup(n, Path(dest), when, allow_empty=False)
+        return _backup_on_node(n, PurePosixPath(where), when)
+    return _backup(n, where, when, allow_empty=False)
 
 
 def _collect_some(node: Node, when: dt.datetime, *, allow_empty: bool) -> tuple[_Manifest, list[_Found]]:
@@ -1399,7 +1427,7 @@ def list_backups(directory: str | os.PathLike[str]) -> list[BackupInfo]:
     manifest only: use :func:`verify_backup` to check one completely. Raises
     :class:`~kubepki.ConfigError` when ``directory`` is not a readable directory.
     """
-    d = Path(directory)
+    d = local_path(directory, "directory")
     try:
         names = sorted(os.listdir(d))
     except OSError as exc:
@@ -1486,7 +1514,7 @@ def _select(manifest: _Manifest, only: Iterable[str] | None) -> tuple[
     return tuple(m for m in manifest.members if m.path in chosen), names
 
 
-def _step(node: Node, m: BackupMember, created: dt.datetime, as_root: bool) -> RestoreStep:
+def _step(node: Node, m: BackupMember, created: dt.datetime, as_root: bool) -> RestoreStep:  # noqa: C901, PLR0912  -- one case per file type and node state: the restore table of docs/backup.md
     path = PurePosixPath(m.path)
     create = RestoreStep(
         path=m.path, action=RestoreAction.CREATE, type=m.type, kind=m.kind,
@@ -1658,7 +1686,7 @@ def _check_written(fs: NodeFS, step: RestoreStep) -> None:
         raise BackupError(f"{step.path} does not read back as restored", path=step.path)
 
 
-def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backup: bool = True,
+def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backup: bool = True,  # noqa: C901, PLR0912, PLR0915  -- lock, re-check, back up, write: the order is the safety argument
                   backup_dir: str | os.PathLike[str] | None = None,
                   now: dt.datetime | None = None, lock_wait: float = 0.0) -> RestoreResult:
     """Carry out ``plan``: write each file atomically with its recorded mode and owner.
@@ -1675,6 +1703,7 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
     running as root on the node. Every write goes through the node's filesystem
     (a local root or SSH); the archive and ``backup_dir`` are on this machine.
     """
+    instance(plan, RestorePlan, "plan", "from plan_restore")
     node = plan.node
     fs = node.fs
     reasons = plan.needs_acceptance

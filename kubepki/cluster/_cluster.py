@@ -118,6 +118,9 @@ class Cluster:
 
     def __init__(self, nodes: Sequence[Node | str | os.PathLike[str]], *,
                  labels: Sequence[str] | None = None) -> None:
+        if isinstance(nodes, str | os.PathLike | Node) or not isinstance(nodes, Iterable):
+            raise ConfigError(f"nodes must be a sequence of nodes or root paths, not {type(nodes).__name__}")
+        nodes = list(nodes)
         if not nodes:
             raise ConfigError("a cluster needs at least one node")
         self.nodes: tuple[Node, ...] = tuple(Node.coerce(n) for n in nodes)
@@ -904,7 +907,7 @@ ChangedSpec = Mapping[str, Sequence[str]] | Sequence[str]
 
 
 def plan_cluster_restarts(
-    cluster: Cluster,
+    cluster: Cluster | Sequence[Node | str | os.PathLike[str]],
     changed: ClusterRenewalResult | ChangedSpec,
     *,
     policy: str = "safe",
@@ -920,8 +923,9 @@ def plan_cluster_restarts(
     nothing to do keeps its place with an empty plan, so the order is the same
     whatever changed.
     """
-    from kubepki.restarts import plan_restarts
+    from kubepki.restarts import Changed, plan_restarts
 
+    cluster = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
     labels = list(cluster.labels)
     if isinstance(changed, ClusterRenewalResult):
         per_node: dict[str, list[str]] = {label: list(r.changed) for label, r in changed.results.items()}
@@ -941,7 +945,7 @@ def plan_cluster_restarts(
     turns = []
     for position, label in enumerate(sequence, 1):
         node = cluster[label]
-        plan = plan_restarts(node, changed=per_node.get(label, []), **kwargs)
+        plan = plan_restarts(node, Changed(per_node.get(label, [])), **kwargs)
         turns.append(NodeRestart(position=position, label=label, plan=plan))
     return ClusterRestartPlan(cluster=cluster, order=tuple(turns))
 
@@ -1044,7 +1048,7 @@ def apply_cluster_restarts(
 
     def default_restart(node_plan: RestartPlan, node: Node) -> RestartReport | RemoteRestartReport:
         if isinstance(node.fs, LocalPaths):
-            return apply_restarts(node_plan, node, dry_run=dry_run)
+            return apply_restarts(node_plan, node=node, dry_run=dry_run)
         return remote(node_plan, node)
 
     run = restart or default_restart

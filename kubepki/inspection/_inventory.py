@@ -25,10 +25,11 @@ import attrs
 from cryptography import x509
 
 from kubepki import catalog as _catalog
+from kubepki._args import instance
 from kubepki._clock import utc as _utc
 from kubepki._report import Block, Outcome, Report, Table
 from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
-from kubepki.errors import KubeconfigError, NodeError, ParseError
+from kubepki.errors import ConfigError, KubeconfigError, NodeError, ParseError
 from kubepki.inspection._findings import (
     Finding,
     HasFindings,
@@ -534,7 +535,7 @@ class _Context:
                 values.extend(cfg.etcd_peer_cert_sans)
         return {v for v in values if is_ip(v) == ip}
 
-    def _kubeconfig(self, entry: CatalogEntry) -> InventoryItem:
+    def _kubeconfig(self, entry: CatalogEntry) -> InventoryItem:  # noqa: C901  -- one check per kubeconfig field, in kubeadm's order
         path = self.node.path_of(entry)
         loaded = self.load(path, "kubeconfig")
         files = [loaded.info]
@@ -689,6 +690,9 @@ def compare_nodes(inventories: Sequence[Inventory]) -> Mapping[str, Mapping[str,
     Shared items (CAs, ``sa``) should be identical; node items should differ.
     Returns ``{name: {"scope", "identical", "digests": {node: sha256...}}}``.
     """
+    if isinstance(inventories, str | bytes) or not isinstance(inventories, Iterable):
+        raise ConfigError(f"inventories must be a sequence of Inventory, not {type(inventories).__name__}")
+    inventories = [instance(inv, Inventory, "each of inventories", "from inspect") for inv in inventories]
     out: dict[str, dict[str, Any]] = {}
     names = {i.name for inv in inventories for i in inv.items}
     for name in sorted(names):

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import attrs
 
 from kubepki import catalog as _catalog
+from kubepki._args import local_path
 from kubepki.catalog import CatalogEntry, FileRole, Location
 from kubepki.errors import ConfigError, KubepkiError, NodeError, ParseError
 from kubepki.node._fs import Connection, LocalFS, LocalPaths, NodeFS
@@ -123,19 +124,24 @@ class Node:
         def opt(value: str | None, what: str) -> PurePosixPath | None:
             if value is None:
                 return None
+            if not isinstance(value, str | PurePosixPath):
+                raise ConfigError(f"{what} must be a str, not {type(value).__name__}")
             p = PurePosixPath(value)
             if not p.is_absolute():
                 raise ConfigError(f"{what} must be an absolute path on the node: {value!r}")
             return p
 
+        if isinstance(root, Node):
+            raise ConfigError("root is a Node already: pass it as it is (or its root)")
+        local_root = local_path(root, "root")
         self.__attrs_init__(
-            root=Path(root),
-            fs=fs if fs is not None else LocalFS(root),
+            root=local_root,
+            fs=fs if fs is not None else LocalFS(local_root),
             cert_dir=opt(cert_dir, "cert_dir"),
             kubeconfig_dir=opt(kubeconfig_dir, "kubeconfig_dir"),
             kubelet_pki_dir=opt(kubelet_pki_dir, "kubelet_pki_dir"),
             manifests_dir=opt(manifests_dir, "manifests_dir"),
-            config=Path(config) if config is not None else None,
+            config=local_path(config, "config") if config is not None else None,
             name=name,
         )
 
@@ -200,7 +206,7 @@ def _read_optional(node: Node, path: PurePosixPath, notes: list[str]) -> bytes |
         return None
 
 
-def _discover(node: Node) -> NodeProfile:
+def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- discovery's sources in priority order
     notes: list[str] = []
     config: KubeadmConfig | None = None
     if node.config is not None:

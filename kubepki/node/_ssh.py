@@ -342,7 +342,7 @@ class SSHFS:
 
     # -- paths --------------------------------------------------------------------------
 
-    def _remote(self, path: str, *, follow_last: bool = True) -> str:
+    def _remote(self, path: str, *, follow_last: bool = True) -> str:  # noqa: C901, PLR0912  -- path resolution one component at a time (symlinks, '..', the root)
         """Resolve node ``path`` to a path on the server, symlinks resolved inside the root.
 
         The algorithm of :meth:`kubepki.node._fs.LocalFS._local`: an absolute link target
@@ -788,7 +788,7 @@ class SSHFS:
         return self._flock(path, wait=wait)
 
     @contextlib.contextmanager
-    def _flock(self, path: PurePosixPath, *, wait: float) -> Iterator[None]:
+    def _flock(self, path: PurePosixPath, *, wait: float) -> Iterator[None]:  # noqa: C901, PLR0912, PLR0915  -- one exchange of the remote lock protocol
         import paramiko
 
         from kubepki.node._fs import makedirs
@@ -853,6 +853,8 @@ class SSHFS:
 
 def _parse_target(target: str) -> tuple[str | None, str, int | None, str | None]:
     """``ssh://user@host:port/root``, ``user@host`` or ``host`` -> (user, host, port, root)."""
+    if not isinstance(target, str):
+        raise ConfigError(f"an SSH target must be a str (ssh://user@host:port/root), not {type(target).__name__}")
     if "://" in target:
         parts = urllib.parse.urlsplit(target)
         if parts.scheme != "ssh" or not parts.hostname:

@@ -45,7 +45,7 @@ import json
 import os
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -819,71 +819,94 @@ def _yaml_objects(lines: Iterable[bytes], path: str | None) -> Iterator[tuple[di
     anything else (single objects, ``---``-separated documents, flow-style
     ``items: [...]``) is parsed as whole documents.
     """
-    doc: list[bytes] = []
-    item: list[bytes] | None = None
-    sizes = [0, 0]  # doc, item
-    in_items = False
-    indent: int | None = None
+    split = _KubectlYaml(path)
+    for line in lines:
+        yield from split.feed(line)
+    yield from split.flush()
 
-    def parse_item(lines_: list[bytes]) -> Iterator[tuple[dict[str, Any], str | None]]:
-        for value in _yaml_load(b"".join(lines_), path):
+
+_Parsed = Iterator[tuple[dict[str, Any], str | None]]
+
+
+class _KubectlYaml:
+    """The line-by-line state of :func:`_yaml_objects`: the document so far and the List item being cut out."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._reset()
+
+    def _reset(self) -> None:
+        self.doc: list[bytes] = []
+        self.item: list[bytes] | None = None
+        self.doc_size = self.item_size = 0
+        self.in_items = False
+        self.indent: int | None = None
+
+    def feed(self, line: bytes) -> _Parsed:
+        """The objects completed by ``line``."""
+        if line[:3] in (b"---", b"...") and line[3:4] in (b"", b" ", b"\n", b"\r"):
+            yield from self.flush()
+            self._reset()
+            return
+        if self.in_items and (yield from self._item_line(line)):
+            return
+        if line.rstrip(b"\r\n") == b"items:":
+            self.in_items, self.indent = True, None
+            return
+        self.doc.append(line)
+        self.doc_size += len(line)
+        if self.doc_size > MAX_OBJECT_BYTES:
+            raise ParseError(f"a document larger than {MAX_OBJECT_BYTES >> 20} MiB", path=self.path)
+
+    def _item_line(self, line: bytes) -> Generator[tuple[dict[str, Any], str | None], None, bool]:
+        """Take ``line`` as part of the ``items:`` sequence; False when the sequence has ended before it."""
+        body = line.lstrip(b" ")
+        if not body.strip() or body.startswith(b"#"):
+            if self.item is not None:
+                self.item.append(line)
+            return True
+        depth = len(line) - len(body)
+        dash = body[:2] == b"- " or body.rstrip(b"\r\n") == b"-"
+        if self.indent is None and dash:
+            self.indent = depth
+        if self.indent is not None and depth == self.indent and dash:
+            if self.item:
+                yield from self._parse_item(self.item)
+            self.item, self.item_size = [line[:depth] + b" " + line[depth + 1:]], len(line)
+            return True
+        if self.indent is not None and depth > self.indent and self.item is not None:
+            self.item.append(line)
+            self.item_size += len(line)
+            if self.item_size > MAX_OBJECT_BYTES:
+                raise ParseError(f"an object larger than {MAX_OBJECT_BYTES >> 20} MiB", path=self.path)
+            return True
+        if self.item:
+            yield from self._parse_item(self.item)
+        self.item, self.in_items = None, False
+        return False
+
+    def flush(self) -> _Parsed:
+        """The objects still pending at the end of a document."""
+        if self.item:
+            yield from self._parse_item(self.item)
+        if any(ln.strip() for ln in self.doc):
+            yield from self._parse_doc(self.doc)
+
+    def _parse_item(self, lines: list[bytes]) -> _Parsed:
+        for value in _yaml_load(b"".join(lines), self.path):
             if isinstance(value, dict):
                 yield value, None
 
-    def parse_doc(lines_: list[bytes]) -> Iterator[tuple[dict[str, Any], str | None]]:
-        for value in _yaml_load(b"".join(lines_), path):
+    def _parse_doc(self, lines: list[bytes]) -> _Parsed:
+        for value in _yaml_load(b"".join(lines), self.path):
             if not isinstance(value, dict):
-                raise ParseError("not kubectl output: a YAML document is not an object or a List", path=path)
+                raise ParseError("not kubectl output: a YAML document is not an object or a List", path=self.path)
             items = value.get("items")
             if isinstance(items, list):
                 kind = _item_kind(value.get("kind"))
                 yield from ((o, kind) for o in items if isinstance(o, dict))
             elif "items" not in value:
                 yield value, None
-
-    for line in lines:
-        if line[:3] in (b"---", b"...") and line[3:4] in (b"", b" ", b"\n", b"\r"):
-            if item:
-                yield from parse_item(item)
-            if any(ln.strip() for ln in doc):
-                yield from parse_doc(doc)
-            doc, item, sizes, in_items, indent = [], None, [0, 0], False, None
-            continue
-        if in_items:
-            body = line.lstrip(b" ")
-            if not body.strip() or body.startswith(b"#"):
-                if item is not None:
-                    item.append(line)
-                continue
-            depth = len(line) - len(body)
-            dash = body[:2] == b"- " or body.rstrip(b"\r\n") == b"-"
-            if indent is None and dash:
-                indent = depth
-            if indent is not None and depth == indent and dash:
-                if item:
-                    yield from parse_item(item)
-                item, sizes[1] = [line[:depth] + b" " + line[depth + 1:]], len(line)
-                continue
-            if indent is not None and depth > indent and item is not None:
-                item.append(line)
-                sizes[1] += len(line)
-                if sizes[1] > MAX_OBJECT_BYTES:
-                    raise ParseError(f"an object larger than {MAX_OBJECT_BYTES >> 20} MiB", path=path)
-                continue
-            if item:
-                yield from parse_item(item)
-            item, in_items = None, False
-        if line.rstrip(b"\r\n") == b"items:":
-            in_items, indent = True, None
-            continue
-        doc.append(line)
-        sizes[0] += len(line)
-        if sizes[0] > MAX_OBJECT_BYTES:
-            raise ParseError(f"a document larger than {MAX_OBJECT_BYTES >> 20} MiB", path=path)
-    if item:
-        yield from parse_item(item)
-    if any(ln.strip() for ln in doc):
-        yield from parse_doc(doc)
 
 
 def iter_objects(
@@ -938,6 +961,9 @@ def _open(source: Source) -> tuple[IO[bytes] | IO[str], str | None, bool]:
             return path.open("rb"), str(path), True
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", path=str(path)) from None
+    if not callable(getattr(source, "read", None)):
+        raise ConfigError("source must be bytes, a path, a document or an open stream, not "
+                          f"{type(source).__name__}")
     return source, getattr(source, "name", None) if isinstance(getattr(source, "name", None), str) else None, False
 
 
