@@ -50,7 +50,10 @@ _STATUSES = tuple(s.value for s in Status)
 class InventoryLike(Protocol):
     """What the exporter needs: a time and items with ``to_dict()`` (node or cluster objects)."""
 
-    now: dt.datetime
+    @property
+    def now(self) -> dt.datetime:
+        """When the source was inspected."""
+        ...
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form with ``items``."""

@@ -230,7 +230,7 @@ class SSHFS:
                 client.load_system_host_keys()
                 with contextlib.suppress(OSError):
                     client.load_system_host_keys("/etc/ssh/ssh_known_hosts")
-        except (OSError, paramiko.SSHException) as exc:
+        except (OSError, paramiko.SSHException, ValueError) as exc:  # UnicodeDecodeError: not text
             client.close()
             raise NodeError(f"cannot read known_hosts {self.known_hosts}: {exc}",
                             path=str(self.known_hosts)) from None
