@@ -575,59 +575,18 @@ def _options(
     dns_domain: str,
     first_address: str,
 ) -> _Options:
-    v = as_version(version)
-    if v < OLDEST:
-        raise ConfigError(f"kubeadm {v} is older than the oldest modelled version {OLDEST}")
-    patch = "0"
-    if isinstance(version, str):
-        match = re.match(r"^v?\d+\.\d+\.(\d+)", version.strip())
-        patch = match.group(1) if match else "0"
-    _check_algorithm(key_algorithm)
-    if v < _ALGORITHM_SINCE[key_algorithm]:
-        raise ConfigError(
-            f"kubeadm {v} cannot use {key_algorithm} "
-            f"(available from {_ALGORITHM_SINCE[key_algorithm]})"
-        )
-    if issued_at is None:
-        issued_at = dt.datetime.now(dt.timezone.utc)
-    if issued_at.tzinfo is None or issued_at.utcoffset() is None:
-        raise ConfigError("issued_at must be timezone-aware (UTC)")
-    # X.509 times have whole seconds; keep issued_at equal to what the files say.
-    issued_at = issued_at.astimezone(dt.timezone.utc).replace(microsecond=0)
+    v, patch = _version_and_patch(version, key_algorithm)
+    issued_at = _issue_time(issued_at)
     for label, span in (("validity", validity), ("ca_validity", ca_validity)):
         if span <= dt.timedelta(0):
             raise ConfigError(f"{label} must be positive, not {span}")
     for label, text in (("cluster_name", cluster_name), ("dns_domain", dns_domain)):
         if not _NAME_RE.match(text):
             raise ConfigError(f"{label} {text!r} is not a DNS-1123 name")
-    if isinstance(nodes, str):
-        raise ConfigError("nodes must be a count or a sequence of node names, not a string")
-    names = [f"cp{i + 1}" for i in range(nodes)] if isinstance(nodes, int) else list(nodes)
-    if not names:
-        raise ConfigError("nodes must be a positive count or a sequence of node names")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"node names must be unique: {names}")
-    try:
-        start = ipaddress.ip_address(first_address)
-        subnet = ipaddress.ip_network(service_subnet, strict=False)
-        if pod_subnet is not None:
-            ipaddress.ip_network(pod_subnet, strict=False)
-    except ValueError as exc:
-        raise ConfigError(f"invalid address or subnet: {exc}") from None
-    if control_plane_endpoint is not None and not re.match(
-        r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d+$", control_plane_endpoint
-    ):
-        raise ConfigError(f"control_plane_endpoint {control_plane_endpoint!r} is not host:port")
+    names = _node_names(nodes)
+    start, subnet = _addresses(first_address, service_subnet, pod_subnet, control_plane_endpoint)
     root = Path(dest)
-    built = []
-    for i, name in enumerate(names):
-        if not _NAME_RE.match(name):
-            raise ConfigError(f"node name {name!r} is not a DNS-1123 name", node=name)
-        node_root = root / name
-        if node_root.exists() and (not node_root.is_dir() or any(node_root.iterdir())):
-            raise ConfigError(f"{node_root} exists and is not an empty directory",
-                              path=str(node_root), node=name)
-        built.append(DemoNode(name=name, address=str(start + i), root=node_root))
+    built = _demo_nodes(root, names, start)
     return _Options(
         dest=root,
         nodes=tuple(built),
@@ -651,6 +610,74 @@ def _options(
         pod_subnet=pod_subnet,
         dns_domain=dns_domain,
     )
+
+
+def _version_and_patch(version: str | KubeVersion, key_algorithm: str) -> tuple[KubeVersion, str]:
+    """The modelled minor version and the patch level asked for; refuses versions and algorithms kubeadm lacks."""
+    v = as_version(version)
+    if v < OLDEST:
+        raise ConfigError(f"kubeadm {v} is older than the oldest modelled version {OLDEST}")
+    patch = "0"
+    if isinstance(version, str):
+        match = re.match(r"^v?\d+\.\d+\.(\d+)", version.strip())
+        patch = match.group(1) if match else "0"
+    _check_algorithm(key_algorithm)
+    if v < _ALGORITHM_SINCE[key_algorithm]:
+        raise ConfigError(
+            f"kubeadm {v} cannot use {key_algorithm} "
+            f"(available from {_ALGORITHM_SINCE[key_algorithm]})"
+        )
+    return v, patch
+
+
+def _issue_time(issued_at: dt.datetime | None) -> dt.datetime:
+    if issued_at is None:
+        issued_at = dt.datetime.now(dt.timezone.utc)
+    if issued_at.tzinfo is None or issued_at.utcoffset() is None:
+        raise ConfigError("issued_at must be timezone-aware (UTC)")
+    # X.509 times have whole seconds; keep issued_at equal to what the files say.
+    return issued_at.astimezone(dt.timezone.utc).replace(microsecond=0)
+
+
+def _node_names(nodes: int | Sequence[str]) -> list[str]:
+    if isinstance(nodes, str):
+        raise ConfigError("nodes must be a count or a sequence of node names, not a string")
+    names = [f"cp{i + 1}" for i in range(nodes)] if isinstance(nodes, int) else list(nodes)
+    if not names:
+        raise ConfigError("nodes must be a positive count or a sequence of node names")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"node names must be unique: {names}")
+    return names
+
+
+def _addresses(first_address: str, service_subnet: str, pod_subnet: str | None,
+               control_plane_endpoint: str | None) -> tuple[Any, Any]:
+    """The first node's address and the service subnet, parsed; the pod subnet and endpoint checked."""
+    try:
+        start = ipaddress.ip_address(first_address)
+        subnet = ipaddress.ip_network(service_subnet, strict=False)
+        if pod_subnet is not None:
+            ipaddress.ip_network(pod_subnet, strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"invalid address or subnet: {exc}") from None
+    if control_plane_endpoint is not None and not re.match(
+        r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d+$", control_plane_endpoint
+    ):
+        raise ConfigError(f"control_plane_endpoint {control_plane_endpoint!r} is not host:port")
+    return start, subnet
+
+
+def _demo_nodes(root: Path, names: Sequence[str], start: Any) -> list[DemoNode]:
+    built = []
+    for i, name in enumerate(names):
+        if not _NAME_RE.match(name):
+            raise ConfigError(f"node name {name!r} is not a DNS-1123 name", node=name)
+        node_root = root / name
+        if node_root.exists() and (not node_root.is_dir() or any(node_root.iterdir())):
+            raise ConfigError(f"{node_root} exists and is not an empty directory",
+                              path=str(node_root), node=name)
+        built.append(DemoNode(name=name, address=str(start + i), root=node_root))
+    return built
 
 
 # --------------------------------------------------------------------------- defects
@@ -1141,7 +1168,7 @@ class _NodeWriter:
     def kinds(self, name: str) -> set[DefectKind]:
         return self.b.kinds(self.node, name)
 
-    def write(self) -> None:
+    def write(self) -> None:  # noqa: C901, PLR0912  -- one case per demo file kind
         self.node.root.mkdir(parents=True, exist_ok=True)
         present = [e for e in self.b.entries if self.opts.applies(e, self.node)]
         kubelet_credential: _Issued | None = None
