@@ -15,7 +15,7 @@ import pytest
 
 import kubepki
 from kubepki import testing
-from kubepki.cli import main
+from kubepki.cli import exit_status, json_document, main
 from kubepki.cluster._cluster import (
     CLUSTER_CODES,
     Cluster,
@@ -96,7 +96,7 @@ def test_mismatched_ca_is_a_critical_finding(build: Build) -> None:
     assert (finding.code, finding.severity, finding.item, finding.nodes) == (
         "shared-mismatch", Severity.CRITICAL, "ca", ("cp2",))
     assert "ca.crt" in finding.message and "ca.key" in finding.message
-    assert inv.exit_code == 2
+    assert exit_status(inv) == 2
     assert inv.nodes == ("cp1", "cp2", "cp3")
     assert inv.targets["cp2"].startswith("ssh://root@127.0.0.1:")
 
@@ -107,7 +107,7 @@ def test_clean_cluster_has_no_cluster_findings(build: Build) -> None:
     inv = inspect_cluster(cluster, now=WHEN)
     assert inv.findings == ()
     assert inv.errors == {}
-    assert inv.exit_code == 0
+    assert exit_status(inv) == 0
     assert [label for label, _ in inv] == ["cp1", "cp2", "cp3"]
     assert inv["cp3"]["etcd-server"].facts is not None
     assert inv["cp3"]["etcd-server"].facts.common_name == "cp3"
@@ -159,7 +159,7 @@ def test_unreachable_node_does_not_stop_the_others(build: Build, fleet: sshd.Fle
     assert list(inv.errors) == ["cp2"] and "host key" in inv.errors["cp2"]
     assert [(f.code, f.nodes) for f in inv.findings] == [("node-unreachable", ("cp2",))]
     assert sorted(inv.inventories) == ["cp1", "cp3"]
-    assert inv.exit_code == 2
+    assert exit_status(inv) == 2
     with pytest.raises(KeyError, match="could not be inspected"):
         inv["cp2"]
 
@@ -174,7 +174,7 @@ def test_views_table_json_and_html(build: Build) -> None:
     ca_row = next(line for line in table.splitlines() if line.startswith("ca "))
     assert ca_row.split() == ["ca", "shared", "ok", "10y", "ok", "10y", "*", "ok", "10y"]
     assert "CRITICAL shared-mismatch" in table
-    doc = json.loads(inv.to_json())
+    doc = json_document(inv)
     assert doc["exit_code"] == 2
     assert [n["label"] for n in doc["nodes"]] == ["cp1", "cp2", "cp3"]
     assert doc["findings"][0]["code"] == "shared-mismatch"
@@ -182,7 +182,7 @@ def test_views_table_json_and_html(build: Build) -> None:
     html = inv._repr_html_()
     assert all(f"<th>{n}</th>" in html for n in ("cp1", "cp2", "cp3"))
     assert "shared-mismatch" in html
-    assert "exit_code=2" in repr(inv)
+    assert "outcome=failed" in repr(inv)
     assert set(CLUSTER_CODES) == {"shared-mismatch", "node-missing-shared", "duplicated-node-certificate",
                                   "node-unreachable"}
 
@@ -192,7 +192,7 @@ def test_local_roots_make_a_cluster_too(tmp_path: Path) -> None:
     demo = testing.build_cluster(tmp_path / "nodes", nodes=2, issued_at=WHEN)
     inv = inspect_cluster([n.root for n in demo.nodes], now=WHEN)
     assert inv.nodes == ("cp1", "cp2")
-    assert inv.exit_code == 0
+    assert exit_status(inv) == 0
     with pytest.raises(ConfigError, match="workers"):
         inspect_cluster([n.root for n in demo.nodes], workers=0)
     with pytest.raises(ConfigError, match="unique"):
@@ -253,7 +253,7 @@ def test_mismatched_shared_material_blocks_renewal(build: Build) -> None:
     demo, cluster = build(defects=[testing.Defect(testing.DefectKind.MISMATCHED_SHARED_CA, "ca", node="cp2")])
     plan = plan_cluster_renewal(cluster, ["apiserver"], now=DUE)
     assert [f.code for f in plan.blockers] == ["shared-mismatch"]
-    assert plan.exit_code == 2
+    assert exit_status(plan) == 2
     before = digests(demo, "pki/apiserver.crt")
     with pytest.raises(RenewalError, match="refusing to renew"):
         apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups")
@@ -275,7 +275,7 @@ def test_renewal_stops_at_the_first_failing_node(build: Build) -> None:
     assert list(result.backups) == ["cp1", "cp2", "cp3"]  # every node backed up first
     after = digests(demo, "pki/front-proxy-client.crt")
     assert (after[0] != before[0], after[1:]) == (True, before[1:])
-    assert result.exit_code == 2 and not result.ok
+    assert exit_status(result) == 2 and not result.ok
     assert "FAILED (renewal)" in result.table()
     with pytest.raises(RenewalError, match="stopped at cp2"):
         result.raise_for_failure()
@@ -347,7 +347,7 @@ def test_rolling_restart_waits_for_health_and_stops_at_first_failure(build: Buil
     def restart(node_plan: kubepki.RestartPlan, node: kubepki.Node) -> kubepki.RestartReport:
         label = cluster.label(node)
         events.append(f"restart {label}")
-        return kubepki.apply_restarts(node_plan, node, dry_run=True)
+        return kubepki.apply_restarts(node_plan, node=node, dry_run=True)
 
     def healthy(label: str, _node: kubepki.Node) -> bool:
         events.append(f"health {label}")
@@ -368,7 +368,7 @@ def test_rolling_restart_waits_for_health_and_stops_at_first_failure(build: Buil
     assert (report.failed, report.not_attempted) == ("cp2", ("cp3",))
     assert "not healthy within" in (report.error or "")
     assert "restart cp3" not in events
-    assert report.exit_code == 2
+    assert exit_status(report) == 2
 
 
 def test_rolling_restart_over_ssh_runs_kubepki_on_each_node(build: Build, tmp_path: Path) -> None:
