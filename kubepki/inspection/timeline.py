@@ -134,7 +134,7 @@ def _label(bar: Bar, node_count: int) -> str:
     return f"{bar.name} · {', '.join(bar.nodes)}"
 
 
-def timeline(
+def timeline(  # noqa: C901, PLR0912, PLR0915  -- one figure drawn top to bottom
     inventories: Inventory | Sequence[Inventory],
     *,
     now: dt.datetime | None = None,

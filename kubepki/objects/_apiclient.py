@@ -131,7 +131,7 @@ def _kubeconfig_paths(kubeconfig: str | os.PathLike[str] | None) -> list[Path]:
     return [Path.home() / ".kube" / "config"]
 
 
-def _load_kubeconfigs(paths: Sequence[Path]) -> tuple[dict[str, dict[str, _Entry]], str | None, str]:
+def _load_kubeconfigs(paths: Sequence[Path]) -> tuple[dict[str, dict[str, _Entry]], str | None, str]:  # noqa: C901, PLR0912  -- kubectl's merge rules, one per field
     """Merged named entries (first file wins, as kubectl merges), current-context, and what was read."""
     from kubepki.pki import load_one
 
@@ -265,7 +265,7 @@ class _ExecResult:
     key: bytes | None = attrs.field(default=None, repr=False)
 
 
-def _run_exec(spec: Mapping[str, Any], base: Path, cluster: Mapping[str, Any], kubeconfig: str,
+def _run_exec(spec: Mapping[str, Any], base: Path, cluster: Mapping[str, Any], kubeconfig: str,  # noqa: C901, PLR0912  -- the exec credential plugin protocol, step by step
               timeout: float) -> _ExecResult:
     command = spec.get("command")
     if not isinstance(command, str) or not command:
@@ -545,7 +545,7 @@ def _server_context(cluster: _Entry, shown: str) -> tuple[ssl.SSLContext, list[s
     return tls, notes
 
 
-def _user_credentials(tls: ssl.SSLContext, user: _Entry | None, cluster: _Entry, shown: str,
+def _user_credentials(tls: ssl.SSLContext, user: _Entry | None, cluster: _Entry, shown: str,  # noqa: C901, PLR0912  -- one case per kubeconfig credential kind
                       exec_timeout: float) -> tuple[str | None, str]:
     if user is None:
         return None, "none"

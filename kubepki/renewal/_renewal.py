@@ -834,7 +834,7 @@ class _PlanContext:
         if public_key_der(key) != public_key_der(_public(out.cert)):
             out.notes.append(f"{key_path} does not match the certificate; a new key replaces it")
 
-    def _existing_kubeconfig(self, entry: CatalogEntry) -> _Existing:
+    def _existing_kubeconfig(self, entry: CatalogEntry) -> _Existing:  # noqa: C901, PLR0912  -- one case per kubeconfig credential layout
         path = self.node.path_of(entry)
         out = _Existing()
         try:
@@ -1064,7 +1064,7 @@ def _fill(template: str, values: Mapping[str, str | None]) -> str | None:
         return None
 
 
-def _rules_template(entry: CatalogEntry, profile: NodeProfile,
+def _rules_template(entry: CatalogEntry, profile: NodeProfile,  # noqa: C901, PLR0912  -- kubeadm's per-certificate rules, one branch each
                     reader: _Reader) -> tuple[LeafTemplate | None, list[str]]:
     """The attributes kubeadm would give ``entry`` on this node (``init phase certs``)."""
     notes: list[str] = []
@@ -1536,7 +1536,7 @@ def _lexists(fs: NodeFS, path: PurePosixPath) -> bool:
     return fs.stat(path, follow=False) is not None
 
 
-def _roll_forward(node: Node) -> list[str]:
+def _roll_forward(node: Node) -> list[str]:  # noqa: C901  -- the journal's recovery cases, in commit order
     """Complete (or, before its commit, discard) an interrupted run; the names it completed."""
     fs = node.fs
     journal = _journal(node)
@@ -2051,7 +2051,7 @@ def install_signed(
     return attrs.evolve(result, not_before=None, not_after=None)
 
 
-def _install_step(ctx: _PlanContext, entry: CatalogEntry,
+def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912  -- one check per property of a handed-back certificate
                   src: Path) -> tuple[PlanStep, _Material | None]:
     base = PlanStep(name=entry.name, kind=entry.kind, action=Action.SKIP,
                     long_name=entry.long_name, signer=entry.signer)
