@@ -57,6 +57,7 @@ from typing import Any
 import attrs
 
 from kubepki import catalog as _catalog
+from kubepki._args import instance
 from kubepki._clock import utc as _utc
 from kubepki.catalog import CatalogEntry, Component, Consumer, Kind, Reload
 from kubepki.errors import ConfigError, KubepkiError, NodeError, RestartError
@@ -1153,6 +1154,7 @@ def apply_restarts(
     another node and :class:`~kubepki.LockError` when another kubepki writes to
     the node.
     """
+    instance(plan, RestartPlan, "plan", "from plan_restarts")
     node = Node.coerce(node)
     if plan.node and node.profile.name and plan.node != node.profile.name:
         raise ConfigError(f"the plan is for node {plan.node!r}, not {node.profile.name!r}", node=plan.node)

@@ -26,6 +26,7 @@ import enum
 import errno
 import hashlib
 import ipaddress
+import os
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -348,7 +349,7 @@ def check_served(
 
 
 def verify_served(
-    node: Node,
+    node: Node | str | os.PathLike[str],
     *,
     host: str = "127.0.0.1",
     ports: Ports | None = None,
@@ -358,8 +359,11 @@ def verify_served(
 ) -> tuple[ServedCheck, ...]:
     """:func:`check_served` for each component (default: those with an on-disk serving certificate).
 
-    ``ports`` overrides :data:`DEFAULT_PORTS` per component.
+    ``ports`` overrides :data:`DEFAULT_PORTS` per component. ``node`` is a
+    :class:`~kubepki.Node` or a root path.
     """
+    node = Node.coerce(node)
+    node.check_root()
     overrides = {Component(k): v for k, v in (ports or {}).items()}
     if components is None:
         wanted = [c for c in DEFAULT_PORTS if _has_serving_file(node, c)]
