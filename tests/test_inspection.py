@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
 
 import kubepki
 from kubepki import testing
@@ -200,3 +202,48 @@ def test_html_escapes_hostile_names(tmp_path: Path) -> None:
     inv = _inspect(tmp_path, Defect(DefectKind.MISSING_SAN, "apiserver"))
     html = inv._repr_html_()
     assert "<b>apiserver</b>" in html
+
+
+def _kubelet_style_client_cert(node_root: Path, key: Any) -> None:
+    """Replace the node's kubelet client pair with one shaped like the kubelet's own TLS-bootstrap
+    certificate: signed by the cluster CA, digitalSignature only, clientAuth (no keyEncipherment)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    pki = node_root / "etc/kubernetes/pki"
+    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+                                 x509.NameAttribute(NameOID.COMMON_NAME, "system:node:cp1")]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    current = node_root / "var/lib/kubelet/pki/kubelet-client-current.pem"
+    # the link is absolute inside the node (/var/lib/kubelet/pki/kubelet-client-<date>.pem)
+    target = current.parent / current.readlink().name if current.is_symlink() else current
+    target.write_bytes(pem)
+
+
+@pytest.mark.parametrize(("algorithm", "flagged"), [("ecdsa", False), ("rsa", True)])
+def test_key_encipherment_is_required_of_rsa_keys_only(tmp_path: Path, algorithm: str, flagged: bool) -> None:
+    """The kubelet's ECDSA client certificate (digitalSignature only, as a real ``kubeadm join`` node gets it
+    through TLS bootstrap) is no missing-usage; the same usages on an RSA key still are (negative control)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    node = testing.build_node(tmp_path / "n")
+    key = ec.generate_private_key(ec.SECP256R1()) if algorithm == "ecdsa" else rsa.generate_private_key(65537, 2048)
+    _kubelet_style_client_cert(node.root, key)
+    inv = kubepki.inspect(node.root)
+    codes = {f.code for f in inv["kubelet-client-current.pem"].findings}
+    assert ("missing-usage" in codes) is flagged

@@ -28,7 +28,7 @@ from kubepki import catalog as _catalog
 from kubepki._args import instance
 from kubepki._clock import utc as _utc
 from kubepki._report import Block, Outcome, Report, Table
-from kubepki.catalog import CatalogEntry, FileRole, Kind, Scope
+from kubepki.catalog import CatalogEntry, FileRole, KeyUsage, Kind, Scope
 from kubepki.errors import ConfigError, KubeconfigError, NodeError, ParseError
 from kubepki.inspection._findings import (
     Finding,
@@ -504,7 +504,11 @@ class _Context:
             out.append(make("unexpected-organization",
                             f"{shown} has O={sorted(facts.organizations)}, kubeadm "
                             f"{self.profile.kubernetes_version} writes O={sorted(orgs)}"))
-        missing_ku = sorted(k.value for k in entry.key_usages if k.value not in facts.key_usages)
+        # Key encipherment is an RSA usage (RFC 5480 forbids it for EC keys): the kubelet asks for it only
+        # with an RSA key (client-go util/certificate's usages), so its ECDSA certificates rightly lack it.
+        wanted = [k for k in entry.key_usages
+                  if k is not KeyUsage.KEY_ENCIPHERMENT or facts.key_algorithm.startswith("RSA-")]
+        missing_ku = sorted(k.value for k in wanted if k.value not in facts.key_usages)
         missing_eku = sorted(e.value for e in entry.extended_key_usages
                              if e.value not in facts.extended_key_usages)
         if missing_ku or missing_eku:
