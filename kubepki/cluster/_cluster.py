@@ -49,7 +49,7 @@ import attrs
 from kubepki import catalog as _catalog
 from kubepki._clock import utc as _utc
 from kubepki._report import Block, Cell, Line, Outcome, Report, Table
-from kubepki.catalog import Scope
+from kubepki.catalog import FileRole, Scope
 from kubepki.cluster._remote import RemoteRestartReport, ssh_restart
 from kubepki.errors import ConfigError, KubepkiError, RenewalError
 from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, InventoryItem, Severity, Status, inspect
@@ -411,14 +411,14 @@ def _short(digest: str) -> str:
     return digest.replace(":", "")[:16]
 
 
-def _shared_value(item: InventoryItem, role: str) -> str | None:
+def _shared_value(item: InventoryItem, role: FileRole) -> str | None:
     """What must be identical on every node: the certificate's fingerprint, a key file's digest."""
     for f in item.files:
         if f.role != role:
             continue
         if not f.exists:
             return None
-        if role == "cert" and item.facts is not None:
+        if role is FileRole.CERT and item.facts is not None:
             return item.facts.fingerprint_sha256
         return f.sha256 or f"unreadable:{f.path}"
     return None
@@ -435,8 +435,7 @@ def _compare_shared(inventories: Mapping[str, Inventory], order: Sequence[str]) 
         differ: list[str] = []
         odd: set[str] = set()
         for f in entry.files:
-            role = f.role.value
-            values = {label: _shared_value(inventories[label][entry.name], role) for label in holders}
+            values = {label: _shared_value(inventories[label][entry.name], f.role) for label in holders}
             present = {label: v for label, v in values.items() if v is not None}
             if not present:
                 continue  # absent everywhere (an external CA's key): consistent
@@ -456,7 +455,7 @@ def _compare_shared(inventories: Mapping[str, Inventory], order: Sequence[str]) 
             # The largest group is taken as the cluster's; on a tie every node is at fault.
             majority = ranked[0][1] if len(ranked[0][1]) > len(ranked[1][1]) else []
             odd.update(label for label in present if label not in majority)
-            what = "fingerprint" if role == "cert" else "SHA-256"
+            what = "fingerprint" if f.role is FileRole.CERT else "SHA-256"
             variants = "; ".join(f"{what} {_short(value)} on {', '.join(nodes)}" for value, nodes in ranked)
             differ.append(f"{f.path} ({variants})")
         if differ:
