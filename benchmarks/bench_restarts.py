@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from kubepki import catalog  # noqa: E402
 from kubepki.node._node import Node  # noqa: E402
 from kubepki.restarts._observe import ProcScanner  # noqa: E402
-from kubepki.restarts._restarts import detect, plan_restarts  # noqa: E402
+from kubepki.restarts._restarts import Changed, detect, plan_restarts  # noqa: E402
 from kubepki.restarts._served import fetch_served_certificate  # noqa: E402
 from tests.kubeadm_trees import materialize  # noqa: E402
 
@@ -69,7 +69,7 @@ def test_plan_all_items(benchmark: Any, tmp_path: Path) -> None:
     """Planning a restart for every catalog item at once (both policies)."""
     node = _node(tmp_path)
     names = list(catalog.names())
-    benchmark(lambda: (plan_restarts(node, changed=names), plan_restarts(node, changed=names, policy="minimal")))
+    benchmark(lambda: (plan_restarts(node, Changed(names)), plan_restarts(node, Changed(names), policy="minimal")))
 
 
 def test_scan_proc(benchmark: Any) -> None:
@@ -105,7 +105,7 @@ def main() -> None:
         node = _node(Path(tmp))
         names = list(catalog.names())
         rows = [
-            ("plan every catalog item (safe)", _best(lambda: plan_restarts(node, changed=names))),
+            ("plan every catalog item (safe)", _best(lambda: plan_restarts(node, Changed(names)))),
             ("scan /proc", _best(ProcScanner().processes)),
             ("detect (no TLS)", _best(lambda: detect(node, served=False))),
         ]

@@ -493,12 +493,23 @@ class CRIKubelet:
     container is not running, the next attempt is created with ``attempt + 1``
     and the same labels, and started. :attr:`attempts` counts per pod;
     :attr:`paused` stops the loop from creating anything (a kubelet that hangs).
+
+    With ``backoff`` (seconds) it also backs off like the kubelet's CrashLoopBackOff
+    (``doBackOff`` in kuberuntime_manager.go): an *exited* container of the pod that
+    finished less than the pod's current back-off ago is not replaced yet, and each
+    replacement of an exited container doubles that back-off (up to 300 s). A pod
+    whose container was removed has no exited status, so it is never held back.
+    :attr:`held_back` counts per pod how often the back-off held a start back.
     """
 
-    def __init__(self, containerd: Containerd, pods: Sequence[CRIPod], *, poll: float = 0.1) -> None:
+    def __init__(self, containerd: Containerd, pods: Sequence[CRIPod], *, poll: float = 0.1,
+                 backoff: float | None = None) -> None:
         self.containerd = containerd
         self.pods = list(pods)
         self.poll = poll
+        self.backoff = backoff
+        self.held_back: dict[str, int] = {}
+        self._backoff: dict[str, float] = {}
         self.attempts: dict[str, int] = {}
         self.sandboxes: dict[str, str] = {}
         self.errors: list[str] = []
@@ -537,6 +548,22 @@ class CRIKubelet:
             except Exception as exc:  # reported through .errors
                 self.errors.append(repr(exc))
 
+    def _backing_off(self, spec: CRIPod, exited: Sequence[Any]) -> bool:
+        """True while the kubelet's back-off holds the next start of ``spec``'s container back."""
+        from kubepki.restarts.methods._cri_api import api_pb2
+
+        if self.backoff is None or not exited:
+            return False  # no exited status: the kubelet does not back off (doBackOff returns early)
+        latest = max(exited, key=lambda c: c.metadata.attempt)
+        status = self._stub.ContainerStatus(api_pb2.ContainerStatusRequest(container_id=latest.id),
+                                            timeout=30).status
+        current = self._backoff.get(spec.pod)
+        if current is not None and time.time() - status.finished_at / 1e9 < current:
+            self.held_back[spec.pod] = self.held_back.get(spec.pod, 0) + 1
+            return True
+        self._backoff[spec.pod] = self.backoff if current is None else min(current * 2, 300.0)
+        return False
+
     def labels(self, spec: CRIPod) -> dict[str, str]:
         """The labels the kubelet puts on a pod's sandbox (and, with the container name, its containers)."""
         return {"io.kubernetes.pod.name": spec.pod, "io.kubernetes.pod.namespace": spec.namespace,
@@ -564,6 +591,9 @@ class CRIKubelet:
         for spec in self.pods:
             config = self.sandbox_config(spec)
             if spec.pod not in self.sandboxes:
+                # A new pod: the logs of an earlier one with the same uid (another test) are not its own.
+                for old in Path(config.log_directory).glob("*/*.log"):
+                    old.unlink()
                 self.sandboxes[spec.pod] = stub.RunPodSandbox(
                     api_pb2.RunPodSandboxRequest(config=config), timeout=60).pod_sandbox_id
             selector = {**self.labels(spec), "io.kubernetes.container.name": spec.component}
@@ -571,7 +601,16 @@ class CRIKubelet:
                 filter=api_pb2.ContainerFilter(label_selector=selector)), timeout=30).containers
             if any(c.state in (api_pb2.CONTAINER_RUNNING, api_pb2.CONTAINER_CREATED) for c in listed):
                 continue
+            if self._backing_off(spec, [c for c in listed if c.state == api_pb2.CONTAINER_EXITED]):
+                continue
             attempt = max((c.metadata.attempt for c in listed), default=-1) + 1
+            logs = Path(config.log_directory) / spec.component
+            if not listed:
+                # As the kubelet: with no container left to count from, the pod's log directory
+                # says how many attempts there were (calcRestartCountByLogDir, kuberuntime_container.go).
+                attempt = max((int(p.name.split(".")[0]) + 1 for p in logs.glob("*.log")
+                               if p.name.split(".")[0].isdigit()), default=0)
+            logs.mkdir(parents=True, exist_ok=True)
             created = stub.CreateContainer(api_pb2.CreateContainerRequest(
                 pod_sandbox_id=self.sandboxes[spec.pod],
                 config=api_pb2.ContainerConfig(

@@ -33,6 +33,8 @@ from kubepki.errors import ConfigError, RestartError
 from kubepki.node._node import Node
 from kubepki.restarts._restarts import (
     Action,
+    Changed,
+    FromDetection,
     Method,
     StaleKind,
     StepStatus,
@@ -175,8 +177,8 @@ def test_stop_then_remove(containerd: Containerd, runtime: CRIRuntime) -> None:
         kubelet.paused.clear()
         again = wait_for("the next attempt", lambda: [c for c in runtime.containers()
                                                       if c.container_name == "kube-scheduler"])
-        # The kubelet counts attempts from the containers it still sees: none after a removal.
-        assert again[0].id != first.id and again[0].attempt == 0
+        # With no container left, the kubelet counts attempts from the pod's log directory.
+        assert again[0].id != first.id and again[0].attempt == 1
 
 
 # --------------------------------------------------------------------------------------
@@ -191,12 +193,12 @@ def test_cri_method_restarts_a_stale_scheduler(containerd: Containerd, runtime: 
         found = detect(node, observer=runtime)
         assert [(s.component, s.kind, s.restart_needed) for s in found.stale] == [
             (Component.KUBE_SCHEDULER, StaleKind.STARTED_BEFORE_WRITE, True)]
-        plan = plan_restarts(node, detect=True, observer=runtime, method="cri")
+        plan = plan_restarts(node, FromDetection(observer=runtime), method="cri")
         assert [(s.component, s.action, s.method) for s in plan.steps] == [
             (Component.KUBE_SCHEDULER, Action.RESTART, Method.CRI)]
-        assert "by stopping its container" in apply_restarts(plan, node).outcomes[0].messages[0]
+        assert "by stopping its container" in apply_restarts(plan, dry_run=True).outcomes[0].messages[0]
         heard: list[str] = []
-        report = apply_restarts(plan, node, dry_run=False, runtime=runtime, observer=runtime, timeout=FAST,
+        report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST,
                                 progress=lambda _step, message: heard.append(message))
         assert report.ok, report.table()
         outcome = report.outcomes[0]
@@ -205,11 +207,43 @@ def test_cri_method_restarts_a_stale_scheduler(containerd: Containerd, runtime: 
         assert now.id != first.id and now.attempt == 1 and kubelet.attempts["kube-scheduler-cp1"] == 1
         assert now.started_at is not None and first.started_at is not None and now.started_at > first.started_at
         assert outcome.before == first.started_at and outcome.after == now.started_at
-        old = runtime.container(first.id)
-        assert old is not None and old.state == "exited"  # stopped, not removed: the kubelet collects it
+        # Stopped gracefully, then removed: no exited container is left to feed the kubelet's back-off.
+        assert runtime.container(first.id) is None
         assert any(m.startswith("stopping container k8s_kube-scheduler_kube-scheduler-cp1") for m in heard)
+        assert any(m.startswith("removing container k8s_kube-scheduler_kube-scheduler-cp1") for m in heard)
         assert report.verification is not None and report.verification.stale == ()
         assert kubelet.attempts["kube-controller-manager-cp1"] == 0
+
+
+def test_cri_restarts_in_a_row_do_not_feed_the_kubelets_back_off(
+        containerd: Containerd, runtime: CRIRuntime, node: Node) -> None:
+    """Three cri restarts in a row under a kubelet that backs off like the real one: none is held back.
+
+    The test kubelet applies CrashLoopBackOff to exited containers (30 s, doubling); the start
+    timeout is shorter, so a restart that left an exited container behind would fail.
+    """
+    with CRIKubelet(containerd, [SCHEDULER], backoff=30) as kubelet:
+        seen = {_one(runtime, "kube-scheduler").id}
+        for _ in range(3):
+            plan = plan_restarts(node, Changed(["scheduler.conf"]), method="cri")
+            report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST, take_backup=False)
+            assert report.ok, report.table()
+            seen.add(_one(runtime, "kube-scheduler").id)
+        assert len(seen) == 4 and kubelet.held_back == {}
+        assert kubelet.attempts["kube-scheduler-cp1"] == 3
+
+
+def test_stopping_without_removing_feeds_the_back_off(containerd: Containerd, runtime: CRIRuntime) -> None:
+    """Negative control: two plain stops in a row leave exited containers, and the second start is held back."""
+    with CRIKubelet(containerd, [SCHEDULER], backoff=30) as kubelet:
+        first = _one(runtime, "kube-scheduler")
+        runtime.stop(first.id, timeout=1)
+        second = wait_for("the first restart", lambda: [c for c in runtime.containers()
+                                                        if c.container_name == "kube-scheduler"])[0]
+        assert second.id != first.id and kubelet.held_back == {}
+        runtime.stop(second.id, timeout=1)
+        wait_for("the back-off to hold the next start", lambda: kubelet.held_back.get("kube-scheduler-cp1"))
+        assert "kube-scheduler" not in {c.container_name for c in runtime.containers()}
 
 
 def test_cri_method_fails_when_the_kubelet_does_not_start_the_next_attempt(
@@ -217,17 +251,17 @@ def test_cri_method_fails_when_the_kubelet_does_not_start_the_next_attempt(
     """No next attempt: the step times out naming what it waited for, and later steps do not run."""
     with CRIKubelet(containerd, [SCHEDULER]) as kubelet:
         kubelet.paused.set()
-        plan = plan_restarts(node, changed=["scheduler.conf", "kubelet.conf"], method="cri")
-        report = apply_restarts(plan, node, dry_run=False, runtime=runtime, observer=runtime,
+        plan = plan_restarts(node, Changed(["scheduler.conf", "kubelet.conf"]), method="cri")
+        report = apply_restarts(plan, runtime=runtime, observer=runtime,
                                 timeout=Timeouts(stop=1, start=1, serve=1, poll=0.05))
         assert [o.status for o in report.outcomes] == [StepStatus.FAILED, StepStatus.NOT_RUN]
-        assert "timed out after 1s waiting for the next kube-scheduler container" in (report.outcomes[0].error or "")
+        assert "timed out after 1s waiting for a new kube-scheduler container" in (report.outcomes[0].error or "")
 
 
 def test_cri_method_without_a_container_fails(containerd: Containerd, runtime: CRIRuntime, node: Node) -> None:
     """A component with no running container cannot be restarted this way; the report says where it looked."""
-    plan = plan_restarts(node, changed=["controller-manager.conf"], method="cri")
-    report = apply_restarts(plan, node, dry_run=False, runtime=runtime, observer=runtime, timeout=FAST)
+    plan = plan_restarts(node, Changed(["controller-manager.conf"]), method="cri")
+    report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST)
     assert report.outcomes[0].status is StepStatus.FAILED
     assert "no running kube-controller-manager container found in containerd" in (report.outcomes[0].error or "")
 

@@ -28,6 +28,8 @@ from kubepki.errors import RestartError
 from kubepki.node._node import Node
 from kubepki.restarts._restarts import (
     Action,
+    Changed,
+    FromDetection,
     Method,
     StaleKind,
     StepStatus,
@@ -142,11 +144,11 @@ def test_docker_method_restarts_a_stale_scheduler(engine: DockerEngine, runtime:
         found = detect(node, observer=runtime)
         assert [(s.component, s.kind, s.restart_needed) for s in found.stale] == [
             (Component.KUBE_SCHEDULER, StaleKind.STARTED_BEFORE_WRITE, True)]
-        plan = plan_restarts(node, detect=True, observer=runtime, method="docker")
+        plan = plan_restarts(node, FromDetection(observer=runtime), method="docker")
         assert [(s.component, s.action, s.method) for s in plan.steps] == [
             (Component.KUBE_SCHEDULER, Action.RESTART, Method.DOCKER)]
         heard: list[str] = []
-        report = apply_restarts(plan, node, dry_run=False, runtime=runtime, observer=runtime, timeout=FAST,
+        report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST,
                                 progress=lambda _step, message: heard.append(message))
         assert report.ok, report.table()
         assert report.outcomes[0].status is StepStatus.DONE
@@ -180,8 +182,8 @@ def test_real_etcd_in_docker_restarted_and_serving_the_renewed_certificate(
         assert found.served[0].served.port == client  # the port came from the container's flags
         first = runtime.containers()[0]
         reissue(node.root, "etcd/server", "etcd/ca")
-        plan = plan_restarts(node, changed=["etcd-server"], method="docker")
-        report = apply_restarts(plan, node, dry_run=False, runtime=runtime, observer=runtime, timeout=FAST)
+        plan = plan_restarts(node, Changed(["etcd-server"]), method="docker")
+        report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST)
         assert report.ok, report.table()
         served = report.outcomes[0].served
         assert served is not None and served.status is CheckStatus.MATCH
@@ -194,8 +196,8 @@ def test_docker_method_fails_when_the_kubelet_does_not_recreate(engine: DockerEn
     """No new attempt appears: the step times out and later steps do not run."""
     with DockerKubelet(engine, [PodSpec("kube-scheduler")]) as kubelet:
         kubelet.paused.set()
-        plan = plan_restarts(node, changed=["scheduler.conf", "kubelet.conf"], method="docker")
-        report = apply_restarts(plan, node, dry_run=False, runtime=runtime, observer=runtime,
+        plan = plan_restarts(node, Changed(["scheduler.conf", "kubelet.conf"]), method="docker")
+        report = apply_restarts(plan, runtime=runtime, observer=runtime,
                                 timeout=Timeouts(stop=1, start=1, serve=1, poll=0.05))
         assert [o.status for o in report.outcomes] == [StepStatus.FAILED, StepStatus.NOT_RUN]
         assert "timed out after 1s waiting for a new kube-scheduler container" in (report.outcomes[0].error or "")
@@ -204,8 +206,8 @@ def test_docker_method_fails_when_the_kubelet_does_not_recreate(engine: DockerEn
 
 def test_docker_method_without_a_container_fails(engine: DockerEngine, runtime: DockerRuntime, node: Node) -> None:
     """A component with no running container cannot be restarted this way; the report says which."""
-    plan = plan_restarts(node, changed=["controller-manager.conf"], method="docker")
-    report = apply_restarts(plan, node, dry_run=False, runtime=runtime, observer=runtime, timeout=FAST)
+    plan = plan_restarts(node, Changed(["controller-manager.conf"]), method="docker")
+    report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST)
     assert report.outcomes[0].status is StepStatus.FAILED
     assert "no running kube-controller-manager container found in docker" in (report.outcomes[0].error or "")
 

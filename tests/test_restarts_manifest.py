@@ -31,6 +31,9 @@ from kubepki.restarts._observe import ProcScanner
 from kubepki.restarts._restarts import (
     HELD_MANIFESTS_DIR,
     Action,
+    Changed,
+    FromDetection,
+    FromRenewal,
     RestartStep,
     StaleKind,
     StepStatus,
@@ -166,7 +169,7 @@ def test_served_mismatch_is_stale_and_planned_even_under_minimal(cluster: Cluste
     kinds = {(s.component, s.kind, s.restart_needed) for s in found.stale}
     assert kinds == {(Component.KUBE_APISERVER, StaleKind.STARTED_BEFORE_WRITE, False),
                      (Component.KUBE_APISERVER, StaleKind.SERVED_MISMATCH, True)}
-    plan = plan_restarts(cluster.node, detect=True, observer=cluster.observer, policy="minimal")
+    plan = plan_restarts(cluster.node, FromDetection(observer=cluster.observer), policy="minimal")
     assert [(s.component, s.action) for s in plan.steps] == [(Component.KUBE_APISERVER, Action.RESTART)]
     assert plan.source == "detect" and plan.changed == ("apiserver",)
 
@@ -178,14 +181,13 @@ def test_manifest_method_restarts_the_reader_and_verifies(cluster: Cluster) -> N
     """front-proxy-client renewed: kube-apiserver is restarted by moving its manifest; nothing stale remains."""
     reissue(cluster.root, "front-proxy-client", "front-proxy-ca")
     old_pid = _pid(cluster, Component.KUBE_APISERVER)
-    plan = plan_restarts(cluster.node, changed=["front-proxy-client"])
+    plan = plan_restarts(cluster.node, Changed(["front-proxy-client"]))
     heard: list[tuple[str, str]] = []
 
     def progress(step: RestartStep, message: str) -> None:
         heard.append((step.component.value, message))
 
-    report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer, timeout=FAST,
-                            progress=progress)
+    report = apply_restarts(plan, observer=cluster.observer, timeout=FAST, progress=progress)
     assert report.ok, report.table()
     (outcome,) = report.outcomes
     assert outcome.status is StepStatus.DONE
@@ -216,9 +218,9 @@ def test_renewal_result_to_verified_restart(cluster: Cluster) -> None:
     result = renewal.apply_renewal(renewal.plan_renewal(cluster.node, ["apiserver", "front-proxy-client"]),
                                    take_backup=False)
     assert not cluster.serving(Component.KUBE_APISERVER)
-    plan = plan_restarts(cluster.node, renewal=result)
+    plan = plan_restarts(cluster.node, FromRenewal(result))
     assert [s.component for s in plan.restarts] == [Component.KUBE_APISERVER]
-    report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer, timeout=FAST)
+    report = apply_restarts(plan, observer=cluster.observer, timeout=FAST)
     assert report.ok, report.table()
     assert cluster.serving(Component.KUBE_APISERVER)
 
@@ -227,9 +229,9 @@ def test_minimal_policy_relies_on_etcds_hot_reload(cluster: Cluster) -> None:
     """etcd-server renewed under minimal: a verify step, proven by the served certificate; etcd keeps running."""
     pid = _pid(cluster, Component.ETCD)
     reissue(cluster.root, "etcd/server", "etcd/ca")
-    plan = plan_restarts(cluster.node, changed=["etcd-server"], policy="minimal")
+    plan = plan_restarts(cluster.node, Changed(["etcd-server"]), policy="minimal")
     assert [(s.component, s.action) for s in plan.steps] == [(Component.ETCD, Action.VERIFY)]
-    report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer, timeout=FAST)
+    report = apply_restarts(plan, observer=cluster.observer, timeout=FAST)
     assert report.ok, report.table()
     assert report.outcomes[0].status is StepStatus.VERIFIED
     assert _pid(cluster, Component.ETCD) == pid and cluster.kubelet.starts["etcd"] == 1
@@ -241,9 +243,8 @@ def test_minimal_policy_relies_on_etcds_hot_reload(cluster: Cluster) -> None:
 def test_minimal_verify_fails_for_a_component_that_does_not_reload(cluster: Cluster) -> None:
     """Negative control: apiserver.crt renewed under minimal, the server keeps the old one, the verify fails."""
     reissue(cluster.root, "apiserver", "ca")
-    plan = plan_restarts(cluster.node, changed=["apiserver"], policy="minimal")
-    report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer,
-                            timeout=attrs.evolve(FAST, serve=1.0))
+    plan = plan_restarts(cluster.node, Changed(["apiserver"]), policy="minimal")
+    report = apply_restarts(plan, observer=cluster.observer, timeout=attrs.evolve(FAST, serve=1.0))
     assert not report.ok
     failed = report.failed
     assert failed is not None and failed.step.component is Component.KUBE_APISERVER
@@ -263,9 +264,8 @@ def test_component_keeping_its_old_certificate_fails_and_is_reported_stale(tmp_p
     extra = {"kube-apiserver": [f"--kubepki-test-serve={keep / 'apiserver.crt'},{keep / 'apiserver.key'}"]}
     with _run(demo.root, tmp_path / "work", extra_args=extra) as cluster:
         reissue(cluster.root, "apiserver", "ca")
-        plan = plan_restarts(cluster.node, changed=["apiserver", "scheduler.conf"])
-        report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer,
-                                timeout=attrs.evolve(FAST, serve=1.5))
+        plan = plan_restarts(cluster.node, Changed(["apiserver", "scheduler.conf"]))
+        report = apply_restarts(plan, observer=cluster.observer, timeout=attrs.evolve(FAST, serve=1.5))
         assert [o.status for o in report.outcomes] == [StepStatus.FAILED, StepStatus.NOT_RUN]
         assert "other than /etc/kubernetes/pki/apiserver.crt" in (report.outcomes[0].error or "")
         assert cluster.kubelet.starts["kube-apiserver"] == 2  # it was restarted, in vain
@@ -279,11 +279,10 @@ def test_component_keeping_its_old_certificate_fails_and_is_reported_stale(tmp_p
 def test_stop_timeout_puts_the_manifest_back_and_stops(cluster: Cluster) -> None:
     """A kubelet that does not react: the wait times out, the manifest goes back, later steps do not run."""
     pid = _pid(cluster, Component.KUBE_APISERVER)
-    plan = plan_restarts(cluster.node, changed=["sa"])
+    plan = plan_restarts(cluster.node, Changed(["sa"]))
     assert [s.component for s in plan.restarts] == [Component.KUBE_APISERVER, Component.KUBE_CONTROLLER_MANAGER]
     cluster.kubelet.paused.set()
-    report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer,
-                            timeout=attrs.evolve(FAST, stop=0.5))
+    report = apply_restarts(plan, observer=cluster.observer, timeout=attrs.evolve(FAST, stop=0.5))
     cluster.kubelet.paused.clear()
     assert [o.status for o in report.outcomes] == [StepStatus.FAILED, StepStatus.NOT_RUN]
     assert "timed out after 0.5s waiting for kube-apiserver to stop" in (report.outcomes[0].error or "")
@@ -302,8 +301,8 @@ def test_interrupted_run_is_finished_first(cluster: Cluster) -> None:
     held.mkdir()
     (cluster.manifests / "kube-scheduler.yaml").rename(held / "kube-scheduler.yaml")
     wait_for("the scheduler to stop", lambda: _pid(cluster, Component.KUBE_SCHEDULER) is None)
-    plan = plan_restarts(cluster.node, changed=["scheduler.conf"])
-    report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer, timeout=FAST)
+    plan = plan_restarts(cluster.node, Changed(["scheduler.conf"]))
+    report = apply_restarts(plan, observer=cluster.observer, timeout=FAST)
     assert report.ok, report.table()
     assert "putting back kube-scheduler.yaml, held since an interrupted run" in report.outcomes[0].messages
     assert (cluster.manifests / "kube-scheduler.yaml").is_file() and not held.exists()
@@ -314,8 +313,8 @@ def test_held_copy_beside_a_live_manifest_is_refused(cluster: Cluster) -> None:
     held = cluster.root / "etc/kubernetes" / HELD_MANIFESTS_DIR
     held.mkdir()
     shutil.copy(cluster.manifests / "kube-scheduler.yaml", held / "kube-scheduler.yaml")
-    report = apply_restarts(plan_restarts(cluster.node, changed=["scheduler.conf"]), cluster.node,
-                            dry_run=False, observer=cluster.observer, timeout=FAST)
+    report = apply_restarts(plan_restarts(cluster.node, Changed(["scheduler.conf"])), observer=cluster.observer,
+                            timeout=FAST)
     assert report.outcomes[0].status is StepStatus.FAILED
     assert "compare them and remove the held copy" in (report.outcomes[0].error or "")
     assert cluster.kubelet.starts["kube-scheduler"] == 1
@@ -343,18 +342,17 @@ def test_kubelet_restart_goes_through_the_injected_restarter(cluster: Cluster, t
         touch_later(root / "etc/kubernetes/kubelet.conf")
         stale = kubepki.detect_stale(cluster.node, observer=cluster.observer)
         assert [(s.component, s.restart_needed) for s in stale] == [(Component.KUBELET, True)]
-        plan = plan_restarts(cluster.node, detect=True, observer=cluster.observer)
-        assert [(s.component, s.method.value) for s in plan.restarts] == [(Component.KUBELET, "systemd")]
+        plan = plan_restarts(cluster.node, FromDetection(observer=cluster.observer))
+        # A node in a temp dir is not the machine whose systemd is PID 1: its kubelet is signalled.
+        assert [(s.component, s.method.value) for s in plan.restarts] == [(Component.KUBELET, "signal")]
 
         def broken() -> None:
             raise RestartError("systemctl restart kubelet failed (exit 1): Unit kubelet.service not found.")
 
-        report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer, timeout=FAST,
-                                kubelet_restart=broken)
+        report = apply_restarts(plan, observer=cluster.observer, timeout=FAST, kubelet_restart=broken)
         assert report.outcomes[0].status is StepStatus.FAILED
         assert "Unit kubelet.service not found" in (report.outcomes[0].error or "")
-        report = apply_restarts(plan, cluster.node, dry_run=False, observer=cluster.observer, timeout=FAST,
-                                kubelet_restart=restart)
+        report = apply_restarts(plan, observer=cluster.observer, timeout=FAST, kubelet_restart=restart)
         assert report.ok, report.table()
         assert len(procs) == 2 and procs[0].poll() is not None
         served = report.outcomes[0].served

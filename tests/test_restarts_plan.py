@@ -24,6 +24,8 @@ from kubepki.node._node import Node
 from kubepki.restarts._observe import COMPONENT_ORDER
 from kubepki.restarts._restarts import (
     Action,
+    Changed,
+    FromRenewal,
     Method,
     Policy,
     RestartPlan,
@@ -33,6 +35,7 @@ from kubepki.restarts._restarts import (
     plan_restarts,
     systemctl_restart_kubelet,
 )
+from kubepki.restarts.methods import kubelet_method
 from tests.kubeadm_trees import materialize
 
 UTC = dt.timezone.utc
@@ -59,11 +62,14 @@ def _expected(name: str, policy: Policy, version: kubepki.KubeVersion) -> dict[C
             action = Action.RESTART if name == "kubelet.conf" else None
         elif policy is Policy.SAFE or reload is Reload.RESTART:
             action = Action.RESTART
+        elif reload.pickup_delay is not None:
+            action = Action.WAIT  # picked up by itself within a known delay: waited for
         else:
             action = Action.VERIFY
         if action is None:
             continue
-        if out.get(c.component) is not Action.RESTART:
+        rank = [Action.VERIFY, Action.WAIT, Action.RESTART]
+        if c.component not in out or rank.index(action) > rank.index(out[c.component]):
             out[c.component] = action
     return out
 
@@ -72,14 +78,15 @@ def _expected(name: str, policy: Policy, version: kubepki.KubeVersion) -> dict[C
 @pytest.mark.parametrize("name", catalog.names())
 def test_each_catalog_item_restarts_what_the_catalog_says(demo: Node, name: str, policy: Policy) -> None:
     """Every daemon consumer restarts (safe) or restarts only if it reads once (minimal)."""
-    plan = plan_restarts(demo, changed=[name], policy=policy)
+    plan = plan_restarts(demo, Changed([name]), policy=policy)
     got = {s.component: s.action for s in plan.steps if s.action is not Action.NOTE}
     assert got == _expected(name, policy, demo.profile.kubernetes_version)
     for step in plan.steps:
         assert step.names == (name,)
         assert step.node == "cp1"
         if step.action is Action.RESTART:
-            assert step.method is (Method.SYSTEMD if step.component is Component.KUBELET else Method.MANIFEST)
+            assert step.method is (kubelet_method(demo)[0] if step.component is Component.KUBELET
+                                   else Method.MANIFEST)
         else:
             assert step.method is Method.NONE
 
@@ -87,14 +94,14 @@ def test_each_catalog_item_restarts_what_the_catalog_says(demo: Node, name: str,
 def test_steps_follow_the_restart_order(demo: Node) -> None:
     """etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet — whatever the input order."""
     changed = ["kubelet.crt", "scheduler.conf", "controller-manager.conf", "apiserver", "etcd-ca"]
-    plan = plan_restarts(demo, changed=changed)
+    plan = plan_restarts(demo, Changed(changed))
     assert [s.component for s in plan.restarts] == list(COMPONENT_ORDER)
     assert plan.changed == tuple(changed)
 
 
 def test_reasons_name_the_files_and_flags(demo: Node) -> None:
     """A step lists the artifact, the consumer flag, the reload mode and the node paths."""
-    plan = plan_restarts(demo, changed=["front-proxy-client"])
+    plan = plan_restarts(demo, Changed(["front-proxy-client"]))
     (step,) = plan.steps
     (reason,) = step.reasons
     assert (reason.name, reason.flag, reason.reload) == (
@@ -106,7 +113,7 @@ def test_reasons_name_the_files_and_flags(demo: Node) -> None:
 
 def test_per_invocation_files_only_note(demo: Node) -> None:
     """admin.conf restarts nothing; the note says to refresh ~/.kube/config."""
-    plan = plan_restarts(demo, changed=["admin.conf", "super-admin.conf"])
+    plan = plan_restarts(demo, Changed(["admin.conf", "super-admin.conf"]))
     assert not plan.restarts and not plan.verifies
     kubectl = next(s for s in plan.steps if s.component is Component.KUBECTL)
     assert kubectl.action is Action.NOTE
@@ -115,17 +122,17 @@ def test_per_invocation_files_only_note(demo: Node) -> None:
 
 def test_kubelet_conf_restarts_kubelet_but_rotation_does_not(demo: Node) -> None:
     """kubelet.conf itself restarts the kubelet through systemd; its rotated PEM is only a note."""
-    plan = plan_restarts(demo, changed=["kubelet.conf"], policy="minimal")
+    plan = plan_restarts(demo, Changed(["kubelet.conf"]), policy="minimal")
     assert [(s.component, s.action, s.method) for s in plan.steps] == [
-        (Component.KUBELET, Action.RESTART, Method.SYSTEMD)]
-    plan = plan_restarts(demo, changed=["kubelet-client-current.pem"])
+        (Component.KUBELET, Action.RESTART, kubelet_method(demo)[0])]
+    plan = plan_restarts(demo, Changed(["kubelet-client-current.pem"]))
     assert [(s.component, s.action) for s in plan.steps] == [(Component.KUBELET, Action.NOTE)]
 
 
 @pytest.mark.parametrize("ca", ["ca", "front-proxy-ca", "etcd-ca", "sa"])
 def test_ca_change_restarts_every_consumer_and_notes_it(demo: Node, ca: str) -> None:
     """A CA or sa change restarts every daemon consumer (safe) and says what else must follow."""
-    plan = plan_restarts(demo, changed=[ca])
+    plan = plan_restarts(demo, Changed([ca]))
     assert {s.component for s in plan.restarts} == {c.component for c in _daemon_consumers(ca)}
     assert plan.notes
     if ca == "ca":
@@ -134,7 +141,7 @@ def test_ca_change_restarts_every_consumer_and_notes_it(demo: Node, ca: str) -> 
 
 def test_minimal_keeps_restart_only_consumers(demo: Node) -> None:
     """Under minimal, ca restarts kube-controller-manager (--root-ca-file) and verifies the rest."""
-    plan = plan_restarts(demo, changed=["ca"], policy=Policy.MINIMAL)
+    plan = plan_restarts(demo, Changed(["ca"]), policy=Policy.MINIMAL)
     actions = {s.component: s.action for s in plan.steps}
     assert actions == {Component.KUBE_APISERVER: Action.VERIFY, Component.KUBE_CONTROLLER_MANAGER: Action.RESTART,
                        Component.KUBELET: Action.VERIFY}
@@ -165,30 +172,30 @@ def test_proven_staleness_restarts_even_under_minimal() -> None:
 
 
 def test_docker_method(demo: Node) -> None:
-    """With method docker, static pods restart through the runtime and the kubelet still via systemd."""
-    plan = plan_restarts(demo, changed=["scheduler.conf", "kubelet.conf"], method="docker")
+    """With method docker, static pods restart through the runtime and the kubelet by its own node's method."""
+    plan = plan_restarts(demo, Changed(["scheduler.conf", "kubelet.conf"]), method="docker")
     assert [(s.component, s.method) for s in plan.restarts] == [
-        (Component.KUBE_SCHEDULER, Method.DOCKER), (Component.KUBELET, Method.SYSTEMD)]
+        (Component.KUBE_SCHEDULER, Method.DOCKER), (Component.KUBELET, kubelet_method(demo)[0])]
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"changed": ["ca"], "detect": True},
-                                    {"changed": ["ca"], "renewal": {"changed": ["ca"]}}])
-def test_exactly_one_source(demo: Node, kwargs: dict[str, object]) -> None:
-    """No source, or two, is a ConfigError."""
-    with pytest.raises(ConfigError, match="exactly one"):
-        plan_restarts(demo, **kwargs)  # type: ignore[arg-type]
+@pytest.mark.parametrize("source", [None, ["ca"], "ca", {"changed": ["ca"]}])
+def test_exactly_one_typed_source(demo: Node, source: object) -> None:
+    """Anything but a Changed, FromRenewal or FromDetection is a ConfigError (negative control: Changed works)."""
+    with pytest.raises(ConfigError, match="needs a Changed, FromRenewal or FromDetection source"):
+        plan_restarts(demo, source)  # type: ignore[arg-type]
+    assert plan_restarts(demo, Changed(["ca"])).changed == ("ca",)
 
 
 def test_bad_arguments(demo: Node) -> None:
     """Unknown names, policies and methods are refused with the known values listed."""
     with pytest.raises(UnknownItemError, match="front-proxy-client"):
-        plan_restarts(demo, changed=["front-proxy"])
+        plan_restarts(demo, Changed(["front-proxy"]))
     with pytest.raises(ConfigError, match="safe, minimal"):
-        plan_restarts(demo, changed=["ca"], policy="eager")
+        plan_restarts(demo, Changed(["ca"]), policy="eager")
     with pytest.raises(ConfigError, match="manifest, docker"):
-        plan_restarts(demo, changed=["ca"], method="systemd")
+        plan_restarts(demo, Changed(["ca"]), method="systemd")
     with pytest.raises(ConfigError, match="timezone-aware"):
-        plan_restarts(demo, changed=["ca"], now=dt.datetime(2026, 1, 1))
+        plan_restarts(demo, Changed(["ca"]), now=dt.datetime(2026, 1, 1))
 
 
 @attrs.frozen
@@ -203,12 +210,12 @@ class _Result:
 def test_from_renewal_object_mapping_and_json_file(demo: Node, tmp_path: Path) -> None:
     """A renewal result object, its mapping and its JSON file give the same plan."""
     result = _Result(changed=("apiserver-etcd-client", "admin.conf"), node_name="cp1")
-    a = plan_restarts(demo, renewal=result, now=ISSUED)
-    b = plan_restarts(demo, renewal={"changed": list(result.changed), "node": "cp1"}, now=ISSUED)
+    a = plan_restarts(demo, FromRenewal(result), now=ISSUED)
+    b = plan_restarts(demo, FromRenewal({"changed": list(result.changed), "node": "cp1"}), now=ISSUED)
     path = tmp_path / "renewal.json"
     path.write_text(json.dumps({"kind": "RenewalResult", "node": "cp1", "changed": list(result.changed),
                                 "files": []}))
-    c = plan_restarts(demo, renewal=str(path), now=ISSUED)
+    c = plan_restarts(demo, FromRenewal(str(path)), now=ISSUED)
     assert a.steps == b.steps == c.steps
     assert a.source == "renewal"
     assert [s.component for s in a.restarts] == [Component.KUBE_APISERVER]
@@ -216,7 +223,7 @@ def test_from_renewal_object_mapping_and_json_file(demo: Node, tmp_path: Path) -
 
 def test_renewal_files_map_to_catalog_names(demo: Node) -> None:
     """Written files not listed under changed still count, by their catalog path."""
-    plan = plan_restarts(demo, renewal=_Result(changed=(), files=("/etc/kubernetes/scheduler.conf",)))
+    plan = plan_restarts(demo, FromRenewal(_Result(changed=(), files=("/etc/kubernetes/scheduler.conf",))))
     assert plan.changed == ("scheduler.conf",)
     assert [s.component for s in plan.restarts] == [Component.KUBE_SCHEDULER]
 
@@ -224,36 +231,38 @@ def test_renewal_files_map_to_catalog_names(demo: Node) -> None:
 def test_renewal_for_another_node_or_malformed_is_refused(demo: Node, tmp_path: Path) -> None:
     """A result for cp2 cannot plan cp1's restarts; broken JSON files are ConfigErrors."""
     with pytest.raises(ConfigError, match="cp2"):
-        plan_restarts(demo, renewal=_Result(changed=("ca",), node_name="cp2"))
+        plan_restarts(demo, FromRenewal(_Result(changed=("ca",), node_name="cp2")))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not JSON"):
-        plan_restarts(demo, renewal=bad)
+        plan_restarts(demo, FromRenewal(bad))
     with pytest.raises(ConfigError, match="cannot read"):
-        plan_restarts(demo, renewal=tmp_path / "absent.json")
+        plan_restarts(demo, FromRenewal(tmp_path / "absent.json"))
     with pytest.raises(ConfigError, match="list of catalog names"):
-        plan_restarts(demo, renewal={"changed": "ca"})
+        plan_restarts(demo, FromRenewal({"changed": "ca"}))
 
 
 def test_items_that_do_not_apply_are_ignored_with_a_note(tmp_path: Path) -> None:
     """super-admin.conf on 1.28 and etcd-server with external etcd restart nothing."""
     old = kubepki.testing.build_node(tmp_path / "old", version="1.28", issued_at=ISSUED).as_node()
-    plan = plan_restarts(old, changed=["super-admin.conf"])
+    plan = plan_restarts(old, Changed(["super-admin.conf"]))
     assert not plan.steps and "does not apply" in plan.notes[0]
     ext = kubepki.testing.build_node(tmp_path / "ext", external_etcd=True, issued_at=ISSUED).as_node()
-    plan = plan_restarts(ext, changed=["etcd-server"])
+    plan = plan_restarts(ext, Changed(["etcd-server"]))
     assert not plan.steps and "external etcd" in plan.notes[0]
 
 
 def test_plan_on_a_real_kubeadm_tree(tmp_path: Path) -> None:
     """On a tree kubeadm wrote, names, version and node come from its real manifests."""
     node = Node(materialize("single-full", tmp_path / "n"))
-    plan = plan_restarts(node, changed=["etcd-server", "apiserver-etcd-client", "controller-manager.conf"],
+    plan = plan_restarts(node, Changed(["etcd-server", "apiserver-etcd-client", "controller-manager.conf"]),
                          policy="minimal")
     assert plan.node == "cp1"
+    # apiserver-etcd-client is re-read at every new connection (measured on 1.28.4): verified, not restarted.
     assert [(s.component, s.action) for s in plan.steps] == [
-        (Component.ETCD, Action.VERIFY), (Component.KUBE_APISERVER, Action.RESTART),
+        (Component.ETCD, Action.VERIFY), (Component.KUBE_APISERVER, Action.VERIFY),
         (Component.KUBE_CONTROLLER_MANAGER, Action.RESTART)]
+    assert "new connections use the new file" in plan.steps[1].note
     assert all(not s.note for s in plan.restarts)  # every manifest is there
 
 
@@ -261,13 +270,13 @@ def test_missing_manifest_is_said_in_the_plan(tmp_path: Path) -> None:
     """Without a manifest to move, the restart step says so (apply would fail on it)."""
     demo = kubepki.testing.build_node(tmp_path / "n", issued_at=ISSUED)
     (demo.root / "etc/kubernetes/manifests/kube-scheduler.yaml").unlink()
-    plan = plan_restarts(demo.as_node(), changed=["scheduler.conf"])
+    plan = plan_restarts(demo.as_node(), Changed(["scheduler.conf"]))
     assert "no static pod manifest" in plan.restarts[0].note
 
 
 def test_plan_is_an_immutable_printable_value(demo: Node) -> None:
     """Frozen, JSON with the documented step fields, a table and notebook HTML."""
-    plan = plan_restarts(demo, changed=["front-proxy-client", "admin.conf"], now=ISSUED)
+    plan = plan_restarts(demo, Changed(["front-proxy-client", "admin.conf"]), now=ISSUED)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         plan.policy = Policy.MINIMAL  # type: ignore[misc]
     assert isinstance(plan.steps, tuple)
@@ -278,8 +287,8 @@ def test_plan_is_an_immutable_printable_value(demo: Node) -> None:
         "node": "cp1", "component": "kube-apiserver", "action": "restart", "method": "manifest",
         "reasons": [{"name": "front-proxy-client", "flag": "--proxy-client-cert-file", "reload": "hot-fsnotify",
                      "paths": ["/etc/kubernetes/pki/front-proxy-client.crt",
-                               "/etc/kubernetes/pki/front-proxy-client.key"], "detail": ""}],
-        "note": "",
+                               "/etc/kubernetes/pki/front-proxy-client.key"], "detail": "", "kind": "changed"}],
+        "note": "", "wait_seconds": None,
     }
     table = plan.table()
     assert re.search(r"^1 +cp1 +kube-apiserver +restart +manifest +front-proxy-client", table, re.M)
@@ -296,8 +305,8 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     manifests = demo.root / "etc/kubernetes/manifests"
     before = {p.name: p.stat().st_mtime_ns for p in manifests.iterdir()}
     node = demo.as_node()
-    plan = plan_restarts(node, changed=["ca", "admin.conf"])
-    report = apply_restarts(plan, node)
+    plan = plan_restarts(node, Changed(["ca", "admin.conf"]))
+    report = apply_restarts(plan, dry_run=True)
     assert report.dry_run and report.ok and report.verification is None
     assert [o.status for o in report.outcomes] == [StepStatus.PLANNED] * 3 + [StepStatus.NOTED] * 2
     assert "would restart kube-apiserver by moving its static pod manifest" in report.outcomes[0].messages[0]
@@ -310,9 +319,9 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
 def test_plan_for_another_node_is_refused(tmp_path: Path) -> None:
     """A plan made on cp1 is not applied to cp2."""
     cluster = kubepki.testing.build_cluster(tmp_path / "c", nodes=2, issued_at=ISSUED)
-    plan = plan_restarts(cluster.node("cp1").as_node(), changed=["apiserver"])
+    plan = plan_restarts(cluster.node("cp1").as_node(), Changed(["apiserver"]))
     with pytest.raises(ConfigError, match="cp1"):
-        apply_restarts(plan, cluster.node("cp2").as_node(), dry_run=False)
+        apply_restarts(plan, node=cluster.node("cp2").as_node())
 
 
 def test_systemctl_absent_is_a_restart_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -411,8 +420,8 @@ def policy_table(node: Node) -> str:
         return ", ".join(parts) or "—"
 
     for name in catalog.names():
-        safe = plan_restarts(node, changed=[name])
-        minimal = plan_restarts(node, changed=[name], policy="minimal")
+        safe = plan_restarts(node, Changed([name]))
+        minimal = plan_restarts(node, Changed([name]), policy="minimal")
         notes = ", ".join(s.component.value for s in safe.steps if s.action is Action.NOTE) or "—"
         lines.append(f"| `{name}` | {cell(safe)} | {cell(minimal)} | {notes} |")
     return "\n".join(lines)

@@ -300,7 +300,7 @@ def test_library_objects(scanner: Scanner, trees: dict[str, Path], tmp_path: Pat
     ca = pki.load_certificate((root / PKI / "ca.crt").read_bytes())
     scanner.add("signer", issuing.Signer.from_key("ca", ca, pki.load_private_key(key_pem)))
     scanner.add("key pool", kubepki.testing.key_pool("ECDSA-P256"))
-    scanner.add("restarts", kubepki.plan_restarts(root, changed=["apiserver"]))
+    scanner.add("restarts", kubepki.plan_restarts(root, kubepki.Changed(["apiserver"])))
     scanner.check()
 
 

@@ -28,7 +28,7 @@ from kubepki.errors import RestartError
 
 if TYPE_CHECKING:
     from kubepki.node import Node
-    from kubepki.restarts import RestartPlan, RestartStep, Runtime
+    from kubepki.restarts import RestartPlan, RestartSource, RestartStep, Runtime
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
 
@@ -42,12 +42,13 @@ examples:
   kubepki restarts apply --detect --method docker --docker-host unix:///var/run/docker.sock --apply
   kubepki restarts apply --detect --method cri --apply     # containerd or CRI-O, found from its socket
 
-exit status: 0 the plan was shown or applied and verified, 2 a step failed or
-something is still stale afterwards, 3 kubepki could not run (bad arguments)."""
+exit status: 0 the plan was shown or applied and verified, 1 applied but some
+endpoint could not be checked, 2 a step failed or something is still stale
+afterwards, 3 kubepki could not run (bad arguments)."""
 
 VERIFY_EXAMPLES = """\
 examples:
-  kubepki verify-served                                     # etcd, kube-apiserver, kubelet on 127.0.0.1
+  kubepki verify-served                                     # etcd, kube-apiserver, kubelet where they listen
   kubepki verify-served --host 10.0.0.11 --port kube-apiserver=6443 -o json
 
 exit status: 0 every endpoint serves its on-disk certificate, 1 some could not
@@ -67,11 +68,12 @@ def _endpoint_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("observing")
     g.add_argument("--proc", default="/proc", metavar="DIR",
                    help="the node's /proc (default /proc; e.g. /host/proc in a pod with hostPID)")
-    g.add_argument("--host", default="127.0.0.1",
-                   help="where the components' TLS endpoints are reached (default 127.0.0.1)")
+    g.add_argument("--host", default=None,
+                   help="where the components' TLS endpoints are reached (default: the address their "
+                        "flags bind, else 127.0.0.1)")
     g.add_argument("--port", type=parse_port, action="append", default=[], metavar="COMPONENT=PORT",
-                   help="a component's TLS port (default: from its flags, else 2379, 6443, 10257, "
-                        "10259, 10250); repeatable")
+                   help="a component's TLS port (default: from its flags, manifest or kubelet config, else "
+                        "2379, 6443, 10257, 10259, 10250); repeatable")
     g.add_argument("--docker-host", metavar="URL",
                    help="a Docker engine to observe (and, with --method docker, to restart through); "
                         "e.g. unix:///var/run/docker.sock")
@@ -99,7 +101,11 @@ def register(sub: Any) -> None:
         a.add_argument("--policy", choices=("safe", "minimal"), default="safe",
                        help="safe: restart every reader (default); minimal: rely on hot reloads and verify")
         a.add_argument("--method", choices=("manifest", "docker", "cri"), default="manifest",
-                       help="how static pods are restarted (default manifest); the kubelet uses systemctl")
+                       help="how static pods are restarted (default manifest); the kubelet uses systemctl "
+                            "when systemd runs it on this node, else a signal to its process")
+        a.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
+                       help="with --policy minimal: the longest to wait for a component to pick a file up by "
+                            "itself (default: as long as it takes, at most 5 minutes); longer ones are restarted")
         _endpoint_options(a)
         add_output_option(a)
         if name == "apply":
@@ -119,10 +125,11 @@ def register(sub: Any) -> None:
                                    "serves with the one on disk.",
                        epilog=VERIFY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(v)
-    v.add_argument("--host", default="127.0.0.1", help="where the endpoints are reached (default 127.0.0.1)")
+    v.add_argument("--host", default=None,
+                   help="where the endpoints are reached (default: the address the flags bind, else 127.0.0.1)")
     v.add_argument("--port", type=parse_port, action="append", default=[], metavar="COMPONENT=PORT",
                    help="check this component on this port (repeatable; default: every component with an "
-                        "on-disk serving certificate, on its default port)")
+                        "on-disk serving certificate, on the port its manifest or kubelet config names)")
     v.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="per connection (default 5)")
     add_output_option(v)
     v.set_defaults(func=run_verify)
@@ -155,21 +162,22 @@ def _runtime(args: argparse.Namespace) -> Runtime | None:
     return DockerRuntime(args.docker_host)
 
 
+def _source(args: argparse.Namespace, runtime: Runtime | None) -> RestartSource:
+    """--changed, --from-renewal or --detect as the planner's typed source."""
+    from kubepki.restarts import Changed, FromDetection, FromRenewal
+
+    if args.changed is not None:
+        return Changed(args.changed)
+    if args.from_renewal is not None:
+        return FromRenewal(args.from_renewal)
+    return FromDetection(proc=args.proc, runtime=runtime, served_host=args.host, ports=dict(args.port))
+
+
 def _plan(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> RestartPlan:
     from kubepki.restarts import plan_restarts
 
-    return plan_restarts(
-        node,
-        changed=args.changed,
-        renewal=args.from_renewal,
-        detect=args.detect,
-        policy=args.policy,
-        method=args.method,
-        proc=args.proc,
-        runtime=runtime,
-        served_host=args.host,
-        ports=dict(args.port),
-    )
+    return plan_restarts(node, _source(args, runtime), policy=args.policy, method=args.method,
+                         max_wait=args.max_wait, proc=args.proc)
 
 
 def _close(runtime: Runtime | None) -> None:
@@ -216,7 +224,7 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
 
     try:
         report = apply_restarts(
-            plan, node, dry_run=False,
+            plan,
             progress=progress if args.output == "table" and not getattr(args, "quiet", False) else None,
             timeout=Timeouts() if args.timeout is None else args.timeout, runtime=runtime, proc=args.proc,
             served_host=args.host, ports=dict(args.port),
@@ -231,6 +239,10 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
     elif report.remaining:
         _error(f"still stale after the restarts: "
                f"{', '.join(dict.fromkeys(s.component.value for s in report.remaining))}")
+    elif report.unchecked:
+        _error("could not check " + "; ".join(c.message for c in report.unchecked)
+               + " (--host and --port name the endpoints)")
+        return EXIT_WARNING
     return EXIT_OK if report.ok else EXIT_PROBLEM
 
 

@@ -8,10 +8,9 @@ what is served, it does not trust it), sends SNI for host names (or for
 certificate, order, signatures, plus ``hostname-mismatch`` when the leaf does not
 cover the name sent.
 
-The whole served chain needs ``SSLSocket.get_unverified_chain()`` (Python 3.13),
-or the same method of the ``_ssl`` object underneath on Python 3.10 to 3.12
-(private, so used only when present). Without either, only the leaf is checked
-and the inventory says so in its notes.
+The chain is fetched by :func:`kubepki.pki.fetch_tls_chain`; where this Python
+cannot read the whole served chain, only the leaf is checked and the inventory
+says so in its notes.
 
 >>> from kubepki.objects.probe import parse_endpoint
 >>> parse_endpoint("[::1]:8443"), parse_endpoint("example.com")
@@ -27,7 +26,6 @@ import ssl
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import attrs
 from cryptography import x509
 
 from kubepki._clock import utc as _utc
@@ -35,7 +33,7 @@ from kubepki.errors import ConfigError
 from kubepki.inspection import Finding
 from kubepki.objects._bundles import DEFAULT_WARN_WITHIN, BundleCheck, check_chain, make
 from kubepki.objects._objects import ObjectInventory, ObjectItem, ObjectItemKind, object_item
-from kubepki.pki import CertFacts, is_ip
+from kubepki.pki import CertFacts, TLSChain, fetch_tls_chain, is_ip
 
 __all__ = ["ServedChain", "fetch_chain", "parse_endpoint", "probe"]
 
@@ -78,42 +76,8 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host, port
 
 
-@attrs.frozen(kw_only=True)
-class ServedChain:
-    """What a server presented: its certificates (DER, leaf first) and how the handshake went."""
-
-    certificates: tuple[bytes, ...] = attrs.field(repr=False)
-    #: False when only the leaf could be read (see the module docs).
-    complete: bool
-    tls_version: str | None = None
-
-
-def _context() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # inspect, never trust: the chain is checked afterwards
-    try:
-        # Let weak or legacy certificates through the handshake so they can be reported.
-        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
-    except ssl.SSLError:
-        pass
-    return ctx
-
-
-def _chain_of(sock: ssl.SSLSocket) -> tuple[list[bytes], bool]:
-    public = getattr(sock, "get_unverified_chain", None)
-    if public is not None:  # Python 3.13
-        chain = public()
-        return [bytes(c) for c in chain or ()], True
-    private = getattr(getattr(sock, "_sslobj", None), "get_unverified_chain", None)
-    if private is not None:  # Python 3.10-3.12: the same call, not yet public
-        try:
-            chain = private() or []
-            return [c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain], True  # type: ignore[attr-defined]
-        except (AttributeError, TypeError, ValueError, ssl.SSLError):
-            pass
-    leaf = sock.getpeercert(binary_form=True)
-    return ([leaf] if leaf else []), False
+#: What a server presented (the same value :func:`kubepki.pki.fetch_tls_chain` returns).
+ServedChain = TLSChain
 
 
 def fetch_chain(host: str, port: int, *, server_name: str | None = None, timeout: float = 5.0) -> ServedChain:
@@ -123,11 +87,7 @@ def fetch_chain(host: str, port: int, *, server_name: str | None = None, timeout
     Raises :class:`OSError` (``ssl.SSLError`` included) when the endpoint cannot be
     reached or the handshake fails.
     """
-    sni = server_name or (None if is_ip(host) else host)
-    with socket.create_connection((host, port), timeout=timeout) as raw, \
-            _context().wrap_socket(raw, server_hostname=sni) as tls:
-        der, complete = _chain_of(tls)
-        return ServedChain(certificates=tuple(der), complete=complete, tls_version=tls.version())
+    return fetch_tls_chain(host, port, server_name=server_name, timeout=timeout)
 
 
 def _covers(facts: CertFacts, name: str) -> bool:

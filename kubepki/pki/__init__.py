@@ -57,6 +57,10 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         Kubeconfig as Kubeconfig,
         parse_kubeconfig as parse_kubeconfig,
     )
+    from kubepki.pki._tls import (
+        TLSChain as TLSChain,
+        fetch_tls_chain as fetch_tls_chain,
+    )
     from kubepki.pki._yaml import (
         MAX_DEPTH as MAX_DEPTH,
         MAX_YAML_BYTES as MAX_YAML_BYTES,
@@ -118,6 +122,10 @@ __getattr__, __dir__, __all__ = attach(
             "Credential",
             "Kubeconfig",
             "parse_kubeconfig",
+        ),
+        "_tls": (
+            "TLSChain",
+            "fetch_tls_chain",
         ),
         "_yaml": (
             "MAX_YAML_BYTES",

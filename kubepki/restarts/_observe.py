@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,8 @@ import attrs
 
 from kubepki._clock import iso
 from kubepki.catalog import Component
-from kubepki.errors import NodeError
+from kubepki.errors import KubepkiError, NodeError
+from kubepki.node import Node
 
 __all__ = [
     "COMPONENT_ORDER",
@@ -198,6 +200,14 @@ class Runtime(Observer, Protocol):
         """The containers the kubelet created (sandboxes included)."""
         ...
 
+    def stop(self, container_id: str, *, timeout: int | None = None) -> None:
+        """Stop a container gracefully: SIGTERM, then SIGKILL after ``timeout`` seconds (the runtime's default).
+
+        Stopping a stopped or absent container is not an error; raises
+        :class:`~kubepki.RestartError` when the runtime refuses.
+        """
+        ...
+
     def remove(self, container_id: str) -> None:
         """Remove a container, stopping it first, so the kubelet creates the next attempt.
 
@@ -205,12 +215,24 @@ class Runtime(Observer, Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Close the connection to the runtime (it opens again when needed)."""
+        ...
+
 
 class ProcScanner:
-    """The five daemons as processes in a ``/proc`` tree.
+    """The five daemons as processes in a ``/proc`` tree, optionally only those of one node.
 
     ``proc`` may be a host's ``/proc`` mounted elsewhere (``/host/proc`` in a pod
-    with ``hostPID``). ``match`` narrows the result further (tests use it to see
+    with ``hostPID``). With ``node``, a process counts only when it belongs to
+    that node: when a regular file its flags name, looked up through the
+    process's own root (``/proc/PID/root``, so through its mount namespace) and
+    working directory, is the same file (device and inode) as the node's file
+    at that path under the node's root. A program name alone never makes a
+    process the node's: another cluster on the same host, in its own mount
+    namespace, names the same paths and different files. Processes that could
+    not be looked into are listed in :attr:`skipped`; those of another node in
+    :attr:`foreign`. ``match`` narrows the result further (tests use it to see
     only their own processes). ``clock`` is the wall clock used to refine the
     boot time from ``/proc/uptime``.
     """
@@ -219,16 +241,23 @@ class ProcScanner:
         self,
         proc: str | os.PathLike[str] = "/proc",
         *,
+        node: Node | str | os.PathLike[str] | None = None,
         match: Callable[[Instance], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.proc = Path(proc)
+        self.node = Node.coerce(node) if node is not None else None
         self.match = match
         self.clock = clock
+        #: Why processes of the last scan could not be told apart (``pid 12 (etcd): ...``).
+        self.skipped: tuple[str, ...] = ()
+        #: The PIDs of the last scan that belong to another node.
+        self.foreign: tuple[int, ...] = ()
         self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def __repr__(self) -> str:
-        return f"ProcScanner({str(self.proc)!r})"
+        where = f", node={str(self.node.root)!r}" if self.node is not None else ""
+        return f"ProcScanner({str(self.proc)!r}{where})"
 
     def boot_time(self) -> tuple[float, float]:
         """The boot time as a UNIX timestamp, and how many seconds it may be early by.
@@ -261,13 +290,26 @@ class ProcScanner:
             names = os.listdir(self.proc)
         except OSError as exc:
             raise NodeError(f"cannot list {self.proc}: {exc.strerror or exc}", path=str(self.proc)) from None
+        skipped: list[str] = []
+        foreign: list[int] = []
+        node_files: dict[str, tuple[int, int] | None] = {}
         for entry in names:
             if not entry.isdigit():
                 continue
             found = self._process(int(entry), boot, precision)
-            if found is not None and (self.match is None or self.match(found)):
-                out.append(found)
+            if found is None or (self.match is not None and not self.match(found)):
+                continue
+            if self.node is not None:
+                verdict = _belongs(self.proc, found, self.node, node_files)
+                if verdict is not True:
+                    if verdict is False:
+                        foreign.append(found.pid or 0)
+                    else:
+                        skipped.append(f"pid {found.pid} ({found.component.value}): {verdict}")
+                    continue
+            out.append(found)
         out.sort(key=lambda i: (i.pid or 0))
+        self.skipped, self.foreign = tuple(skipped), tuple(sorted(foreign))
         return tuple(out)
 
     def instances(self) -> Sequence[Instance]:
@@ -308,9 +350,97 @@ class ProcScanner:
         )
 
 
-def scan_processes(proc: str | os.PathLike[str] = "/proc") -> tuple[Instance, ...]:
-    """The daemons running on the machine whose ``/proc`` is at ``proc``."""
-    return ProcScanner(proc).processes()
+def scan_processes(proc: str | os.PathLike[str] = "/proc", *,
+                   node: Node | str | os.PathLike[str] | None = None) -> tuple[Instance, ...]:
+    """The daemons running on the machine whose ``/proc`` is at ``proc`` (only ``node``'s, when given)."""
+    return ProcScanner(proc, node=node).processes()
+
+
+# Symbolic links followed while looking a path up inside a process's root (the kernel's MAXSYMLINKS).
+_MAX_LINKS = 40
+
+
+def _lookup(root: Path, start: Path, value: str) -> os.stat_result | None:
+    """``stat`` of ``value`` as the process whose root is ``root`` (and cwd ``start``) sees it.
+
+    The kernel resolves ``/proc/PID/root`` into the process's own mount tree;
+    absolute symbolic links met on the way are resolved against that root too
+    (a plain ``os.stat`` would resolve them against this process's root).
+    """
+    parts = [p for p in value.split("/") if p and p != "."]
+    current = root if value.startswith("/") else start
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        current = current.parent if part == ".." and current != root else current / part
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                return None
+            try:
+                target = os.readlink(current)
+            except OSError:
+                return None
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            current = root if target.startswith("/") else current.parent
+    try:
+        return os.stat(current)
+    except OSError:
+        return None
+
+
+def _node_file(node: Node, value: str, cache: dict[str, tuple[int, int] | None]) -> tuple[int, int] | None:
+    """(device, inode) of the node's regular file at the path a process names; None when there is none."""
+    if value not in cache:
+        from kubepki.restarts._served import to_node_path
+
+        try:
+            st = os.stat(node.fs.host_path(to_node_path(node, value)))  # type: ignore[attr-defined]
+        except (OSError, KubepkiError):
+            st = None
+        cache[value] = (st.st_dev, st.st_ino) if st is not None and stat.S_ISREG(st.st_mode) else None
+    return cache[value]
+
+
+def _belongs(proc: Path, inst: Instance, node: Node, cache: dict[str, tuple[int, int] | None]) -> bool | str:
+    """True when ``inst`` names one of ``node``'s files, False when it names others; else why it cannot be told."""
+    from kubepki.node import LocalFS
+
+    if not isinstance(node.fs, LocalFS):
+        return True  # no local inodes to compare with: the caller chose this /proc
+    base = proc / str(inst.pid)
+    root, cwd = base / "root", base / "cwd"
+    try:
+        os.stat(root)
+    except OSError as exc:
+        return f"cannot look into {root}: {exc.strerror or exc}"
+    compared = False
+    for value in inst.flags.values():
+        if not value or "://" in value or "," in value or "=" in value:
+            continue
+        theirs = _lookup(root, cwd, value)
+        if theirs is None or not stat.S_ISREG(theirs.st_mode):
+            continue
+        named = value if value.startswith("/") else _absolute(cwd, value)
+        if named is None:
+            continue
+        compared = True
+        if _node_file(node, named, cache) == (theirs.st_dev, theirs.st_ino):
+            return True
+    return False if compared else "its flags name no file to tell its node by"
+
+
+def _absolute(cwd: Path, value: str) -> str | None:
+    """A relative path a process names, made absolute with its working directory (as the kernel shows it)."""
+    try:
+        where = os.readlink(cwd)
+    except OSError:
+        return None
+    return os.path.normpath(os.path.join(where, value)) if where.startswith("/") else None
 
 
 class CombinedObserver:

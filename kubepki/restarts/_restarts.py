@@ -7,52 +7,56 @@ aggregated APIs fail with "x509: certificate has expired or is not yet valid".
 This module closes that gap in three steps, each a separate call:
 
 1. :func:`detect` / :func:`detect_stale` observe the node: which component
-   instances run and since when (:mod:`kubepki.restarts._observe`), which files they read
-   and when those were last written (the catalog's consumers and
-   :func:`kubepki.inspect`), and which certificate each TLS endpoint serves
-   (:mod:`kubepki.restarts._served`).
-2. :func:`plan_restarts` turns a renewal result, a list of changed catalog
-   names, or detected staleness into an immutable :class:`RestartPlan`: per
-   node, ordered steps for etcd, kube-apiserver, kube-controller-manager,
-   kube-scheduler and the kubelet, each with the files that caused it.
-3. :func:`apply_restarts` carries the plan out (dry-run by default), one step at
-   a time, stops at the first failure, and finally verifies that nothing stale
-   remains; the :class:`RestartReport` says what was done and what was checked.
+   instances of *this* node run and since when (:class:`~kubepki.restarts.ProcScanner`,
+   a container runtime), which files they read and when those were last written
+   (the catalog's consumers and :func:`kubepki.inspect`), and which certificate
+   each TLS endpoint serves (:func:`~kubepki.restarts.check_served`).
+2. :func:`plan_restarts` turns one source — :class:`Changed` catalog names, a
+   :class:`FromRenewal` result, or :class:`FromDetection` (what is stale now) —
+   into an immutable :class:`RestartPlan`: per node, ordered steps for etcd,
+   kube-apiserver, kube-controller-manager, kube-scheduler and the kubelet,
+   each with the files that caused it.
+3. :func:`apply_restarts` carries the plan out on the node it was made for, one
+   step at a time, stops at the first failure, and finally verifies that
+   nothing stale remains; the :class:`RestartReport` says what was done and what
+   was checked (and what could not be).
 
 >>> import datetime as dt, tempfile
 >>> from kubepki import testing
 >>> demo = testing.build_node(tempfile.mkdtemp(), issued_at=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
->>> plan = plan_restarts(demo.as_node(), changed=["front-proxy-client", "admin.conf"])
+>>> plan = plan_restarts(demo.as_node(), Changed(["front-proxy-client", "admin.conf"]))
 >>> [(s.component.value, s.action.value, s.method.value) for s in plan.steps]
 [('kube-apiserver', 'restart', 'manifest'), ('kubectl', 'note', 'none'), ('kubeadm', 'note', 'none')]
 >>> [(s.component.value, s.action.value) for s in plan_restarts(
-...     demo.as_node(), changed=["front-proxy-client"], policy="minimal").steps]
+...     demo.as_node(), Changed(["front-proxy-client"]), policy="minimal").steps]
 [('kube-apiserver', 'verify')]
 
 Policies. ``safe`` (the default) restarts every daemon that reads a changed
 file. ``minimal`` restarts only where the catalog says the component reads the
-file once (:attr:`~kubepki.Reload.RESTART`) and turns the rest into ``verify``
-steps: the component is expected to reload by itself, and the served
-certificate proves it where it can be observed. Files read per invocation
-(``admin.conf``, ``super-admin.conf``, the etcd healthcheck client) never cause
-a restart, only a note. The kubelet is restarted only for ``kubelet.conf`` and
-the files it reads at start; its rotated client certificate is its own business.
+file once (:attr:`~kubepki.Reload.RESTART`). A file the component picks up by
+itself within a known delay (:attr:`~kubepki.Reload.CLIENT_FILE_RELOAD`: at
+client-go's next 5-minute check) becomes a bounded ``wait`` step, or a restart
+when the caller will not wait that long (``max_wait``). The rest become
+``verify`` steps: the component is expected to reload by itself, and the
+served certificate proves it where it can be observed. Files read per
+invocation (``admin.conf``, ``super-admin.conf``, the etcd healthcheck client)
+never cause a restart, only a note. The kubelet is restarted only for
+``kubelet.conf`` and the files it reads at start; its rotated client
+certificate is its own business.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import enum
 import html
 import json
+import math
 import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -60,8 +64,15 @@ from kubepki import catalog as _catalog
 from kubepki._args import instance
 from kubepki._clock import utc as _utc
 from kubepki.catalog import CatalogEntry, Component, Consumer, Kind, Reload
-from kubepki.errors import ConfigError, KubepkiError, NodeError, RestartError
-from kubepki.node import MANIFEST_FILES, LocalFS, Node, fsync_dir
+from kubepki.errors import ConfigError, KubepkiError
+from kubepki.node import MANIFEST_FILES, Node
+from kubepki.restarts._context import (
+    HELD_MANIFESTS_DIR,
+    Method,
+    Progress,
+    RestartContext,
+    Timeouts,
+)
 from kubepki.restarts._observe import (
     COMPONENT_ORDER,
     CombinedObserver,
@@ -72,26 +83,33 @@ from kubepki.restarts._observe import (
     _iso,
 )
 from kubepki.restarts._served import (
-    DEFAULT_PORTS,
     SERVING_FLAGS,
     CheckStatus,
     Ports,
     ServedCheck,
     check_served,
-    endpoint_port,
     serving_cert_path,
+    serving_endpoint,
 )
+from kubepki.restarts.methods import kubelet_method, restart_method, systemctl_restart_kubelet
 
 __all__ = [
     "HELD_MANIFESTS_DIR",
     "Action",
+    "Changed",
     "Detection",
+    "FromDetection",
+    "FromRenewal",
     "Method",
     "Policy",
+    "Progress",
     "Reason",
+    "ReasonKind",
     "RestartPlan",
     "RestartReport",
+    "RestartSource",
     "RestartStep",
+    "SourceKind",
     "StaleKind",
     "Staleness",
     "StepOutcome",
@@ -102,17 +120,15 @@ __all__ = [
     "detect",
     "detect_stale",
     "plan_restarts",
+    "reload_deadline",
     "systemctl_restart_kubelet",
 ]
-
-#: Where the manifest method holds a manifest while its pod is stopped: beside the
-#: manifests directory (so on the same filesystem, and a rename is atomic), never
-#: inside it, since the kubelet runs every file it finds there.
-HELD_MANIFESTS_DIR = "kubepki-held-manifests"
 
 _STATIC_PODS = frozenset(MANIFEST_FILES)
 _USERS = (Component.KUBECTL, Component.KUBEADM, Component.ETCDCTL)
 _CA_EMBEDDING = ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf", "kubelet.conf")
+# After client-go's periodic check closes the old connection, the next request reconnects at once.
+_RELOAD_MARGIN = dt.timedelta(seconds=5)
 
 
 class Policy(str, enum.Enum):
@@ -120,7 +136,7 @@ class Policy(str, enum.Enum):
 
     #: Restart every daemon that reads a changed file.
     SAFE = "safe"
-    #: Restart only daemons that read a changed file once at start; verify the rest.
+    #: Restart only daemons that read a changed file once at start; wait for or verify the rest.
     MINIMAL = "minimal"
 
 
@@ -128,25 +144,25 @@ class Action(str, enum.Enum):
     """What a step does."""
 
     RESTART = "restart"
+    #: Wait, for a bounded time, until the component picks the file up by itself.
+    WAIT = "wait"
     #: Check that the component picked the file up by itself.
     VERIFY = "verify"
     #: Nothing to run; something for a person to know or do.
     NOTE = "note"
 
 
-class Method(str, enum.Enum):
-    """How a step restarts its component."""
+class ReasonKind(str, enum.Enum):
+    """Where a reason comes from."""
 
-    #: Move the static pod manifest out and back (kubeadm's documented way).
-    MANIFEST = "manifest"
-    #: Remove the container so the kubelet creates the next attempt.
-    DOCKER = "docker"
-    #: Stop the container through the CRI (containerd, CRI-O) so the kubelet starts the next attempt.
-    CRI = "cri"
-    #: ``systemctl restart kubelet``.
-    SYSTEMD = "systemd"
-    #: Verify and note steps restart nothing.
-    NONE = "none"
+    #: The caller named the artifact as changed.
+    CHANGED = "changed"
+    #: A renewal result wrote it.
+    RENEWED = "renewed"
+    #: Detected: the component started before the file's last write.
+    WRITTEN_AFTER_START = "written-after-start"
+    #: Detected: the component serves a certificate other than the file.
+    SERVED_MISMATCH = "served-mismatch"
 
 
 @attrs.frozen(kw_only=True)
@@ -163,6 +179,7 @@ class Reason:
     paths: tuple[str, ...] = ()
     #: What was observed, for detected reasons.
     detail: str = ""
+    kind: ReasonKind = ReasonKind.CHANGED
 
     def __str__(self) -> str:
         return f"{self.name} ({self.flag}, {self.reload.value})"
@@ -170,20 +187,22 @@ class Reason:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"name": self.name, "flag": self.flag, "reload": self.reload.value,
-                "paths": list(self.paths), "detail": self.detail}
+                "paths": list(self.paths), "detail": self.detail, "kind": self.kind.value}
 
 
 @attrs.frozen(kw_only=True)
 class RestartStep:
-    """One step of a plan: restart, verify or note, for one component of one node."""
+    """One step of a plan: restart, wait, verify or note, for one component of one node."""
 
     node: str | None
     component: Component
     action: Action
     method: Method
     reasons: tuple[Reason, ...]
-    #: Plain words for a person (what to do for a note, what a verify relies on).
+    #: Plain words for a person (what to do for a note, what a verify or wait relies on).
     note: str = ""
+    #: For a wait step: the longest the component may take to pick the files up, in seconds.
+    wait_seconds: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -203,6 +222,7 @@ class RestartStep:
             "method": self.method.value,
             "reasons": [r.to_dict() for r in self.reasons],
             "note": self.note,
+            "wait_seconds": self.wait_seconds,
         }
 
 
@@ -284,6 +304,11 @@ class Detection:
         """Files written after a start that the component is expected to reload by itself."""
         return tuple(s for s in self.stale if not s.restart_needed)
 
+    @property
+    def unchecked(self) -> tuple[ServedCheck, ...]:
+        """The served-certificate comparisons that could not be made (endpoint unreachable, no file)."""
+        return tuple(c for c in self.served if c.matches is None)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
@@ -314,8 +339,10 @@ class Detection:
 # Detection
 
 
-def _observer(proc: str | os.PathLike[str], observer: Observer | None, runtime: Runtime | None) -> Observer:
-    base: Observer = observer if observer is not None else ProcScanner(proc)
+def _observer(node: Node, proc: str | os.PathLike[str], observer: Observer | None,
+              runtime: Runtime | None) -> Observer:
+    """``observer``, else this node's processes in ``proc``; plus ``runtime``'s containers when given."""
+    base: Observer = observer if observer is not None else ProcScanner(proc, node=node)
     if runtime is None or runtime is base:
         return base
     return CombinedObserver(base, runtime)
@@ -339,123 +366,131 @@ def detect(
     proc: str | os.PathLike[str] = "/proc",
     observer: Observer | None = None,
     runtime: Runtime | None = None,
-    served_host: str = "127.0.0.1",
+    served_host: str | None = None,
     ports: Ports | None = None,
     served: bool = True,
     timeout: float = 3.0,
 ) -> Detection:
     """Observe ``node``'s components and compare them with its files.
 
-    Instances come from ``observer`` (default: a :class:`~kubepki.restarts._observe.ProcScanner`
-    on ``proc``) plus ``runtime`` when given. A component is stale when it started
-    before the newest write of a file it reads (modification times as
+    Instances come from ``observer`` (default: a :class:`~kubepki.restarts.ProcScanner`
+    on ``proc`` that keeps only the processes of this node, see there) plus
+    ``runtime`` when given. A component is stale when it started before the
+    newest write of a file it reads (modification times as
     :func:`kubepki.inspect` reports them, allowing for the start time's
-    precision), or when its TLS endpoint on ``served_host`` serves a certificate
-    other than the one on disk. Ports come from ``ports``, else the running
-    instance's flags, else the manifest's, else
-    :data:`~kubepki.restarts._served.DEFAULT_PORTS`. Served certificates are checked for
-    components seen running and for those named in ``ports``.
+    precision), or when its TLS endpoint serves a certificate other than the one
+    on disk. Endpoints are those :func:`~kubepki.restarts.serving_endpoint` finds
+    (the running instance's flags, the manifests, the kubelet's configuration);
+    ``served_host`` and ``ports`` override them. Served certificates are checked
+    for components seen running and for those named in ``ports``; an endpoint
+    that cannot be reached is listed in :attr:`Detection.unchecked`.
     """
     node = Node.coerce(node)
-    return _detect(node, proc=proc, observer=observer, runtime=runtime, served_host=served_host, ports=ports,
-                   served=served, timeout=timeout)
+    return _detect(node, FromDetection(proc=proc, observer=observer, runtime=runtime, served_host=served_host,
+                                       ports=ports, timeout=timeout), served=served)
 
 
-def _detect(
-    node: Node,
-    *,
-    proc: str | os.PathLike[str],
-    observer: Observer | None,
-    runtime: Runtime | None,
-    served_host: str,
-    ports: Ports | None,
-    served: bool,
-    timeout: float,
-) -> Detection:
-    from kubepki.inspection import inspect
-
-    profile = node.profile
-    version = profile.kubernetes_version
-    obs = _observer(proc, observer, runtime)
+def _detect(node: Node, how: FromDetection, *, served: bool = True) -> Detection:
+    obs = _observer(node, how.proc, how.observer, how.runtime)
     instances = tuple(sorted(obs.instances(), key=lambda i: (COMPONENT_ORDER.index(i.component), i.started_at)))
-    overrides = {Component(k): v for k, v in (ports or {}).items()}
-    entries = _applicable(node)
-    inv = inspect(node, names=[e.name for e in entries])
-    mtimes: dict[str, list[tuple[str, float]]] = {}
-    for item in inv:
-        mtimes[item.name] = [(f.path, f.mtime) for f in item.files
-                             if f.exists and f.mtime is not None and f.role != "referenced"]
-
-    stale: list[Staleness] = []
-    notes: list[str] = []
-    for inst in instances:
-        reasons: list[Reason] = []
-        for entry in entries:
-            for consumer in entry.consumers_of(inst.component):
-                reload = consumer.reload_for(version)
-                if reload is Reload.PER_INVOCATION:
-                    continue
-                if reload is Reload.KUBELET_MANAGED and entry.name != "kubelet.conf":
-                    continue  # the kubelet writes its rotated certificate itself
-                if not _reads(inst, consumer):
-                    continue
-                files = mtimes.get(entry.name, [])
-                if not files:
-                    continue
-                path, newest = max(files, key=lambda f: f[1])
-                if inst.started_at.timestamp() + inst.precision < newest:
-                    written = dt.datetime.fromtimestamp(newest, tz=dt.timezone.utc)
-                    reasons.append(Reason(
-                        name=entry.name, flag=consumer.flag, reload=reload, paths=(path,),
-                        detail=f"{path} written {_iso(written)}, after the start at {_iso(inst.started_at)}",
-                    ))
-        if reasons:
-            names = ", ".join(dict.fromkeys(r.name for r in reasons))
-            stale.append(Staleness(
-                node=profile.name, component=inst.component, kind=StaleKind.STARTED_BEFORE_WRITE,
-                reasons=tuple(reasons), instance=inst,
-                message=f"{inst.component.value} ({inst.source} {inst.ident}) started at "
-                        f"{_iso(inst.started_at)}, before {names} was last written",
-            ))
-
+    times = _file_times(node) if instances else {}
+    stale = [s for inst in instances for s in _written_after_start(node, inst, times=times)]
+    notes = [f"not this node's or not readable: {why}" for why in getattr(obs, "skipped", ())]
     checks: list[ServedCheck] = []
     if served:
-        seen: dict[Component, Instance] = {}
-        for inst in instances:
-            seen.setdefault(inst.component, inst)
-        for comp in COMPONENT_ORDER:
-            inst_opt = seen.get(comp)
-            if inst_opt is None and comp not in overrides:
-                continue
-            flags = inst_opt.flags if inst_opt is not None else None
-            cert_path = serving_cert_path(node, comp, flags)
-            if cert_path is None:
-                continue
-            try:
-                if node.fs.stat(cert_path) is None:
-                    notes.append(f"{comp.value}: no serving certificate at {cert_path} to compare with")
-                    continue
-            except KubepkiError as exc:
-                notes.append(f"{comp.value}: {exc}")
-                continue
-            port = _port(node, comp, flags, overrides)
-            check = check_served(node, comp, host=served_host, port=port, timeout=timeout, flags=flags)
-            checks.append(check)
-            if check.status is CheckStatus.MISMATCH:
-                stale.append(Staleness(
-                    node=profile.name, component=comp, kind=StaleKind.SERVED_MISMATCH,
-                    reasons=(_serving_reason(node, comp, str(cert_path), check.message),),
-                    instance=inst_opt, message=check.message,
-                ))
-    return Detection(node=profile.name, instances=instances, served=tuple(checks), stale=tuple(stale),
+        checks, served_stale, served_notes = _served_checks(node, instances, how)
+        stale += served_stale
+        notes += served_notes
+    return Detection(node=node.profile.name, instances=instances, served=tuple(checks), stale=tuple(stale),
                      notes=tuple(notes))
+
+
+def _file_times(node: Node) -> dict[str, list[tuple[str, float]]]:
+    """Per catalog name, the (path, mtime) of each of its files on the node."""
+    from kubepki.inspection import inspect
+
+    inv = inspect(node, names=[e.name for e in _applicable(node)])
+    return {item.name: [(f.path, f.mtime) for f in item.files
+                        if f.exists and f.mtime is not None and f.role != "referenced"] for item in inv}
+
+
+def _written_after_start(node: Node, inst: Instance, *, times: Mapping[str, list[tuple[str, float]]],
+                         ) -> list[Staleness]:
+    """The staleness of ``inst``: files it reads that were written after it started."""
+    version = node.profile.kubernetes_version
+    mtimes = times
+    reasons: list[Reason] = []
+    for entry in _applicable(node):
+        for consumer in entry.consumers_of(inst.component):
+            reload = consumer.reload_for(version)
+            if reload is Reload.PER_INVOCATION:
+                continue
+            if reload is Reload.KUBELET_MANAGED and entry.name != "kubelet.conf":
+                continue  # the kubelet writes its rotated certificate itself
+            files = mtimes.get(entry.name, [])
+            if not files or not _reads(inst, consumer):
+                continue
+            path, newest = max(files, key=lambda f: f[1])
+            if inst.started_at.timestamp() + inst.precision < newest:
+                written = dt.datetime.fromtimestamp(newest, tz=dt.timezone.utc)
+                reasons.append(Reason(
+                    name=entry.name, flag=consumer.flag, reload=reload, paths=(path,),
+                    kind=ReasonKind.WRITTEN_AFTER_START,
+                    detail=f"{path} written {_iso(written)}, after the start at {_iso(inst.started_at)}",
+                ))
+    if not reasons:
+        return []
+    names = ", ".join(dict.fromkeys(r.name for r in reasons))
+    return [Staleness(
+        node=node.profile.name, component=inst.component, kind=StaleKind.STARTED_BEFORE_WRITE,
+        reasons=tuple(reasons), instance=inst,
+        message=f"{inst.component.value} ({inst.source} {inst.ident}) started at "
+                f"{_iso(inst.started_at)}, before {names} was last written",
+    )]
+
+
+def _served_checks(node: Node, instances: Sequence[Instance], how: FromDetection,
+                   ) -> tuple[list[ServedCheck], list[Staleness], list[str]]:
+    """Each running (or named) component's served certificate against its file."""
+    overrides = {Component(k): v for k, v in (how.ports or {}).items()}
+    seen: dict[Component, Instance] = {}
+    for inst in instances:
+        seen.setdefault(inst.component, inst)
+    checks: list[ServedCheck] = []
+    stale: list[Staleness] = []
+    notes: list[str] = []
+    for comp in COMPONENT_ORDER:
+        running = seen.get(comp)
+        if running is None and comp not in overrides:
+            continue
+        flags = running.flags if running is not None else None
+        cert_path = serving_cert_path(node, comp, flags)
+        if cert_path is None:
+            continue
+        try:
+            if node.fs.stat(cert_path) is None:
+                notes.append(f"{comp.value}: no serving certificate at {cert_path} to compare with")
+                continue
+        except KubepkiError as exc:
+            notes.append(f"{comp.value}: {exc}")
+            continue
+        host, port = serving_endpoint(node, comp, flags, host=how.served_host, port=overrides.get(comp))
+        check = check_served(node, comp, host=host, port=port, timeout=how.timeout, flags=flags)
+        checks.append(check)
+        if check.status is CheckStatus.MISMATCH:
+            stale.append(Staleness(
+                node=node.profile.name, component=comp, kind=StaleKind.SERVED_MISMATCH,
+                reasons=(_serving_reason(node, comp, str(cert_path), check.message),),
+                instance=running, message=check.message,
+            ))
+    return checks, stale, notes
 
 
 def detect_stale(
     node: Node | str | os.PathLike[str],
     *,
     proc: str | os.PathLike[str] = "/proc",
-    served_host: str = "127.0.0.1",
+    served_host: str | None = None,
     ports: Ports | None = None,
     runtime: Runtime | None = None,
     observer: Observer | None = None,
@@ -467,19 +502,6 @@ def detect_stale(
                        observer=observer, timeout=timeout).stale)
 
 
-def _port(node: Node, comp: Component, flags: Mapping[str, str] | None,
-          overrides: Mapping[Component, int]) -> int:
-    if comp in overrides:
-        return overrides[comp]
-    manifest = node.profile.manifests.get(comp.value)
-    for source in (flags, manifest.flags if manifest else None):
-        if source:
-            found = endpoint_port(comp, source)
-            if found is not None:
-                return found
-    return DEFAULT_PORTS[comp]
-
-
 def _serving_reason(node: Node, comp: Component, path: str, detail: str) -> Reason:
     version = node.profile.kubernetes_version
     flag = f"--{SERVING_FLAGS[comp]}"
@@ -488,8 +510,77 @@ def _serving_reason(node: Node, comp: Component, path: str, detail: str) -> Reas
             consumer = next(iter(entry.consumers_of(comp)), None)
             reload = consumer.reload_for(version) if consumer else Reload.RESTART
             return Reason(name=entry.name, flag=consumer.flag if consumer else flag, reload=reload,
-                          paths=(path,), detail=detail)
-    return Reason(name=path, flag=flag, reload=Reload.RESTART, paths=(path,), detail=detail)
+                          paths=(path,), detail=detail, kind=ReasonKind.SERVED_MISMATCH)
+    return Reason(name=path, flag=flag, reload=Reload.RESTART, paths=(path,), detail=detail,
+                  kind=ReasonKind.SERVED_MISMATCH)
+
+
+# --------------------------------------------------------------------------------------
+# Sources
+
+
+class SourceKind(str, enum.Enum):
+    """Which kind of source a plan was made from."""
+
+    CHANGED = "changed"
+    RENEWAL = "renewal"
+    DETECT = "detect"
+
+
+def _names(value: Iterable[str] | str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(dict.fromkeys(str(n) for n in value))
+
+
+@attrs.frozen
+class Changed:
+    """Source: catalog names whose files changed (``Changed(["apiserver", "admin.conf"])``)."""
+
+    names: tuple[str, ...] = attrs.field(converter=_names)
+
+
+class RenewalLike(Protocol):
+    """Anything with the catalog names a renewal changed (such as :class:`kubepki.RenewalResult`)."""
+
+    @property
+    def changed(self) -> Iterable[str]:
+        """The catalog names written."""
+        ...
+
+
+@attrs.frozen
+class FromRenewal:
+    """Source: what a renewal changed.
+
+    ``result`` is an object with ``.changed`` (and optionally ``.node`` or
+    ``.node_name`` and ``.files``, such as :class:`kubepki.RenewalResult`), a
+    mapping with those keys, or the path of a JSON file holding one (``kubepki
+    renew ... -o json``). Written files not named in ``changed`` are mapped to
+    their catalog names.
+    """
+
+    result: RenewalLike | Mapping[str, Any] | str | os.PathLike[str]
+
+
+@attrs.frozen(kw_only=True)
+class FromDetection:
+    """Source: what :func:`detect` finds stale now, observed as :func:`detect` describes.
+
+    A served mismatch is restarted under either policy: it proves the component
+    did not reload.
+    """
+
+    proc: str | os.PathLike[str] = "/proc"
+    observer: Observer | None = None
+    runtime: Runtime | None = None
+    served_host: str | None = None
+    ports: Ports | None = None
+    timeout: float = 3.0
+
+
+#: The one source :func:`plan_restarts` plans from.
+RestartSource = Changed | FromRenewal | FromDetection
 
 
 # --------------------------------------------------------------------------------------
@@ -500,13 +591,15 @@ def _serving_reason(node: Node, comp: Component, path: str, detail: str) -> Reas
 class RestartPlan:
     """The restarts one change needs on one node: an immutable, printable value."""
 
+    #: The node the plan was made for; :func:`apply_restarts` acts on it.
+    target: Node = attrs.field(eq=False, repr=False)
     node: str | None
     root: str
     kubernetes_version: str
     policy: Policy
     method: Method
     #: ``changed``, ``renewal`` or ``detect``.
-    source: str
+    source: SourceKind
     #: The catalog names that changed (or were found stale).
     changed: tuple[str, ...]
     steps: tuple[RestartStep, ...]
@@ -514,6 +607,8 @@ class RestartPlan:
     #: The staleness a ``detect`` plan was made from.
     stale: tuple[Staleness, ...] = ()
     planned_at: dt.datetime
+    #: The longest the caller accepted to wait for a component's own reload (None: as long as it takes).
+    max_wait: float | None = None
 
     def __iter__(self) -> Iterator[RestartStep]:
         return iter(self.steps)
@@ -535,6 +630,11 @@ class RestartPlan:
         return tuple(s for s in self.steps if s.action is Action.RESTART)
 
     @property
+    def waits(self) -> tuple[RestartStep, ...]:
+        """The wait steps, in order."""
+        return tuple(s for s in self.steps if s.action is Action.WAIT)
+
+    @property
     def verifies(self) -> tuple[RestartStep, ...]:
         """The verify steps, in order."""
         return tuple(s for s in self.steps if s.action is Action.VERIFY)
@@ -552,7 +652,8 @@ class RestartPlan:
             "kubernetes_version": self.kubernetes_version,
             "policy": self.policy.value,
             "method": self.method.value,
-            "source": self.source,
+            "source": self.source.value,
+            "max_wait": self.max_wait,
             "changed": list(self.changed),
             "planned_at": _iso(self.planned_at),
             "steps": [s.to_dict() for s in self.steps],
@@ -569,7 +670,7 @@ class RestartPlan:
         from kubepki.inspection import go_tabwriter
 
         head = (f"restart plan for node {self.node or '?'} (Kubernetes {self.kubernetes_version}, "
-                f"policy {self.policy.value}, method {self.method.value}, from {self.source})")
+                f"policy {self.policy.value}, method {self.method.value}, from {self.source.value})")
         lines = ["#\tNODE\tCOMPONENT\tACTION\tMETHOD\tREASONS"]
         for index, s in enumerate(self.steps, 1):
             lines.append("\t".join([str(index), s.node or "?", s.component.value, s.action.value,
@@ -596,7 +697,7 @@ class RestartPlan:
                          for h in ("#", "node", "component", "action", "method", "reasons", "note"))
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
         caption = html.escape(f"kubepki restart plan — node {self.node or '?'}, policy {self.policy.value}, "
-                              f"method {self.method.value}, from {self.source}")
+                              f"method {self.method.value}, from {self.source.value}")
         return (f'<table class="kubepki"><caption style="text-align:left">{caption}</caption>'
                 f"<thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
                 + (f"<ul>{notes}</ul>" if notes else ""))
@@ -609,6 +710,7 @@ _USER_NOTES = {
     Component.ETCDCTL: "read on each etcdctl run: no restart; refresh copies used by scripts",
 }
 _KUBELET_NOTE = "the kubelet rotates and reloads kubelet-client-current.pem itself: no restart"
+_PLANNED_METHODS = (Method.MANIFEST, Method.DOCKER, Method.CRI)
 
 
 def _as_policy(value: Policy | str) -> Policy:
@@ -623,8 +725,9 @@ def _as_method(value: Method | str) -> Method:
         method = Method(value)
     except ValueError:
         method = Method.NONE
-    if method not in (Method.MANIFEST, Method.DOCKER, Method.CRI):
-        raise ConfigError(f"unknown restart method {value!r} (known: manifest, docker, cri)")
+    if method not in _PLANNED_METHODS:
+        raise ConfigError(f"unknown restart method {value!r} for static pods "
+                          f"(known: {', '.join(m.value for m in _PLANNED_METHODS)})")
     return method
 
 
@@ -664,26 +767,31 @@ def _names_for_paths(node: Node, paths: Iterable[str]) -> list[str]:
 
 @attrs.define
 class _Demands:
-    """Reasons gathered per component before they become steps."""
+    """Reasons gathered per action and component before they become steps."""
 
-    restart: dict[Component, list[Reason]] = attrs.Factory(dict)
-    verify: dict[Component, list[Reason]] = attrs.Factory(dict)
-    note: dict[Component, list[Reason]] = attrs.Factory(dict)
+    by_action: dict[Action, dict[Component, list[Reason]]] = attrs.Factory(
+        lambda: {action: {} for action in Action})
 
-    def add(self, kind: str, comp: Component, reason: Reason) -> None:
-        bucket = getattr(self, kind).setdefault(comp, [])
+    def add(self, action: Action, comp: Component, reason: Reason) -> None:
+        bucket = self.by_action[action].setdefault(comp, [])
         if reason not in bucket:
             bucket.append(reason)
 
+    def get(self, action: Action, comp: Component) -> list[Reason]:
+        return self.by_action[action].get(comp, [])
+
 
 def action_for(component: Component, reload: Reload, name: str, policy: Policy | str, *,
-               proven: bool = False) -> Action:
+               proven: bool = False, max_wait: float | None = None) -> Action:
     """What a plan does when ``component`` reads artifact ``name`` (reloading it as ``reload``).
 
     Non-daemons and per-invocation reads: a note. Kubelet-managed files: a note,
     except ``kubelet.conf`` itself, which the kubelet reads at start. Otherwise
-    ``safe`` restarts, and ``minimal`` restarts only what is read once at start
-    (or what ``proven`` stale, such as a served mismatch) and verifies the rest.
+    ``safe`` restarts, and ``minimal`` restarts what is read once at start (or
+    what is ``proven`` stale, such as a served mismatch); a file picked up
+    within a known delay (:attr:`Reload.pickup_delay <kubepki.Reload.pickup_delay>`)
+    is waited for, unless ``max_wait`` (seconds) is shorter, which restarts; the
+    rest is verified.
     """
     pol = _as_policy(policy)
     if not component.is_daemon or reload is Reload.PER_INVOCATION:
@@ -693,14 +801,28 @@ def action_for(component: Component, reload: Reload, name: str, policy: Policy |
         return Action.RESTART if name == "kubelet.conf" else Action.NOTE
     if proven or pol is Policy.SAFE or reload.needs_restart:
         return Action.RESTART
+    delay = reload.pickup_delay
+    if delay is not None:
+        return Action.WAIT if max_wait is None or max_wait >= delay.total_seconds() else Action.RESTART
     return Action.VERIFY
 
 
-def _demand(d: _Demands, policy: Policy, comp: Component, reason: Reason, *, entry_name: str,
-            proven: bool = False) -> None:
-    """File one reason under restart, verify or note."""
-    action = action_for(comp, reason.reload, entry_name, policy, proven=proven)
-    d.add(action.value, comp, reason)
+def reload_deadline(started_at: dt.datetime | None, written_at: dt.datetime, period: dt.timedelta, *,
+                    now: dt.datetime | None = None) -> dt.datetime:
+    """When a component that checks its files every ``period`` uses a file written at ``written_at``.
+
+    client-go's check runs every ``period`` counted from the process start, so
+    the file is used after the first check following the write (plus a few
+    seconds to reconnect). A process that started after the write read it at
+    start: ``now``. An unknown start time means a whole period from ``now``.
+    """
+    when = _utc(now)
+    if started_at is None:
+        return when + period + _RELOAD_MARGIN
+    if written_at <= started_at:
+        return when
+    checks = math.ceil((written_at - started_at) / period)
+    return started_at + checks * period + _RELOAD_MARGIN
 
 
 def _paths(node: Node, entry: CatalogEntry) -> tuple[str, ...]:
@@ -709,96 +831,103 @@ def _paths(node: Node, entry: CatalogEntry) -> tuple[str, ...]:
 
 def plan_restarts(
     node: Node | str | os.PathLike[str],
+    source: RestartSource,
     *,
-    changed: Iterable[str] | None = None,
-    renewal: Any = None,
-    detect: bool = False,
     policy: Policy | str = Policy.SAFE,
     method: Method | str = Method.MANIFEST,
+    max_wait: float | None = None,
+    proc: str | os.PathLike[str] | None = None,
     now: dt.datetime | None = None,
-    observer: Observer | None = None,
-    proc: str | os.PathLike[str] = "/proc",
-    runtime: Runtime | None = None,
-    served_host: str = "127.0.0.1",
-    ports: Ports | None = None,
-    timeout: float = 3.0,
 ) -> RestartPlan:
-    """Plan the restarts ``node`` needs, from exactly one source.
+    """Plan the restarts ``node`` needs after ``source``: :class:`Changed`, :class:`FromRenewal` or detection.
 
-    - ``changed``: catalog names whose files changed (``["apiserver", "admin.conf"]``);
-    - ``renewal``: a renewal result (any object with ``.changed`` and optionally
-      ``.node`` or ``.node_name`` and ``.files``, such as
-      :class:`kubepki.RenewalResult`), a mapping with those keys, or the path of a
-      JSON file holding one (``kubepki renew ... -o json``); written files that
-      are not named in ``changed`` are mapped to their catalog names;
-    - ``detect=True``: what :func:`detect` finds stale now (``observer``, ``proc``,
-      ``runtime``, ``served_host``, ``ports`` and ``timeout`` are passed on). A
-      served mismatch is restarted under either policy: it proves the component
-      did not reload.
+    :class:`FromDetection` plans from what :func:`detect` finds stale now.
 
-    ``method`` (``manifest``, ``docker`` or ``cri``) is how static pods will be restarted;
-    the kubelet always goes through systemd. Raises :class:`~kubepki.ConfigError`
-    for no or several sources, unknown names, policies or methods, and a renewal
-    result made for another node.
+    ``method`` (``manifest``, ``docker`` or ``cri``) is how static pods will be
+    restarted. The kubelet's method comes from what runs it on this node
+    (:func:`~kubepki.restarts.methods.kubelet_method`, looking at ``proc``,
+    default the detection source's or ``/proc``): ``systemd`` or ``signal``.
+    ``max_wait`` is how many seconds the caller accepts waiting for a component
+    to pick a file up by itself under ``minimal`` (None: as long as it takes,
+    at most 5 minutes); a longer pickup becomes a restart, and the step's note
+    says why.
+
+    Raises :class:`~kubepki.ConfigError` for a source of another type, unknown
+    names, policies or methods, and a renewal result made for another node.
     """
     node = Node.coerce(node)
-    sources = [changed is not None, renewal is not None, bool(detect)]
-    if sum(sources) != 1:
-        raise ConfigError("plan_restarts needs exactly one of changed=, renewal= or detect=True")
+    if not isinstance(source, Changed | FromRenewal | FromDetection):
+        raise ConfigError(f"plan_restarts needs a Changed, FromRenewal or FromDetection source, "
+                          f"not {type(source).__name__}")
+    if max_wait is not None and max_wait < 0:
+        raise ConfigError(f"max_wait must be zero or more seconds, not {max_wait!r}")
     pol, meth = _as_policy(policy), _as_method(method)
-    profile = node.profile
-    version = profile.kubernetes_version
     when = _utc(now)
     demands = _Demands()
     notes: list[str] = []
     stale: tuple[Staleness, ...] = ()
-
-    if detect:
-        source = "detect"
-        found = _detect(node, proc=proc, observer=observer, runtime=runtime, served_host=served_host,
-                        ports=ports, served=True, timeout=timeout)
-        stale = found.stale
-        names: list[str] = []
-        for s in stale:
-            for r in s.reasons:
-                names.append(r.name)
-                _demand(demands, pol, s.component, r, entry_name=r.name,
-                        proven=s.kind is StaleKind.SERVED_MISMATCH)
-        notes.extend(found.notes)
-        if not found.instances:
-            notes.append("no running control-plane component was observed; check --proc and the runtime")
-        names = list(dict.fromkeys(names))
+    if isinstance(source, FromDetection):
+        kind = SourceKind.DETECT
+        names, stale = _plan_detected(node, source, demands, policy=pol, max_wait=max_wait, notes=notes)
     else:
-        if changed is not None:
-            source = "changed"
-            if isinstance(changed, str):
-                changed = [changed]
-            names = list(dict.fromkeys(changed))
-        else:
-            source = "renewal"
-            names, paths, renewal_node, where = _renewal_fields(renewal)
-            if renewal_node and profile.name and renewal_node != profile.name:
-                raise ConfigError(f"the renewal result is for node {renewal_node!r}, not {profile.name!r}",
-                                  node=renewal_node, path=where)
-            names = list(dict.fromkeys([*names, *_names_for_paths(node, paths)]))
-        for name in names:
-            entry = _catalog.get(name)  # UnknownItemError (a ConfigError) for typos
-            if not entry.applies(version, external_etcd=profile.external_etcd):
-                notes.append(f"{name} does not apply to this node (Kubernetes {version}"
-                             f"{', external etcd' if profile.external_etcd else ''}): ignored")
-                continue
-            for consumer in entry.consumers:
-                reason = Reason(name=name, flag=consumer.flag, reload=consumer.reload_for(version),
-                                paths=_paths(node, entry))
-                _demand(demands, pol, consumer.component, reason, entry_name=name)
-            notes.extend(_change_notes(entry, version))
-
-    steps = _steps(node, profile.name, demands, meth, pol)
+        kind = SourceKind.CHANGED if isinstance(source, Changed) else SourceKind.RENEWAL
+        names = _source_names(node, source)
+        reason_kind = ReasonKind.CHANGED if isinstance(source, Changed) else ReasonKind.RENEWED
+        _plan_named(node, names, reason_kind, demands, policy=pol, max_wait=max_wait, notes=notes)
+    where = proc if proc is not None else (source.proc if isinstance(source, FromDetection) else "/proc")
+    steps = _steps(node, demands, method=meth, policy=pol, max_wait=max_wait, proc=where)
     return RestartPlan(
-        node=profile.name, root=str(node.root), kubernetes_version=str(version), policy=pol, method=meth,
-        source=source, changed=tuple(names), steps=tuple(steps), notes=tuple(dict.fromkeys(notes)),
-        stale=stale, planned_at=when,
+        target=node, node=node.profile.name, root=str(node.root),
+        kubernetes_version=str(node.profile.kubernetes_version), policy=pol, method=meth, source=kind,
+        changed=tuple(names), steps=tuple(steps), notes=tuple(dict.fromkeys(notes)), stale=stale,
+        planned_at=when, max_wait=max_wait,
     )
+
+
+def _source_names(node: Node, source: Changed | FromRenewal) -> list[str]:
+    if isinstance(source, Changed):
+        return list(source.names)
+    names, paths, renewal_node, where = _renewal_fields(source.result)
+    name = node.profile.name
+    if renewal_node and name and renewal_node != name:
+        raise ConfigError(f"the renewal result is for node {renewal_node!r}, not {name!r}",
+                          node=renewal_node, path=where)
+    return list(dict.fromkeys([*names, *_names_for_paths(node, paths)]))
+
+
+def _plan_detected(node: Node, source: FromDetection, demands: _Demands, *, policy: Policy,
+                   max_wait: float | None, notes: list[str]) -> tuple[list[str], tuple[Staleness, ...]]:
+    found = _detect(node, source)
+    names: list[str] = []
+    for s in found.stale:
+        for r in s.reasons:
+            names.append(r.name)
+            action = action_for(s.component, r.reload, r.name, policy, max_wait=max_wait,
+                                proven=s.kind is StaleKind.SERVED_MISMATCH)
+            demands.add(action, s.component, r)
+    notes.extend(found.notes)
+    if not found.instances:
+        notes.append("no running control-plane component of this node was observed: check the proc "
+                     "directory and the container runtime given")
+    return list(dict.fromkeys(names)), found.stale
+
+
+def _plan_named(node: Node, names: Sequence[str], kind: ReasonKind, demands: _Demands, *, policy: Policy,
+                max_wait: float | None, notes: list[str]) -> None:
+    profile = node.profile
+    version = profile.kubernetes_version
+    for name in names:
+        entry = _catalog.get(name)  # UnknownItemError (a ConfigError) for typos
+        if not entry.applies(version, external_etcd=profile.external_etcd):
+            notes.append(f"{name} does not apply to this node (Kubernetes {version}"
+                         f"{', external etcd' if profile.external_etcd else ''}): ignored")
+            continue
+        for consumer in entry.consumers:
+            reason = Reason(name=name, flag=consumer.flag, reload=consumer.reload_for(version),
+                            paths=_paths(node, entry), kind=kind)
+            demands.add(action_for(consumer.component, reason.reload, name, policy, max_wait=max_wait),
+                        consumer.component, reason)
+        notes.extend(_change_notes(entry, version))
 
 
 def _change_notes(entry: CatalogEntry, version: Any) -> list[str]:
@@ -815,28 +944,61 @@ def _change_notes(entry: CatalogEntry, version: Any) -> list[str]:
     return []
 
 
-def _steps(node: Node, node_name: str | None, d: _Demands, method: Method, policy: Policy) -> list[RestartStep]:
+def _delay_words(reasons: Sequence[Reason]) -> tuple[float, str]:
+    """The longest pickup delay among ``reasons`` (seconds) and the artifacts behind it."""
+    delays = [(r.reload.pickup_delay.total_seconds(), r.name) for r in reasons if r.reload.pickup_delay]
+    seconds = max((d for d, _ in delays), default=0.0)
+    return seconds, ", ".join(dict.fromkeys(n for d, n in delays if d == seconds))
+
+
+def _restart_note(node: Node, comp: Component, how: Method, restart: Sequence[Reason],
+                  max_wait: float | None) -> str:
+    notes = []
+    if how is Method.MANIFEST and comp.value in _STATIC_PODS and comp.value not in node.profile.manifests:
+        notes.append(f"no static pod manifest for {comp.value} was found on this node")
+    delayed = [r for r in restart if r.reload.pickup_delay is not None and not r.reload.needs_restart]
+    if delayed and max_wait is not None:
+        seconds, names = _delay_words(delayed)
+        notes.append(f"restart rather than wait up to {seconds:g}s for {comp.value} to pick up {names} by itself "
+                     f"(max_wait {max_wait:g}s)")
+    return "; ".join(notes)
+
+
+def _steps(node: Node, d: _Demands, *, method: Method, policy: Policy, max_wait: float | None,
+           proc: str | os.PathLike[str]) -> list[RestartStep]:
+    node_name = node.profile.name
     steps: list[RestartStep] = []
     for comp in COMPONENT_ORDER:
-        restart, verify = d.restart.get(comp, []), d.verify.get(comp, [])
+        restart, wait, verify = (d.get(Action.RESTART, comp), d.get(Action.WAIT, comp),
+                                 d.get(Action.VERIFY, comp))
         if restart:
-            how = Method.SYSTEMD if comp is Component.KUBELET else method
-            note = ""
-            if how is Method.MANIFEST and comp.value in _STATIC_PODS and comp.value not in node.profile.manifests:
-                note = f"no static pod manifest for {comp.value} was found on this node"
+            how = kubelet_method(node, proc)[0] if comp is Component.KUBELET else method
             steps.append(RestartStep(node=node_name, component=comp, action=Action.RESTART, method=how,
-                                     reasons=tuple(restart + verify), note=note))
+                                     reasons=tuple(restart + wait + verify),
+                                     note=_restart_note(node, comp, how, restart, max_wait)))
+        elif wait:
+            seconds, names = _delay_words(wait)
+            steps.append(RestartStep(
+                node=node_name, component=comp, action=Action.WAIT, method=Method.NONE,
+                reasons=tuple(wait + verify), wait_seconds=seconds + _RELOAD_MARGIN.total_seconds(),
+                note=f"{comp.value} picks up {names} by itself within {seconds:g}s (client-go re-reads client "
+                     f"certificate files every {seconds / 60:g} minutes, CertCallbackRefreshDuration): "
+                     "applying waits for that instead of restarting"))
         elif verify:
             reloads = ", ".join(dict.fromkeys(r.reload.value for r in verify))
+            note = f"relies on {reloads} reload ({policy.value} policy)"
+            per_connection = [r.name for r in verify if r.reload is Reload.PER_CONNECTION]
+            if per_connection:
+                note += (f"; {', '.join(dict.fromkeys(per_connection))}: new connections use the new file, "
+                         "connections open now keep the old one until they close (a restart closes them)")
             steps.append(RestartStep(node=node_name, component=comp, action=Action.VERIFY, method=Method.NONE,
-                                     reasons=tuple(verify),
-                                     note=f"relies on {reloads} reload ({policy.value} policy)"))
-    kubelet_notes = d.note.get(Component.KUBELET, [])
+                                     reasons=tuple(verify), note=note))
+    kubelet_notes = d.get(Action.NOTE, Component.KUBELET)
     if kubelet_notes:
         steps.append(RestartStep(node=node_name, component=Component.KUBELET, action=Action.NOTE,
                                  method=Method.NONE, reasons=tuple(kubelet_notes), note=_KUBELET_NOTE))
     for comp in _USERS:
-        reasons = d.note.get(comp, [])
+        reasons = d.get(Action.NOTE, comp)
         if reasons:
             steps.append(RestartStep(node=node_name, component=comp, action=Action.NOTE, method=Method.NONE,
                                      reasons=tuple(reasons), note=_USER_NOTES[comp]))
@@ -847,31 +1009,6 @@ def _steps(node: Node, node_name: str | None, d: _Demands, method: Method, polic
 # Execution
 
 
-@attrs.frozen(kw_only=True)
-class Timeouts:
-    """How long each wait of a restart may take, in seconds."""
-
-    #: Until the old instance is gone. The kubelet looks at the manifests directory
-    #: every 20 s (``fileCheckFrequency``), then grants the pod its grace period.
-    stop: float = 90.0
-    #: Until a new instance runs.
-    start: float = 120.0
-    #: Until the endpoint serves the on-disk certificate (restart and verify steps).
-    serve: float = 60.0
-    #: Pause between two looks.
-    poll: float = 0.2
-
-    @classmethod
-    def coerce(cls, value: Timeouts | float | int) -> Timeouts:
-        """A :class:`Timeouts`, or one number of seconds for every wait."""
-        if isinstance(value, Timeouts):
-            return value
-        seconds = float(value)
-        if seconds <= 0:
-            raise ConfigError(f"timeouts must be positive, not {value!r}")
-        return cls(stop=seconds, start=seconds, serve=seconds, poll=min(0.2, seconds / 10))
-
-
 class StepStatus(str, enum.Enum):
     """What became of a step."""
 
@@ -879,6 +1016,8 @@ class StepStatus(str, enum.Enum):
     PLANNED = "planned"
     #: Restarted, running again, serving the on-disk certificate where it serves one.
     DONE = "done"
+    #: A wait step whose component has passed its periodic reload since the files were written.
+    WAITED = "waited"
     #: A verify step whose served certificate matches.
     VERIFIED = "verified"
     #: A verify step with nothing observable: the reload is taken on trust.
@@ -948,6 +1087,16 @@ class RestartReport:
         """True when no step failed and nothing stale remains."""
         return self.failed is None and not self.remaining
 
+    @property
+    def unchecked(self) -> tuple[ServedCheck, ...]:
+        """Endpoints the final check could not compare (unreachable, no file): nothing is known of them."""
+        return self.verification.unchecked if self.verification is not None else ()
+
+    @property
+    def verified(self) -> bool:
+        """True when :attr:`ok` and every endpoint of the final check was compared."""
+        return self.ok and self.verification is not None and not self.unchecked
+
     def __repr__(self) -> str:
         counts: dict[str, int] = {}
         for o in self.outcomes:
@@ -966,6 +1115,8 @@ class RestartReport:
             "outcomes": [o.to_dict() for o in self.outcomes],
             "verification": self.verification.to_dict() if self.verification else None,
             "remaining": [s.to_dict() for s in self.remaining],
+            "unchecked": [c.to_dict() for c in self.unchecked],
+            "verified": self.verified,
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -986,11 +1137,18 @@ class RestartReport:
         text += go_tabwriter(lines) if self.outcomes else "no steps\n"
         if self.verification is not None:
             text += "\nverification:\n" + "".join(f"  {line}\n" for line in self.verification.lines())
-            text += ("\nresult: every component uses what is on disk\n" if not self.remaining
-                     else f"\nresult: {len(self.remaining)} component(s) still stale\n")
+            text += "\nresult: " + self._result() + "\n"
         elif self.failed is not None:
             text += f"\nresult: stopped at {self.failed.step.component.value}: {self.failed.error}\n"
         return text
+
+    def _result(self) -> str:
+        if self.remaining:
+            return f"{len(self.remaining)} component(s) still stale"
+        if self.unchecked:
+            return (f"could not check {len(self.unchecked)} endpoint(s): "
+                    + "; ".join(c.message for c in self.unchecked))
+        return "every component uses what is on disk"
 
     def __str__(self) -> str:
         return self.table()
@@ -1014,150 +1172,59 @@ class RestartReport:
                 f"<thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{checks}")
 
 
-Progress = Callable[[RestartStep, str], object]
-
-
-def systemctl_restart_kubelet() -> None:
-    """``systemctl restart kubelet``; :class:`~kubepki.RestartError` when it cannot be done."""
-    systemctl = shutil.which("systemctl")
-    if systemctl is None:
-        raise RestartError("systemctl not found: restart the kubelet with this node's service manager")
-    try:
-        done = subprocess.run([systemctl, "restart", "kubelet"], capture_output=True, text=True, timeout=120,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RestartError(f"systemctl restart kubelet failed: {exc}") from None
-    if done.returncode != 0:
-        why = (done.stderr or done.stdout).strip().splitlines()
-        raise RestartError(f"systemctl restart kubelet failed (exit {done.returncode}): "
-                           f"{why[0] if why else 'no output'}")
-
-
-@attrs.define
-class _Run:
-    """State shared by the steps of one apply."""
-
-    node: Node
-    observer: Observer
-    runtime: Runtime | None
-    kubelet_restart: Callable[[], None]
-    timeouts: Timeouts
-    progress: Progress | None
-    served_host: str
-    ports: dict[Component, int]
-    step: RestartStep | None = None
-    messages: list[str] = attrs.Factory(list)
-
-    def say(self, text: str) -> None:
-        self.messages.append(text)
-        if self.progress is not None and self.step is not None:
-            self.progress(self.step, text)
-
-    def instances(self, comp: Component) -> list[Instance]:
-        try:
-            return [i for i in self.observer.instances() if i.component is comp]
-        except NodeError as exc:
-            raise RestartError(f"cannot observe {comp.value}: {exc}") from None
-
-    def newest(self, comp: Component) -> Instance | None:
-        found = self.instances(comp)
-        return max(found, key=lambda i: i.started_at) if found else None
-
-    def wait(self, what: str, seconds: float, check: Callable[[], Any]) -> Any:
-        """Poll ``check`` until it returns something truthy; RestartError after ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() >= deadline:
-                raise RestartError(f"timed out after {seconds:g}s waiting for {what}")
-            time.sleep(self.timeouts.poll)
-
-    def wait_started_after(self, comp: Component, before: Instance | None) -> Instance:
-        def fresh() -> Instance | None:
-            inst = self.newest(comp)
-            if inst is None or (before is not None and inst.started_at <= before.started_at):
-                return None
-            return inst
-
-        self.say(f"waiting for {comp.value} to run again")
-        inst: Instance = self.wait(f"{comp.value} to run again", self.timeouts.start, fresh)
-        self.say(f"{comp.value} runs again ({inst.source} {inst.ident}, started {_iso(inst.started_at)})")
-        return inst
-
-    def wait_served(self, comp: Component, inst: Instance | None) -> ServedCheck | None:
-        """Wait until ``comp`` serves its on-disk certificate; None when it serves none from disk."""
-        flags = inst.flags if inst is not None else None
-        path = serving_cert_path(self.node, comp, flags)
-        if path is None or self.node.fs.stat(path) is None:
-            return None
-        port = _port(self.node, comp, flags, self.ports)
-        self.say(f"waiting for {comp.value} to serve {path} on {self.served_host}:{port}")
-        last: list[ServedCheck] = []
-
-        def matches() -> bool:
-            check = check_served(self.node, comp, host=self.served_host, port=port, flags=flags,
-                                 timeout=min(5.0, self.timeouts.serve))
-            last[:] = [check]
-            return check.status is CheckStatus.MATCH
-
-        try:
-            self.wait(f"{comp.value} to serve {path}", self.timeouts.serve, matches)
-        except RestartError as exc:
-            detail = f" ({last[0].message})" if last else ""
-            raise RestartError(f"{exc}{detail}") from None
-        self.say(last[0].message)
-        return last[0]
+_DEFAULT_TIMEOUTS = Timeouts()
 
 
 def apply_restarts(
     plan: RestartPlan,
-    node: Node | str | os.PathLike[str],
     *,
-    dry_run: bool = True,
+    node: Node | str | os.PathLike[str] | None = None,
+    dry_run: bool = False,
     progress: Progress | None = None,
-    timeout: Timeouts | float = Timeouts(),
+    timeout: Timeouts | float = _DEFAULT_TIMEOUTS,
     runtime: Runtime | None = None,
     kubelet_restart: Callable[[], None] | None = None,
     observer: Observer | None = None,
     proc: str | os.PathLike[str] = "/proc",
-    served_host: str = "127.0.0.1",
+    served_host: str | None = None,
     ports: Ports | None = None,
     take_backup: bool = True,
     backup_dir: str | os.PathLike[str] | None = None,
 ) -> RestartReport:
-    """Carry ``plan`` out on ``node``, step by step; dry-run unless ``dry_run=False``.
+    """Carry ``plan`` out on the node it was made for, step by step.
 
-    Before the first step a backup of the node (PKI, kubeconfigs and the static pod
-    manifests the manifest method moves) goes to ``backup_dir`` (default
-    :data:`~kubepki.backups._backups.DEFAULT_BACKUP_DIR` on the node), unless
+    ``node`` (a :class:`~kubepki.Node` or a root path) replaces the plan's own
+    node, for a node reached another way; it must be the same node. With
+    ``dry_run=True`` nothing happens and the report says what would.
+
+    Before the first restart a backup of the node (PKI, kubeconfigs and the
+    static pod manifests the manifest method moves) goes to ``backup_dir``
+    (default :func:`~kubepki.backups.default_backup_dir` on the node), unless
     ``take_backup=False``.
 
-    Restart steps use the plan's method: ``manifest`` moves the static pod
-    manifest to :data:`HELD_MANIFESTS_DIR` beside the manifests directory, waits
-    until the component is gone, moves it back (always, in a ``finally``), waits
-    until a new instance runs and, where it serves TLS from a file, until it
-    serves the on-disk certificate; ``docker`` removes the container (``runtime``,
-    default a :class:`~kubepki.restarts.methods._docker.DockerRuntime` from ``DOCKER_HOST``)
-    and waits for the kubelet's next attempt; ``cri`` stops the container through
-    the CRI (``runtime``, default the one :func:`kubepki.restarts.methods._runtimes.detect_runtime`
-    finds from the sockets on the node) and waits for the next attempt with a
-    later start time. The kubelet is restarted with
-    ``kubelet_restart`` (default :func:`systemctl_restart_kubelet`). Verify steps
-    wait until the component serves the on-disk certificate, where that can be
-    seen. ``progress(step, message)`` hears about every phase.
+    Each restart step uses its method's implementation (:data:`~kubepki.restarts.methods.METHODS`):
+    ``manifest`` holds the static pod manifest until the component is gone;
+    ``docker`` and ``cri`` stop the container gracefully and remove it, through
+    ``runtime`` (default: the node's Docker engine from ``DOCKER_HOST``, or the
+    CRI runtime found from the node's sockets); ``systemd`` and ``signal``
+    restart the kubelet (``kubelet_restart``, when given, instead). Each then
+    waits for a new instance (``observer``, default this node's processes in
+    ``proc``, plus ``runtime``) and, where the component serves TLS from a file,
+    until it serves the on-disk certificate. Wait steps wait until the component
+    has picked its files up by itself (:func:`reload_deadline`); verify steps
+    wait until the served certificate matches, where that can be seen.
+    ``progress(step, message)`` hears about every phase.
 
     The first failing step stops the run; its error is in the report (nothing is
     raised for it). After the last step, :func:`detect` checks that nothing
-    stale remains. Raises :class:`~kubepki.ConfigError` for a plan made for
-    another node and :class:`~kubepki.LockError` when another kubepki writes to
-    the node.
+    stale remains, and the report lists every endpoint it could not reach.
+    Raises :class:`~kubepki.ConfigError` for another node than the plan's and
+    :class:`~kubepki.LockError` when another kubepki writes to the node.
     """
     instance(plan, RestartPlan, "plan", "from plan_restarts")
-    node = Node.coerce(node)
-    if plan.node and node.profile.name and plan.node != node.profile.name:
-        raise ConfigError(f"the plan is for node {plan.node!r}, not {node.profile.name!r}", node=plan.node)
+    target = plan.target if node is None else Node.coerce(node)
+    if plan.node and target.profile.name and plan.node != target.profile.name:
+        raise ConfigError(f"the plan is for node {plan.node!r}, not {target.profile.name!r}", node=plan.node)
     timeouts = Timeouts.coerce(timeout)
     if dry_run:
         outcomes = tuple(
@@ -1166,64 +1233,52 @@ def apply_restarts(
             for s in plan.steps
         )
         return RestartReport(node=plan.node, plan=plan, dry_run=True, outcomes=outcomes)
-    backup_path = None
-    if take_backup and any(s.action is Action.RESTART for s in plan.steps):
-        from kubepki.backups import backup, default_backup_dir
-
-        dest = Path(backup_dir) if backup_dir is not None else default_backup_dir(node)
-        dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-        backup_path = str(backup(node, dest).path)
-        if progress is not None:
-            progress(plan.steps[0], f"backed up the node to {backup_path}")
-    owned: Any = None  # a runtime made here, closed at the end
-    if runtime is None and any(s.method is Method.DOCKER for s in plan.steps):
-        from kubepki.restarts.methods import DockerRuntime
-
-        runtime = owned = DockerRuntime()
-    if runtime is None and any(s.method is Method.CRI for s in plan.steps):
-        from kubepki.restarts.methods import detect_runtime
-
-        runtime = owned = detect_runtime(node.root)
+    backup_path = _backup_first(plan, target, progress, take_backup=take_backup, backup_dir=backup_dir)
+    owned: Runtime | None = None  # a runtime made here, closed at the end
+    if runtime is None:
+        for meth in dict.fromkeys(s.method for s in plan.restarts):
+            runtime = owned = restart_method(meth).default_runtime(target)
+            if runtime is not None:
+                break
+    ctx = RestartContext(
+        node=target, observer=_observer(target, proc, observer, runtime), runtime=runtime, timeouts=timeouts,
+        progress=progress, served_host=served_host, ports={Component(k): v for k, v in (ports or {}).items()},
+        proc=proc, kubelet_restart=kubelet_restart,
+    )
     try:
-        report = _apply(plan, node, timeouts=timeouts, progress=progress, runtime=runtime,
-                        kubelet_restart=kubelet_restart, observer=observer, proc=proc, served_host=served_host,
-                        ports=ports)
-        return attrs.evolve(report, backup=backup_path)
+        return attrs.evolve(_apply(plan, ctx), backup=backup_path)
     finally:
         if owned is not None:
             owned.close()
 
 
-def _apply(
-    plan: RestartPlan,
-    node: Node,
-    *,
-    timeouts: Timeouts,
-    progress: Progress | None,
-    runtime: Runtime | None,
-    kubelet_restart: Callable[[], None] | None,
-    observer: Observer | None,
-    proc: str | os.PathLike[str],
-    served_host: str,
-    ports: Ports | None,
-) -> RestartReport:
+def _backup_first(plan: RestartPlan, node: Node, progress: Progress | None, *, take_backup: bool,
+                  backup_dir: str | os.PathLike[str] | None) -> str | None:
+    if not take_backup or not plan.restarts:
+        return None
+    from kubepki.backups import backup, default_backup_dir
+
+    dest = Path(backup_dir) if backup_dir is not None else default_backup_dir(node)
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = str(backup(node, dest).path)
+    if progress is not None:
+        progress(plan.steps[0], f"backed up the node to {path}")
+    return path
+
+
+def _apply(plan: RestartPlan, ctx: RestartContext) -> RestartReport:
     from kubepki.node import node_lock
 
-    run = _Run(
-        node=node, observer=_observer(proc, observer, runtime), runtime=runtime,
-        kubelet_restart=kubelet_restart or systemctl_restart_kubelet, timeouts=timeouts, progress=progress,
-        served_host=served_host, ports={Component(k): v for k, v in (ports or {}).items()},
-    )
     results: list[StepOutcome] = []
-    with node_lock(node):
+    with node_lock(ctx.node):
         for index, step in enumerate(plan.steps):
-            outcome = _run_step(run, step)
+            outcome = _run_step(ctx, step)
             results.append(outcome)
             if outcome.status is StepStatus.FAILED:
                 results.extend(StepOutcome(step=s, status=StepStatus.NOT_RUN) for s in plan.steps[index + 1 :])
                 return RestartReport(node=plan.node, plan=plan, dry_run=False, outcomes=tuple(results))
-    verification = detect(node, observer=run.observer, served_host=served_host, ports=run.ports,
-                          timeout=min(5.0, timeouts.serve))
+    verification = _detect(ctx.node, FromDetection(observer=ctx.observer, proc=ctx.proc, served_host=ctx.served_host,
+                                                   ports=ctx.ports, timeout=min(5.0, ctx.timeouts.serve)))
     return RestartReport(node=plan.node, plan=plan, dry_run=False, outcomes=tuple(results),
                          verification=verification)
 
@@ -1233,174 +1288,75 @@ def _dry_message(step: RestartStep) -> str:
         return step.note
     if step.action is Action.VERIFY:
         return f"would check that {step.component.value} picked up {', '.join(step.names)}"
-    how = {Method.MANIFEST: "by moving its static pod manifest out and back",
-           Method.DOCKER: "by removing its container", Method.SYSTEMD: "with systemctl restart kubelet",
-           Method.CRI: "by stopping its container (the kubelet starts the next attempt)"}
-    return f"would restart {step.component.value} {how.get(step.method, '')}".rstrip()
+    if step.action is Action.WAIT:
+        return (f"would wait up to {step.wait_seconds or 0:g}s for {step.component.value} to pick up "
+                f"{', '.join(step.names)} by itself")
+    try:
+        how = restart_method(step.method).describe(step.component)
+    except ConfigError:
+        how = ""
+    return f"would restart {step.component.value} {how}".rstrip()
 
 
-def _run_step(run: _Run, step: RestartStep) -> StepOutcome:
-    run.step, run.messages = step, []
+def _run_step(ctx: RestartContext, step: RestartStep) -> StepOutcome:
+    ctx.step, ctx.messages = step, []
     started = time.monotonic()
     before: Instance | None = None
     after: Instance | None = None
     served: ServedCheck | None = None
+
+    def outcome(status: StepStatus, error: str | None = None) -> StepOutcome:
+        return StepOutcome(step=step, status=status, messages=tuple(ctx.messages), error=error,
+                           before=before.started_at if before else None, after=after.started_at if after else None,
+                           served=served, seconds=time.monotonic() - started)
+
     try:
         if step.action is Action.NOTE:
-            run.say(step.note)
-            return StepOutcome(step=step, status=StepStatus.NOTED, messages=tuple(run.messages))
+            ctx.say(step.note)
+            return outcome(StepStatus.NOTED)
+        if step.action is Action.WAIT:
+            after = _wait_step(ctx, step)
+            return outcome(StepStatus.WAITED)
         if step.action is Action.VERIFY:
-            inst = run.newest(step.component)
-            served = _verify_step(run, step, inst)
-            status = StepStatus.VERIFIED if served is not None else StepStatus.UNVERIFIABLE
-            return StepOutcome(step=step, status=status, messages=tuple(run.messages), served=served,
-                               after=inst.started_at if inst else None, seconds=time.monotonic() - started)
-        before = run.newest(step.component)
-        if step.method is Method.MANIFEST:
-            after = _restart_manifest(run, step.component, before)
-        elif step.method is Method.DOCKER:
-            after = _restart_docker(run, step.component, before)
-        elif step.method is Method.CRI:
-            after = _restart_cri(run, step.component, before)
-        elif step.method is Method.SYSTEMD:
-            run.say("systemctl restart kubelet")
-            run.kubelet_restart()
-            after = run.wait_started_after(step.component, before)
-        else:
-            raise RestartError(f"a restart step cannot use method {step.method.value}")
-        served = run.wait_served(step.component, after)
+            after = ctx.newest(step.component)
+            served = _verify_step(ctx, step, after)
+            return outcome(StepStatus.VERIFIED if served is not None else StepStatus.UNVERIFIABLE)
+        before = ctx.newest(step.component)
+        after = restart_method(step.method).restart(ctx, step.component, before)
+        served = ctx.wait_served(step.component, after)
     except KubepkiError as exc:
-        return StepOutcome(step=step, status=StepStatus.FAILED, messages=tuple(run.messages), error=str(exc),
-                           before=before.started_at if before else None,
-                           after=after.started_at if after else None, served=served,
-                           seconds=time.monotonic() - started)
-    return StepOutcome(step=step, status=StepStatus.DONE, messages=tuple(run.messages),
-                       before=before.started_at if before else None, after=after.started_at if after else None,
-                       served=served, seconds=time.monotonic() - started)
+        return outcome(StepStatus.FAILED, str(exc))
+    return outcome(StepStatus.DONE)
 
 
-def _verify_step(run: _Run, step: RestartStep, inst: Instance | None) -> ServedCheck | None:
+def _verify_step(ctx: RestartContext, step: RestartStep, inst: Instance | None) -> ServedCheck | None:
     comp = step.component
     flags = inst.flags if inst is not None else None
-    serving = serving_cert_path(run.node, comp, flags)
+    serving = serving_cert_path(ctx.node, comp, flags)
     if serving is not None and any(str(serving) in r.paths for r in step.reasons):
-        return run.wait_served(comp, inst)
-    run.say(f"{comp.value} is expected to reload {', '.join(step.names)} by itself; "
+        return ctx.wait_served(comp, inst)
+    ctx.say(f"{comp.value} is expected to reload {', '.join(step.names)} by itself; "
             "this cannot be observed from outside")
     return None
 
 
-def _local(node: Node, path: PurePosixPath) -> Path:
-    if not isinstance(node.fs, LocalFS):
-        raise RestartError(f"the manifest method needs a local node root, not {node.fs.describe()}")
-    return node.fs.host_path(path, follow_last=False)
-
-
-def _restart_manifest(run: _Run, comp: Component, before: Instance | None) -> Instance:
-    node = run.node
-    filename = MANIFEST_FILES.get(comp.value)
-    if filename is None:
-        raise RestartError(f"{comp.value} is not a static pod", name=comp.value)
-    manifests_dir = node.profile.manifests_dir
-    manifest = _local(node, manifests_dir / filename)
-    held_dir = _local(node, manifests_dir.parent / HELD_MANIFESTS_DIR)
-    held = held_dir / filename
-    if not manifest.exists() and held.exists():
-        # A run stopped between moving the manifest out and back: finish it first.
-        run.say(f"putting back {filename}, held since an interrupted run")
-        _move(held, manifest)
-    elif held.exists():
-        raise RestartError(f"{held} already exists beside {manifest}; compare them and remove the held copy",
-                           path=str(held))
-    if not manifest.exists():
-        raise RestartError(f"no static pod manifest {manifests_dir / filename}", path=str(manifests_dir / filename))
-    try:
-        held_dir.mkdir(mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise RestartError(f"cannot create {held_dir}: {exc.strerror or exc}", path=str(held_dir)) from None
-    if held_dir.stat().st_dev != manifest.parent.stat().st_dev:
-        raise RestartError(f"{held_dir} is not on the filesystem of {manifest.parent}", path=str(held_dir))
-    run.say(f"moving {manifests_dir / filename} to {manifests_dir.parent / HELD_MANIFESTS_DIR}")
-    _move(manifest, held)
-    try:
-        run.say(f"waiting for {comp.value} to stop")
-        run.wait(f"{comp.value} to stop", run.timeouts.stop, lambda: not run.instances(comp))
-        run.say(f"{comp.value} stopped")
-    finally:
-        run.say(f"moving {filename} back")
-        _move(held, manifest)
-        with contextlib.suppress(OSError):
-            held_dir.rmdir()
-    return run.wait_started_after(comp, before)
-
-
-def _move(src: Path, dst: Path) -> None:
-    try:
-        os.replace(src, dst)
-    except OSError as exc:
-        raise RestartError(f"cannot move {src} to {dst}: {exc.strerror or exc}", path=str(src)) from None
-    fsync_dir(dst.parent)
-    if src.parent != dst.parent:
-        fsync_dir(src.parent)
-
-
-def _restart_docker(run: _Run, comp: Component, before: Instance | None) -> Instance:
-    runtime = run.runtime
-    if runtime is None:
-        raise RestartError("the docker method needs a container runtime")
-    current = [c for c in runtime.containers() if c.component is comp and c.running]
-    if not current:
-        raise RestartError(f"no running {comp.value} container found in {runtime.name}", name=comp.value)
-    old = max(current, key=lambda c: c.started_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
-    run.say(f"removing container {old.name} ({old.id[:12]})")
-    runtime.remove(old.id)
-
-    def replacement() -> Instance | None:
-        for c in runtime.containers():
-            if (c.running and c.id != old.id and c.same_pod_container(old) and c.started_at is not None
-                    and (old.started_at is None or c.started_at > old.started_at)):
-                inst = c.as_instance(runtime.name)
-                if inst is not None:
-                    return inst
-        return None
-
-    run.say(f"waiting for the kubelet to start the next {comp.value} container")
-    inst: Instance = run.wait(f"a new {comp.value} container", run.timeouts.start, replacement)
-    run.say(f"{comp.value} runs again in {inst.name} (started {_iso(inst.started_at)})")
-    return inst
-
-
-def _restart_cri(run: _Run, comp: Component, before: Instance | None) -> Instance:
-    """Stop the container (CRI StopContainer); the kubelet starts the next attempt in the same pod.
-
-    A runtime without ``stop`` (the Docker driver, which auto-detection picks on
-    cri-dockerd nodes) removes the container instead, to the same effect.
-    """
-    runtime = run.runtime
-    if runtime is None:
-        raise RestartError("the cri method needs a container runtime")
-    current = [c for c in runtime.containers() if c.component is comp and c.running]
-    if not current:
-        raise RestartError(f"no running {comp.value} container found in {runtime.name}", name=comp.value)
-    old = max(current, key=lambda c: c.started_at or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
-    stop = getattr(runtime, "stop", None)
-    if callable(stop):
-        run.say(f"stopping container {old.name} ({old.id[:12]})")
-        stop(old.id)
-    else:
-        run.say(f"removing container {old.name} ({old.id[:12]})")
-        runtime.remove(old.id)
-
-    def next_attempt() -> Instance | None:
-        for c in runtime.containers():
-            if (c.running and c.id != old.id and c.same_pod_container(old) and c.started_at is not None
-                    and (old.started_at is None or c.started_at > old.started_at)):
-                inst = c.as_instance(runtime.name)
-                if inst is not None:
-                    return inst
-        return None
-
-    run.say(f"waiting for the kubelet to start the next {comp.value} container")
-    inst: Instance = run.wait(f"the next {comp.value} container", run.timeouts.start, next_attempt)
-    run.say(f"{comp.value} runs again in {inst.name} (started {_iso(inst.started_at)})")
+def _wait_step(ctx: RestartContext, step: RestartStep) -> Instance | None:
+    """Wait until the component's periodic check has picked the step's files up."""
+    comp = step.component
+    inst = ctx.newest(comp)
+    period = max((r.reload.pickup_delay for r in step.reasons if r.reload.pickup_delay is not None),
+                 default=_catalog.CLIENT_CERT_CHECK_PERIOD)
+    written = [st.mtime for r in step.reasons for p in r.paths
+               if (st := ctx.node.fs.stat(PurePosixPath(p))) is not None]
+    now = dt.datetime.now(dt.timezone.utc)
+    written_at = dt.datetime.fromtimestamp(max(written), tz=dt.timezone.utc) if written else now
+    deadline = reload_deadline(inst.started_at if inst is not None else None, written_at, period, now=now)
+    seconds = min(max(0.0, (deadline - now).total_seconds()), step.wait_seconds or 0.0)
+    if seconds <= 0:
+        ctx.say(f"{comp.value} started after {', '.join(step.names)} was written: it uses the new files")
+        return inst
+    ctx.say(f"waiting {seconds:.0f}s, until {_iso(deadline)}, for {comp.value}'s periodic check to pick up "
+            f"{', '.join(step.names)} (not observable from outside)")
+    time.sleep(seconds)
+    ctx.say(f"{comp.value} has passed its check since {', '.join(step.names)} was written")
     return inst

@@ -27,7 +27,7 @@ import errno
 import hashlib
 import ipaddress
 import os
-import socket
+import re
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
@@ -43,6 +43,7 @@ from kubepki.node import Node
 
 __all__ = [
     "DEFAULT_PORTS",
+    "KUBELET_CONFIG",
     "SERVING_FLAGS",
     "CheckStatus",
     "Ports",
@@ -53,7 +54,9 @@ __all__ = [
     "compare_served",
     "endpoint_port",
     "fetch_served_certificate",
+    "kubelet_config",
     "serving_cert_path",
+    "serving_endpoint",
     "to_node_path",
     "verify_served",
 ]
@@ -151,20 +154,15 @@ def fetch_served_certificate(
     for which TLS forbids SNI). Never raises for network or TLS problems; see
     :class:`ServedStatus`.
     """
+    from kubepki.pki import fetch_tls_chain
+
     sni = server_name if server_name is not None else (None if _is_ip(host) else host)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # compare bytes, do not judge trust
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
 
     def result(status: ServedStatus, der: bytes | None = None, error: str | None = None) -> ServedCertificate:
         return ServedCertificate(host=host, port=port, server_name=sni, status=status, der=der, error=error)
 
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.settimeout(timeout)
-            with ctx.wrap_socket(sock, server_hostname=sni) as tls:
-                der = tls.getpeercert(binary_form=True)
+        der = fetch_tls_chain(host, port, server_name=server_name, timeout=timeout).leaf
     except ConnectionRefusedError:
         return result(ServedStatus.REFUSED, error=f"connection to {host}:{port} refused")
     except TimeoutError:
@@ -286,6 +284,9 @@ def serving_cert_path(
         if source and flag and source.get(flag):
             return to_node_path(node, source[flag])
     if comp is Component.KUBELET:
+        configured = kubelet_config(node, flags).get("tlsCertFile")
+        if isinstance(configured, str) and configured.startswith("/"):
+            return to_node_path(node, configured)
         # serverTLSBootstrap: the kubelet serves its rotated certificate, not kubelet.crt.
         rotated = node.profile.kubelet_pki_dir / "kubelet-server-current.pem"
         try:
@@ -325,17 +326,21 @@ def check_served(
     node: Node,
     component: Component | str,
     *,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     port: int | None = None,
     server_name: str | None = None,
     timeout: float = 5.0,
     flags: Mapping[str, str] | None = None,
 ) -> ServedCheck:
-    """Fetch ``component``'s served certificate and compare it with its on-disk one."""
+    """Fetch ``component``'s served certificate and compare it with its on-disk one.
+
+    ``host`` and ``port`` default to the endpoint :func:`serving_endpoint` finds
+    on the node (``flags`` are the running instance's, when known).
+    """
     comp = Component(component)
-    the_port = port if port is not None else DEFAULT_PORTS.get(comp)
-    if the_port is None:
+    if comp not in DEFAULT_PORTS:
         raise ConfigError(f"{comp.value} serves no TLS endpoint kubepki knows of", name=comp.value)
+    the_host, the_port = serving_endpoint(node, comp, flags, host=host, port=port)
     path = serving_cert_path(node, comp, flags)
     disk: bytes | None = None
     if path is not None:
@@ -344,14 +349,14 @@ def check_served(
                 disk = node.fs.read_bytes(path, limit=1 << 20)
         except KubepkiError:
             disk = None
-    served = fetch_served_certificate(host, the_port, server_name=server_name, timeout=timeout)
+    served = fetch_served_certificate(the_host, the_port, server_name=server_name, timeout=timeout)
     return compare_served(served, disk, path=str(path) if path is not None else None, component=comp)
 
 
 def verify_served(
     node: Node | str | os.PathLike[str],
     *,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     ports: Ports | None = None,
     components: Iterable[Component | str] | None = None,
     server_name: str | None = None,
@@ -359,8 +364,9 @@ def verify_served(
 ) -> tuple[ServedCheck, ...]:
     """:func:`check_served` for each component (default: those with an on-disk serving certificate).
 
-    ``ports`` overrides :data:`DEFAULT_PORTS` per component. ``node`` is a
-    :class:`~kubepki.Node` or a root path.
+    Each endpoint is the one the node's static pod manifests and kubelet
+    configuration name (:func:`serving_endpoint`); ``host`` and ``ports`` (per
+    component) override them. ``node`` is a :class:`~kubepki.Node` or a root path.
     """
     node = Node.coerce(node)
     node.check_root()
@@ -382,24 +388,107 @@ def endpoint_port(component: Component | str, flags: Mapping[str, str]) -> int |
     etcd the first loopback URL of ``--listen-client-urls`` (else the first URL);
     ``--port`` for the kubelet.
     """
-    comp = Component(component)
+    found = _flag_endpoint(Component(component), flags)
+    return found[1] if found is not None else None
+
+
+# Addresses that mean "every interface": connect through loopback instead.
+_UNSPECIFIED = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104 - compared, never bound
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def _flag_endpoint(comp: Component, flags: Mapping[str, str]) -> tuple[str | None, int] | None:
+    """(host or None, port) from a component's flags, None when they name no port."""
     if comp is Component.ETCD:
-        urls = [u.strip() for u in flags.get("listen-client-urls", "").split(",") if u.strip()]
-        ports: list[tuple[bool, int]] = []
-        for url in urls:
+        found: list[tuple[bool, str | None, int]] = []
+        for url in (u.strip() for u in flags.get("listen-client-urls", "").split(",")):
             try:
                 parts = urlsplit(url)
                 port = parts.port
             except ValueError:
                 continue
-            if port is not None:
-                ports.append((parts.hostname in ("127.0.0.1", "localhost", "::1"), port))
-        loopback = [p for is_lo, p in ports if is_lo]
-        return loopback[0] if loopback else (ports[0][1] if ports else None)
+            if url and port is not None:
+                found.append((parts.hostname in _LOOPBACK_NAMES, parts.hostname, port))
+        found.sort(key=lambda f: not f[0])  # loopback first, else the order given
+        if not found:
+            return None
+        host = found[0][1]
+        return (None if host is None or host in _UNSPECIFIED else host), found[0][2]
     value = flags.get("port" if comp is Component.KUBELET else "secure-port")
-    if value and value.isdigit():
-        return int(value)
-    return None
+    if not value or not value.isdigit():
+        return None
+    address = flags.get("address" if comp is Component.KUBELET else "bind-address", "")
+    return (None if address in _UNSPECIFIED else address), int(value)
+
+
+#: Where kubeadm writes the kubelet's configuration, and the flags file naming more.
+KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
+_KUBEADM_FLAGS = PurePosixPath("/var/lib/kubelet/kubeadm-flags.env")
+_CONFIG_FLAG = re.compile(r"--config[= ]\"?(?P<path>[^\s\"]+)")
+
+
+def kubelet_config(node: Node, flags: Mapping[str, str] | None = None) -> Mapping[str, Any]:
+    """The kubelet's configuration file as a mapping; empty when it is absent or unreadable.
+
+    The file is the one ``--config`` names in ``flags`` (the running kubelet's),
+    else in ``kubeadm-flags.env``, else :data:`KUBELET_CONFIG`.
+    """
+    from kubepki.pki import load_one
+
+    path = KUBELET_CONFIG
+    named = (flags or {}).get("config")
+    if not named:
+        try:
+            text = node.fs.read_bytes(_KUBEADM_FLAGS, limit=1 << 16).decode(errors="replace") \
+                if node.fs.stat(_KUBEADM_FLAGS) is not None else ""
+        except KubepkiError:
+            text = ""
+        m = _CONFIG_FLAG.search(text)
+        named = m.group("path") if m else None
+    if named:
+        path = to_node_path(node, named)
+    try:
+        if node.fs.stat(path) is None:
+            return {}
+        data = load_one(node.fs.read_bytes(path, limit=1 << 20), path=str(path))
+    except KubepkiError:
+        return {}
+    return data if isinstance(data, Mapping) else {}
+
+
+def serving_endpoint(
+    node: Node,
+    component: Component | str,
+    flags: Mapping[str, str] | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+) -> tuple[str, int]:
+    """Where ``component`` serves TLS on ``node``: ``(host, port)``.
+
+    ``host`` and ``port`` win when given. Otherwise the running instance's
+    ``flags``, then the static pod manifest's (``--secure-port`` and
+    ``--bind-address``; etcd's ``--listen-client-urls``), then for the kubelet
+    its configuration file (``port:`` and ``address:``, see
+    :func:`kubelet_config`), then :data:`DEFAULT_PORTS`. An address meaning
+    "every interface" is reached on ``127.0.0.1``.
+    """
+    comp = Component(component)
+    found: tuple[str | None, int] | None = None
+    for source in (flags, _manifest_flags(node, comp)):
+        if source:
+            found = _flag_endpoint(comp, source)
+            if found is not None:
+                break
+    if found is None and comp is Component.KUBELET:
+        config = kubelet_config(node, flags)
+        value = config.get("port")
+        if isinstance(value, int) and 0 < value < 65536:
+            address = config.get("address")
+            found = (address if isinstance(address, str) and address not in _UNSPECIFIED else None), value
+    the_port = port if port is not None else (found[1] if found is not None else DEFAULT_PORTS[comp])
+    the_host = host if host is not None else (found[0] if found is not None and found[0] else "127.0.0.1")
+    return the_host, the_port
 
 
 def _has_serving_file(node: Node, component: Component) -> bool:

@@ -10,9 +10,8 @@ and nothing else.
 
 It lists the containers the kubelet created (labelled ``io.kubernetes.*`` by
 the kubelet's ``pkg/kubelet/types/labels.go``) with their state, start time,
-attempt and command line, and stops one so the kubelet starts the next attempt
-(:meth:`CRIRuntime.stop`, the ``cri`` restart method), or stops and removes it
-(:meth:`CRIRuntime.remove`).
+attempt and command line, stops one (:meth:`CRIRuntime.stop`) and removes it
+(:meth:`CRIRuntime.remove`); :data:`CRI_METHOD` restarts a component through it.
 
 ``grpcio`` and ``protobuf`` come with the ``cri`` extra (``pip install
 'kubepki[cri]'``) and are imported only when a call is made, so neither
@@ -37,8 +36,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kubepki.errors import ConfigError, RestartError
-from kubepki.restarts import ContainerInfo, Instance, component_from_name
-from kubepki.restarts.methods._docker import LABEL_CONTAINER, LABEL_NAMESPACE, LABEL_POD, LABEL_POD_UID
+from kubepki.node import Node
+from kubepki.restarts import ContainerInfo, Instance, Method, Runtime, component_from_name
+from kubepki.restarts.methods._container import (
+    LABEL_CONTAINER,
+    LABEL_NAMESPACE,
+    LABEL_POD,
+    LABEL_POD_UID,
+    ContainerMethod,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - types only; the module is imported when a call is made
     from kubepki.restarts.methods._cri_api import api_pb2
@@ -47,6 +53,7 @@ __all__ = [
     "CONTAINERD_ENDPOINT",
     "CRIO_ENDPOINT",
     "CRI_DOCKERD_ENDPOINT",
+    "CRI_METHOD",
     "CRIRuntime",
     "CRIVersion",
     "socket_path",
@@ -332,7 +339,7 @@ class CRIRuntime:
             "ContainerStatus", pb.ContainerStatusRequest(container_id=container_id, verbose=verbose), missing_ok=True)
         if answer is None or not answer.status.id:
             return None
-        return container_info(answer.status, argv=argv_from_info(answer.info))
+        return cri_container_info(answer.status, argv=argv_from_info(answer.info))
 
     def instances(self) -> Sequence[Instance]:
         """Running containers of the five daemons, as :class:`~kubepki.restarts._observe.Instance` values."""
@@ -349,8 +356,8 @@ class CRIRuntime:
         """Stop a container, killing it after ``timeout`` seconds (default :attr:`stop_timeout`).
 
         The kubelet sees the container exit and starts the next attempt in the
-        same sandbox; this is the ``cri`` restart method. Stopping a stopped or
-        absent container is not an error.
+        same sandbox (subject to its back-off while the exited container is
+        there). Stopping a stopped or absent container is not an error.
         """
         _, pb, _ = _modules()
         grace = self.stop_timeout if timeout is None else timeout
@@ -410,7 +417,7 @@ def _kubelet_name(container: str, labels: Mapping[str, str], attempt: int) -> st
     return container
 
 
-def container_info(status: api_pb2.ContainerStatus, *, argv: Sequence[str] = ()) -> ContainerInfo:
+def cri_container_info(status: api_pb2.ContainerStatus, *, argv: Sequence[str] = ()) -> ContainerInfo:
     """A :class:`~kubepki.restarts._observe.ContainerInfo` from a CRI ``ContainerStatus``."""
     labels = dict(status.labels)
     container = labels.get(LABEL_CONTAINER) or status.metadata.name
@@ -476,3 +483,17 @@ def argv_from_info(info: Mapping[str, str]) -> tuple[str, ...]:
         parts = [*(config.get("command") or []), *(config.get("args") or [])]
         return tuple(str(a) for a in parts)
     return ()
+
+
+class _CRIMethod(ContainerMethod):
+    """The ``cri`` restart method: through the runtime found from the node's sockets unless one is given."""
+
+    def default_runtime(self, node: Node) -> Runtime | None:
+        """The runtime :func:`~kubepki.restarts.methods.detect_runtime` finds under the node's root."""
+        from kubepki.restarts.methods import detect_runtime
+
+        return detect_runtime(node.root)
+
+
+#: The ``cri`` restart method (see :class:`~kubepki.restarts.methods.ContainerMethod`).
+CRI_METHOD = _CRIMethod(Method.CRI, "the CRI")

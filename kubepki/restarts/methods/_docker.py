@@ -6,8 +6,8 @@ them with ``io.kubernetes.container.name``, ``io.kubernetes.pod.name``,
 ``io.kubernetes.pod.namespace`` and ``io.kubernetes.pod.uid`` (cri-dockerd's
 ``core/naming.go``; the labels are the kubelet's ``pkg/kubelet/types/labels.go``).
 
-:class:`DockerRuntime` lists those containers with their state and ``StartedAt``
-and removes one so the kubelet creates the next attempt. It is the only kubepki
+:class:`DockerRuntime` lists those containers with their state and ``StartedAt``,
+stops and removes them; :data:`DOCKER_METHOD` restarts a component through it. It is the only kubepki
 module that uses the ``docker`` SDK, and it imports it only when a method runs,
 so ``import kubepki`` never loads it. Every SDK or connection error becomes a
 :class:`~kubepki.RestartError`.
@@ -23,15 +23,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubepki.errors import RestartError
-from kubepki.restarts import ContainerInfo, Instance
+from kubepki.node import Node
+from kubepki.restarts import ContainerInfo, Instance, Method, Runtime
+from kubepki.restarts.methods._container import (
+    LABEL_CONTAINER,
+    LABEL_NAMESPACE,
+    LABEL_POD,
+    LABEL_POD_UID,
+    ContainerMethod,
+)
 
-__all__ = ["LABEL_CONTAINER", "LABEL_NAMESPACE", "LABEL_POD", "LABEL_POD_UID", "DockerRuntime",
-           "parse_docker_time", "parse_kubelet_name"]
+__all__ = ["DOCKER_METHOD", "DockerRuntime", "docker_container_info", "parse_docker_time", "parse_kubelet_name"]
 
-LABEL_CONTAINER = "io.kubernetes.container.name"
-LABEL_POD = "io.kubernetes.pod.name"
-LABEL_NAMESPACE = "io.kubernetes.pod.namespace"
-LABEL_POD_UID = "io.kubernetes.pod.uid"
 
 _NAME_RE = re.compile(r"^/?k8s_(?P<container>[^_]+)_(?P<pod>[^_]+)_(?P<ns>[^_]+)_(?P<uid>[^_]+)_(?P<attempt>\d+)$")
 _TIME_RE = re.compile(r"^(?P<base>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(?P<frac>\d+))?(?P<zone>Z|[+-]\d\d:\d\d)$")
@@ -63,8 +66,9 @@ class DockerRuntime:
 
     ``base_url`` is the engine's address (``unix:///var/run/docker.sock``); None
     reads ``DOCKER_HOST`` like the ``docker`` command. ``namespace`` limits the
-    containers to one pod namespace (None: all). Pass ``client`` to reuse a
-    ``docker.APIClient``.
+    containers to one pod namespace (None: all). ``stop_timeout`` is the grace
+    period a stopped container gets before it is killed (the kubelet's default
+    for a pod is 30). Pass ``client`` to reuse a ``docker.APIClient``.
     """
 
     def __init__(
@@ -73,11 +77,13 @@ class DockerRuntime:
         *,
         namespace: str | None = "kube-system",
         timeout: float = 30.0,
+        stop_timeout: int = 30,
         client: Any = None,
     ) -> None:
         self.base_url = base_url
         self.namespace = namespace
         self.timeout = timeout
+        self.stop_timeout = stop_timeout
         self._client = client
 
     def __repr__(self) -> str:
@@ -173,7 +179,7 @@ class DockerRuntime:
             return None  # removed between listing and inspecting
         except self._errors() as exc:
             raise RestartError(f"cannot inspect Docker container {container_id[:12]}: {_short(exc)}") from None
-        return container_info(data)
+        return docker_container_info(data)
 
     def instances(self) -> Sequence[Instance]:
         """Running containers of the five daemons, as :class:`~kubepki.restarts._observe.Instance` values."""
@@ -183,6 +189,22 @@ class DockerRuntime:
             if inst is not None:
                 out.append(inst)
         return out
+
+    def stop(self, container_id: str, *, timeout: int | None = None) -> None:
+        """Stop a container: SIGTERM, then SIGKILL after ``timeout`` seconds (default :attr:`stop_timeout`).
+
+        Stopping a stopped or absent container is not an error.
+        """
+        import docker.errors
+
+        api = self._api()
+        grace = self.stop_timeout if timeout is None else timeout
+        try:
+            api.stop(container_id, timeout=grace)
+        except docker.errors.NotFound:
+            return
+        except self._errors() as exc:
+            raise RestartError(f"cannot stop Docker container {container_id[:12]}: {_short(exc)}") from None
 
     def remove(self, container_id: str) -> None:
         """Stop and remove a container; one already gone is not an error."""
@@ -197,7 +219,7 @@ class DockerRuntime:
             raise RestartError(f"cannot remove Docker container {container_id[:12]}: {_short(exc)}") from None
 
 
-def container_info(data: Mapping[str, Any]) -> ContainerInfo:
+def docker_container_info(data: Mapping[str, Any]) -> ContainerInfo:
     """A :class:`~kubepki.restarts._observe.ContainerInfo` from ``docker inspect`` output."""
     config = data.get("Config") or {}
     state = data.get("State") or {}
@@ -224,3 +246,15 @@ def container_info(data: Mapping[str, Any]) -> ContainerInfo:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+class _DockerMethod(ContainerMethod):
+    """The ``docker`` restart method: through the engine at ``DOCKER_HOST`` unless a runtime is given."""
+
+    def default_runtime(self, node: Node) -> Runtime | None:
+        """A :class:`DockerRuntime` from ``DOCKER_HOST`` (the node's own engine)."""
+        return DockerRuntime()
+
+
+#: The ``docker`` restart method (see :class:`~kubepki.restarts.methods.ContainerMethod`).
+DOCKER_METHOD = _DockerMethod(Method.DOCKER, "docker")

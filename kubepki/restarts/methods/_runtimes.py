@@ -202,7 +202,7 @@ def detect_runtime(
     if len(cri) > 1:
         raise RestartError("several container runtime sockets found: "
                            + ", ".join(str(s.path) for s in cri)
-                           + "; name the kubelet's with an endpoint (--runtime-endpoint)")
+                           + "; name the kubelet's with an endpoint")
     if cri:
         return runtime_for(cri[0].path, namespace=namespace, timeout=timeout)
     if "docker" in found:
