@@ -503,27 +503,26 @@ class LocalFS:
 
 @contextlib.contextmanager
 def _flock(fs: LocalFS, path: PurePosixPath, *, wait: float, poll: float) -> Iterator[None]:
+    """Hold ``flock(2)`` on the lock file; the holder removes the file before it lets go.
+
+    So a finished run leaves nothing behind. Another opener may have opened the
+    file just before it was removed and then get the lock on an inode no path
+    names any more; it therefore checks, once it holds the lock, that the path
+    still names the inode it locked, and starts over when not.
+    """
     lock_path = fs.host_path(path, follow_last=False)
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise NodeError(f"cannot create lock file {lock_path}: {exc.strerror}", path=str(lock_path)) from None
     deadline = time.monotonic() + wait
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    while True:
+        fd = _open_lock(lock_path)
+        try:
+            _acquire(fd, lock_path, deadline=deadline, poll=poll)
+            if _names(lock_path, fd):
                 break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise NodeError(f"cannot lock {lock_path}: {exc.strerror}", path=str(lock_path)) from None
-                if time.monotonic() >= deadline:
-                    raise LockError(
-                        f"another kubepki is writing to this node (lock {lock_path} is held); "
-                        "try again when it has finished", path=str(lock_path),
-                    ) from None
-                time.sleep(poll)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # locked a file its last holder had removed: take the current one
+    try:
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
@@ -531,7 +530,44 @@ def _flock(fs: LocalFS, path: PurePosixPath, *, wait: float, poll: float) -> Ite
             pass
         yield
     finally:
+        with contextlib.suppress(OSError):
+            if _names(lock_path, fd):
+                os.unlink(lock_path)  # while still holding the lock: nobody else holds this inode
         os.close(fd)  # closing releases the flock
+
+
+def _open_lock(lock_path: Path) -> int:
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise NodeError(f"cannot create lock file {lock_path}: {exc.strerror}", path=str(lock_path)) from None
+
+
+def _acquire(fd: int, lock_path: Path, *, deadline: float, poll: float) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise NodeError(f"cannot lock {lock_path}: {exc.strerror}", path=str(lock_path)) from None
+            if time.monotonic() >= deadline:
+                raise LockError(
+                    f"another kubepki is writing to this node (lock {lock_path} is held); "
+                    "try again when it has finished", path=str(lock_path),
+                ) from None
+            time.sleep(poll)
+
+
+def _names(lock_path: Path, fd: int) -> bool:
+    """Does ``lock_path`` still name the file open as ``fd``?"""
+    try:
+        on_disk = os.stat(lock_path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 def atomic_write(

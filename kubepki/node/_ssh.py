@@ -802,10 +802,17 @@ class SSHFS:
             except FileNotFoundError:
                 pass
         timing = "-n" if wait <= 0 else f"-w {wait:g}"
-        # flock holds the lock while `cat` waits for the end of its input, which comes when
-        # the lock is released here or when this session ends for any reason.
-        line = (f"exec flock -x {timing} -E {_LOCK_CONFLICT} {shlex.quote(remote)} "
-                "-c 'echo locked; exec cat >/dev/null'")
+        # The lock is held on fd 9 while `cat` waits for the end of its input, which comes when
+        # the lock is released here or when this session ends for any reason; the holder then
+        # removes the file. A waiter that got the lock on a file removed meanwhile (the path
+        # names another inode, or none) starts over, as the local lock does.
+        script = (f'F={shlex.quote(remote)}; while :; do exec 9>>"$F" || exit 1; '
+                  f"flock -x {timing} -E {_LOCK_CONFLICT} 9 || exit $?; "
+                  '[ "$(stat -Lc %d:%i /proc/self/fd/9 2>/dev/null)" = "$(stat -c %d:%i "$F" 2>/dev/null)" ] '
+                  '&& break; exec 9>&-; done; echo locked; cat >/dev/null; '
+                  '[ "$(stat -Lc %d:%i /proc/self/fd/9)" = "$(stat -c %d:%i "$F" 2>/dev/null)" ] && rm -f "$F"; '
+                  "exit 0")
+        line = f"exec sh -c {shlex.quote(script)}"
         shown = f"{self.describe().rstrip('/')}{path}"
         try:
             transport = self._ssh_client().get_transport()
