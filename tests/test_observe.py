@@ -322,3 +322,80 @@ def test_import_kubepki_stays_light_after_observing() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent).stdout
     assert out.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------
+# Which node a process belongs to
+
+
+def _serving_flags(prefix: str, port: int) -> list[str]:
+    pki = f"{prefix}/etc/kubernetes/pki"
+    return [f"--secure-port={port}", f"--tls-cert-file={pki}/apiserver.crt",
+            f"--tls-private-key-file={pki}/apiserver.key", f"--client-ca-file={pki}/ca.crt"]
+
+
+def _start_in_mount_namespace(bin_dir: Path, etc: Path, name: str, args: list[str],
+                              log: Path) -> subprocess.Popen[bytes]:
+    """``name`` in a private mount namespace whose /etc is a bind mount of ``etc`` (as a node in a sandbox)."""
+    script = 'mount --bind "$1" /etc && shift && exec "$@"'
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(etc),
+             str(component_bin(bin_dir, name)), str(FAKE_COMPONENT), *args],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture
+def two_nodes(tmp_path: Path) -> Iterator[tuple[Node, Node, dict[str, subprocess.Popen[bytes]]]]:
+    """Node A's kube-apiserver in a private mount namespace naming /etc/kubernetes/...; node B's on the host
+    naming B's tree; and a kube-scheduler naming no file at all. Stopped by PID at the end."""
+    if os.geteuid() != 0 or not Path("/usr/bin/unshare").exists():
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    issued = dt.datetime.now(UTC) - dt.timedelta(days=1)
+    a = kubepki.testing.build_node(tmp_path / "a", issued_at=issued)
+    b = kubepki.testing.build_node(tmp_path / "b", issued_at=issued)
+    bin_dir, log = tmp_path / "bin", tmp_path / "components.log"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        procs["a"] = _start_in_mount_namespace(bin_dir, a.root / "etc", "kube-apiserver",
+                                               _serving_flags("", free_port()), log)
+        procs["b"] = start_fake(bin_dir, "kube-apiserver", _serving_flags(str(b.root), free_port()), log)
+        procs["bare"] = start_fake(bin_dir, "kube-scheduler", ["--leader-elect=true"], log)
+        ours = {p.pid for p in procs.values()}
+        wait_for("the three components", lambda: {i.pid for i in ProcScanner(
+            match=lambda i: i.pid in ours).instances()} == ours)
+        yield a.as_node(), b.as_node(), procs
+    finally:
+        for proc in procs.values():
+            stop_process(proc)
+
+
+def test_each_node_sees_only_its_own_components(two_nodes: tuple[Node, Node, dict[str, subprocess.Popen[bytes]]],
+                                                ) -> None:
+    """Processes are matched to a node by the files their flags name, through /proc/PID/root, by inode.
+
+    A's kube-apiserver names /etc/kubernetes/pki/... inside its own mount namespace, where /etc is A's tree;
+    B's names B's tree by its full path. Negative control: without a node, all three are seen by name.
+    """
+    a, b, procs = two_nodes
+    assert [i.pid for i in ProcScanner(node=a).instances()] == [procs["a"].pid]
+    assert [i.pid for i in ProcScanner(node=b).instances()] == [procs["b"].pid]
+    ours = {p.pid for p in procs.values()}
+    everyone = ProcScanner(match=lambda i: i.pid in ours).instances()
+    assert sorted(i.pid or 0 for i in everyone) == sorted(ours)
+    scanner = ProcScanner(node=a, match=lambda i: i.pid in ours)
+    scanner.instances()
+    assert scanner.foreign == (procs["b"].pid,)
+    assert [s.split(":")[0] for s in scanner.skipped] == [f"pid {procs['bare'].pid} (kube-scheduler)"]
+    # A's process names the host's /etc path, which is not A's file as this process sees it.
+    assert not Path("/etc/kubernetes/pki/apiserver.crt").exists()
+
+
+def test_detect_reports_only_this_nodes_components(two_nodes: tuple[Node, Node, dict[str, subprocess.Popen[bytes]]],
+                                                   ) -> None:
+    """detect() on A, with the default observer, finds A's kube-apiserver only, and none stale."""
+    a, b, procs = two_nodes
+    found = kubepki.restarts.detect(a, served=False)
+    assert [(i.component, i.pid) for i in found.instances] == [(Component.KUBE_APISERVER, procs["a"].pid)]
+    assert found.stale == ()
+    assert [i.pid for i in kubepki.restarts.detect(b, served=False).instances] == [procs["b"].pid]

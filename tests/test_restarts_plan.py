@@ -434,3 +434,56 @@ def test_docs_policy_table_matches_the_catalog(demo: Node) -> None:
     assert start in text and end in text
     shown = text.split(start, 1)[1].split(end, 1)[0].strip()
     assert shown == policy_table(demo), "regenerate with tests.test_restarts_plan.policy_table"
+
+
+# ----------------------------------------------------------------------------- reloads measured on 1.28.4
+
+
+def test_kubelet_client_is_waited_for_under_minimal(demo: Node) -> None:
+    """apiserver-kubelet-client switches at client-go's 5-minute check: a bounded wait, said in text and JSON.
+
+    Negative controls: safe restarts; a caller who will not wait that long (max_wait) gets a restart, and
+    the step's note says why.
+    """
+    plan = plan_restarts(demo, Changed(["apiserver-kubelet-client"]), policy="minimal")
+    (step,) = plan.steps
+    assert (step.component, step.action, step.method) == (Component.KUBE_APISERVER, Action.WAIT, Method.NONE)
+    assert step.wait_seconds == 305.0 and "CertCallbackRefreshDuration" in step.note
+    assert json.loads(plan.to_json())["steps"][0]["wait_seconds"] == 305.0
+    assert re.search(r"kube-apiserver +wait +none", plan.table())
+    assert [s.action for s in plan_restarts(demo, Changed(["apiserver-kubelet-client"])).steps] == [Action.RESTART]
+    hurried = plan_restarts(demo, Changed(["apiserver-kubelet-client"]), policy="minimal", max_wait=60)
+    assert [s.action for s in hurried.steps] == [Action.RESTART]
+    assert "rather than wait up to 300s" in hurried.steps[0].note and "max_wait 60s" in hurried.steps[0].note
+    assert json.loads(hurried.to_json())["max_wait"] == 60
+    patient = plan_restarts(demo, Changed(["apiserver-kubelet-client"]), policy="minimal", max_wait=300)
+    assert [s.action for s in patient.steps] == [Action.WAIT]
+    with pytest.raises(ConfigError, match="max_wait"):
+        plan_restarts(demo, Changed(["ca"]), max_wait=-1)
+
+
+def test_etcd_client_is_read_per_connection(demo: Node, tmp_path: Path) -> None:
+    """apiserver-etcd-client: re-read at every new connection on 1.28+ (verify under minimal, restart under safe);
+    older versions, not measured, keep the restart."""
+    assert catalog.get("apiserver-etcd-client").consumers[0].reload_for(demo.profile.kubernetes_version) \
+        is Reload.PER_CONNECTION
+    assert [s.action for s in plan_restarts(demo, Changed(["apiserver-etcd-client"]), policy="minimal").steps] \
+        == [Action.VERIFY]
+    assert [s.action for s in plan_restarts(demo, Changed(["apiserver-etcd-client"])).steps] == [Action.RESTART]
+    old = kubepki.testing.build_node(tmp_path / "old", version="1.27", issued_at=ISSUED).as_node()
+    assert [s.action for s in plan_restarts(old, Changed(["apiserver-etcd-client"]), policy="minimal").steps] \
+        == [Action.RESTART]
+
+
+def test_reload_deadline_counts_checks_from_the_process_start() -> None:
+    """The first 5-minute check after the write, counted from the start; at once for a later start."""
+    from kubepki.restarts import reload_deadline
+
+    start = dt.datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    period = catalog.CLIENT_CERT_CHECK_PERIOD
+    margin = dt.timedelta(seconds=5)
+    written = start + dt.timedelta(minutes=7)
+    assert reload_deadline(start, written, period, now=written) == start + 2 * period + margin
+    assert reload_deadline(start, start + period, period, now=written) == start + period + margin
+    assert reload_deadline(written, start, period, now=written) == written  # started after the write
+    assert reload_deadline(None, start, period, now=written) == written + period + margin
