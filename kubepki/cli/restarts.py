@@ -135,7 +135,19 @@ def register(sub: Any) -> None:
     v.set_defaults(func=run_verify)
 
 
+# The library says what to do in its own terms; the command line names the flag that does it.
+_FLAG_HINTS = (
+    ("name the kubelet's with an endpoint", "--runtime-endpoint"),
+    ("no container runtime socket found", "--runtime-endpoint"),
+    ("cannot reach the Docker engine", "--docker-host"),
+    ("no kubelet process of the node", "--proc"),
+)
+
+
 def _error(message: str) -> None:
+    hints = [flag for phrase, flag in _FLAG_HINTS if phrase in message]
+    if hints:
+        message += f" ({', '.join(dict.fromkeys(hints))})"
     print(f"kubepki: error: {' '.join(message.split())}", file=sys.stderr)
 
 
