@@ -464,3 +464,19 @@ def test_cli_refuses_bad_node_options(capsys: pytest.CaptureFixture[str], tmp_pa
     """A --node that is neither ssh:// nor a directory is a usage error (exit 3)."""
     assert main(["cluster", "check", "--node", f"cp1={tmp_path / 'absent'}"]) == 3
     assert "neither an ssh:// URL nor a directory" in capsys.readouterr().err
+
+
+def test_labels_of_local_nodes_do_not_depend_on_what_ran_before(tmp_path: Path) -> None:
+    """Two Clusters of the same local roots label them alike (the nodes' own names), whether or not
+    discovery ran first, so a renewal result planned on one feeds the restarts planned on the other."""
+    demo = kubepki.testing.build_cluster(tmp_path / "c", nodes=["cp1", "cp2"])
+    roots = [str(n.root) for n in demo.nodes]
+    fresh = kubepki.Cluster(roots).labels
+    result = kubepki.apply_cluster_renewal(kubepki.plan_cluster_renewal(roots, "front-proxy-client"),
+                                           take_backup=False)
+    assert fresh == kubepki.Cluster(roots).labels == tuple(result.results) == ("cp1", "cp2")
+    plan = kubepki.plan_cluster_restarts(roots, result, method="manifest")
+    assert [t.label for t in plan.order] == ["cp1", "cp2"]
+    # negative control: labels given explicitly are kept, and a result for other labels is refused
+    with pytest.raises(kubepki.ConfigError, match="no node 'cp1'"):
+        kubepki.plan_cluster_restarts(kubepki.Cluster(roots, labels=["a", "b"]), result)

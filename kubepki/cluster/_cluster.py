@@ -216,11 +216,17 @@ class Cluster:
 
 
 def _discovered_name(node: Node) -> str | None:
-    """The node's name when discovery has already run (never reads the node)."""
+    """The node's discovered name: read now for a local node (cheap, and the same answer before
+    and after any other call), the cached value only for a remote one (a label never connects)."""
     try:
         profile = object.__getattribute__(node, "profile")  # the cached value only
     except AttributeError:
-        return None
+        if not isinstance(node.fs, LocalPaths):
+            return None
+        try:
+            profile = node.profile
+        except KubepkiError:
+            return None
     return profile.name if isinstance(profile, NodeProfile) else None
 
 
