@@ -80,9 +80,8 @@ def test_a_waiter_on_the_removed_file_takes_the_current_one(node: Node) -> None:
     try:
         assert errors == []
         assert path.is_file()
-        with pytest.raises(LockError, match="another kubepki"):
-            with node_lock(node):
-                pass
+        with pytest.raises(LockError, match="another kubepki"), node_lock(node):
+            pass
     finally:
         leave.set()
         thread.join(30)
