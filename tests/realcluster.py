@@ -1173,8 +1173,13 @@ def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster]:
     except Unavailable as exc:
         _unavailable(str(exc))
         raise
+    # KUBEPKI_REALCLUSTER_PORT_OFFSET=N: every port + N and a cgroup root of its own, so a second
+    # session can run its cluster beside one that holds the default ports
+    offset = int(os.environ.get("KUBEPKI_REALCLUSTER_PORT_OFFSET") or 0)
+    ports = Ports(**{k: v + offset for k, v in Ports().all().items()})
     workdir = Path(tempfile.mkdtemp(prefix="kubepki-realcluster-"))
-    cluster = RealCluster(workdir, binaries, images)
+    cluster = RealCluster(workdir, binaries, images, ports=ports,
+                          cgroup_root=CGROUP_ROOT + (f"-{offset}" if offset else ""))
     try:
         cluster.start()
     except BaseException:
