@@ -729,6 +729,12 @@ def _restarts_apply(c: RealCluster, *args: str, timeout: float) -> subprocess.Co
         for parked in held.glob("*.yaml") if held.is_dir() else ():
             if not (c.manifests / parked.name).exists():
                 shutil.move(parked, c.manifests / parked.name)
+        missing = re.search(r"stopped at ([\w-]+): no running [\w-]+ container found", proc.stdout)
+        if missing:
+            # timing-dependent: the component had exited by itself (leader election lost while the
+            # apiserver restarted) and sat in the kubelet's back-off when kubepki reached it
+            pytest.xfail(f"kubepki defect: the cri method gives up on {missing.group(1)}, which was between two "
+                         "attempts in the kubelet's back-off, instead of waiting for it (docs/realcluster-findings.md)")
     return proc
 
 
@@ -795,12 +801,13 @@ def test_cri_restart_is_not_a_crash(real_cluster: RealCluster) -> None:
     not waiting in CrashLoopBackOff, right after each. (kubepki 0834fbd only stopped the container,
     and each restart waited out the back-off; see docs/realcluster-findings.md.)"""
     c = real_cluster
+    c.wait_pods_ready(300)  # whatever back-off the rollouts above left, the pod runs again first
     path = f"/api/v1/namespaces/kube-system/pods/kube-controller-manager-{c.node_name}"
     for _ in range(2):
         before = c.container("kube-controller-manager")
         t0 = time.monotonic()
-        proc = c.kubepki("restarts", "apply", "--changed", "controller-manager.conf", "--method", "cri",
-                         "--runtime-endpoint", f"unix://{c.cri_socket}", "--apply", "--no-backup", timeout=600)
+        proc = _restarts_apply(c, "--changed", "controller-manager.conf", "--method", "cri", "--runtime-endpoint",
+                               f"unix://{c.cri_socket}", "--apply", "--no-backup", timeout=600)
         assert proc.returncode == 0, _explain(proc)
         after = c.container("kube-controller-manager")
         assert after.id != before.id and after.started_at > before.started_at
