@@ -801,7 +801,14 @@ def test_cri_restart_is_not_a_crash(real_cluster: RealCluster) -> None:
     not waiting in CrashLoopBackOff, right after each. (kubepki 0834fbd only stopped the container,
     and each restart waited out the back-off; see docs/realcluster-findings.md.)"""
     c = real_cluster
-    c.wait_pods_ready(300)  # whatever back-off the rollouts above left, the pod runs again first
+    c.wait_pods_ready(300)  # whatever back-off the rollouts above left, the pods run again first
+    # a rollout above that stopped early may have left components stale, which would make kubepki's final
+    # verification fail here for another reason: restart them independently of kubepki first
+    for name in ("etcd", "kube-apiserver", "kube-scheduler"):
+        conf = {"kube-scheduler": "etc/kubernetes/scheduler.conf", "etcd": "etc/kubernetes/pki/etcd/server.crt",
+                "kube-apiserver": "etc/kubernetes/pki/apiserver-etcd-client.crt"}[name]
+        if c.container(name).started_at < (c.root / conf).stat().st_mtime:
+            c.restart_static_pod(name)
     path = f"/api/v1/namespaces/kube-system/pods/kube-controller-manager-{c.node_name}"
     for _ in range(2):
         before = c.container("kube-controller-manager")
