@@ -246,6 +246,32 @@ def test_stopping_without_removing_feeds_the_back_off(containerd: Containerd, ru
         assert "kube-scheduler" not in {c.container_name for c in runtime.containers()}
 
 
+def test_cri_method_waits_for_a_component_in_the_kubelets_back_off(
+        containerd: Containerd, runtime: CRIRuntime, node: Node) -> None:
+    """A scheduler that exited by itself and sits in the kubelet's back-off is waited for, not given up on;
+    the container the kubelet then starts reads the renewed file, so nothing is stopped.
+
+    Negative control: test_cri_method_without_a_container_fails (a component never run here still fails).
+    """
+    with CRIKubelet(containerd, [SCHEDULER], backoff=3) as kubelet:
+        first = _one(runtime, "kube-scheduler")
+        runtime.stop(first.id, timeout=1)  # the first exit restarts at once and arms the back-off
+        second = wait_for("the first restart", lambda: [c for c in runtime.containers()
+                                                        if c.container_name == "kube-scheduler"])[0]
+        runtime.stop(second.id, timeout=1)  # as leader election lost while kube-apiserver restarted
+        wait_for("the back-off to hold the next start", lambda: kubelet.held_back.get("kube-scheduler-cp1"))
+        touch_later(node.root / "etc/kubernetes/scheduler.conf")
+        plan = plan_restarts(node, Changed(["scheduler.conf"]), method="cri")
+        report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST, take_backup=False)
+        assert report.ok, report.table()
+        messages = report.outcomes[0].messages
+        assert any("waiting for the kubelet to start the next one" in m for m in messages)
+        assert any(m.endswith("nothing to stop") for m in messages)
+        assert not any(m.startswith("stopping container") for m in messages)
+        third = _one(runtime, "kube-scheduler")
+        assert third.id not in (first.id, second.id) and kubelet.attempts["kube-scheduler-cp1"] == 2
+
+
 def test_cri_method_fails_when_the_kubelet_does_not_start_the_next_attempt(
         containerd: Containerd, runtime: CRIRuntime, node: Node) -> None:
     """No next attempt: the step times out naming what it waited for, and later steps do not run."""

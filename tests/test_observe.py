@@ -399,3 +399,42 @@ def test_detect_reports_only_this_nodes_components(two_nodes: tuple[Node, Node, 
     assert [(i.component, i.pid) for i in found.instances] == [(Component.KUBE_APISERVER, procs["a"].pid)]
     assert found.stale == ()
     assert [i.pid for i in kubepki.restarts.detect(b, served=False).instances] == [procs["b"].pid]
+
+
+def test_a_component_with_a_replaced_file_bind_mount_stays_this_nodes(tmp_path: Path) -> None:
+    """kube-scheduler with only scheduler.conf bind-mounted (as kubeadm's pod does): after an atomic renewal
+    of the file its mount still pins the old inode, yet it is still this node's scheduler — and now stale.
+
+    Negative control: another node with the same layout does not claim it, before or after.
+    """
+    if os.geteuid() != 0 or not Path("/usr/bin/unshare").exists():
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    issued = dt.datetime.now(UTC) - dt.timedelta(days=1)
+    a = kubepki.testing.build_node(tmp_path / "a", issued_at=issued).as_node()
+    b = kubepki.testing.build_node(tmp_path / "b", issued_at=issued).as_node()
+    conf = a.root / "etc/kubernetes/scheduler.conf"
+    script = ('mount -t tmpfs kubepki-test /etc && mkdir /etc/kubernetes && : > /etc/kubernetes/scheduler.conf '
+              '&& mount --bind "$1" /etc/kubernetes/scheduler.conf && shift && exec "$@"')
+    with open(tmp_path / "scheduler.log", "ab") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(conf),
+             str(component_bin(tmp_path / "bin", "kube-scheduler")), str(FAKE_COMPONENT),
+             "--kubeconfig=/etc/kubernetes/scheduler.conf", "--leader-elect=true"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        mine = lambda i: i.pid == proc.pid  # noqa: E731
+        wait_for("the scheduler", lambda: ProcScanner(match=mine).instances())
+        assert [i.pid for i in ProcScanner(node=a).instances()] == [proc.pid]
+        assert ProcScanner(node=b, match=mine).instances() == ()
+        time.sleep(0.05)  # the write below comes strictly after the start, beyond its precision
+        new = conf.with_name("scheduler.conf.new")
+        new.write_bytes(conf.read_bytes())
+        os.replace(new, conf)  # a renewal's atomic rename: the mount keeps the old inode
+        assert os.stat(f"/proc/{proc.pid}/root/etc/kubernetes/scheduler.conf").st_ino != conf.stat().st_ino
+        assert [i.pid for i in ProcScanner(node=a).instances()] == [proc.pid]
+        assert ProcScanner(node=b, match=mine).instances() == ()
+        stale = kubepki.restarts.detect(a, served=False).stale
+        assert [(s.component, s.instance.pid if s.instance else None) for s in stale] == [
+            (Component.KUBE_SCHEDULER, proc.pid)]
+    finally:
+        stop_process(proc)

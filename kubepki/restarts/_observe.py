@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -431,7 +432,65 @@ def _belongs(proc: Path, inst: Instance, node: Node, cache: dict[str, tuple[int,
         compared = True
         if _node_file(node, named, cache) == (theirs.st_dev, theirs.st_ino):
             return True
+        if value.startswith("/") and _mounted_from_node(base, value, node):
+            return True
     return False if compared else "its flags name no file to tell its node by"
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path field: spaces, tabs, newlines and backslashes are octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mounts(path: Path) -> list[tuple[str, str, str]]:
+    """(device major:minor, root within that filesystem, mount point) of each line of a mountinfo file."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 5:
+            out.append((fields[2], _unescape(fields[3]), _unescape(fields[4])))
+    return out
+
+
+def _source(mounts: list[tuple[str, str, str]], path: str) -> tuple[str, str] | None:
+    """(device, path within its filesystem) of ``path`` in the mount table ``mounts`` (the longest mount point)."""
+    best: tuple[str, str, str] | None = None
+    for dev, root, point in mounts:
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and (best is None or len(point) >= len(best[2])):
+            best = (dev, root, point)
+    if best is None:
+        return None
+    dev, root, point = best
+    rest = path[len(point.rstrip("/")):] if point != "/" else path
+    return dev, (root.rstrip("/") + rest) or "/"
+
+
+def _mounted_from_node(base: Path, value: str, node: Node) -> bool:
+    """Is ``value`` a file bind mount, in the process's mount table, of the node's file at that path?
+
+    kubeadm's static pods mount single files (``scheduler.conf``, ``controller-manager.conf``), and a
+    file bind mount pins the inode it was made with: once the file is replaced (a renewal's atomic
+    rename) the container still sees the old inode, which no path names any more, and only the
+    mount table still says where it came from (its root then ends in ``//deleted``).
+    """
+    from kubepki.node import LocalFS
+    from kubepki.restarts._served import to_node_path
+
+    theirs = next(((dev, root) for dev, root, point in _mounts(base / "mountinfo") if point == value), None)
+    if theirs is None or not isinstance(node.fs, LocalFS):
+        return False
+    dev, root = theirs
+    root = root.removesuffix("//deleted")
+    try:
+        local = os.path.realpath(node.fs.host_path(to_node_path(node, value)))
+    except (OSError, KubepkiError):
+        return False
+    return _source(_mounts(Path("/proc/self/mountinfo")), local) == (dev, root)
 
 
 def _absolute(cwd: Path, value: str) -> str | None:

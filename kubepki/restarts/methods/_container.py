@@ -14,6 +14,7 @@ container of the same pod, running, started after the stop.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import PurePosixPath
 
 from kubepki._clock import iso
 from kubepki.catalog import Component
@@ -70,8 +71,10 @@ class ContainerMethod:
             raise RestartError(f"the {self._method.value} method needs a container runtime")
         current = [c for c in runtime.containers() if c.component is component and c.running]
         if not current:
-            raise RestartError(f"no running {component.value} container found in {runtime.name}",
-                               name=component.value)
+            current = self._between_attempts(ctx, runtime, component)
+            fresh = _started_after_write(ctx, current)
+            if fresh is not None:
+                return fresh
         old = max(current, key=lambda c: c.started_at or _EPOCH)
         stopped_at = dt.datetime.now(dt.timezone.utc) - _CLOCK_SLACK
         ctx.say(f"stopping container {old.name} ({old.id[:12]}) gracefully")
@@ -93,6 +96,44 @@ class ContainerMethod:
         ctx.say(f"{component.value} runs again in {inst.name} (started "
                 f"{iso(inst.started_at, timespec='milliseconds')})")
         return inst
+
+
+    @staticmethod
+    def _between_attempts(ctx: RestartContext, runtime: Runtime, component: Component) -> list[ContainerInfo]:
+        """Wait for the kubelet to start a component that exited by itself and sits in its back-off.
+
+        kube-controller-manager and kube-scheduler exit when they lose their leader lease, as they do
+        while kube-apiserver restarts; the kubelet starts them again after its back-off. Only a
+        component the runtime has never run here is an error.
+        """
+        if not any(c.component is component for c in runtime.containers(include_stopped=True)):
+            raise RestartError(f"no running {component.value} container found in {runtime.name}",
+                               name=component.value)
+        ctx.say(f"no {component.value} container runs now: waiting for the kubelet to start the next one "
+                "(it may be in its back-off)")
+
+        def running() -> list[ContainerInfo]:
+            return [c for c in runtime.containers() if c.component is component and c.running]
+
+        found: list[ContainerInfo] = ctx.wait(f"the kubelet to start {component.value} again",
+                                              ctx.timeouts.start, running)
+        return found
+
+
+def _started_after_write(ctx: RestartContext, current: list[ContainerInfo]) -> Instance | None:
+    """The newest container as an instance when it started after every file of the step was written."""
+    newest = max(current, key=lambda c: c.started_at or _EPOCH)
+    if newest.started_at is None or ctx.step is None:
+        return None
+    written = [st.mtime for r in ctx.step.reasons for p in r.paths
+               if (st := ctx.node.fs.stat(PurePosixPath(p))) is not None]
+    if not written or newest.started_at.timestamp() <= max(written):
+        return None
+    inst = newest.as_instance(ctx.runtime.name if ctx.runtime is not None else "runtime")
+    if inst is not None:
+        ctx.say(f"{inst.component.value} started again in {inst.name} after its files were written: it reads "
+                "them already, nothing to stop")
+    return inst
 
 
 def _is_next(c: ContainerInfo, old: ContainerInfo, stopped_at: dt.datetime) -> bool:
