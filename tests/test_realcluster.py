@@ -700,10 +700,6 @@ def test_deleting_the_mirror_pod_restarts_nothing(real_cluster: RealCluster) -> 
     assert before.started_at < (c.root / "etc/kubernetes/scheduler.conf").stat().st_mtime
 
 
-@pytest.mark.xfail(strict=True, reason="kubepki defect: once scheduler.conf is replaced (new inode), node-scoped "
-                                       "detection no longer recognises kube-scheduler, whose container bind-mounts "
-                                       "that single file and still sees the old inode; the stale scheduler goes "
-                                       "unreported")
 def test_detect_reports_the_scheduler_stale_after_the_mirror_pod_trap(real_cluster: RealCluster) -> None:
     """After the mirror-pod trap (scheduler.conf renewed, the scheduler's container untouched),
     ``restarts plan --detect`` still reports the running kube-scheduler — containerd's PID — as stale."""
