@@ -491,6 +491,11 @@ class RealCluster:
         self._kubelets: list[subprocess.Popen[bytes]] = []
         self._labels: dict[str, dict[str, str]] = {}
         self._mntns = ""
+        #: Where the host reaches the node's endpoints (a node in a network namespace of its own has
+        #: its own address), the namespaces its processes enter, and what runs the namespace holder.
+        self.address = LOOPBACK
+        self.namespaces: tuple[str, ...] = ("-m",)
+        self.holder_prefix: tuple[str, ...] = ()
         self.timeline: list[tuple[float, str]] = []
         self._t0 = time.monotonic()
 
@@ -614,7 +619,8 @@ class RealCluster:
         (r / "ns/ready").unlink(missing_ok=True)
         with open(self.logs / "ns.log", "ab") as log:
             self._holder = subprocess.Popen(
-                ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", "\n".join(lines)],
+                [*self.holder_prefix, "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c",
+                 "\n".join(lines)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.holder_pid = self._holder.pid
         try:
@@ -630,7 +636,7 @@ class RealCluster:
 
     def nsenter(self, *argv: str) -> list[str]:
         """``argv`` run inside the node's mount namespace."""
-        return ["nsenter", "-t", str(self.holder_pid), "-m", "--", *argv]
+        return ["nsenter", "-t", str(self.holder_pid), *self.namespaces, "--", *argv]
 
     def _snapshotter(self) -> str:
         fstype = subprocess.run(["stat", "-f", "-c", "%T", str(self.root)], capture_output=True, text=True,
@@ -956,7 +962,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """One request to the apiserver over TLS (verified against ca.crt), as admin unless told otherwise."""
         if cert is None and token is None and not anonymous:
             cert, key = self.admin_cert, self.admin_key
-        conn = http.client.HTTPSConnection(LOOPBACK, self.ports.apiserver, timeout=timeout,
+        conn = http.client.HTTPSConnection(self.address, self.ports.apiserver, timeout=timeout,
                                            context=self._client_context(cert, key))
         hdrs = {"Accept": "application/json", **(headers or {})}
         data: bytes | None = None
@@ -1000,7 +1006,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         ctx.verify_mode = ssl.CERT_NONE
         if client_cert is not None:
             ctx.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
-        with socket.create_connection((LOOPBACK, port), timeout=timeout) as raw, \
+        with socket.create_connection((self.address, port), timeout=timeout) as raw, \
                 ctx.wrap_socket(raw, server_hostname=self.node_name) as tls:
             der = tls.getpeercert(binary_form=True)
         assert der, f"nothing served on port {port}"

@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import os
 import shutil
 import socket
-import ssl
 import subprocess
 import tempfile
 import time
@@ -117,27 +115,14 @@ class HANode(rc.RealCluster):
         self.address = address
         self.role = role
         self.netns = netns
+        # every process of the node lives in its network namespace too
+        self.holder_prefix = ("nsenter", f"--net={netns}")
+        self.namespaces = ("-m", "-n")
         self.first = first
         self.join_config = workdir / "join.yaml"
         self._join: subprocess.Popen[bytes] | None = None
         self._sshd: subprocess.Popen[bytes] | None = None
         self.host_key_line = ""
-
-    # the namespace holder enters the node's network namespace before making its mount namespace
-    def _start_holder(self) -> None:
-        real_popen = subprocess.Popen
-
-        def popen(argv: Any, *args: Any, **kwargs: Any) -> Any:
-            return real_popen(["nsenter", f"--net={self.netns}", *argv], *args, **kwargs)
-
-        subprocess.Popen = popen  # type: ignore[misc]
-        try:
-            super()._start_holder()
-        finally:
-            subprocess.Popen = real_popen  # type: ignore[misc]
-
-    def nsenter(self, *argv: str) -> list[str]:
-        return ["nsenter", "-t", str(self.holder_pid), "-m", "-n", "--", *argv]
 
     def _prepare_root(self) -> None:
         super()._prepare_root()
@@ -324,55 +309,12 @@ class HANode(rc.RealCluster):
             sshd._stop(self._sshd)
         return super().stop()
 
-    # ---------------------------------------------------------------- reaching the node from the host
-
-    def api(self, path: str, method: str = "GET", body: Any = None, *, cert: Path | None = None,
-            key: Path | None = None, token: str | None = None, anonymous: bool = False,
-            headers: Mapping[str, str] | None = None, timeout: float = 10.0) -> rc.ApiResponse:
-        """One request to this node's apiserver (or, for a worker, the first node's)."""
-        target = self if self.role == "control-plane" else self.first
-        assert target is not None
-        if cert is None and token is None and not anonymous:
-            cert, key = target.admin_cert, target.admin_key
-        ctx = ssl.create_default_context(cafile=str(target.pki / "ca.crt"))
-        if cert is not None:
-            ctx.load_cert_chain(str(cert), str(key) if key else None)
-        conn = http.client.HTTPSConnection(target.address, API_PORT, timeout=timeout, context=ctx)
-        hdrs = {"Accept": "application/json", **(headers or {})}
-        data = None if body is None else (body if isinstance(body, bytes) else yaml.safe_dump(body).encode())
-        if token is not None:
-            hdrs["Authorization"] = f"Bearer {token}"
-        try:
-            conn.request(method, path, body=data, headers=hdrs)
-            resp = conn.getresponse()
-            return rc.ApiResponse(resp.status, resp.read())
-        finally:
-            conn.close()
-
-    def served_certificate(self, port: int, *, client_cert: Path | None = None,
-                           client_key: Path | None = None, timeout: float = 5.0) -> x509.Certificate:
-        """The certificate served on this node's address, port ``port``, from a handshake made on the host."""
-        if client_cert is None and port in (self.ports.etcd_client, self.ports.etcd_peer):
-            client_cert = self.pki / "etcd/healthcheck-client.crt"
-            client_key = self.pki / "etcd/healthcheck-client.key"
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        if client_cert is not None:
-            ctx.load_cert_chain(str(client_cert), str(client_key) if client_key else None)
-        with socket.create_connection((self.address, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=self.node_name) as tls:
-            der = tls.getpeercert(binary_form=True)
-        assert der, f"nothing served on {self.address}:{port}"
-        return x509.load_der_x509_certificate(der)
-
-    def pods_ready(self) -> set[str]:
-        ready = set()
-        for pod in self.api("/api/v1/namespaces/kube-system/pods").json()["items"]:
-            conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
-            if pod["status"].get("phase") == "Running" and conditions.get("Ready") == "True":
-                ready.add(pod["metadata"]["name"])
-        return ready
+    def api(self, path: str, *args: Any, **kwargs: Any) -> rc.ApiResponse:
+        """One request to this node's apiserver (a worker has none: the first node's)."""
+        if self.role == "worker":
+            assert self.first is not None
+            return self.first.api(path, *args, **kwargs)
+        return super().api(path, *args, **kwargs)
 
 
 class HACluster:
