@@ -39,7 +39,6 @@ refused), :class:`~kubepki.KubeconfigError` (the kubeconfig is unusable) and
 
 from __future__ import annotations
 
-import binascii
 import contextlib
 import datetime as dt
 import http.client
@@ -62,6 +61,7 @@ from kubepki._version import __version__
 from kubepki.errors import APIError, ConfigError, KubeconfigError
 from kubepki.objects._bundles import DEFAULT_WARN_WITHIN
 from kubepki.objects._objects import ObjectInventory, check_object_iter, iter_objects
+from kubepki.pki import kubeconfig_data
 
 __all__ = [
     "RESOURCES",
@@ -169,15 +169,6 @@ def _load_kubeconfigs(paths: Sequence[Path]) -> tuple[dict[str, dict[str, _Entry
     if not read:
         raise ConfigError(f"no kubeconfig found (looked for {', '.join(str(p) for p in paths)})")
     return merged, current, os.pathsep.join(read)
-
-
-def _b64(value: Any, field: str, path: str) -> bytes:
-    if not isinstance(value, str):
-        raise KubeconfigError(f"{field} is not a string", path=path)
-    try:
-        return binascii.a2b_base64(value.encode("ascii"))
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise KubeconfigError(f"{field} is not valid base64", path=path) from None
 
 
 def _file(entry: _Entry, field: str, path: str) -> Path | None:
@@ -535,8 +526,8 @@ def _server_context(cluster: _Entry, shown: str) -> tuple[ssl.SSLContext, list[s
         return tls, notes
     try:
         if ca_data:
-            tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
-                                             cadata=_b64(ca_data, "certificate-authority-data", shown).decode("ascii"))
+            ca_pem = kubeconfig_data(ca_data, "certificate-authority-data", shown).decode("ascii")
+            tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca_pem)
         elif ca_file is not None:
             tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
                                              cadata=_read(ca_file, "certificate-authority", shown).decode("ascii"))
@@ -601,7 +592,7 @@ def _user_credentials(tls: ssl.SSLContext, user: _Entry | None, cluster: _Entry,
 
 def _data_or_file(data: Any, file: Path | None, field: str, shown: str) -> bytes:
     if data:
-        return _b64(data, f"{field}-data", shown)
+        return kubeconfig_data(data, f"{field}-data", shown)
     if file is None:  # the caller checked that one of the two is there
         raise KubeconfigError(f"{field} is missing", path=shown)
     return _read(file, field, shown)

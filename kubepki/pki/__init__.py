@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki.pki._kubeconfig import (
         Credential as Credential,
         Kubeconfig as Kubeconfig,
+        kubeconfig_data as kubeconfig_data,
         parse_kubeconfig as parse_kubeconfig,
     )
     from kubepki.pki._tls import (
@@ -121,6 +122,7 @@ __getattr__, __dir__, __all__ = attach(
         "_kubeconfig": (
             "Credential",
             "Kubeconfig",
+            "kubeconfig_data",
             "parse_kubeconfig",
         ),
         "_tls": (

@@ -17,7 +17,7 @@ import attrs
 from kubepki.errors import KubeconfigError
 from kubepki.pki._yaml import load_one
 
-__all__ = ["Credential", "Kubeconfig", "parse_kubeconfig"]
+__all__ = ["Credential", "Kubeconfig", "kubeconfig_data", "parse_kubeconfig"]
 
 
 @attrs.frozen
@@ -49,7 +49,8 @@ class Kubeconfig:
     document: Mapping[str, Any] = attrs.field(repr=False, eq=False)
 
 
-def _b64(value: Any, field: str, path: str | None) -> bytes:
+def kubeconfig_data(value: Any, field: str, path: str | None) -> bytes:
+    """The bytes of a kubeconfig's ``*-data`` field (base64); a KubeconfigError names the field."""
     if not isinstance(value, str):
         raise KubeconfigError(f"{field} is not a string", path=path)
     try:
@@ -61,7 +62,7 @@ def _b64(value: Any, field: str, path: str | None) -> bytes:
 def _cred(entry: Mapping[str, Any], data_key: str, file_key: str, base: PurePosixPath,
           path: str | None) -> Credential | None:
     if entry.get(data_key) not in (None, ""):
-        return Credential(data=_b64(entry[data_key], data_key, path))
+        return Credential(data=kubeconfig_data(entry[data_key], data_key, path))
     ref = entry.get(file_key)
     if ref in (None, ""):
         return None
