@@ -14,7 +14,8 @@ was started with. Nothing here talks to anything beyond this machine.
   root, and :class:`DockerKubelet` plays the kubelet on it: when a component's
   container is removed, it creates the next attempt with the kubelet's labels.
 - :func:`reissue` writes a new certificate and key for an existing one, signed
-  by its CA, as a renewal would.
+  by its CA, as a renewal would; :func:`self_signed_pair` a self-signed pair,
+  as the kubelet makes ``kubelet.crt``.
 
 Tests skip with the reason when ``etcd`` or ``dockerd`` is absent
 (``apt-get install etcd-server docker.io busybox-static``).
@@ -157,6 +158,31 @@ def reissue(root: Path, base: str, ca: str, *, now: dt.datetime | None = None) -
                                                    serialization.PrivateFormat.TraditionalOpenSSL,
                                                    serialization.NoEncryption()), 0o600)
     _write(pki / f"{base}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return cert
+
+
+def self_signed_pair(cert_path: Path, key_path: Path, common_name: str) -> x509.Certificate:
+    """Write a new self-signed serving certificate and key, as the kubelet makes ``kubelet.crt``.
+
+    The key is written first (see :func:`reissue`); both paths' directories must exist.
+    """
+    when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(when - dt.timedelta(minutes=5))
+        .not_valid_after(when + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(common_name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                       serialization.NoEncryption()), 0o600)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert
 
 

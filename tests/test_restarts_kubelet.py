@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,16 +28,31 @@ from kubepki.cli import main
 from kubepki.node import Node
 from kubepki.restarts import (
     Changed,
+    FromDetection,
+    Instance,
     Method,
     ProcScanner,
+    ReasonKind,
+    StaleKind,
     StepStatus,
     Timeouts,
     apply_restarts,
+    detect,
     plan_restarts,
     verify_served,
 )
 from kubepki.restarts.methods import kubelet_method
-from tests.services import FAKE_COMPONENT, component_bin, free_port, pid_alive, start_fake, stop_process, wait_for
+from tests.services import (
+    FAKE_COMPONENT,
+    component_bin,
+    free_port,
+    pid_alive,
+    self_signed_pair,
+    start_fake,
+    stop_process,
+    touch_later,
+    wait_for,
+)
 
 UTC = dt.timezone.utc
 FAST = Timeouts(stop=15, start=20, serve=10, poll=0.05)
@@ -251,3 +267,105 @@ def test_a_wait_step_ends_at_once_for_a_component_started_after_the_write(runnin
     assert outcome.status is StepStatus.WAITED and outcome.after is not None
     assert "it uses the new files" in outcome.messages[-1]
     assert not any(m.startswith("waiting ") for m in outcome.messages)
+
+
+# --------------------------------------------------------------------------------------
+# Files the kubelet writes itself (docs/realcluster-findings.md H1)
+
+
+def _instance(node: Node, component: Component) -> Instance:
+    return wait_for(f"{component.value} observed", lambda: next(
+        (i for i in ProcScanner(node=node).instances() if i.component is component), None))
+
+
+def _past_start(inst: Instance) -> None:
+    """Wait until a write now is after ``inst``'s start beyond the start time's precision."""
+    time.sleep(max(0.0, inst.started_at.timestamp() + inst.precision + 0.05 - time.time()))
+
+
+def _written_after(path: Path, inst: Instance) -> bool:
+    """True when detection sees ``path`` as written after ``inst`` started (beyond the start's precision)."""
+    return path.stat().st_mtime > inst.started_at.timestamp() + inst.precision
+
+
+@pytest.fixture
+def bootstrapped(running: Running, tmp_path: Path) -> tuple[Running, Instance]:
+    """A kubelet that, like one `kubeadm join` started, wrote kubelet.conf and kubelet.crt/key after its start.
+
+    The real kubelet's TLS bootstrap writes kubelet.conf and it self-signs its serving pair ~0.2 s after it
+    starts (H1). The fake serves a pair made before it started (--kubepki-test-serve), and that pair is
+    written to kubelet.crt/key once it runs; kubelet.conf is rewritten then too.
+    """
+    r = running
+    made = tmp_path / "made"
+    made.mkdir()
+    self_signed_pair(made / "kubelet.crt", made / "kubelet.key", "kpk-node@1")
+    r.procs["kubelet"] = start_fake(r.bin_dir, "kubelet", [
+        *_kubelet_args(r.root, r.ports.kubelet), f"--kubepki-test-serve={made}/kubelet.crt,{made}/kubelet.key"],
+        r.log)
+    inst = _instance(r.node, Component.KUBELET)
+    wait_for("the kubelet to listen", lambda: verify_served(r.node, components=["kubelet"], timeout=1)[0]
+             .served.ok)
+    _past_start(inst)
+    pki = r.root / "var/lib/kubelet/pki"
+    for name in ("kubelet.key", "kubelet.crt"):
+        (pki / name).write_bytes((made / name).read_bytes())
+    touch_later(r.root / "etc/kubernetes/kubelet.conf")
+    for path in (pki / "kubelet.crt", pki / "kubelet.key", r.root / "etc/kubernetes/kubelet.conf"):
+        assert _written_after(path, inst), path
+    return r, inst
+
+
+def test_a_kubelet_serving_the_pair_it_wrote_after_its_start_is_not_stale(
+        bootstrapped: tuple[Running, Instance]) -> None:
+    """kubelet.conf (kubelet-managed) and kubelet.crt/key (served as on disk) written after the start: not stale.
+
+    Negative control in the same detection: scheduler.conf, which kube-scheduler reads once at start, written
+    after the scheduler started still makes the scheduler stale (a restart).
+    """
+    r, _ = bootstrapped
+    conf = f"{r.root}/etc/kubernetes/scheduler.conf"
+    r.procs["kube-scheduler"] = start_fake(r.bin_dir, "kube-scheduler", [
+        f"--kubeconfig={conf}", f"--authentication-kubeconfig={conf}", f"--authorization-kubeconfig={conf}"],
+        r.log)
+    scheduler = _instance(r.node, Component.KUBE_SCHEDULER)
+    _past_start(scheduler)
+    touch_later(r.root / "etc/kubernetes/scheduler.conf")
+    assert _written_after(r.root / "etc/kubernetes/scheduler.conf", scheduler)
+    found = detect(r.node)
+    assert [(c.component, c.status.value) for c in found.served if c.component is Component.KUBELET] == [
+        (Component.KUBELET, "match")]
+    assert [(s.component, s.kind, s.restart_needed) for s in found.stale] == [
+        (Component.KUBE_SCHEDULER, StaleKind.STARTED_BEFORE_WRITE, True)]
+    assert {r.name for r in found.stale[0].reasons} == {"scheduler.conf"}
+    plan = plan_restarts(r.node, FromDetection())
+    assert [s.component for s in plan.restarts] == [Component.KUBE_SCHEDULER]
+
+
+def test_a_kubelet_serving_an_older_certificate_than_its_file_is_stale(
+        bootstrapped: tuple[Running, Instance]) -> None:
+    """Negative control: kubelet.crt rewritten once more with a new pair while the kubelet serves the one before:
+    stale by its served certificate and by the time of kubelet.crt (restart needed); kubelet.conf is never a
+    reason."""
+    r, _ = bootstrapped
+    pki = r.root / "var/lib/kubelet/pki"
+    self_signed_pair(pki / "kubelet.crt", pki / "kubelet.key", "kpk-node@2")
+    stale = [s for s in detect(r.node).stale if s.component is Component.KUBELET]
+    assert sorted((s.kind.value, s.restart_needed) for s in stale) == [
+        ("served-mismatch", True), ("started-before-write", True)]
+    assert {(x.name, x.kind) for s in stale for x in s.reasons} == {
+        ("kubelet.crt", ReasonKind.SERVED_MISMATCH), ("kubelet.crt", ReasonKind.WRITTEN_AFTER_START)}
+    plan = plan_restarts(r.node, FromDetection())
+    assert [s.component for s in plan.restarts] == [Component.KUBELET]
+
+
+def test_an_unreachable_kubelet_keeps_the_time_rule_for_its_serving_pair(
+        bootstrapped: tuple[Running, Instance]) -> None:
+    """Negative control: with the kubelet's endpoint out of reach nothing proves the pair is in use, so kubelet.crt
+    written after the start makes it stale; kubelet.conf still does not (kubelet-managed)."""
+    r, _ = bootstrapped
+    found = detect(r.node, ports={"kubelet": free_port()})
+    assert [c.component for c in found.unchecked] == [Component.KUBELET]
+    stale = [s for s in found.stale if s.component is Component.KUBELET]
+    assert [(s.kind, s.restart_needed) for s in stale] == [(StaleKind.STARTED_BEFORE_WRITE, True)]
+    assert {x.name for x in stale[0].reasons} == {"kubelet.crt"}

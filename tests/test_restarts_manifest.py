@@ -51,6 +51,7 @@ from tests.services import (
     pid_alive,
     reissue,
     require_etcd,
+    self_signed_pair,
     start_fake,
     stop_process,
     touch_later,
@@ -324,7 +325,11 @@ def test_held_copy_beside_a_live_manifest_is_refused(cluster: Cluster) -> None:
 
 
 def test_kubelet_restart_goes_through_the_injected_restarter(cluster: Cluster, tmp_path: Path) -> None:
-    """kubelet.conf rewritten: restarted via kubelet_restart (a stand-in: no systemd here), kubelet.crt served."""
+    """kubelet.crt renewed: restarted via kubelet_restart (a stand-in: no systemd here), the new one served.
+
+    Negative control first: kubelet.conf rewritten after the start is the kubelet's own business (its TLS
+    bootstrap writes it, docs/realcluster-findings.md H1): nothing is stale.
+    """
     root = cluster.root
     port = free_port()
     args = [f"--kubeconfig={root}/etc/kubernetes/kubelet.conf", f"--port={port}",
@@ -340,8 +345,13 @@ def test_kubelet_restart_goes_through_the_injected_restarter(cluster: Cluster, t
         wait_for("the kubelet to serve", lambda: check_served(
             cluster.node, "kubelet", port=port, timeout=1).status is CheckStatus.MATCH)
         touch_later(root / "etc/kubernetes/kubelet.conf")
+        assert kubepki.detect_stale(cluster.node, observer=cluster.observer) == []
+        pki = root / "var/lib/kubelet/pki"
+        self_signed_pair(pki / "kubelet.crt", pki / "kubelet.key", "cp1@renewed")
         stale = kubepki.detect_stale(cluster.node, observer=cluster.observer)
-        assert [(s.component, s.restart_needed) for s in stale] == [(Component.KUBELET, True)]
+        assert [(s.component, s.kind, s.restart_needed) for s in stale] == [
+            (Component.KUBELET, StaleKind.STARTED_BEFORE_WRITE, True),
+            (Component.KUBELET, StaleKind.SERVED_MISMATCH, True)]
         plan = plan_restarts(cluster.node, FromDetection(observer=cluster.observer))
         # A node in a temp dir is not the machine whose systemd is PID 1: its kubelet is signalled.
         assert [(s.component, s.method.value) for s in plan.restarts] == [(Component.KUBELET, "signal")]

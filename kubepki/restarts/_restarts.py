@@ -260,13 +260,13 @@ class Staleness:
         """True when only a restart fixes it.
 
         A served mismatch proves the component kept the old certificate. A file
-        written after the start is proof only when the component reads it once
-        (or it is ``kubelet.conf``); for a file the component reloads by itself it
-        is expected, and the served certificate is the evidence that counts.
+        written after the start is proof only when the component reads it once;
+        for a file the component reloads by itself it is expected, and the served
+        certificate is the evidence that counts.
         """
         if self.kind is StaleKind.SERVED_MISMATCH:
             return True
-        return any(r.reload.needs_restart or r.name == "kubelet.conf" for r in self.reasons)
+        return any(r.reload.needs_restart for r in self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -379,7 +379,10 @@ def detect(
     newest write of a file it reads (modification times as
     :func:`kubepki.inspect` reports them, allowing for the start time's
     precision), or when its TLS endpoint serves a certificate other than the one
-    on disk. Endpoints are those :func:`~kubepki.restarts.serving_endpoint` finds
+    on disk. Files the kubelet manages itself (``kubelet-managed``: ``kubelet.conf``,
+    its rotated client certificate) never count by their modification time, nor
+    does a serving pair read once at start that the endpoint is seen serving.
+    Endpoints are those :func:`~kubepki.restarts.serving_endpoint` finds
     (the running instance's flags, the manifests, the kubelet's configuration);
     ``served_host`` and ``ports`` override them. Served certificates are checked
     for components seen running and for those named in ``ports``; an endpoint
@@ -393,14 +396,18 @@ def detect(
 def _detect(node: Node, how: FromDetection, *, served: bool = True) -> Detection:
     obs = _observer(node, how.proc, how.observer, how.runtime)
     instances = tuple(sorted(obs.instances(), key=lambda i: (COMPONENT_ORDER.index(i.component), i.started_at)))
-    times = _file_times(node) if instances else {}
-    stale = [s for inst in instances for s in _written_after_start(node, inst, times=times)]
     notes = [f"not this node's or not readable: {why}" for why in getattr(obs, "skipped", ())]
     checks: list[ServedCheck] = []
+    served_stale: list[Staleness] = []
     if served:
         checks, served_stale, served_notes = _served_checks(node, instances, how)
-        stale += served_stale
         notes += served_notes
+    # A serving file the endpoint is seen serving is in use, whatever its mtime says.
+    in_use = {c.component: c.path for c in checks if c.status is CheckStatus.MATCH and c.path}
+    times = _file_times(node) if instances else {}
+    stale = [s for inst in instances
+             for s in _written_after_start(node, inst, times=times, serving=in_use.get(inst.component))]
+    stale += served_stale
     return Detection(node=node.profile.name, instances=instances, served=tuple(checks), stale=tuple(stale),
                      notes=tuple(notes))
 
@@ -415,18 +422,28 @@ def _file_times(node: Node) -> dict[str, list[tuple[str, float]]]:
 
 
 def _written_after_start(node: Node, inst: Instance, *, times: Mapping[str, list[tuple[str, float]]],
-                         ) -> list[Staleness]:
-    """The staleness of ``inst``: files it reads that were written after it started."""
+                         serving: str | None = None) -> list[Staleness]:
+    """The staleness of ``inst``: files it reads that were written after it started.
+
+    ``serving`` is the node path of the serving certificate ``inst``'s endpoint was
+    seen serving: its pair needs no restart whatever its modification time says.
+    """
     version = node.profile.kubernetes_version
     mtimes = times
     reasons: list[Reason] = []
     for entry in _applicable(node):
+        served_now = serving is not None and serving in _paths(node, entry)
         for consumer in entry.consumers_of(inst.component):
             reload = consumer.reload_for(version)
-            if reload is Reload.PER_INVOCATION:
+            if reload in (Reload.PER_INVOCATION, Reload.KUBELET_MANAGED):
+                # The kubelet writes these itself after it starts: kubelet.conf in its TLS bootstrap
+                # (pkg/kubelet/certificate/bootstrap LoadClientCert), the client PEM when it rotates it.
                 continue
-            if reload is Reload.KUBELET_MANAGED and entry.name != "kubelet.conf":
-                continue  # the kubelet writes its rotated certificate itself
+            if served_now and reload.needs_restart:
+                # Read once at start, yet served: the component wrote it itself (the kubelet self-signs
+                # kubelet.crt when none exists, cmd/kubelet/app/server.go InitializeTLS) or it was
+                # rewritten unchanged. A hot-reloaded pair stays listed as relying on reload, proven so.
+                continue
             files = mtimes.get(entry.name, [])
             if not files or not _reads(inst, consumer):
                 continue
