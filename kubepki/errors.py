@@ -31,6 +31,7 @@ Messages never contain private key material.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Mapping
 from pathlib import PurePath
 
@@ -46,6 +47,7 @@ class KubepkiError(Exception):
         name: str | None = None,
         node: str | None = None,
     ) -> None:
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         #: The file the error is about, as seen on the node, if any.
@@ -201,3 +203,24 @@ def node_error(exc: OSError, path: str | PurePath, *, node: str | None = None,
     err = NodeError(f"{path}: {os_reason(exc, overrides)}", path=path, node=node)
     err.errno = exc.errno
     return err
+
+
+#: PEM armour lines (``-----BEGIN RSA PRIVATE KEY-----``) and the words "PRIVATE KEY".
+_PEM_TEXT = re.compile(r"-----(BEGIN|END) ?([^\n-]{0,64})-----")
+
+
+def scrub(message: str) -> str:
+    """``message`` with PEM armour and "PRIVATE KEY" spelled so no key can be read or grepped from it.
+
+    Messages quote untrusted values (a path in an archive, a field of a manifest): one could
+    carry a pasted key, which must never reach an error, a report or a log.
+    """
+    cleaned = _PEM_TEXT.sub(lambda m: f"[PEM {m.group(1).lower()} {m.group(2).lower()}]".replace(" ]", "]"),
+                            message)
+    return cleaned.replace("PRIVATE KEY", "private key")
+
+
+def quoted(value: object, limit: int = 120) -> str:
+    """An untrusted value as a message may show it: its ``repr``, scrubbed, cut to ``limit`` characters."""
+    shown = scrub(repr(value))
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"

@@ -782,6 +782,20 @@ def test_huge_version_numbers(version: str) -> None:
 # Backup manifests (inside archives: untrusted)
 
 
+@pytest.mark.parametrize(("created", "shown"), [
+    ("-----BEGIN PRIVATE KEY-----2027-01-01T00:00:00Z", False),  # found by hypothesis: never echoed
+    ("yesterday", True),  # negative control: an ordinary bad value is still named
+])
+def test_a_bad_manifest_value_is_named_but_never_a_pem_block(created: str, shown: bool) -> None:
+    """Errors about an archive's manifest name its bad values, scrubbed of PEM text (errors.scrub):
+    an ordinary value is shown as it is, a pasted key's armour never."""
+    doc = {"format": backups.FORMAT, "kubepki_version": "0", "node": "cp1", "created": created}
+    result = attempt(backups._parse_manifest, json.dumps(doc).encode(), errors=backups._Invalid)
+    assert isinstance(result, backups._Invalid)
+    assert ("PRIVATE KEY" in str(result)) is False
+    assert (created in str(result)) is shown
+
+
 def _archive(path: Path, manifest: bytes) -> Path:
     """An archive whose first member is ``manifest`` (the rest of the members are absent)."""
     buf = io.BytesIO()

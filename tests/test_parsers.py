@@ -204,3 +204,18 @@ def test_non_positive_serial_is_refused_like_go_does() -> None:
         pki.load_certificate(bytes(der))
     assert info.value.code == "bad-certificate"
     assert "serial" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("-----BEGIN RSA PRIVATE KEY-----", "[PEM begin rsa private key]"),
+    ("/-----BEGIN PRIVATE KEY-----etc/kubernetes/admin.conf", "/[PEM begin private key]etc/kubernetes/admin.conf"),
+    ("x PRIVATE KEY y", "x private key y"),
+    ("/etc/kubernetes/pki/ca.key is not a key", "/etc/kubernetes/pki/ca.key is not a key"),  # negative control
+])
+def test_errors_never_carry_pem_armour(text: str, kept: str) -> None:
+    """A KubepkiError's message is scrubbed of PEM armour (it may quote untrusted values); plain text stays."""
+    from kubepki.errors import ParseError, scrub
+
+    assert scrub(text) == kept
+    assert str(ParseError(f"bad: {text}")) == f"bad: {kept}"
+    assert "PRIVATE KEY-----" not in str(ParseError(text))

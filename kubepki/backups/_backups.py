@@ -54,7 +54,16 @@ from kubepki._clock import iso, utc as _utc
 from kubepki._crash import checkpoint
 from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki._version import __version__
-from kubepki.errors import BackupError, ConfigError, KubepkiError, NodeError, UnsafeArchiveError, os_reason
+from kubepki.errors import (
+    BackupError,
+    ConfigError,
+    KubepkiError,
+    NodeError,
+    UnsafeArchiveError,
+    os_reason,
+    quoted,
+    scrub,
+)
 from kubepki.node import (
     CONFIG_CANDIDATES,
     FileStat,
@@ -550,7 +559,7 @@ def _link_problem(path: str, target: str) -> str | None:
     base = PurePosixPath(path).parent
     t = PurePosixPath(target)
     if _lexical(t if t.is_absolute() else base / t) is None:
-        return f"symlink to {target!r} points outside the root"
+        return f"symlink to {quoted(target)} points outside the root"
     return None
 
 
@@ -617,6 +626,7 @@ class _Invalid(Exception):
     """A manifest that does not follow the schema (internal; mapped to problems)."""
 
     def __init__(self, message: str, *, unsafe: bool = False) -> None:
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         self.unsafe = unsafe
@@ -637,7 +647,7 @@ def _field(doc: Mapping[str, Any], key: str, types: type | tuple[type, ...], whe
 def _node_dir(value: str, where: str, key: str) -> str:
     problem = _name_problem(value[1:]) if value.startswith("/") else "not an absolute path"
     if value == "/" or problem is not None:
-        raise _Invalid(f"{where}: '{key}' {value!r} is not a usable node path"
+        raise _Invalid(f"{where}: '{key}' {quoted(value)} is not a usable node path"
                        f"{'' if problem is None else f' ({problem})'}", unsafe=True)
     return value
 
@@ -660,9 +670,9 @@ def _parse_manifest(data: bytes) -> _Manifest:
     try:
         created = dt.datetime.fromisoformat(created_text.replace("Z", "+00:00"))
     except ValueError:
-        raise _Invalid(f"manifest: 'created' {created_text!r} is not an ISO 8601 time") from None
+        raise _Invalid(f"manifest: 'created' {quoted(created_text)} is not an ISO 8601 time") from None
     if created.tzinfo is None:
-        raise _Invalid(f"manifest: 'created' {created_text!r} has no time zone")
+        raise _Invalid(f"manifest: 'created' {quoted(created_text)} has no time zone")
     dirs = {k: _node_dir(_field(doc, k, str, where), where, k)
             for k in ("cert_dir", "kubeconfig_dir", "kubelet_pki_dir", "manifests_dir")}
     config_file = _field(doc, "config_file", (str, type(None)), where)
@@ -704,11 +714,11 @@ def _parse_member(raw: object, where: str) -> BackupMember:  # noqa: C901, PLR09
     path = _field(raw, "path", str, where)
     problem = _name_problem(path[1:]) if path.startswith("/") else "not an absolute path"
     if problem is not None:
-        raise _Invalid(f"{where}: path {path!r}: {problem}", unsafe=True)
+        raise _Invalid(f"{where}: path {quoted(path)}: {problem}", unsafe=True)
     where = f"manifest member {path}"
     kind_of = _field(raw, "type", str, where)
     if kind_of not in (_FILE, _SYMLINK):
-        raise _Invalid(f"{where}: type {kind_of!r} is not 'file' or 'symlink'", unsafe=True)
+        raise _Invalid(f"{where}: type {quoted(kind_of)} is not 'file' or 'symlink'", unsafe=True)
     size = _field(raw, "size", int, where)
     if not 0 <= size <= MAX_MEMBER_SIZE:
         raise _Invalid(f"{where}: size {size} is out of bounds (0 to {MAX_MEMBER_SIZE})",
@@ -718,7 +728,7 @@ def _parse_member(raw: object, where: str) -> BackupMember:  # noqa: C901, PLR09
         raise _Invalid(f"{where}: 'sha256' is not a hex SHA-256")
     mode_text = _field(raw, "mode", str, where)
     if not _MODE_RE.match(mode_text):
-        raise _Invalid(f"{where}: mode {mode_text!r} is not an octal mode")
+        raise _Invalid(f"{where}: mode {quoted(mode_text)} is not an octal mode")
     mode = int(mode_text, 8)
     if mode & ~0o777:
         raise _Invalid(f"{where}: mode {mode_text} has set-user-ID, set-group-ID or sticky bits",
@@ -729,7 +739,7 @@ def _parse_member(raw: object, where: str) -> BackupMember:  # noqa: C901, PLR09
         raise _Invalid(f"{where}: uid/gid out of range")
     mtime = _field(raw, "mtime", (int, float), where)
     if not math.isfinite(mtime) or not 0 <= mtime < 1 << 40:
-        raise _Invalid(f"{where}: mtime {mtime!r} is out of range")
+        raise _Invalid(f"{where}: mtime {quoted(mtime)} is out of range")
     kind = _field(raw, "kind", str, where)
     catalog_name = _field(raw, "catalog_name", (str, type(None)), where)
     target = raw.get("link_target")
@@ -768,7 +778,7 @@ class _Scan:
     problems: list[_Problem] = attrs.Factory(list)
 
     def add(self, message: str, *, unsafe: bool = False) -> None:
-        self.problems.append(_Problem(message, unsafe))
+        self.problems.append(_Problem(scrub(message), unsafe))
 
     @property
     def unsafe(self) -> bool:
@@ -839,7 +849,7 @@ def _members(scan: _Scan, tf: tarfile.TarFile) -> list[tarfile.TarInfo] | None:
         # tarfile raises assorted types on malformed headers (ReadError, ValueError,
         # UnicodeError, struct.error...); all of them mean "damaged" here.
         except Exception as exc:
-            after = f" after member {members[-1].name!r}" if members else ""
+            after = f" after member {quoted(members[-1].name)}" if members else ""
             scan.add(f"damaged tar data{after}: {exc}")
             return None
         if ti is None:
@@ -855,10 +865,10 @@ def _member_bytes(scan: _Scan, tf: tarfile.TarFile, ti: tarfile.TarInfo) -> byte
         fh = tf.extractfile(ti)
         data = fh.read() if fh is not None else None
     except Exception as exc:  # as in _members: any failure is damage
-        scan.add(f"member {ti.name!r}: cannot read its data ({exc})")
+        scan.add(f"member {quoted(ti.name)}: cannot read its data ({exc})")
         return None
     if data is None or len(data) != ti.size:
-        scan.add(f"member {ti.name!r}: truncated data")
+        scan.add(f"member {quoted(ti.name)}: truncated data")
         return None
     return data
 
@@ -940,7 +950,7 @@ def _check_members(scan: _Scan, tf: tarfile.TarFile, members: list[tarfile.TarIn
     # 4. The manifest and the members must match one for one, hashes included.
     listed = {m.member_name: m for m in manifest.members}
     for name in sorted(found.seen - listed.keys()):
-        scan.add(f"member {name!r} is not listed in the manifest", unsafe=True)
+        scan.add(f"member {quoted(name)} is not listed in the manifest", unsafe=True)
     if scan.unsafe:
         return
     for name, m in listed.items():
@@ -950,7 +960,7 @@ def _check_members(scan: _Scan, tf: tarfile.TarFile, members: list[tarfile.TarIn
 def _admit(scan: _Scan, found: _Members, ti: tarfile.TarInfo) -> bool:
     """Record member ``ti`` in ``found`` or its problem in ``scan``; False once the members add up to too much."""
     name = ti.name
-    shown = f"member {name!r}"
+    shown = f"member {quoted(name)}"
     problem = _name_problem(name)
     if problem is not None:
         scan.add(f"{shown}: {problem}", unsafe=True)
@@ -982,12 +992,12 @@ def _admit(scan: _Scan, found: _Members, ti: tarfile.TarInfo) -> bool:
 def _refused_type(ti: tarfile.TarInfo) -> str:
     """Why a member that is neither a file nor a symlink is refused."""
     if ti.islnk():
-        return f"hard link to {ti.linkname!r}"
+        return f"hard link to {quoted(ti.linkname)}"
     if ti.ischr() or ti.isblk():
         return "device file"
     if ti.isfifo():
         return "FIFO"
-    what = "a directory" if ti.isdir() else f"type {ti.type!r}"
+    what = "a directory" if ti.isdir() else f"type {quoted(ti.type)}"
     return f"{what}; backups hold only files and symlinks"
 
 
@@ -997,23 +1007,23 @@ def _check_nesting(scan: _Scan, found: _Members) -> None:
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent in found.links:
-                scan.add(f"member {name!r} lies under the symlink member {parent!r}", unsafe=True)
+                scan.add(f"member {quoted(name)} lies under the symlink member {quoted(parent)}", unsafe=True)
             elif parent in found.files:
-                scan.add(f"member {name!r} lies under the file member {parent!r}", unsafe=True)
+                scan.add(f"member {quoted(name)} lies under the file member {quoted(parent)}", unsafe=True)
 
 
 def _check_listed(scan: _Scan, tf: tarfile.TarFile, found: _Members, name: str, m: BackupMember, *,
                   keep_data: bool) -> None:
     """Member ``name`` against its manifest entry ``m``: type, link target, size and SHA-256."""
-    shown = f"member {name!r}"
+    shown = f"member {quoted(name)}"
     if name not in found.seen:
         scan.add(f"{shown}: missing from the archive (the manifest lists it)")
     elif m.type == _SYMLINK:
         if name not in found.links:
             scan.add(f"{shown}: the manifest says symlink, the archive holds a file")
         elif found.links[name].linkname != m.link_target:
-            scan.add(f"{shown}: symlink target {found.links[name].linkname!r} differs from the "
-                     f"manifest's {m.link_target!r}")
+            scan.add(f"{shown}: symlink target {quoted(found.links[name].linkname)} differs from the "
+                     f"manifest's {quoted(m.link_target)}")
     elif name not in found.files:
         scan.add(f"{shown}: the manifest says file, the archive holds a symlink")
     elif found.files[name].size != m.size:
@@ -1576,7 +1586,7 @@ def _plan(scan: _Scan, node: Node, only: Iterable[str] | None) -> RestorePlan:
         if not _inside(m.path, dirs) and m.path not in configs:
             shown = ", ".join(str(d) for d in dirs)
             raise UnsafeArchiveError(
-                f"{scan.path}: member {m.member_name!r} is not inside the node's kubeadm "
+                f"{scan.path}: member {quoted(m.member_name)} is not inside the node's kubeadm "
                 f"directories ({shown}); if the node's cert dir differs, name it (the node's cert_dir)",
                 path=m.path)
     members, names = _select(manifest, only)

@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar
 import attrs
 
 from kubepki._report import Outcome
+from kubepki.errors import scrub
 
 __all__ = [
     "CODES",
@@ -134,8 +135,9 @@ class HasFindings:
 
 
 def make(code: str, message: str, severity: Severity | None = None) -> Finding:
-    """A finding with ``code``'s usual severity unless ``severity`` is given."""
-    return Finding(code, severity if severity is not None else CODES[code][0], message)
+    """A finding with ``code``'s usual severity unless ``severity`` is given (its message scrubbed of
+    PEM text: it may quote an untrusted value)."""
+    return Finding(code, severity if severity is not None else CODES[code][0], scrub(message))
 
 
 def status_for(findings: Sequence[Finding]) -> Status:
