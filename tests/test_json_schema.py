@@ -16,8 +16,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from kubepki.catalog import FileRole, Kind, Scope
+from kubepki.catalog import Kind, Scope
 from kubepki.cli import main
+from kubepki.inspection import ItemFileRole
 from kubepki.inspection._findings import CODES, Severity, Status
 from tests.kubeadm_trees import PKI_SCENARIOS, config_path, materialize
 
@@ -187,7 +188,7 @@ def _enum(pointer: str) -> set[Any]:
         ("$defs/item/properties/scope", {s.value for s in Scope}),
         ("$defs/item/properties/status", {s.value for s in Status}),
         ("$defs/finding/properties/severity", {s.value for s in Severity}),
-        ("$defs/file/properties/role", {r.value for r in FileRole} | {"referenced"}),
+        ("$defs/file/properties/role", {r.value for r in ItemFileRole}),
     ],
 )
 def test_schema_enums_follow_the_code(pointer: str, values: set[str]) -> None:

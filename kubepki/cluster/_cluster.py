@@ -52,7 +52,15 @@ from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.catalog import FileRole, Scope
 from kubepki.cluster._remote import RemoteRestartReport, ssh_restart
 from kubepki.errors import ConfigError, KubepkiError, RenewalError
-from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, InventoryItem, Severity, Status, inspect
+from kubepki.inspection import (
+    DEFAULT_WARN_WITHIN,
+    Inventory,
+    InventoryItem,
+    ItemFileRole,
+    Severity,
+    Status,
+    inspect,
+)
 from kubepki.node import Connection, LocalPaths, Node, NodeProfile
 from kubepki.pki import iso
 
@@ -419,8 +427,9 @@ def _short(digest: str) -> str:
 
 def _shared_value(item: InventoryItem, role: FileRole) -> str | None:
     """What must be identical on every node: the certificate's fingerprint, a key file's digest."""
+    wanted = ItemFileRole.of(role)
     for f in item.files:
-        if f.role != role:
+        if f.role is not wanted:
             continue
         if not f.exists:
             return None
@@ -492,8 +501,9 @@ def _compare_node_items(inventories: Mapping[str, Inventory], order: Sequence[st
                 out.append(_finding(
                     "duplicated-node-certificate",
                     f"{entry.name} has the same certificate (serial {serial}) on {', '.join(labels)}: "
-                    "it was copied between nodes; issue it on each node "
-                    "(renew it on the nodes that hold a copy)",
+                    "it was copied between nodes; issue it on each node from its own rules: "
+                    f"`kubepki renew {entry.name} --reissue --apply` on each of them "
+                    f"(or `kubepki cluster renew {entry.name} --reissue --apply` with these nodes)",
                     item=entry.name, nodes=labels))
     return out
 
@@ -655,6 +665,8 @@ def plan_cluster_renewal(
     key_algorithm: str | None = None,
     now: dt.datetime | None = None,
     recreate_missing: bool = False,
+    reissue: bool = False,
+    keep_attributes: bool = False,
     workers: int | None = None,
 ) -> ClusterRenewalPlan:
     """Plan the renewal of ``names`` on every node of ``cluster``; writes nothing.
@@ -678,7 +690,8 @@ def plan_cluster_renewal(
 
     def one(node: Node) -> RenewalPlan:
         return plan_renewal(node, wanted, expiring_within=expiring_within, validity=validity,
-                            key_algorithm=key_algorithm, now=when, recreate_missing=recreate_missing)
+                            key_algorithm=key_algorithm, now=when, recreate_missing=recreate_missing,
+                            reissue=reissue, keep_attributes=keep_attributes)
 
     with ThreadPoolExecutor(max_workers=_workers(workers, len(c)), thread_name_prefix="kubepki-plan") as pool:
         plans = tuple(pool.map(one, c.nodes))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         Inventory as Inventory,
         InventoryItem as InventoryItem,
         ItemFile as ItemFile,
+        ItemFileRole as ItemFileRole,
         compare_nodes as compare_nodes,
         inspect as inspect,
     )
@@ -58,6 +59,7 @@ __getattr__, __dir__, __all__ = attach(
         "_inventory": (
             "DEFAULT_WARN_WITHIN",
             "ItemFile",
+            "ItemFileRole",
             "InventoryItem",
             "Inventory",
             "inspect",

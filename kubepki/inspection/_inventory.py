@@ -15,6 +15,7 @@ the rest of the inventory.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -59,11 +60,32 @@ from kubepki.pki import (
     signed_by,
 )
 
-__all__ = ["DEFAULT_WARN_WITHIN", "Inventory", "InventoryItem", "ItemFile", "inspect"]
+__all__ = ["DEFAULT_WARN_WITHIN", "Inventory", "InventoryItem", "ItemFile", "ItemFileRole", "inspect"]
 
 #: Items expiring within this are reported as warnings (as kubeadm's docs suggest).
 DEFAULT_WARN_WITHIN: dt.timedelta = dt.timedelta(days=30)
 _MAX_FILE = 1 << 20
+
+
+class ItemFileRole(str, enum.Enum):
+    """What one file behind an inventory item holds for it.
+
+    The catalog's :class:`~kubepki.catalog.FileRole` values, plus ``referenced``:
+    a file a kubeconfig names (its client certificate, key or CA), which is no
+    file of the catalog entry itself.
+    """
+
+    CERT = "cert"
+    KEY = "key"
+    PUBLIC_KEY = "public_key"
+    KUBECONFIG = "kubeconfig"
+    CERT_AND_KEY = "cert_and_key"
+    REFERENCED = "referenced"
+
+    @classmethod
+    def of(cls, role: FileRole) -> ItemFileRole:
+        """The role a catalog file with ``role`` has among an item's files."""
+        return cls(role.value)
 
 
 @attrs.frozen(kw_only=True)
@@ -71,7 +93,7 @@ class ItemFile:
     """One file behind an item as found on the node."""
 
     path: str
-    role: str
+    role: ItemFileRole
     exists: bool
     size: int | None = None
     mode: int | None = None
@@ -85,6 +107,7 @@ class ItemFile:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (mode as an octal string)."""
         out = attrs.asdict(self)
+        out["role"] = self.role.value
         out["mode"] = None if self.mode is None else format(self.mode, "04o")
         return out
 
@@ -324,7 +347,7 @@ class _Context:
         self.profile = profile
         self.now = now
         self.warn_within = warn_within
-        self._files: dict[tuple[PurePosixPath, str], _Loaded] = {}
+        self._files: dict[tuple[PurePosixPath, ItemFileRole], _Loaded] = {}
         self._cas: dict[str, _CA] = {}
         self._facts: dict[int, tuple[x509.Certificate, CertFacts]] = {}
         self._parsed: dict[bytes, x509.Certificate] = {}
@@ -332,13 +355,13 @@ class _Context:
 
     # -- files ---------------------------------------------------------------------
 
-    def load(self, path: PurePosixPath, role: str) -> _Loaded:
+    def load(self, path: PurePosixPath, role: ItemFileRole) -> _Loaded:
         key = (path, role)
         if key not in self._files:
             self._files[key] = self._load(path, role)
         return self._files[key]
 
-    def _load(self, path: PurePosixPath, role: str) -> _Loaded:
+    def _load(self, path: PurePosixPath, role: ItemFileRole) -> _Loaded:
         try:
             found = self.node.fs.read_file(path, limit=_MAX_FILE)
         except NodeError as exc:
@@ -371,14 +394,14 @@ class _Context:
             entry = _catalog.get(name)
             cert_path = self.node.path_of(entry, FileRole.CERT)
             key_path = self.node.path_of(entry, FileRole.KEY)
-            loaded = self.load(cert_path, "cert")
+            loaded = self.load(cert_path, ItemFileRole.CERT)
             cert = None
             if loaded.data is not None:
                 try:
                     cert = self.cert(loaded.data, str(cert_path))
                 except ParseError:
                     cert = None
-            key_info = self.load(key_path, "key").info
+            key_info = self.load(key_path, ItemFileRole.KEY).info
             self._cas[name] = _CA(cert=cert, key_present=key_info.exists, usable=cert is not None)
         return self._cas[name]
 
@@ -409,12 +432,12 @@ class _Context:
     def _certificate(self, entry: CatalogEntry) -> InventoryItem:
         combined = entry.file(FileRole.CERT_AND_KEY)
         cert_path = self.node.path_of(entry, FileRole.CERT_AND_KEY if combined else FileRole.CERT)
-        cert_file = self.load(cert_path, "cert_and_key" if combined else "cert")
+        cert_file = self.load(cert_path, ItemFileRole.CERT_AND_KEY if combined else ItemFileRole.CERT)
         files = [cert_file.info]
         key_file: _Loaded | None = None
         if not combined:
             key_path = self.node.path_of(entry, FileRole.KEY)
-            key_file = self.load(key_path, "key")
+            key_file = self.load(key_path, ItemFileRole.KEY)
             files.append(key_file.info)
         if not cert_file.info.exists:
             return self._missing(entry, cert_path, files)
@@ -541,7 +564,7 @@ class _Context:
 
     def _kubeconfig(self, entry: CatalogEntry) -> InventoryItem:  # noqa: C901  -- one check per kubeconfig field, in kubeadm's order
         path = self.node.path_of(entry)
-        loaded = self.load(path, "kubeconfig")
+        loaded = self.load(path, ItemFileRole.KUBECONFIG)
         files = [loaded.info]
         if not loaded.info.exists:
             return self._missing(entry, path, files)
@@ -592,7 +615,7 @@ class _Context:
     def _cred_bytes(self, cred: Any, files: list[ItemFile], findings: list[Finding], what: str) -> bytes | None:
         if cred.data is not None:
             return bytes(cred.data)
-        loaded = self.load(cred.file, "referenced")
+        loaded = self.load(cred.file, ItemFileRole.REFERENCED)
         if loaded.info not in files:
             files.append(loaded.info)
         if not loaded.info.exists:
@@ -623,7 +646,7 @@ class _Context:
     def _keypair(self, entry: CatalogEntry) -> InventoryItem:
         key_path = self.node.path_of(entry, FileRole.KEY)
         pub_path = self.node.path_of(entry, FileRole.PUBLIC_KEY)
-        key_file, pub_file = self.load(key_path, "key"), self.load(pub_path, "public_key")
+        key_file, pub_file = self.load(key_path, ItemFileRole.KEY), self.load(pub_path, ItemFileRole.PUBLIC_KEY)
         files = [key_file.info, pub_file.info]
         if not key_file.info.exists or not pub_file.info.exists:
             absent = key_path if not key_file.info.exists else pub_path

@@ -100,6 +100,7 @@ __all__ = [
     "KubeconfigSpec",
     "PlanStep",
     "PlannedFile",
+    "PlannedFileRole",
     "RenewalPlan",
     "RenewalResult",
     "SkippedItem",
@@ -158,6 +159,9 @@ REASONS: Mapping[str, tuple[bool, str]] = {
     "signer-key-mismatch": (True, "The signing CA's key does not match its certificate."),
     "signer-expired": (True, "The signing CA has expired or expires before the new NotBefore."),
     "cannot-recreate": (True, "The catalog's rules need a value this node does not tell (node name, server)."),
+    "wrong-attributes": (True, "The node's own findings call the existing CN or SANs wrong (another node's CN, "
+                               "a missing node SAN): renewing would copy them; reissue it from the rules, or "
+                               "keep_attributes to copy them anyway."),
     "check-failed": (True, "A signed certificate handed back failed a check (key, signer, attributes, time)."),
 }
 
@@ -180,6 +184,21 @@ def _refused(reason: str | None) -> bool:
 # The plan
 
 
+class PlannedFileRole(str, enum.Enum):
+    """What a file a step writes holds; the values are those of the JSON output and the journal.
+
+    The catalog's :class:`~kubepki.catalog.FileRole` values a renewal writes, plus
+    ``symlink``: ``kubelet-client-current.pem`` itself, the link the kubelet reads,
+    pointed at the dated PEM written beside it.
+    """
+
+    CERT = "cert"
+    KEY = "key"
+    CERT_AND_KEY = "cert_and_key"
+    KUBECONFIG = "kubeconfig"
+    SYMLINK = "symlink"
+
+
 @attrs.frozen(kw_only=True)
 class PlannedFile:
     """A file a step writes: where, what it holds, and the mode and owner it gets."""
@@ -188,8 +207,7 @@ class PlannedFile:
     path: str
     #: The node path actually replaced (``path`` with symlinks resolved, as kubeadm writes through them).
     target: str
-    #: ``cert``, ``key``, ``cert_and_key``, ``kubeconfig`` or ``symlink``.
-    role: str
+    role: PlannedFileRole
     mode: int
     uid: int | None
     gid: int | None
@@ -198,6 +216,7 @@ class PlannedFile:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (mode as an octal string)."""
         out = attrs.asdict(self)
+        out["role"] = self.role.value
         out["mode"] = format(self.mode, "04o")
         return out
 
@@ -585,7 +604,7 @@ class _Reader:
             self.inputs[key] = hashlib.sha256(data).hexdigest() if data is not None else None
         return self._data[key]
 
-    def planned_file(self, path: PurePosixPath, role: str, default_mode: int) -> PlannedFile:
+    def planned_file(self, path: PurePosixPath, role: PlannedFileRole, default_mode: int) -> PlannedFile:
         """Where writing ``path`` lands and the mode/owner it keeps (kubeadm's mode when new)."""
         fs = self.node.fs
         target = fs.resolve(path)
@@ -710,6 +729,8 @@ def plan_renewal(
     key_algorithm: str | None = None,
     now: dt.datetime | None = None,
     recreate_missing: bool = False,
+    reissue: bool = False,
+    keep_attributes: bool = False,
 ) -> RenewalPlan:
     """Plan the renewal of ``names`` (catalog names, or ``"all"``) on ``node``; writes nothing.
 
@@ -720,6 +741,14 @@ def plan_renewal(
     CA's is clamped to it. ``key_algorithm`` (``RSA-2048`` … ``ECDSA-P384``)
     replaces each item's current algorithm. ``recreate_missing`` issues missing
     or unusable required items afresh from the catalog's rules.
+
+    A certificate whose subject or SANs the node's own inspection calls wrong
+    (``unexpected-subject``, ``missing-san``: a copy from another node, a node
+    renamed) is not renewed: renewing copies them. Its step is refused with
+    reason ``wrong-attributes``, unless ``reissue`` (issue every named item
+    afresh from the catalog's rules on this node, as ``kubeadm init phase
+    certs``) or ``keep_attributes`` (copy them anyway, as ``kubeadm certs
+    renew``) is given.
 
     Raises :class:`~kubepki.ConfigError` for unknown, non-renewable or
     non-applicable names and bad options, :class:`~kubepki.NodeError` when the
@@ -737,8 +766,12 @@ def plan_renewal(
     profile = reader.profile
     span, source = _validity(validity, profile)
     entries = _select(names, profile)
+    if reissue and keep_attributes:
+        raise ConfigError("reissue and keep_attributes exclude each other")
     ctx = _PlanContext(reader, when, span, key_algorithm=key_algorithm,
-                       expiring_within=expiring_within, recreate_missing=recreate_missing)
+                       expiring_within=expiring_within, recreate_missing=recreate_missing,
+                       reissue=reissue, keep_attributes=keep_attributes,
+                       selected=[e.name for e in entries])
     steps = tuple(ctx.step(e) for e in entries)
     notes = list(ctx.notes)
     if span > _RECOMMENDED_MAX_VALIDITY:
@@ -772,7 +805,8 @@ class _Existing:
 class _PlanContext:
     def __init__(self, reader: _Reader, now: dt.datetime, validity: dt.timedelta, *,
                  key_algorithm: str | None = None, expiring_within: dt.timedelta | None = None,
-                 recreate_missing: bool = False) -> None:
+                 recreate_missing: bool = False, reissue: bool = False, keep_attributes: bool = False,
+                 selected: Sequence[str] = ()) -> None:
         self.reader = reader
         self.node = reader.node
         self.profile = reader.profile
@@ -782,7 +816,22 @@ class _PlanContext:
         self.key_algorithm = key_algorithm
         self.expiring_within = expiring_within
         self.recreate_missing = recreate_missing
+        self.reissue = reissue
+        self.keep_attributes = keep_attributes
+        self.selected = tuple(selected)
+        self._wrong: dict[str, list[str]] | None = None
         self.notes: list[str] = []
+
+    def wrong_attributes(self, name: str) -> list[str]:
+        """The node's own findings that call ``name``'s subject or SANs wrong (inspected once)."""
+        if self._wrong is None:
+            from kubepki.inspection import inspect
+
+            inv = inspect(self.node, now=self.now, names=self.selected)
+            self._wrong = {item.name: [f.message for f in item.findings
+                                       if f.code in ("unexpected-subject", "missing-san")]
+                           for item in inv}
+        return self._wrong.get(name, [])
 
     # -- the existing item ------------------------------------------------------------
 
@@ -796,10 +845,10 @@ class _PlanContext:
         cert_mode = entry.file(FileRole.CERT).mode if entry and entry.file(FileRole.CERT) else 0o644  # type: ignore[union-attr]
         key_mode = entry.file(FileRole.KEY).mode if entry and entry.file(FileRole.KEY) else 0o600  # type: ignore[union-attr]
         if cert_path == key_path:
-            return [self.reader.planned_file(cert_path, "cert_and_key", 0o600)]
+            return [self.reader.planned_file(cert_path, PlannedFileRole.CERT_AND_KEY, 0o600)]
         # The key is renamed first, then the certificate (see the module docstring).
-        return [self.reader.planned_file(key_path, "key", key_mode),
-                self.reader.planned_file(cert_path, "cert", cert_mode)]
+        return [self.reader.planned_file(key_path, PlannedFileRole.KEY, key_mode),
+                self.reader.planned_file(cert_path, PlannedFileRole.CERT, cert_mode)]
 
     def _existing_pair(self, entry: CatalogEntry) -> _Existing:
         cert_path = self.node.path_of(entry, FileRole.CERT)
@@ -841,9 +890,9 @@ class _PlanContext:
             data = self.reader.read(path)
         except NodeError as exc:
             out.problem = exc.message
-            out.files = [self.reader.planned_file(path, "kubeconfig", 0o600)]
+            out.files = [self.reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)]
             return out
-        out.files = [self.reader.planned_file(path, "kubeconfig", 0o600)]
+        out.files = [self.reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)]
         if data is None:
             out.missing = True
             return out
@@ -898,14 +947,9 @@ class _PlanContext:
         base = PlanStep(name=entry.name, kind=entry.kind, action=Action.SKIP,
                         long_name=entry.long_name, signer=entry.signer)
         existing = self.existing(entry)
-        if existing.missing or existing.problem is not None:
-            if self.recreate_missing and entry.required:
-                return self.recreate(entry, existing, base)
-            if existing.missing:
-                return attrs.evolve(base, reason="missing", message=f"MISSING! {entry.long_name}",
-                                    files=tuple(existing.files))
-            return attrs.evolve(base, reason="unusable", files=tuple(existing.files),
-                                message=f"{existing.problem} (recreate_missing re-issues it)")
+        early = self.without_existing(entry, existing, base)
+        if early is not None:
+            return early
         cert = _need(existing.cert, "the existing certificate")
         old_after = cert.not_valid_after_utc
         base = attrs.evolve(base, old_not_after=old_after,
@@ -926,6 +970,10 @@ class _PlanContext:
                                         f"(issuer {cert.issuer.rfc4514_string()}); refusing to "
                                         "re-sign it")
         notes = list(existing.notes)
+        wrong = self.wrong_attributes(entry.name)
+        if wrong and not self.keep_attributes:
+            return attrs.evolve(base, reason="wrong-attributes", message=_wrong_message(entry.name, wrong))
+        notes += [f"copied although the node's findings call it wrong: {'; '.join(wrong)}"] if wrong else []
         dropped = _dropped_attributes(cert)
         if dropped:
             notes.append(f"not copied (as kubeadm): {dropped}")
@@ -942,6 +990,20 @@ class _PlanContext:
         return attrs.evolve(base, action=Action.RENEW, message=f"{entry.long_name} renewed",
                             new_not_before=nb, new_not_after=na, clamped=clamped,
                             new_key_algorithm=new_algo, notes=tuple(notes))
+
+    def without_existing(self, entry: CatalogEntry, existing: _Existing, base: PlanStep) -> PlanStep | None:
+        """The step when the existing certificate is not renewed: reissued, missing, unusable."""
+        if self.reissue and not existing.missing and existing.problem is None and entry.subject is not None:
+            return self.recreate(entry, existing, base)
+        if existing.missing or existing.problem is not None:
+            if self.recreate_missing and entry.required:
+                return self.recreate(entry, existing, base)
+            if existing.missing:
+                return attrs.evolve(base, reason="missing", message=f"MISSING! {entry.long_name}",
+                                    files=tuple(existing.files))
+            return attrs.evolve(base, reason="unusable", files=tuple(existing.files),
+                                message=f"{existing.problem} (recreate_missing re-issues it)")
+        return None
 
     def signer_refusal(self, entry: CatalogEntry, signer: _SignerInfo) -> tuple[str, str] | None:
         if signer.external:
@@ -983,7 +1045,8 @@ class _PlanContext:
 
     def recreate(self, entry: CatalogEntry, existing: _Existing, base: PlanStep,
                  action: Action = Action.RECREATE) -> PlanStep:
-        why = "missing" if existing.missing else f"unusable: {existing.problem}"
+        why = ("missing" if existing.missing else f"unusable: {existing.problem}" if existing.problem
+               else "reissued from this node's rules")
         base = attrs.evolve(base, files=tuple(existing.files))
         template, notes = _rules_template(entry, self.profile, self.reader)
         if template is None:
@@ -1003,7 +1066,7 @@ class _PlanContext:
                 path = self.node.path_of(entry)
                 kubeconfig = KubeconfigSpec(path=str(path), credentials="new", server=server,
                                             cluster_name=cluster_name, user_name=template.common_name)
-                files = [self.reader.planned_file(path, "kubeconfig", 0o600)]
+                files = [self.reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)]
         signer = self.reader.signer(_need(entry.signer, "the signer"))
         refusal = self.signer_refusal(entry, signer)
         if refusal is not None:
@@ -1023,6 +1086,11 @@ class _PlanContext:
             new_key_algorithm=algo, files=tuple(files), kubeconfig=kubeconfig,
             notes=tuple(notes),
         )
+
+
+def _wrong_message(name: str, wrong: Sequence[str]) -> str:
+    return (f"{'; '.join(wrong)}: renewing would copy this onto the new certificate; reissue it from "
+            f"this node's rules (`kubepki renew {name} --reissue`), or copy it anyway (--keep-attributes)")
 
 
 def _public(cert: x509.Certificate) -> PublicKey:
@@ -1050,9 +1118,12 @@ def _dropped_attributes(cert: x509.Certificate) -> str:
     return ", ".join(others)
 
 
+_SECRET_ROLES = frozenset({PlannedFileRole.KEY, PlannedFileRole.CERT_AND_KEY, PlannedFileRole.KUBECONFIG})
+
+
 def _mode_notes(files: Sequence[PlannedFile]) -> list[str]:
     return [f"{f.path} has mode {f.mode:04o} (readable by others); kept, as kubeadm keeps it"
-            for f in files if f.exists and f.role in ("key", "cert_and_key", "kubeconfig")
+            for f in files if f.exists and f.role in _SECRET_ROLES
             and f.mode & 0o077]
 
 
@@ -1200,7 +1271,7 @@ class _Write:
     """One file to put in place: bytes, or a symlink's target."""
 
     target: PurePosixPath
-    role: str
+    role: PlannedFileRole
     mode: int
     uid: int | None
     gid: int | None
@@ -1404,7 +1475,8 @@ def _material_group(step: PlanStep, cert_pem: bytes, key_pem: bytes, reader: _Re
     if spec is None or spec.credentials == "files":
         writes = []
         for f in step.files:
-            data = {"key": key_pem, "cert": cert_pem, "cert_and_key": cert_pem + key_pem}[f.role]
+            data = {PlannedFileRole.KEY: key_pem, PlannedFileRole.CERT: cert_pem,
+                    PlannedFileRole.CERT_AND_KEY: cert_pem + key_pem}[f.role]
             writes.append(_write_for(f, data))
         return _Group(step.name, "pair", tuple(writes))
     (f,) = step.files
@@ -1454,7 +1526,7 @@ def _write_journal(fs: NodeFS, path: PurePosixPath, state: str, groups: Sequence
         "pid": os.getpid(),
         "groups": [
             {"name": g.name, "check": g.check,
-             "files": [{"staged": str(_staged(w.target)), "target": str(w.target), "role": w.role}
+             "files": [{"staged": str(_staged(w.target)), "target": str(w.target), "role": w.role.value}
                        for w in g.writes]}
             for g in groups
         ],
@@ -1555,7 +1627,7 @@ def _roll_forward(node: Node) -> list[str]:  # noqa: C901  -- the journal's reco
         state = doc["state"]
         groups = [
             _Group(g["name"], g["check"], tuple(
-                _Write(target=PurePosixPath(f["target"]), role=f["role"], mode=0, uid=None,
+                _Write(target=PurePosixPath(f["target"]), role=PlannedFileRole(f["role"]), mode=0, uid=None,
                        gid=None) for f in g["files"]))
             for g in doc["groups"]
         ]
@@ -1605,11 +1677,12 @@ def _verify_group(fs: NodeFS, g: _Group) -> None:
     try:
         if g.check == "pair":
             by_role = {w.role: _current(fs, w.target) for w in g.writes}
-            if "cert_and_key" in by_role:
-                both = by_role["cert_and_key"] or b""
+            if PlannedFileRole.CERT_AND_KEY in by_role:
+                both = by_role[PlannedFileRole.CERT_AND_KEY] or b""
                 _check_pair(both, both, g.name)
             else:
-                _check_pair(by_role.get("cert") or b"", by_role.get("key") or b"", g.name)
+                _check_pair(by_role.get(PlannedFileRole.CERT) or b"", by_role.get(PlannedFileRole.KEY) or b"",
+                            g.name)
         elif g.check == "kubeconfig":
             (w,) = g.writes
             data = _current(fs, w.target) or b""
@@ -1716,7 +1789,7 @@ def _switch_step(ctx: _PlanContext, entry: CatalogEntry, base: PlanStep) -> Plan
         embedded = load_certificate(_need(cred.data, "certificate data"))
     except ParseError as exc:
         return attrs.evolve(base, reason="unusable", message=f"{path}: {exc.message}")
-    kubeconfig_file = reader.planned_file(path, "kubeconfig", 0o600)
+    kubeconfig_file = reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)
     pem_entry = _catalog.get("kubelet-client-current.pem")
     current = node.path_of(pem_entry)
     spec = KubeconfigSpec(path=str(path), credentials="switch", server=kc.server,
@@ -1735,8 +1808,8 @@ def _switch_step(ctx: _PlanContext, entry: CatalogEntry, base: PlanStep) -> Plan
     stamp = ctx.now.strftime("%Y-%m-%d-%H-%M-%S")
     pem_path = current.parent / f"kubelet-client-{stamp}.pem"
     files = (
-        reader.planned_file(pem_path, "cert_and_key", 0o600),
-        attrs.evolve(reader.planned_file(current, "symlink", 0o777), target=str(current)),
+        reader.planned_file(pem_path, PlannedFileRole.CERT_AND_KEY, 0o600),
+        attrs.evolve(reader.planned_file(current, PlannedFileRole.SYMLINK, 0o777), target=str(current)),
         kubeconfig_file,
     )
     notes = [why] if why else []
@@ -1802,8 +1875,9 @@ def _switch_group(step: PlanStep, key: issuing.IssuableKey | None, signer: Signe
     by_role = {f.role: f for f in step.files}
     current = _catalog.get("kubelet-client-current.pem")
     writes: list[_Write] = []
-    pem_target = by_role.get("cert_and_key")
-    link_path = str(by_role["symlink"].path) if "symlink" in by_role else None
+    pem_target = by_role.get(PlannedFileRole.CERT_AND_KEY)
+    link = by_role.get(PlannedFileRole.SYMLINK)
+    link_path = str(link.path) if link is not None else None
     if pem_target is not None:
         if key is not None:
             cert = _sign(step, key, _need(signer, "the signer"))
@@ -1814,13 +1888,13 @@ def _switch_group(step: PlanStep, key: issuing.IssuableKey | None, signer: Signe
             pem = (_ensure_newline(_need(cert_cred.data, "certificate data"))
                    + _ensure_newline(_need(key_cred.data, "key data")))
         writes.append(_write_for(pem_target, pem))
-        writes.append(_write_for(by_role["symlink"], link=pem_target.path))
+        writes.append(_write_for(by_role[PlannedFileRole.SYMLINK], link=pem_target.path))
     named = link_path or str(reader.node.dir_for(current.location) / current.path)
     data = issuing.rename_kubeconfig_fields(
         original, kc, user={"client-certificate-data": ("client-certificate", named),
                             "client-key-data": ("client-key", named)},
     )
-    writes.append(_write_for(by_role["kubeconfig"], data))
+    writes.append(_write_for(by_role[PlannedFileRole.KUBECONFIG], data))
     return _Group(step.name, "none", tuple(writes))
 
 
@@ -2106,7 +2180,7 @@ def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912
         path = ctx.node.path_of(entry)
         kubeconfig = KubeconfigSpec(path=str(path), credentials="new", server=server,
                                     cluster_name=cluster_name, user_name=got.common_name)
-        files = [ctx.reader.planned_file(path, "kubeconfig", 0o600)]
+        files = [ctx.reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)]
     cert_pem = b"".join(issuing.cert_to_pem(c) for c in certs)
     if b"-----BEGIN " in cert_data and cert_data.lstrip().startswith(b"-----BEGIN CERTIFICATE"):
         cert_pem = cert_data  # keep a chain (and its layout) as handed back
