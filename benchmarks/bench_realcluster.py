@@ -78,9 +78,10 @@ class Prober:
 
 
 def _memory_mib(cluster: rc.RealCluster) -> float:
-    """Resident memory of every process of the node (its mount namespace), in MiB."""
+    """Resident memory of every process of the node, in MiB: its mount namespace (containerd, the
+    kubelet) and its cgroup root (the containers, which runc gives mount namespaces of their own)."""
     total = 0
-    for pid in cluster._namespace_pids() | {cluster.holder_pid}:
+    for pid in cluster._namespace_pids() | cluster._cgroup_pids() | {cluster.holder_pid}:
         with contextlib.suppress(OSError, ValueError, IndexError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -151,7 +152,7 @@ def _report(rows: list[tuple[str, str]], figures: dict[str, list[tuple[float, fl
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1, help="times each scenario runs (default 1)")
     parser.add_argument("--ha", action="store_true", help="also time a three-control-plane cluster's start")
     args = parser.parse_args()
