@@ -5,9 +5,10 @@ serves (a TLS handshake made here), the container's PID and start time in
 containerd, the apiserver's answers and audit log — never only from what
 kubepki reports. One cluster serves the whole session, so the order matters:
 read-only tests first, then the hot-reload rows of
-shared/reference/reload-measured.md (E1, E2, E5), the 5-minute client-go rows
-(E3, E6b, slow) with E7 sharing their wait, and the destructive renewals and
-restarts last. Tests that change a file restore it, or leave it to the renewal
+shared/reference/reload-measured.md (E1, E2, E5, E8), the 5-minute client-go rows
+(E3, E6b, slow) with E7 sharing their wait, then the rows that take a restart
+to set up or to undo (E4, E4b, E6a, the aggregated-API outage E2b), and the
+destructive renewals and restarts last. Tests that change a file restore it, or leave it to the renewal
 tests that follow.
 
 Run: ``python3 -m pytest -m realcluster`` (``-m "realcluster and not slow"``
@@ -20,10 +21,13 @@ import base64
 import contextlib
 import datetime as dt
 import http.server
+import ipaddress
 import json
 import os
 import re
+import select
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -97,10 +101,12 @@ def _key_pem(key: Any) -> bytes:
 
 
 def reissue(cluster: RealCluster, base: str, ca: str, *, organizations: Sequence[str] | None = None,
-            dest: Path | None = None, source: Path | None = None) -> x509.Certificate:
+            dest: Path | None = None, source: Path | None = None,
+            validity: tuple[dt.datetime, dt.datetime] | None = None) -> x509.Certificate:
     """Re-issue ``<pki>/<base>.crt``/``.key`` (or ``source``) as a renewal would: same subject, SANs and
     usages, a new ECDSA key and serial, signed by ``<pki>/<ca>``; key first, then cert, each atomically.
-    ``organizations`` replaces the subject's O (a marker telling which certificate a client presents)."""
+    ``organizations`` replaces the subject's O (a marker telling which certificate a client presents);
+    ``validity`` (NotBefore, NotAfter) replaces the default of a year from five minutes ago."""
     old_path = source or cluster.pki / f"{base}.crt"
     old = x509.load_pem_x509_certificate(old_path.read_bytes())
     ca_cert = x509.load_pem_x509_certificate((cluster.pki / f"{ca}.crt").read_bytes())
@@ -112,9 +118,10 @@ def reissue(cluster: RealCluster, base: str, ca: str, *, organizations: Sequence
                              x509.NameAttribute(NameOID.COMMON_NAME, str(cn))])
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    not_before, not_after = validity or (now - dt.timedelta(minutes=5), now + dt.timedelta(days=365))
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=365)))
+               .not_valid_before(not_before).not_valid_after(not_after))
     for ext in old.extensions:
         if not isinstance(ext.value, x509.AuthorityKeyIdentifier | x509.SubjectKeyIdentifier):
             builder = builder.add_extension(ext.value, critical=ext.critical)
@@ -144,8 +151,8 @@ def self_signed_ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKe
     return cert, key
 
 
-def leaf(ca: x509.Certificate, ca_key: Any, cn: str, *, server: bool = False,
-         dns: Sequence[str] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def leaf(ca: x509.Certificate, ca_key: Any, cn: str, *, server: bool = False, dns: Sequence[str] = (),
+         ips: Sequence[str] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A client (or server) certificate signed by ``ca``."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
@@ -154,8 +161,10 @@ def leaf(ca: x509.Certificate, ca_key: Any, cn: str, *, server: bool = False,
                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
                                                      else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-    if dns:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False)
+    if dns or ips:
+        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+        names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
@@ -512,6 +521,8 @@ class _AggregatedServer:
         ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.load_verify_locations(str(front_proxy_ca))
         self.serials: list[int] = []
+        #: (when, why) of each handshake that failed (an expired front-proxy-client, say)
+        self.failures: list[tuple[float, str]] = []
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -538,7 +549,15 @@ class _AggregatedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def get_request(self) -> tuple[socket.socket, Any]:
+                try:  # the handshake happens in accept(): record why it failed
+                    return super().get_request()
+                except ssl.SSLError as exc:
+                    outer.failures.append((time.time(), str(exc)))
+                    raise
+
+        self.httpd = Server((LOOPBACK, 0), Handler)
         self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
         self.port = int(self.httpd.server_address[1])
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -613,6 +632,49 @@ def test_e5_client_ca_bundle_hot_reload(real_cluster: RealCluster, tmp_path: Pat
     assert _same_container(c.container("kube-apiserver"), before)
 
 
+def test_e8_front_proxy_ca_hot_reload(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """E8: front-proxy-ca.crt (--requestheader-client-ca-file) is HOT. A client certificate CN
+    front-proxy-client (the one allowed name) from a CA appended to front-proxy-ca.crt, sending
+    X-Remote-User, goes 401 → 201 authenticated as the header's user within seconds, with no restart
+    (same container, PID and start time); the apiserver republishes the bundle in the
+    extension-apiserver-authentication ConfigMap. Controls: the same CA's certificate with another CN
+    stays 401 (the allowed-names check still applies), and restoring the file makes the allowed one
+    401 again. kubepki's plan for front-proxy-ca under --policy minimal verifies the apiserver
+    (hot-fsnotify) instead of restarting it."""
+    c = real_cluster
+    ca, ca_key = self_signed_ca("kubepki-e8-extra-ca")
+    auth = {}
+    for name, cn in (("allowed", "front-proxy-client"), ("other", "kubepki-e8-not-allowed")):
+        cert, key = leaf(ca, ca_key, cn)
+        (tmp_path / f"{name}.crt").write_bytes(_pem(cert))
+        (tmp_path / f"{name}.key").write_bytes(_key_pem(key))
+        auth[name] = {"cert": tmp_path / f"{name}.crt", "key": tmp_path / f"{name}.key",
+                      "headers": {"X-Remote-User": "kubepki-e8", "X-Remote-Group": "kubepki-e8-group"}}
+    plan = _json(c.kubepki("restarts", "plan", "--changed", "front-proxy-ca", "--policy", "minimal", "-o", "json"))
+    step = next(s for s in plan["steps"] if s["component"] == "kube-apiserver")
+    assert step["action"] == "verify", step
+    assert {r["reload"] for r in step["reasons"]} == {"hot-fsnotify"}, step
+    before = c.container("kube-apiserver")
+    assert _self_review(c, **auth["allowed"]) == (401, None)
+    path = c.pki / "front-proxy-ca.crt"
+    original, st = path.read_bytes(), path.stat()
+    cm = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication"
+    try:
+        _write_atomic(path, original + _pem(ca))
+        t0 = time.monotonic()
+        _wait("the appended front-proxy CA's client accepted",
+              lambda: _self_review(c, **auth["allowed"]) == (201, "kubepki-e8"), 15, 0.1)
+        print(f"E8: 401 -> 201 {time.monotonic() - t0:.2f}s after the write")
+        assert _self_review(c, **auth["other"]) == (401, None)
+        _wait("the appended CA in extension-apiserver-authentication",
+              lambda: _pem(ca).decode().strip() in c.api(cm).json()["data"]["requestheader-client-ca-file"], 15)
+    finally:
+        _write_atomic(path, original)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as before: nothing newer than the processes
+    _wait("the appended CA's client refused again", lambda: _self_review(c, **auth["allowed"])[0] == 401, 15, 0.3)
+    assert _same_container(c.container("kube-apiserver"), before)
+
+
 # --------------------------------------------------------------------------------------
 # 4. The shared wait: E3, E6b verdicts; then E7's restart
 
@@ -675,7 +737,429 @@ def test_e7_service_account_key_needs_restart(real_cluster: RealCluster) -> None
 
 
 # --------------------------------------------------------------------------------------
-# 5. The mirror-pod trap
+# 5. Rows that take a restart to set up or to undo (E4, E4b, E6a, the aggregated-API outage)
+
+
+class _TLSRelay:
+    """A TLS-terminating relay on 127.0.0.1 in front of a component's TLS port, standing where the
+    component's client is pointed: it records the serial of the client certificate each handshake
+    presents (verified against ``client_ca``) and every failed handshake, then relays the bytes to
+    ``upstream_port`` over a TLS connection of its own that presents ``upstream`` (a cert and key file).
+    ALPN is passed through (h2 for gRPC and client-go). :meth:`close_all` drops every open connection,
+    as a network blip would; :meth:`serve_with` changes the certificate served to new connections."""
+
+    def __init__(self, tmp: Path, serving: tuple[x509.Certificate, Any], *, client_ca: Path, upstream_port: int,
+                 upstream: tuple[Path, Path]) -> None:
+        self.tmp = tmp
+        self.client_ca = client_ca
+        self.upstream_port = upstream_port
+        self.upstream = upstream
+        self.handshakes: list[tuple[float, int | None]] = []
+        self.failures: list[tuple[float, str]] = []
+        self._open: dict[int, tuple[float, int | None]] = {}
+        self._kill_before = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._n = 0
+        self.serve_with(*serving)
+        self._listener = socket.create_server((LOOPBACK, 0))
+        self._listener.settimeout(0.5)
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def serve_with(self, cert: x509.Certificate, key: Any) -> None:
+        """Serve ``cert`` to the connections accepted from now on."""
+        self._n += 1
+        crt, pem_key = self.tmp / f"relay-{self._n}.crt", self.tmp / f"relay-{self._n}.key"
+        crt.write_bytes(_pem(cert))
+        pem_key.write_bytes(_key_pem(key))
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(crt), str(pem_key))
+        ctx.verify_mode = ssl.CERT_OPTIONAL
+        ctx.load_verify_locations(str(self.client_ca))
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        self._server_ctx = ctx
+
+    def since(self, t: float) -> list[int | None]:
+        """The client serials of the handshakes made at or after ``t``."""
+        return [serial for when, serial in list(self.handshakes) if when >= t]
+
+    def open_connections(self) -> list[tuple[float, int | None]]:
+        """(opened at, client serial) of each connection open now."""
+        with self._lock:
+            return list(self._open.values())
+
+    def close_all(self) -> float:
+        """Drop every connection open now; return when (new ones are made by the client)."""
+        now = time.time()
+        self._kill_before = now
+        _wait("the relay's connections dropped", lambda: all(t >= now for t, _ in self.open_connections()), 5, 0.05)
+        return now
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _upstream_ctx(self, alpn: str | None) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(str(self.upstream[0]), str(self.upstream[1]))
+        if alpn:
+            ctx.set_alpn_protocols([alpn])
+        return ctx
+
+    def _serve(self, raw: socket.socket) -> None:
+        raw.settimeout(10)
+        try:
+            down = self._server_ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.failures.append((time.time(), str(exc)))
+            raw.close()
+            return
+        opened = time.time()
+        der = down.getpeercert(binary_form=True)
+        serial = x509.load_der_x509_certificate(der).serial_number if der else None
+        self.handshakes.append((opened, serial))
+        try:
+            up = self._upstream_ctx(down.selected_alpn_protocol()).wrap_socket(
+                socket.create_connection((LOOPBACK, self.upstream_port), timeout=10))
+        except OSError:
+            down.close()
+            return
+        with self._lock:
+            self._open[id(down)] = (opened, serial)
+        try:
+            self._pump(down, up, opened)
+        finally:
+            with self._lock:
+                self._open.pop(id(down), None)
+            down.close()
+            up.close()
+
+    def _pump(self, down: ssl.SSLSocket, up: ssl.SSLSocket, opened: float) -> None:
+        """Relay until either side closes (non-blocking: a TLS record that carries no data, a session
+        ticket say, must not block the other direction)."""
+        down.setblocking(False)
+        up.setblocking(False)
+        peer = {down: up, up: down}
+        out: dict[ssl.SSLSocket, bytearray] = {down: bytearray(), up: bytearray()}
+        while not self._stop.is_set() and opened >= self._kill_before:
+            ready = [s for s in (down, up) if s.pending()]
+            if not ready:
+                ready = select.select([down, up], [s for s in (down, up) if out[s]], [], 0.2)[0]
+            for s in ready:
+                while True:
+                    try:
+                        data = s.recv(65536)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        break
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    out[peer[s]] += data
+            for s in (down, up):
+                while out[s]:
+                    try:
+                        n = s.send(out[s])
+                    except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                        break
+                    except OSError:
+                        return
+                    del out[s][:n]
+
+
+def _ca_pair(c: RealCluster, ca: str) -> tuple[x509.Certificate, Any]:
+    return (x509.load_pem_x509_certificate((c.pki / f"{ca}.crt").read_bytes()),
+            serialization.load_pem_private_key((c.pki / f"{ca}.key").read_bytes(), password=None))
+
+
+def _copy_pair(c: RealCluster, base: str, tmp: Path) -> tuple[Path, Path]:
+    """A copy of ``<pki>/<base>.crt``/``.key`` as they are now."""
+    crt, key = tmp / f"{base.replace('/', '-')}.crt", tmp / f"{base.replace('/', '-')}.key"
+    shutil.copyfile(c.pki / f"{base}.crt", crt)
+    shutil.copyfile(c.pki / f"{base}.key", key)
+    return crt, key
+
+
+def _restart_stale_independently(c: RealCluster, *, keep: Sequence[str] = ()) -> None:
+    """Restart (through the harness, not kubepki) what detection finds stale now, so that a
+    ``restarts apply`` below is judged on its own change only (earlier tests rewrite ca.crt and
+    others without restarting their readers)."""
+    for component in dict.fromkeys(e["component"] for e in _own(c, _stale(c))):
+        if component not in keep and component != "kubelet":
+            c.restart_static_pod(component)
+
+
+def _replace_manifest(c: RealCluster, component: str, data: bytes) -> Container:
+    """Write ``component``'s manifest and wait for the kubelet to run the new pod (and, for the
+    apiserver, for /readyz)."""
+    old = c.container(component)
+    _write_atomic(c.manifests / f"{component}.yaml", data, 0o600)
+    new = c.wait_container(component, not_id=old.id, timeout=180)
+    if component == "kube-apiserver":
+        c.wait_ready(180)
+    return new
+
+
+def _check_etcd_plans(c: RealCluster) -> None:
+    """kubepki's plans for apiserver-etcd-client (E4) and etcd-ca (E4b) on kube-apiserver."""
+    for policy, action in (("minimal", "verify"), ("safe", "restart")):
+        plan = _json(c.kubepki("restarts", "plan", "--changed", "apiserver-etcd-client", "--policy", policy,
+                               "-o", "json"))
+        step = next(s for s in plan["steps"] if s["component"] == "kube-apiserver")
+        assert step["action"] == action, (policy, step)
+        assert {r["reload"] for r in step["reasons"]} == {"per-connection"}, step
+        if policy == "minimal":
+            assert "new connections use the new file" in step["note"], step
+        plan = _json(c.kubepki("restarts", "plan", "--changed", "etcd-ca", "--policy", policy, "-o", "json"))
+        step = next(s for s in plan["steps"] if s["component"] == "kube-apiserver")
+        assert step["action"] == "restart", (policy, step)
+        assert [(r["name"], r["flag"], r["reload"]) for r in step["reasons"]] == [
+            ("etcd-ca", "--etcd-cafile", "restart")], step
+
+
+def _e4b_appended_etcd_ca_not_picked_up(c: RealCluster, relay: _TLSRelay, apiserver: Container,
+                                        ca_original: bytes) -> None:
+    """E4b, on the relay of the E4 test: a CA appended to etcd/ca.crt, the relay serving a certificate
+    it signed, makes every new handshake of the running apiserver fail; back on etcd's CA it recovers."""
+    etcd_ca, etcd_ca_key = _ca_pair(c, "etcd/ca")
+    ca_file = c.pki / "etcd/ca.crt"
+    # a CA appended to etcd/ca.crt, the relay now serving a certificate it signed
+    extra, extra_key = self_signed_ca("kubepki-e4b-extra-etcd-ca")
+    _write_atomic(ca_file, ca_original + _pem(extra))
+    relay.serve_with(*leaf(extra, extra_key, "kubepki-e4b-relay", server=True, ips=[LOOPBACK]))
+    switched = relay.close_all()
+    _wait("the apiserver's handshakes to fail", lambda: len([f for f in relay.failures if f[0] >= switched]) >= 3,
+          15, 0.2)
+    failures = [msg for t, msg in relay.failures if t >= switched]
+    assert relay.since(switched) == [], "the running apiserver accepted a certificate from the appended CA"
+    assert any("alert" in m.lower() for m in failures), failures
+    print(f"E4b: {len(failures)} failed handshakes, e.g. {failures[0]}")
+    relay.serve_with(*leaf(etcd_ca, etcd_ca_key, "kubepki-e4-relay", server=True, ips=[LOOPBACK]))
+    _wait("the apiserver back on etcd's CA", lambda: len(relay.since(time.time() - 1)) > 0 and c.readyz(), 60, 0.5)
+    assert _same_container(c.container("kube-apiserver"), apiserver)
+
+
+def test_e4_etcd_client_certificate_per_connection(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """E4 and E4b, through a recording TLS relay in front of etcd (the apiserver's --etcd-servers points
+    at it for this test: one restart to set up, one to undo).
+
+    E4: apiserver-etcd-client is re-read at every new handshake and never refreshed by itself. After
+    ``kubepki renew apiserver-etcd-client --apply --no-backup`` the connections opened before it stay
+    open with the OLD serial (control: every handshake before the renewal presented the old one);
+    once they are dropped, every new handshake presents the NEW serial, /readyz is ok and a write
+    through the API succeeds — same container, no restart. kubepki's plan: ``--policy minimal`` a
+    verify step with the per-connection note, ``--policy safe`` a restart.
+
+    E4b: etcd/ca.crt (--etcd-cafile) is read once. With a new CA appended to the file and the relay
+    presenting a certificate from that CA, every new handshake fails (the apiserver rejects it) and
+    none succeeds, while the same reconnects succeeded a moment before with etcd's CA (the control);
+    kubepki plans a restart of kube-apiserver for etcd-ca under both policies. (That a restart then
+    accepts the appended CA is not shown here: it would cost a third apiserver restart.)"""
+    c = real_cluster
+    _check_etcd_plans(c)
+    etcd_ca, etcd_ca_key = _ca_pair(c, "etcd/ca")
+    shutil.copyfile(c.pki / "etcd/ca.crt", tmp_path / "etcd-ca.crt")
+    relay = _TLSRelay(tmp_path, leaf(etcd_ca, etcd_ca_key, "kubepki-e4-relay", server=True, ips=[LOOPBACK]),
+                      client_ca=tmp_path / "etcd-ca.crt", upstream_port=c.ports.etcd_client,
+                      upstream=_copy_pair(c, "apiserver-etcd-client", tmp_path))
+    manifest = c.manifests / "kube-apiserver.yaml"
+    original = manifest.read_bytes()
+    flag = f"--etcd-servers=https://{LOOPBACK}:{c.ports.etcd_client}".encode()
+    assert original.count(flag) == 1
+    ca_file = c.pki / "etcd/ca.crt"
+    ca_original, ca_stat = ca_file.read_bytes(), ca_file.stat()
+    try:
+        apiserver = _replace_manifest(c, "kube-apiserver", original.replace(
+            flag, f"--etcd-servers=https://{LOOPBACK}:{relay.port}".encode()))
+        old_serial = c.file_serial("apiserver-etcd-client.crt")
+        assert relay.handshakes and set(relay.since(0)) == {old_serial}, relay.handshakes
+
+        renewing = time.time()
+        renew = c.kubepki("renew", "apiserver-etcd-client", "--apply", "--no-backup")
+        assert renew.returncode == 0, _explain(renew)
+        renewed_at = time.time()
+        new_serial = c.file_serial("apiserver-etcd-client.crt")
+        assert new_serial != old_serial
+        assert {s for t, s in relay.handshakes if t < renewing} == {old_serial}, relay.handshakes
+        assert c.readyz()
+        assert c.api("/api/v1/namespaces/default/configmaps", "POST", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "kubepki-e4-"},
+            "data": {"at": str(renewed_at)}}).status == 201
+        time.sleep(3)
+        kept = [s for t, s in relay.open_connections() if t < renewing]
+        assert kept and set(kept) == {old_serial}, "the old connections were not kept, or not with the old serial"
+        dropped = relay.close_all()
+        _wait("the apiserver to reconnect to etcd", lambda: len(relay.since(dropped)) >= 3, 20, 0.2)
+        assert set(relay.since(renewed_at)) == {new_serial}, relay.handshakes
+        _wait("/readyz after the reconnect", c.readyz, 30)
+        assert c.api("/api/v1/namespaces/default/configmaps", "POST", {
+            "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "kubepki-e4-"}}).status == 201
+        assert _same_container(c.container("kube-apiserver"), apiserver)
+        print(f"E4: {len(relay.since(dropped))} new handshakes with the new serial after the drop")
+
+        _e4b_appended_etcd_ca_not_picked_up(c, relay, apiserver, ca_original)
+    finally:
+        _write_atomic(ca_file, ca_original)
+        os.utime(ca_file, ns=(ca_stat.st_atime_ns, ca_stat.st_mtime_ns))  # etcd reads it too: nothing newer
+        if manifest.read_bytes() != original:
+            _replace_manifest(c, "kube-apiserver", original)
+        relay.close()
+    assert c.readyz()
+
+
+def _embedded_serial(conf: Path) -> int:
+    user = yaml.safe_load(conf.read_text())["users"][0]["user"]
+    return x509.load_pem_x509_certificate(base64.b64decode(user["client-certificate-data"])).serial_number
+
+
+def test_e6a_scheduler_conf_needs_restart(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """E6a: kube-scheduler reads scheduler.conf's embedded client certificate once. Its kubeconfig's server
+    points at a recording TLS relay in front of the apiserver (set up with one scheduler restart by
+    the harness, undone with another). After ``kubepki renew scheduler.conf --apply --no-backup`` (an
+    atomic rewrite; kubepki keeps the server) and a forced reconnect, every new connection of the
+    running scheduler — same container, PID and start time — still presents the OLD serial, as it
+    did before the renewal (the control); after ``kubepki restarts apply --changed scheduler.conf
+    --method manifest --apply --no-backup`` the new container presents the NEW one. The old-serial
+    window checked is seconds, far inside the 331 s reload-measured.md saw (client-go's 5-minute
+    check does not apply to embedded data, but nothing here depends on that)."""
+    c = real_cluster
+    _restart_stale_independently(c, keep=["kube-scheduler"])
+    conf = c.root / "etc/kubernetes/scheduler.conf"
+    user = yaml.safe_load(conf.read_text())["users"][0]["user"]
+    (tmp_path / "scheduler.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+    (tmp_path / "scheduler.key").write_bytes(base64.b64decode(user["client-key-data"]))
+    ca, ca_key = _ca_pair(c, "ca")
+    relay = _TLSRelay(tmp_path, leaf(ca, ca_key, "kubepki-e6a-relay", server=True, ips=[LOOPBACK]),
+                      client_ca=c.pki / "ca.crt", upstream_port=c.ports.apiserver,
+                      upstream=(tmp_path / "scheduler.crt", tmp_path / "scheduler.key"))
+    direct = f"server: https://{LOOPBACK}:{c.ports.apiserver}"
+    via_relay = f"server: https://{LOOPBACK}:{relay.port}"
+    text = conf.read_text()
+    assert text.count(direct) == 1, text
+    try:
+        _write_atomic(conf, text.replace(direct, via_relay).encode(), 0o600)
+        sched = c.restart_static_pod("kube-scheduler")
+        old_serial = _embedded_serial(conf)
+        _wait("the scheduler through the relay", lambda: relay.since(sched.started_at), 60, 0.2)
+        assert set(relay.since(0)) == {old_serial}, relay.handshakes
+
+        renew = c.kubepki("renew", "scheduler.conf", "--apply", "--no-backup")
+        assert renew.returncode == 0, _explain(renew)
+        new_serial = _embedded_serial(conf)
+        assert new_serial != old_serial
+        assert via_relay in conf.read_text(), "kubepki changed the kubeconfig's server"
+        dropped = relay.close_all()
+        _wait("the scheduler to reconnect", lambda: len(relay.since(dropped)) >= 2, 30, 0.2)
+        time.sleep(5)
+        assert set(relay.since(dropped)) == {old_serial}, relay.handshakes
+        assert _same_container(c.container("kube-scheduler"), sched)
+
+        apply = _restarts_apply(c, "--changed", "scheduler.conf", "--method", "manifest", "--apply", "--no-backup",
+                                timeout=300)
+        assert apply.returncode == 0, _explain(apply)
+        after = c.container("kube-scheduler")
+        assert after.id != sched.id and after.started_at > sched.started_at
+        _wait("the new scheduler through the relay", lambda: relay.since(after.started_at), 60, 0.2)
+        assert set(relay.since(after.started_at)) == {new_serial}, relay.handshakes
+    finally:
+        text = conf.read_text()
+        if via_relay in text:
+            _write_atomic(conf, text.replace(via_relay, direct).encode(), 0o600)
+            c.restart_static_pod("kube-scheduler")
+        relay.close()
+
+
+def _apiservice_condition(c: RealCluster, name: str) -> dict[str, Any]:
+    conditions = c.api(f"/apis/apiregistration.k8s.io/v1/apiservices/{name}").json().get("status", {})
+    return next((x for x in conditions.get("conditions") or [] if x["type"] == "Available"), {})
+
+
+def test_e2b_aggregated_api_outage_with_an_expired_front_proxy_client(
+        real_cluster: RealCluster, aggregated_api: tuple[_AggregatedServer, str]) -> None:
+    """The aggregated-API outage (E2b): kube-apiserver restarted (by the harness) with an EXPIRED
+    front-proxy-client.crt (signed by front-proxy-ca, NotAfter yesterday) comes up ready with no
+    complaint, but the aggregated API server rejects its certificate (the recording server's
+    handshakes fail: certificate has expired), the APIService goes Available=False with reason
+    FailedDiscoveryCheck, and clients get 503 for the group. Control: just before, the same path
+    answered 200 with the valid certificate's serial. ``kubepki check`` reports front-proxy-client
+    expired and exits 2; ``verify-served`` (serving certificates only) and ``restarts plan --detect``
+    (the apiserver runs what is on disk) see nothing wrong. Then kubepki's fix — ``renew
+    front-proxy-client --apply --no-backup`` and ``restarts apply --changed front-proxy-client --policy
+    minimal --apply --no-backup`` (a verify step: no restart) — brings the APIService back and the
+    first 200 through the aggregated path, with the renewed serial, from the same apiserver container.
+    The recovery time (renewal to first 200) is printed, not asserted."""
+    c = real_cluster
+    server, path = aggregated_api
+    name = "v1alpha1.e2.kubepki.test"
+    _restart_stale_independently(c, keep=["kube-apiserver"])
+    _wait("the aggregated API through the apiserver", lambda: c.api(path).status == 200, 60)
+    assert server.serials[-1] == c.file_serial("front-proxy-client.crt")
+    original = (c.pki / "front-proxy-client.crt").read_bytes(), (c.pki / "front-proxy-client.key").read_bytes()
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    renewed = False
+    try:
+        expired = reissue(c, "front-proxy-client", "front-proxy-ca",
+                          validity=(now - dt.timedelta(days=30), now - dt.timedelta(days=1)))
+        apiserver = c.restart_static_pod("kube-apiserver")
+
+        def unavailable() -> dict[str, Any] | None:
+            condition = _apiservice_condition(c, name)
+            return condition if condition.get("status") == "False" else None
+
+        condition = _wait("Available=False", unavailable, 60)
+        assert condition["reason"] == "FailedDiscoveryCheck", condition
+        assert c.api(path).status == 503
+        assert any("expired" in msg for t, msg in server.failures if t >= apiserver.started_at), server.failures
+        print(f"E2b: APIService {condition['reason']}: {condition.get('message')}")
+
+        check = c.kubepki("check", "-o", "json")
+        assert check.returncode == 2, _explain(check)
+        item = next(i for i in _json(check)["items"] if i["name"] == "front-proxy-client")
+        assert item["status"] == "expired" and int(item["certificate"]["serial"], 16) == expired.serial_number, item
+        served = c.kubepki("verify-served", "-o", "json")
+        assert served.returncode == 0, _explain(served)
+        assert {x["component"]: x["status"] for x in _json(served)["checks"]} == {
+            "etcd": "match", "kube-apiserver": "match", "kubelet": "match"}
+        assert _stale_pids(_own(c, _stale(c)), "kube-apiserver") == []
+
+        t0 = time.monotonic()
+        renew = c.kubepki("renew", "front-proxy-client", "--apply", "--no-backup")
+        assert renew.returncode == 0, _explain(renew)
+        renewed = True
+        new_serial = c.file_serial("front-proxy-client.crt")
+        plan = _json(c.kubepki("restarts", "plan", "--changed", "front-proxy-client", "--policy", "minimal",
+                               "-o", "json"))
+        assert [(s["component"], s["action"]) for s in plan["steps"]] == [("kube-apiserver", "verify")], plan
+        apply = _restarts_apply(c, "--changed", "front-proxy-client", "--policy", "minimal", "--apply", "--no-backup",
+                                timeout=300)
+        assert apply.returncode == 0, _explain(apply)
+        _wait("the first 200 through the aggregated path", lambda: c.api(path).status == 200, 120, 0.2)
+        recovery = time.monotonic() - t0
+        print(f"E2b: recovery (renewal to first 200) {recovery:.1f}s")
+        assert _apiservice_condition(c, name).get("status") == "True"
+        assert server.serials[-1] == new_serial
+        assert _same_container(c.container("kube-apiserver"), apiserver)
+    finally:
+        if not renewed:  # a valid front-proxy-client again (hot: no restart needed)
+            _write_atomic(c.pki / "front-proxy-client.key", original[1], 0o600)
+            _write_atomic(c.pki / "front-proxy-client.crt", original[0])
+
+
+# --------------------------------------------------------------------------------------
+# 6. The mirror-pod trap
 
 
 def test_deleting_the_mirror_pod_restarts_nothing(real_cluster: RealCluster) -> None:
@@ -713,7 +1197,7 @@ def test_detect_reports_the_scheduler_stale_after_the_mirror_pod_trap(real_clust
 
 
 # --------------------------------------------------------------------------------------
-# 6. Renewal and restarts through the real kubelet (destructive, last)
+# 7. Renewal and restarts through the real kubelet (destructive, last)
 
 
 def _restarts_apply(c: RealCluster, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
