@@ -409,9 +409,9 @@ def _node_file(node: Node, value: str, cache: dict[str, tuple[int, int] | None])
 
 def _belongs(proc: Path, inst: Instance, node: Node, cache: dict[str, tuple[int, int] | None]) -> bool | str:
     """True when ``inst`` names one of ``node``'s files, False when it names others; else why it cannot be told."""
-    from kubepki.node import LocalFS
+    from kubepki.node import LocalPaths
 
-    if not isinstance(node.fs, LocalFS):
+    if not isinstance(node.fs, LocalPaths):
         return True  # no local inodes to compare with: the caller chose this /proc
     base = proc / str(inst.pid)
     root, cwd = base / "root", base / "cwd"
@@ -478,11 +478,11 @@ def _mounted_from_node(base: Path, value: str, node: Node) -> bool:
     rename) the container still sees the old inode, which no path names any more, and only the
     mount table still says where it came from (its root then ends in ``//deleted``).
     """
-    from kubepki.node import LocalFS
+    from kubepki.node import LocalPaths
     from kubepki.restarts._served import to_node_path
 
     theirs = next(((dev, root) for dev, root, point in _mounts(base / "mountinfo") if point == value), None)
-    if theirs is None or not isinstance(node.fs, LocalFS):
+    if theirs is None or not isinstance(node.fs, LocalPaths):
         return False
     dev, root = theirs
     root = root.removesuffix("//deleted")

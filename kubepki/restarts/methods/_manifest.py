@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from kubepki.catalog import Component
 from kubepki.errors import RestartError
-from kubepki.node import MANIFEST_FILES, LocalFS, Node, fsync_dir
+from kubepki.node import MANIFEST_FILES, LocalPaths, Node, fsync_dir
 from kubepki.restarts import HELD_MANIFESTS_DIR, Instance, Method, RestartContext, Runtime
 
 __all__ = ["MANIFEST_METHOD", "ManifestMethod"]
@@ -86,7 +86,7 @@ MANIFEST_METHOD = ManifestMethod()
 
 
 def _local(node: Node, path: PurePosixPath) -> Path:
-    if not isinstance(node.fs, LocalFS):
+    if not isinstance(node.fs, LocalPaths):
         raise RestartError(f"the manifest method needs a local node root, not {node.fs.describe()}")
     return node.fs.host_path(path, follow_last=False)
 

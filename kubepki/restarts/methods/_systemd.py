@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kubepki.catalog import Component
 from kubepki.errors import RestartError
-from kubepki.node import LocalFS, Node
+from kubepki.node import LocalPaths, Node
 from kubepki.restarts import Instance, Method, RestartContext, Runtime
 
 __all__ = ["KUBELET_UNITS", "SYSTEMD_METHOD", "SystemdMethod", "kubelet_method", "systemctl_restart_kubelet"]
@@ -84,9 +84,9 @@ def kubelet_method(node: Node, proc: str | os.PathLike[str] = "/proc") -> tuple[
     node's kubelet process is signalled and whatever supervises it starts the
     next one (refused at apply time when nothing would).
     """
-    if not isinstance(node.fs, LocalFS):
+    if not isinstance(node.fs, LocalPaths):
         return Method.SIGNAL, f"{node.fs.describe()} is not a local root: systemd cannot be asked from here"
-    root = node.fs.root
+    root = node.fs.host_path("/")
     init = _init_name(proc)
     if init != "systemd":
         return Method.SIGNAL, f"PID 1 is {init or 'unknown'}, not systemd"
@@ -128,7 +128,7 @@ class SystemdMethod:
         if method is not Method.SYSTEMD:
             raise RestartError(f"the kubelet of {ctx.node.root} is not systemd's to restart here: {why}")
         ctx.say("systemctl restart kubelet")
-        root = ctx.node.fs.root if isinstance(ctx.node.fs, LocalFS) else Path("/")
+        root = ctx.node.fs.host_path("/") if isinstance(ctx.node.fs, LocalPaths) else Path("/")
         namespace = None if _same_file(root, "/") else Path(ctx.proc) / "1" / "ns" / "mnt"
         systemctl_restart_kubelet(mount_namespace=namespace)
         return ctx.wait_started_after(component, before)
