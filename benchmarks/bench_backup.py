@@ -160,6 +160,6 @@ def test_bench_restore_100_nodes(benchmark: Callable[..., object], hundred: list
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=100)
     report(parser.parse_args().nodes)

@@ -134,7 +134,7 @@ def test_bench_inspect_cluster_over_ssh(benchmark: Callable[..., object], setup:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=3, help="sshd servers the nodes are spread over")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     options = parser.parse_args()

@@ -166,6 +166,6 @@ def test_bench_certificate_checks(benchmark: Callable[..., object], tree: Path) 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=1000)
     report(parser.parse_args().nodes)

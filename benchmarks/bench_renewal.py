@@ -127,6 +127,6 @@ def test_renew_all_whole_process(benchmark, trees) -> None:  # type: ignore[no-u
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7)
     print(table(parser.parse_args().repeat))

@@ -147,7 +147,7 @@ def test_bench_check_1000_secrets(benchmark: Callable[..., object], secrets_json
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     parser.add_argument("--secrets", type=int, default=10_000)
     parser.add_argument("--key-algorithm", default="RSA-2048")
     parser.add_argument("--worker", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)

@@ -975,7 +975,8 @@ def test_renewal_keeps_cn_o_sans_and_usages(spec: dict[str, object]) -> None:
         (root / PKI / "ca.crt").write_bytes(issuing.cert_to_pem(_CA))
         (root / PKI / "ca.key").write_bytes(issuing.key_to_pem(_CA_KEY))
         (root / PKI / "apiserver.crt").write_bytes(issuing.cert_to_pem(old))
-        plan, result = renew(root, ["apiserver"], key_algorithm="ECDSA-P256", workers=1)
+        # Arbitrary attributes are not this node's: copied only when asked (kubeadm always copies).
+        plan, result = renew(root, ["apiserver"], key_algorithm="ECDSA-P256", workers=1, keep_attributes=True)
         assert result.changed == ("apiserver",), plan.steps[0].message
         new = x509.load_pem_x509_certificate((root / PKI / "apiserver.crt").read_bytes())
     old_attrs, new_attrs = attributes(old), attributes(new)

@@ -14,6 +14,7 @@ before the command and after it (``kubepki check --demo -q``); see
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from kubepki.cli._common import error
 from kubepki.cli._exit import exit_status, json_document
 from kubepki.errors import KubepkiError
 
-__all__ = ["EXIT_ERROR", "exit_status", "json_document", "main"]
+__all__ = ["EXIT_ERROR", "build_parser", "exit_status", "json_document", "main", "plain_text"]
 
 EXIT_ERROR = _common.EXIT_ERROR
 
@@ -52,8 +53,36 @@ exit status: 0 all well, 1 warnings only, 2 something expired, invalid or missin
 
 
 class _Parser(argparse.ArgumentParser):
+    """kubepki's parsers: one error line, exit status 3, and no abbreviated options.
+
+    An abbreviation silently picks a neighbouring option (``--recreate`` was
+    ``--recreate-missing``), so every option must be spelt out.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def format_help(self) -> str:
+        """The help, as plain text: docstrings' reST markup (````x````, ``:func:`x```) removed."""
+        return plain_text(super().format_help())
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_ERROR, f"kubepki: error: {message} (see --help)\n")
+
+
+_ROLE = re.compile(r":[\w:.-]+:`(~?)([^`<]*?)\s*(?:<[^>]*>)?`")
+_LITERAL = re.compile(r"``(.+?)``", re.DOTALL)
+
+
+def plain_text(text: str) -> str:
+    """``text`` (a docstring, a help) without reST inline markup: roles and double backticks."""
+
+    def role(m: re.Match[str]) -> str:
+        target = m.group(2)
+        return target.rsplit(".", 1)[-1] if m.group(1) else target
+
+    return _LITERAL.sub(r"\1", _ROLE.sub(role, text))
 
 
 def build_parser() -> argparse.ArgumentParser:

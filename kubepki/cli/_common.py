@@ -29,6 +29,18 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
                    "(default: discovered on the node, if any)")
 
 
+def add_attribute_options(parser: argparse.ArgumentParser) -> None:
+    """``--reissue`` and ``--keep-attributes``: what to do with a CN or SANs the node's findings call wrong."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--reissue", action="store_true",
+                   help="issue the named items afresh from this node's kubeadm rules (CN, SANs), "
+                        "discarding the current ones (as kubeadm init phase certs); fixes a "
+                        "certificate copied from another node")
+    g.add_argument("--keep-attributes", action="store_true",
+                   help="renew even when the node's findings call the current CN or SANs wrong "
+                        "(another node's CN, a missing node SAN), copying them as kubeadm certs renew does")
+
+
 def add_now_option(parser: argparse.ArgumentParser) -> None:
     """``--now``: the time to evaluate at."""
     parser.add_argument("--now", type=parse_now, metavar="ISO8601",

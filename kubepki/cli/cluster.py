@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubepki.cli._common import (
     EXIT_OK,
+    add_attribute_options,
     add_now_option,
     add_output_option,
     emit,
@@ -103,6 +104,7 @@ def register(sub: Any) -> None:
                        help="validity of new certificates (default: each node's kubeadm config, else 365d)")
     renew.add_argument("--key-algorithm", choices=_KEY_ALGORITHMS,
                        help="key algorithm of new keys (default: each item's current one)")
+    add_attribute_options(renew)
     renew.add_argument("--apply", action="store_true", help="carry the plan out (default: only show it)")
     renew.add_argument("--backup-dir", default=DEFAULT_BACKUP_DIR, metavar="NODE_DIR",
                        help=f"directory ON EACH NODE for its backup (default {DEFAULT_BACKUP_DIR}); "
@@ -177,7 +179,8 @@ def run_renew(args: argparse.Namespace) -> int:
     with _cluster(args) as cluster:
         plan = plan_cluster_renewal(cluster, args.names, expiring_within=args.expiring_within,
                                     validity=args.validity, key_algorithm=args.key_algorithm,
-                                    now=args.now, workers=args.workers)
+                                    now=args.now, reissue=args.reissue,
+                                    keep_attributes=args.keep_attributes, workers=args.workers)
         if not args.apply:
             emit(plan.to_json() if args.output == "json" else plan.table())
             return exit_status(plan)

@@ -22,6 +22,7 @@ from kubepki.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_PROBLEM,
+    add_attribute_options,
     add_node_options,
     add_now_option,
     add_output_option,
@@ -83,6 +84,18 @@ examples:
   kubepki certs kubeconfig-user --client-name jane --org devs --validity 30d > jane.conf"""
 
 
+INSTALL_SIGNED_DESCRIPTION = """\
+Install the <name>.crt + <name>.key pairs found in DIR (signed by an external CA
+from the CSRs of renew --csr)."""
+SWITCH_DESCRIPTION = """\
+Point a kubelet.conf that embeds its client certificate at kubelet-client-current.pem,
+the certificate the kubelet rotates (kubernetes/kubeadm#1753)."""
+SUPER_ADMIN_DESCRIPTION = """\
+Create super-admin.conf on a node that has none (clusters upgraded to 1.29+, KEP-4214)."""
+KUBECONFIG_USER_DESCRIPTION = """\
+Write a kubeconfig for a user (CN) in groups (O), signed by the node's cluster CA,
+as kubeadm kubeconfig user does."""
+
 def register(sub: Any) -> None:
     """Add the ``renew`` and ``certs`` sub-commands."""
     p = sub.add_parser("renew", help="renew certificates and kubeconfigs like kubeadm certs renew",
@@ -99,6 +112,7 @@ def register(sub: Any) -> None:
     p.add_argument("--recreate-missing", action="store_true",
                    help="re-issue missing or unusable items from kubeadm's rules "
                         "(as kubeadm init phase certs)")
+    add_attribute_options(p)
     _apply_options(p)
     p.add_argument("--csr", metavar="DIR",
                    help="write <name>.key and <name>.csr per item into DIR instead of renewing")
@@ -113,7 +127,7 @@ def register(sub: Any) -> None:
                        epilog=CERTS_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = c.add_subparsers(dest="certs_action", metavar="ACTION")
     inst = actions.add_parser("install-signed", help="install <name>.crt + <name>.key pairs "
-                              "signed by an external CA", description=_doc("install_signed"),
+                              "signed by an external CA", description=INSTALL_SIGNED_DESCRIPTION,
                               epilog=INSTALL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     inst.add_argument("dir", metavar="DIR", help="directory with <name>.crt and <name>.key")
     add_node_options(inst)
@@ -124,7 +138,7 @@ def register(sub: Any) -> None:
 
     sw = actions.add_parser("switch-kubelet-conf", help="point an embedding kubelet.conf at "
                             "kubelet-client-current.pem (kubernetes/kubeadm#1753)",
-                            description=_doc("switch_kubelet_conf"), epilog=SWITCH_EXAMPLES,
+                            description=SWITCH_DESCRIPTION, epilog=SWITCH_EXAMPLES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(sw)
     add_now_option(sw)
@@ -134,7 +148,7 @@ def register(sub: Any) -> None:
     sw.set_defaults(func=run_switch)
 
     sa = actions.add_parser("create-super-admin", help="create super-admin.conf on a cluster "
-                            "upgraded to 1.29+ (KEP-4214)", description=_doc("create_super_admin"),
+                            "upgraded to 1.29+ (KEP-4214)", description=SUPER_ADMIN_DESCRIPTION,
                             epilog=SUPER_ADMIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_node_options(sa)
     add_now_option(sa)
@@ -145,7 +159,7 @@ def register(sub: Any) -> None:
 
     ku = actions.add_parser("kubeconfig-user", help="print a kubeconfig for any client name and "
                             "organisations (as kubeadm kubeconfig user)",
-                            description=_doc("issue_kubeconfig"), epilog=KUBECONFIG_USER_EXAMPLES,
+                            description=KUBECONFIG_USER_DESCRIPTION, epilog=KUBECONFIG_USER_EXAMPLES,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     ku.add_argument("--client-name", required=True, help="the certificate's CN (the user name)")
     ku.add_argument("--org", action="append", default=[], metavar="ORG",
@@ -156,12 +170,6 @@ def register(sub: Any) -> None:
     _issue_options(ku)
     ku.set_defaults(func=run_kubeconfig_user)
     c.set_defaults(func=lambda args: _missing_action(c))
-
-
-def _doc(name: str) -> str:
-    from kubepki import renewal
-
-    return (getattr(renewal, name).__doc__ or "").split("\n\n")[0]
 
 
 def _missing_action(parser: argparse.ArgumentParser) -> int:
@@ -241,6 +249,7 @@ def run_renew(args: argparse.Namespace) -> int:
         plan = renewal.plan_renewal(
             node, args.names, expiring_within=args.expiring_within, validity=args.validity,
             key_algorithm=args.key_algorithm, now=args.now, recreate_missing=args.recreate_missing,
+            reissue=args.reissue, keep_attributes=args.keep_attributes,
         )
         return _plan_or_apply(plan, args, resumed=resumed)
     except (RenewalError, BackupError) as exc:

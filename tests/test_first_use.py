@@ -1,0 +1,131 @@
+"""What a first-time user trips over (issue 16): each fix, with its negative control."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+import kubepki
+from kubepki import testing
+from kubepki.cli import build_parser
+from tests._hardening import run_cli
+
+WHEN = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
+NOW_ARG = "2026-11-28T00:00:00Z"
+
+
+# -- 1. a remediation that remediates -----------------------------------------------------
+
+
+def _copied_cluster(tmp_path: Path) -> testing.DemoCluster:
+    """Three nodes; cp1's etcd-peer pair copied onto cp3."""
+    demo = testing.build_cluster(tmp_path / "c", nodes=3, issued_at=WHEN - dt.timedelta(days=300))
+    for suffix in ("crt", "key"):
+        shutil.copyfile(demo.node("cp1").path(f"/etc/kubernetes/pki/etcd/peer.{suffix}"),
+                        demo.node("cp3").path(f"/etc/kubernetes/pki/etcd/peer.{suffix}"))
+    return demo
+
+
+def _node_args(demo: testing.DemoCluster) -> list[str]:
+    return [a for n in demo.nodes for a in ("--node", f"{n.name}={n.root}")]
+
+
+def _duplicate_finding(demo: testing.DemoCluster) -> dict[str, object] | None:
+    run = run_cli(["cluster", "check", *_node_args(demo), "--now", NOW_ARG, "-o", "json"])
+    doc = json.loads(run.out)
+    found = [f for f in doc["findings"] if f["code"] == "duplicated-node-certificate"]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def _suggested(message: str) -> list[list[str]]:
+    """The ``kubepki …`` commands a finding's message suggests, split into words."""
+    commands = re.findall(r"`kubepki ([^`]+)`", message)
+    assert commands, message
+    return [shlex.split(c) for c in commands]
+
+
+def test_duplicate_remediation_per_node_fixes_the_finding(tmp_path: Path) -> None:
+    """Running the suggested per-node command on each node clears the finding and cp3's own findings."""
+    demo = _copied_cluster(tmp_path)
+    finding = _duplicate_finding(demo)
+    assert finding is not None and finding["nodes"] == ["cp1", "cp3"]
+    assert kubepki.inspect(demo.node("cp3").root, now=WHEN)["etcd-peer"].has("unexpected-subject")
+    per_node, whole = _suggested(str(finding["message"]))
+    assert per_node[:2] == ["renew", "etcd-peer"] and whole[:2] == ["cluster", "renew"]
+    for label in finding["nodes"]:  # type: ignore[attr-defined]
+        run = run_cli([*per_node, "--root", str(demo.node(label).root), "--now", NOW_ARG, "--no-backup"])
+        assert run.code == 0, run
+    assert _duplicate_finding(demo) is None
+    item = kubepki.inspect(demo.node("cp3").root, now=WHEN)["etcd-peer"]
+    assert not item.has("unexpected-subject") and not item.has("missing-san")
+    assert item.facts is not None and item.facts.common_name == "cp3"
+
+
+def test_duplicate_remediation_for_the_cluster_fixes_the_finding(tmp_path: Path) -> None:
+    """The suggested cluster-wide command, with the finding's nodes, clears it too."""
+    demo = _copied_cluster(tmp_path)
+    finding = _duplicate_finding(demo)
+    assert finding is not None
+    _per_node, whole = _suggested(str(finding["message"]))
+    nodes = [a for n in demo.nodes if n.name in finding["nodes"]  # type: ignore[operator]
+             for a in ("--node", f"{n.name}={n.root}")]
+    run = run_cli([*whole, *nodes, "--now", NOW_ARG, "--no-backup"])
+    assert run.code == 0, run
+    assert _duplicate_finding(demo) is None
+
+
+def test_plain_renewal_of_a_copy_refuses_and_writes_nothing(tmp_path: Path) -> None:
+    """Negative control: `renew etcd-peer --apply` on the copy refuses (exit 2) and keeps the file."""
+    demo = _copied_cluster(tmp_path)
+    peer = demo.node("cp3").path("/etc/kubernetes/pki/etcd/peer.crt")
+    before = peer.read_bytes()
+    run = run_cli(["renew", "etcd-peer", "--apply", "--no-backup", "--root", str(demo.node("cp3").root),
+                   "--now", NOW_ARG])
+    assert run.code == 2, run
+    assert "--reissue" in run.out + run.err
+    assert peer.read_bytes() == before
+    plan = kubepki.plan_renewal(demo.node("cp3").root, ["etcd-peer"], now=WHEN)
+    assert [(s.reason, s.refused) for s in plan.steps] == [("wrong-attributes", True)]
+    # cp1 holds the original: its renewal is not refused.
+    plan1 = kubepki.plan_renewal(demo.node("cp1").root, ["etcd-peer"], now=WHEN)
+    assert [s.action.value for s in plan1.steps] == ["renew"]
+
+
+def test_keep_attributes_forces_the_copy_and_the_finding_stays(tmp_path: Path) -> None:
+    """--keep-attributes renews as kubeadm would, cp1's CN carried over; cp3's finding remains."""
+    demo = _copied_cluster(tmp_path)
+    root = str(demo.node("cp3").root)
+    run = run_cli(["renew", "etcd-peer", "--keep-attributes", "--apply", "--no-backup", "--root", root,
+                   "--now", NOW_ARG])
+    assert run.code == 0, run
+    item = kubepki.inspect(root, now=WHEN)["etcd-peer"]
+    assert item.has("unexpected-subject")
+    assert item.facts is not None and item.facts.common_name == "cp1"
+    with pytest.raises(kubepki.ConfigError):
+        kubepki.plan_renewal(root, ["etcd-peer"], now=WHEN, reissue=True, keep_attributes=True)
+
+
+def test_options_are_never_abbreviated() -> None:
+    """`--recreate` is an error, not `--recreate-missing`; the full spelling still parses."""
+    run = run_cli(["renew", "all", "--recreate", "--root", "/nonexistent"])
+    assert run.code == 3 and "unrecognized arguments: --recreate" in run.err
+    args = build_parser().parse_args(["renew", "all", "--recreate-missing"])
+    assert args.recreate_missing is True
+    parsers = [build_parser()]
+    seen = 0
+    while parsers:
+        p = parsers.pop()
+        assert p.allow_abbrev is False, p.prog
+        seen += 1
+        for action in p._actions:
+            choices = getattr(action, "choices", None)
+            if isinstance(choices, dict):
+                parsers.extend(dict.fromkeys(choices.values()))
+    assert seen > 20
