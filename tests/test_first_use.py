@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import re
@@ -13,7 +14,7 @@ import pytest
 
 import kubepki
 from kubepki import testing
-from kubepki.cli import build_parser
+from kubepki.cli import build_parser, plain_text
 from tests._hardening import run_cli
 
 WHEN = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
@@ -59,7 +60,7 @@ def test_duplicate_remediation_per_node_fixes_the_finding(tmp_path: Path) -> Non
     assert kubepki.inspect(demo.node("cp3").root, now=WHEN)["etcd-peer"].has("unexpected-subject")
     per_node, whole = _suggested(str(finding["message"]))
     assert per_node[:2] == ["renew", "etcd-peer"] and whole[:2] == ["cluster", "renew"]
-    for label in finding["nodes"]:  # type: ignore[attr-defined]
+    for label in finding["nodes"]:
         run = run_cli([*per_node, "--root", str(demo.node(label).root), "--now", NOW_ARG, "--no-backup"])
         assert run.code == 0, run
     assert _duplicate_finding(demo) is None
@@ -129,3 +130,37 @@ def test_options_are_never_abbreviated() -> None:
             if isinstance(choices, dict):
                 parsers.extend(dict.fromkeys(choices.values()))
     assert seen > 20
+
+
+# -- 3. help is plain text --------------------------------------------------------------
+
+
+def _all_parsers() -> list[argparse.ArgumentParser]:
+    out, todo = [], [build_parser()]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(c for c in dict.fromkeys(action.choices.values()) if c not in out)
+    return out
+
+
+_REST = re.compile(r"``|:(?:func|class|mod|data|attr|meth|exc|py:\w+):`")
+
+
+def test_help_has_no_rest_markup() -> None:
+    """No command's --help shows ``literals`` or :roles: (the CLI reference page is built from them)."""
+    parsers = _all_parsers()
+    assert len(parsers) > 20
+    for p in parsers:
+        text = p.format_help()
+        assert not _REST.search(text), (p.prog, _REST.findall(text))
+    assert "in_dir" not in next(p for p in parsers if p.prog.endswith("install-signed")).format_help()
+
+
+def test_plain_text_removes_the_markup_a_plain_parser_shows() -> None:
+    """Negative control: the same description through a plain argparse parser keeps its markup."""
+    doc = "Run ``kubepki renew`` with :func:`~kubepki.plan_renewal` and :class:`kubepki.Node`."
+    assert _REST.search(argparse.ArgumentParser(description=doc).format_help())
+    assert plain_text(doc) == "Run kubepki renew with plan_renewal and kubepki.Node."
