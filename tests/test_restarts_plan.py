@@ -17,24 +17,30 @@ import pytest
 
 import kubepki
 from kubepki import catalog
+from kubepki._report import Outcome, Report
 from kubepki.catalog import Component, Reload
 from kubepki.cli import main
+from kubepki.cli._exit import exit_status
 from kubepki.errors import ConfigError, RestartError, UnknownItemError
 from kubepki.node._node import Node
 from kubepki.restarts._observe import COMPONENT_ORDER
 from kubepki.restarts._restarts import (
     Action,
     Changed,
+    Detection,
     FromRenewal,
     Method,
     Policy,
     RestartPlan,
+    RestartReport,
+    StepOutcome,
     StepStatus,
     action_for,
     apply_restarts,
     plan_restarts,
     systemctl_restart_kubelet,
 )
+from kubepki.restarts._served import CheckStatus, ServedCertificate, ServedCheck, ServedStatus
 from kubepki.restarts.methods import kubelet_method
 from tests.kubeadm_trees import materialize
 
@@ -314,6 +320,44 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert not (demo.root / "etc/kubernetes/kubepki-held-manifests").exists()
     assert json.loads(report.to_json())["dry_run"] is True
     assert "dry run: nothing was changed" in report.table()
+
+
+def test_plans_and_reports_are_reports_with_an_outcome(demo: Node) -> None:
+    """On the one report base: text from blocks (== table()), HTML from rows, an outcome and its exit status.
+
+    A plan and a dry run are ok (0); a report whose verification could not reach an endpoint is a warning (1);
+    negative controls: a failed step, and a verification that still finds a component stale, are failed (2).
+    """
+    plan = plan_restarts(demo, Changed(["front-proxy-client", "ca"]), now=ISSUED)
+    dry = apply_restarts(plan, dry_run=True)
+    for report in (plan, dry):
+        assert isinstance(report, Report) and report.outcome is Outcome.OK and exit_status(report) == 0
+        assert str(report) == report.table() == report.text() == report.styled()[0]
+        assert '<table class="kubepki">' in report._repr_html_()
+    assert "admin.conf, super-admin.conf" in plan._repr_html_()  # the plan's notes are rows of the HTML
+    refused = ServedCertificate(host="127.0.0.1", port=1, server_name=None, status=ServedStatus.REFUSED,
+                                error="connection to 127.0.0.1:1 refused")
+    unchecked = ServedCheck(component=Component.ETCD, served=refused, path=None, disk_sha256=None,
+                            status=CheckStatus.UNAVAILABLE, message="etcd: connection to 127.0.0.1:1 refused")
+    done = tuple(StepOutcome(step=s, status=StepStatus.DONE) for s in plan.steps)
+    warned = RestartReport(node="cp1", plan=plan, dry_run=False, outcomes=done,
+                           verification=Detection(node="cp1", instances=(), served=(unchecked,), stale=()))
+    assert warned.ok and not warned.verified
+    assert warned.outcome is Outcome.WARNING and exit_status(warned) == 1
+    assert "result: could not check 1 endpoint(s): etcd: connection to 127.0.0.1:1 refused" in warned.text()
+    assert (warned.text().index("could not check"), "warning") in [
+        (start, tone) for start, _, tone in warned.styled()[1]]
+    failed = attrs.evolve(warned, verification=None, outcomes=(
+        StepOutcome(step=plan.steps[0], status=StepStatus.FAILED, error="it broke"),
+        *(StepOutcome(step=s, status=StepStatus.NOT_RUN) for s in plan.steps[1:])))
+    assert failed.outcome is Outcome.FAILED and exit_status(failed) == 2
+    assert failed.text().endswith("result: stopped at kube-apiserver: it broke\n")
+    stale = kubepki.restarts.Staleness(node="cp1", component=Component.KUBE_SCHEDULER,
+                                       kind=kubepki.restarts.StaleKind.SERVED_MISMATCH, reasons=(), message="old")
+    still = attrs.evolve(warned, verification=Detection(node="cp1", instances=(), served=(), stale=(stale,)))
+    assert still.remaining and still.outcome is Outcome.FAILED and exit_status(still) == 2
+    assert "STALE: old" in still.text() and "1 component(s) still stale" in still.text()
+    assert json.loads(still.to_json())["ok"] is False
 
 
 def test_plan_for_another_node_is_refused(tmp_path: Path) -> None:

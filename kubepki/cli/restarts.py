@@ -24,11 +24,13 @@ from kubepki.cli._common import (
     emit,
     node_from_args,
 )
+from kubepki.cli._exit import exit_status
+from kubepki.cli._output import Output
 from kubepki.errors import RestartError
 
 if TYPE_CHECKING:
     from kubepki.node import Node
-    from kubepki.restarts import RestartPlan, RestartSource, RestartStep, Runtime
+    from kubepki.restarts import RestartPlan, RestartReport, RestartSource, RestartStep, Runtime
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
 
@@ -206,8 +208,15 @@ def run_plan(args: argparse.Namespace) -> int:
         plan = _plan(args, node, runtime)
     finally:
         _close(runtime)
-    emit(plan.to_json() if args.output == "json" else plan.table())
-    return EXIT_OK
+    _show(args, plan)
+    return exit_status(plan)
+
+
+def _show(args: argparse.Namespace, report: RestartPlan | RestartReport) -> None:
+    if args.output == "json":
+        emit(report.to_json())
+    else:
+        Output.from_args(args).report(report)
 
 
 def run_apply(args: argparse.Namespace) -> int:
@@ -225,11 +234,10 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
 
     plan = _plan(args, node, runtime if args.detect else None)
     if not args.apply:
-        if args.output == "json":
-            emit(plan.to_json())
-        else:
-            emit(plan.table() + "\ndry run: nothing was restarted; add --apply to carry the plan out")
-        return EXIT_OK
+        _show(args, plan)
+        if args.output != "json":
+            Output.from_args(args).result("\ndry run: nothing was restarted; add --apply to carry the plan out")
+        return exit_status(plan)
 
     def progress(step: RestartStep, message: str) -> None:
         print(f"kubepki: {step.component.value}: {message}", file=sys.stderr, flush=True)
@@ -245,7 +253,7 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
     except RestartError as exc:
         _error(str(exc))
         return EXIT_PROBLEM
-    emit(report.to_json() if args.output == "json" else report.table())
+    _show(args, report)
     if report.failed is not None:
         _error(f"{report.failed.step.component.value}: {report.failed.error}")
     elif report.remaining:
@@ -254,8 +262,7 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
     elif report.unchecked:
         _error("could not check " + "; ".join(c.message for c in report.unchecked)
                + " (--host and --port name the endpoints)")
-        return EXIT_WARNING
-    return EXIT_OK if report.ok else EXIT_PROBLEM
+    return exit_status(report)
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import html
 import json
 import math
 import os
@@ -63,6 +62,7 @@ import attrs
 from kubepki import catalog as _catalog
 from kubepki._args import instance
 from kubepki._clock import utc as _utc
+from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.catalog import CatalogEntry, Component, Consumer, Kind, Reload
 from kubepki.errors import ConfigError, KubepkiError
 from kubepki.node import MANIFEST_FILES, Node
@@ -321,18 +321,27 @@ class Detection:
 
     def lines(self) -> list[str]:
         """One line per instance, comparison and staleness, for reports."""
-        out = [f"running: {i.component.value} ({i.source} {i.ident}) since {_iso(i.started_at)}"
-               for i in self.instances]
-        out += [f"served: {c.status.value}: {c.message}" for c in self.served]
+        return [text for text, _ in self.toned_lines()]
+
+    def toned_lines(self) -> list[tuple[str, str | None]]:
+        """:meth:`lines`, each with the tone it is shown in (see :data:`kubepki._report.TONES`)."""
+        out: list[tuple[str, str | None]] = [
+            (f"running: {i.component.value} ({i.source} {i.ident}) since {_iso(i.started_at)}", "dim")
+            for i in self.instances]
+        out += [(f"served: {c.status.value}: {c.message}", _CHECK_TONES[c.status]) for c in self.served]
         matched = {c.component for c in self.served if c.status is CheckStatus.MATCH}
         for s in self.stale:
             if s.restart_needed:
-                out.append(f"STALE: {s.message}")
+                out.append((f"STALE: {s.message}", "error"))
             else:
                 seen = " (its served certificate matches the disk)" if s.component in matched else ""
-                out.append(f"relies on reload: {s.message}{seen}")
-        out += [f"note: {n}" for n in self.notes]
+                out.append((f"relies on reload: {s.message}{seen}", "ok" if seen else "warning"))
+        out += [(f"note: {n}", "info") for n in self.notes]
         return out
+
+
+_CHECK_TONES = {CheckStatus.MATCH: "ok", CheckStatus.MISMATCH: "error", CheckStatus.UNAVAILABLE: "warning",
+                CheckStatus.NO_DISK_CERTIFICATE: "warning"}
 
 
 # --------------------------------------------------------------------------------------
@@ -605,8 +614,11 @@ RestartSource = Changed | FromRenewal | FromDetection
 
 
 @attrs.frozen(kw_only=True)
-class RestartPlan:
-    """The restarts one change needs on one node: an immutable, printable value."""
+class RestartPlan(Report):
+    """The restarts one change needs on one node: an immutable, printable value.
+
+    Its :attr:`outcome` is always ok: a plan only says what is to be done.
+    """
 
     #: The node the plan was made for; :func:`apply_restarts` acts on it.
     target: Node = attrs.field(eq=False, repr=False)
@@ -678,46 +690,37 @@ class RestartPlan:
             "stale": [s.to_dict() for s in self.stale],
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+    def rows(self) -> Table:
+        """One row per step (its reasons one per line, its note), then the plan's own notes."""
+        rows: list[list[Cell | str]] = [
+            [str(i), s.node or "?", Cell(s.component.value, strong=True), Cell(s.action.value, _ACTION_TONES[s.action]),
+             s.method.value, "\n".join(_group_reasons(s.reasons)), s.note]
+            for i, s in enumerate(self.steps, 1)]
+        rows += [["", self.node or "?", "", Cell("note", "info"), "", "", n] for n in self.notes]
+        return Table(self._heading(), ("#", "NODE", "COMPONENT", "ACTION", "METHOD", "REASONS", "NOTE"), rows)
+
+    def blocks(self) -> list[Block]:
+        """The heading, the steps as a table (reasons on one line), then every note."""
+        table = self.rows()
+        steps = [(*r[:5], Cell("; ".join(r[5].text.split("\n")))) for r in table.rows[:len(self.steps)]]
+        out: list[Block] = [Line([table.title]), Line([])]
+        out.append(attrs.evolve(table, title="", columns=table.columns[:6], rows=steps) if steps
+                   else Line(["nothing to restart"]))
+        extra = [f"{s.component.value}: {s.note}" for s in self.steps if s.note] + list(self.notes)
+        if extra:
+            out += [Line([]), Line(["notes:"]), *(Line([f"  - {n}"]) for n in extra)]
+        return out
+
+    def _heading(self) -> str:
+        return (f"restart plan for node {self.node or '?'} (Kubernetes {self.kubernetes_version}, "
+                f"policy {self.policy.value}, method {self.method.value}, from {self.source.value})")
 
     def table(self) -> str:
         """The steps as an aligned text table, then the notes."""
-        from kubepki.inspection import go_tabwriter
+        return self.text()
 
-        head = (f"restart plan for node {self.node or '?'} (Kubernetes {self.kubernetes_version}, "
-                f"policy {self.policy.value}, method {self.method.value}, from {self.source.value})")
-        lines = ["#\tNODE\tCOMPONENT\tACTION\tMETHOD\tREASONS"]
-        for index, s in enumerate(self.steps, 1):
-            lines.append("\t".join([str(index), s.node or "?", s.component.value, s.action.value,
-                                    s.method.value, s.describe()]))
-        text = head + "\n\n" + (go_tabwriter(lines) if self.steps else "nothing to restart\n")
-        extra = [f"{s.component.value}: {s.note}" for s in self.steps if s.note] + list(self.notes)
-        if extra:
-            text += "\nnotes:\n" + "".join(f"  - {n}\n" for n in extra)
-        return text
 
-    def __str__(self) -> str:
-        return self.table()
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            "<tr>" + "".join(f'<td style="text-align:left;vertical-align:top">{c}</td>' for c in (
-                str(i), html.escape(s.node or "?"), f"<b>{html.escape(s.component.value)}</b>",
-                html.escape(s.action.value), html.escape(s.method.value),
-                "<br>".join(html.escape(g) for g in _group_reasons(s.reasons)), html.escape(s.note),
-            )) + "</tr>"
-            for i, s in enumerate(self.steps, 1)
-        )
-        header = "".join(f'<th style="text-align:left">{h}</th>'
-                         for h in ("#", "node", "component", "action", "method", "reasons", "note"))
-        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        caption = html.escape(f"kubepki restart plan — node {self.node or '?'}, policy {self.policy.value}, "
-                              f"method {self.method.value}, from {self.source.value}")
-        return (f'<table class="kubepki"><caption style="text-align:left">{caption}</caption>'
-                f"<thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>"
-                + (f"<ul>{notes}</ul>" if notes else ""))
+_ACTION_TONES = {Action.RESTART: "strong", Action.WAIT: "info", Action.VERIFY: "info", Action.NOTE: "dim"}
 
 
 _USER_NOTES = {
@@ -1077,8 +1080,12 @@ class StepOutcome:
 
 
 @attrs.frozen(kw_only=True)
-class RestartReport:
-    """What :func:`apply_restarts` did and what it checked afterwards."""
+class RestartReport(Report):
+    """What :func:`apply_restarts` did and what it checked afterwards.
+
+    Its :attr:`outcome` is failed when a step failed or something is still
+    stale, a warning when an endpoint could not be checked, else ok.
+    """
 
     node: str | None
     plan: RestartPlan = attrs.field(repr=False)
@@ -1136,57 +1143,70 @@ class RestartReport:
             "verified": self.verified,
         }
 
-    def to_json(self, *, indent: int | None = 2) -> str:
-        """JSON text of :meth:`to_dict`."""
-        return json.dumps(self.to_dict(), indent=indent)
+    @property
+    def outcome(self) -> Outcome:
+        """Failed unless :attr:`ok`; a warning when an endpoint could not be checked (nothing is known of it)."""
+        if not self.ok:
+            return Outcome.FAILED
+        return Outcome.WARNING if self.unchecked else Outcome.OK
+
+    def rows(self) -> Table:
+        """One row per step, then one per check of the final verification and the result."""
+        rows: list[list[Cell | str]] = []
+        for i, o in enumerate(self.outcomes, 1):
+            detail = o.error or (o.messages[-1] if o.messages else o.step.describe())
+            rows.append([str(i), Cell(o.step.component.value, strong=True), o.step.action.value,
+                         o.step.method.value, Cell(o.status.value, _STATUS_TONES[o.status], badge=True), detail])
+        checks = self.verification.toned_lines() if self.verification is not None else []
+        rows += [["", "", "check", "", Cell(text.partition(": ")[0], tone), text.partition(": ")[2]]
+                 for text, tone in checks]
+        result = self._result()
+        if result is not None:
+            rows.append(["", "", "result", "", Cell(self.outcome.value, _OUTCOME_TONES[self.outcome], badge=True),
+                         result[0]])
+        title = "dry run: nothing was changed" if self.dry_run else "restarts applied"
+        return Table(f"{title} on node {self.node or '?'} (policy {self.plan.policy.value})",
+                     ("#", "COMPONENT", "ACTION", "METHOD", "STATUS", "DETAIL"), rows)
+
+    def blocks(self) -> list[Block]:
+        """What was done, step by step, then what was checked and the result."""
+        table = self.rows()
+        steps = table.rows[:len(self.outcomes)]
+        out: list[Block] = [Line([table.title]), Line([]),
+                            attrs.evolve(table, title="", rows=steps) if steps else Line(["no steps"])]
+        if self.verification is not None:
+            out += [Line([]), Line(["verification:"]),
+                    *(Line(["  ", Cell(text, tone)]) for text, tone in self.verification.toned_lines())]
+        result = self._result()
+        if result is not None:
+            out += [Line([]), Line(["result: ", Cell(*result)])]
+        return out
+
+    def _result(self) -> tuple[str, str] | None:
+        """The result line and its tone: after the verification, or where a failed step stopped the run."""
+        if self.verification is None:
+            if self.failed is None:
+                return None
+            return f"stopped at {self.failed.step.component.value}: {self.failed.error}", "error"
+        if self.remaining:
+            return f"{len(self.remaining)} component(s) still stale", "error"
+        if self.unchecked:
+            return (f"could not check {len(self.unchecked)} endpoint(s): "
+                    + "; ".join(c.message for c in self.unchecked)), "warning"
+        return "every component uses what is on disk", "ok"
 
     def table(self) -> str:
         """What was done, step by step, then what was checked."""
-        from kubepki.inspection import go_tabwriter
+        return self.text()
 
-        title = "dry run: nothing was changed" if self.dry_run else "restarts applied"
-        lines = ["#\tCOMPONENT\tACTION\tMETHOD\tSTATUS\tDETAIL"]
-        for i, o in enumerate(self.outcomes, 1):
-            detail = o.error or (o.messages[-1] if o.messages else o.step.describe())
-            lines.append("\t".join([str(i), o.step.component.value, o.step.action.value, o.step.method.value,
-                                    o.status.value, detail]))
-        text = f"{title} on node {self.node or '?'} (policy {self.plan.policy.value})\n\n"
-        text += go_tabwriter(lines) if self.outcomes else "no steps\n"
-        if self.verification is not None:
-            text += "\nverification:\n" + "".join(f"  {line}\n" for line in self.verification.lines())
-            text += "\nresult: " + self._result() + "\n"
-        elif self.failed is not None:
-            text += f"\nresult: stopped at {self.failed.step.component.value}: {self.failed.error}\n"
-        return text
 
-    def _result(self) -> str:
-        if self.remaining:
-            return f"{len(self.remaining)} component(s) still stale"
-        if self.unchecked:
-            return (f"could not check {len(self.unchecked)} endpoint(s): "
-                    + "; ".join(c.message for c in self.unchecked))
-        return "every component uses what is on disk"
-
-    def __str__(self) -> str:
-        return self.table()
-
-    def _repr_html_(self) -> str:
-        rows = "".join(
-            "<tr>" + "".join(f'<td style="text-align:left;vertical-align:top">{html.escape(c)}</td>' for c in (
-                o.step.component.value, o.step.action.value, o.step.method.value, o.status.value,
-                o.error or "; ".join(o.messages),
-            )) + "</tr>"
-            for o in self.outcomes
-        )
-        header = "".join(f'<th style="text-align:left">{h}</th>'
-                         for h in ("component", "action", "method", "status", "detail"))
-        checks = ""
-        if self.verification is not None:
-            checks = "<ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in self.verification.lines()) + "</ul>"
-        caption = html.escape(f"kubepki restarts — node {self.node or '?'}: "
-                              f"{'dry run' if self.dry_run else ('ok' if self.ok else 'NOT ok')}")
-        return (f'<table class="kubepki"><caption style="text-align:left">{caption}</caption>'
-                f"<thead><tr>{header}</tr></thead><tbody>{rows}</tbody></table>{checks}")
+_STATUS_TONES = {
+    StepStatus.PLANNED: "info", StepStatus.DONE: "ok", StepStatus.WAITED: "ok", StepStatus.VERIFIED: "ok",
+    StepStatus.UNVERIFIABLE: "warning", StepStatus.NOTED: "dim", StepStatus.FAILED: "error",
+    StepStatus.NOT_RUN: "dim",
+}
+_OUTCOME_TONES = {Outcome.OK: "ok", Outcome.WARNING: "warning", Outcome.FAILED: "error",
+                  Outcome.INCOMPLETE: "missing"}
 
 
 _DEFAULT_TIMEOUTS = Timeouts()
