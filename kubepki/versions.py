@@ -48,3 +48,18 @@ NEWEST = KubeVersion(1, 36)
 def as_version(value: KubeVersion | str) -> KubeVersion:
     """Accept a version or its text form."""
     return value if isinstance(value, KubeVersion) else KubeVersion.parse(value)
+
+
+#: ``version_source`` of a node whose version nothing on it names (:data:`NEWEST` is used).
+ASSUMED = "assumed"
+
+
+def describe_version(version: KubeVersion | str, source: str) -> str:
+    """``Kubernetes 1.28, from the kube-apiserver image tag``, or ``…, assumed: …`` when nothing said.
+
+    ``source`` is a node profile's ``version_source``; every output that states
+    a node's version says it this way, so an assumption never reads as a fact.
+    """
+    if source == ASSUMED or not source:
+        return f"Kubernetes {version}, assumed: no static pod manifest or kubeadm config on the node names it"
+    return f"Kubernetes {version}, from the {source}"

@@ -164,3 +164,59 @@ def test_plain_text_removes_the_markup_a_plain_parser_shows() -> None:
     doc = "Run ``kubepki renew`` with :func:`~kubepki.plan_renewal` and :class:`kubepki.Node`."
     assert _REST.search(argparse.ArgumentParser(description=doc).format_help())
     assert plain_text(doc) == "Run kubepki renew with plan_renewal and kubepki.Node."
+
+
+# -- 4. an assumed Kubernetes version says so -------------------------------------------
+
+
+def _bare_tree(tmp_path: Path) -> Path:
+    """A node whose PKI is complete but which has no manifests and no kubeadm config."""
+    demo = testing.build_node(tmp_path / "bare", issued_at=WHEN - dt.timedelta(days=300),
+                              manifests=False, write_config=False)
+    return demo.root
+
+
+@pytest.mark.parametrize("argv", [["check", "--now", NOW_ARG], ["renew", "all", "--now", NOW_ARG],
+                                  ["restarts", "plan", "--detect"]])
+def test_an_assumed_version_says_assumed(tmp_path: Path, argv: list[str]) -> None:
+    """Without manifests or config every output says the version was assumed; with them, where from."""
+    bare = _bare_tree(tmp_path)
+    assert kubepki.Node(bare).profile.version_source == "assumed"
+    run = run_cli([*argv, "--root", str(bare)])
+    assert run.code in (0, 1, 2), run
+    assert f"Kubernetes {kubepki.versions.NEWEST}, assumed" in run.out, run.out
+    # Negative control: a node with manifests says which file told the version, never "assumed".
+    full = testing.build_node(tmp_path / "full", issued_at=WHEN - dt.timedelta(days=300)).root
+    run = run_cli([*argv, "--root", str(full)])
+    assert ", assumed" not in run.out
+    if argv[0] != "check":  # the check table names no version when it was found, as kubeadm's
+        assert ", from the kube-apiserver image tag" in run.out, run.out
+
+
+def test_renewal_json_says_how_the_version_was_found(tmp_path: Path) -> None:
+    """The plan's JSON carries kubernetes_version_source beside kubernetes_version."""
+    plan = kubepki.plan_renewal(_bare_tree(tmp_path), now=WHEN)
+    assert plan.to_dict()["kubernetes_version_source"] == "assumed"
+    full = testing.build_node(tmp_path / "full", issued_at=WHEN - dt.timedelta(days=300)).root
+    assert kubepki.plan_renewal(full, now=WHEN).to_dict()["kubernetes_version_source"] == "kube-apiserver image tag"
+
+
+# -- 5. one duration rendering ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("left", [dt.timedelta(days=14, hours=14), dt.timedelta(days=14, hours=23, minutes=59),
+                                  dt.timedelta(hours=47, minutes=30), dt.timedelta(minutes=90)])
+def test_table_and_finding_show_the_same_residual(tmp_path: Path, left: dt.timedelta) -> None:
+    """The RESIDUAL TIME column and the `expiring` finding render the time left identically."""
+    demo = testing.build_node(tmp_path / "n", issued_at=WHEN - dt.timedelta(days=300))
+    item = kubepki.inspect(demo.root, now=WHEN)["apiserver"]
+    assert item.not_after is not None
+    now = item.not_after - left
+    run = run_cli(["check", "--root", str(demo.root), "--now", now.isoformat()])
+    row = next(line for line in run.out.splitlines() if line.startswith("apiserver "))
+    residual = row.split("UTC")[1].split()[0]
+    assert residual == kubepki.inspection.short_human_duration(left.total_seconds())
+    finding = next(line for line in run.out.splitlines() if " apiserver " in line and "expiring" in line)
+    assert f"expires in {residual}, on" in finding, (row, finding)
+    # Negative control: the finding no longer carries its own rounding.
+    assert "days" not in finding and f"{left.total_seconds() / 86400:.1f}" not in finding

@@ -480,8 +480,10 @@ class _Context:
         if self.now >= facts_na:
             out.append(make("expired", f"{shown} expired on {iso(facts_na)}"))
         elif facts_na - self.now <= self.warn_within:
-            days = (facts_na - self.now).total_seconds() / 86400
-            out.append(make("expiring", f"{shown} expires in {days:.1f} days, on {iso(facts_na)}"))
+            from kubepki.inspection._render import short_human_duration  # the tables' rendering, one for all
+
+            left = short_human_duration((facts_na - self.now).total_seconds())
+            out.append(make("expiring", f"{shown} expires in {left}, on {iso(facts_na)}"))
         # Signature and the signing CA.
         if entry.is_ca:
             if not _basic_ca(cert):

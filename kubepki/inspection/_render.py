@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from kubepki._report import HTML_COLOURS, Block, Cell, Table, go_tabwriter, line, render_html, render_text
 from kubepki.catalog import Kind
 from kubepki.inspection._findings import Severity, Status
+from kubepki.versions import ASSUMED, describe_version
 
 if TYPE_CHECKING:
     from kubepki.inspection._inventory import Inventory, InventoryItem
@@ -80,6 +81,8 @@ def inventory_blocks(inv: Inventory, *, findings: bool = True) -> list[Block]:
         Table("", ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL TIME", "EXTERNALLY MANAGED"),
               [_expiry_row(inv, item, signer=False) for item in cas]),
     ]
+    if inv.profile.version_source == ASSUMED:  # it decides which items apply: never silent
+        blocks += [line(), line(Cell("note:", "dim"), f" {describe_version(inv.profile.kubernetes_version, ASSUMED)}")]
     if findings:
         blocks += findings_blocks(inv)
     return blocks
@@ -124,7 +127,8 @@ def findings_text(inv: Inventory, *, min_severity: Severity = Severity.WARNING) 
 def inventory_rows(inv: Inventory) -> Table:
     """The inventory as one table (for notebooks): every item with its status and findings."""
     counts = ", ".join(f"{k} {v}" for k, v in inv.counts().items() if v)
-    title = (f"kubepki inventory — node {inv.node or '?'}, Kubernetes {inv.profile.kubernetes_version}, "
+    version = describe_version(inv.profile.kubernetes_version, inv.profile.version_source)
+    title = (f"kubepki inventory — node {inv.node or '?'}, {version}, "
              f"at {kubeadm_date(inv.now)}: {counts}")
     return Table(title, ("name", "kind", "status", "expires", "residual", "signer", "scope", "external",
                          "findings"),

@@ -27,7 +27,7 @@ from kubepki.errors import ConfigError, KubepkiError, NodeError, ParseError
 from kubepki.node._fs import Connection, LocalFS, LocalPaths, NodeFS
 from kubepki.node._kubeadm_config import KubeadmConfig, parse_kubeadm_config
 from kubepki.node._manifests import MANIFEST_FILES, StaticPodManifest, parse_manifest
-from kubepki.versions import NEWEST, KubeVersion
+from kubepki.versions import ASSUMED, NEWEST, KubeVersion
 
 __all__ = ["DEFAULT_DIRS", "Node", "NodeProfile"]
 
@@ -262,7 +262,7 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
             notes.append("external etcd: kube-apiserver talks to etcd elsewhere and there is no etcd manifest")
 
     version, version_source = _version(config, manifests)
-    if version_source == "assumed":
+    if version_source == ASSUMED:
         notes.append(f"Kubernetes version unknown (no manifests, no kubeadm config): assuming {version}")
 
     name, name_source = _node_name(node, config, manifests, node.kubeconfig_dir, cert_dir)
@@ -296,7 +296,7 @@ def _version(
             return m.image_version, f"{component} image tag"
     if config is not None and config.kubernetes_version is not None:
         return config.kubernetes_version, "kubeadm config"
-    return NEWEST, "assumed"
+    return NEWEST, ASSUMED
 
 
 def _node_name(

@@ -41,7 +41,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from kubepki.errors import ParseError, PEMError
-from kubepki.inspection import CODES as NODE_CODES, Finding, Severity
+from kubepki.inspection import CODES as NODE_CODES, Finding, Severity, short_human_duration
 from kubepki.pki import (
     CertFacts,
     PublicKey,
@@ -249,8 +249,8 @@ def validity_findings(cert: x509.Certificate, what: str, *, now: dt.datetime,
     if now >= na:
         out.append(make("expired", f"{what} expired on {iso(na)}"))
     elif na - now <= warn_within:
-        days = (na - now).total_seconds() / 86400
-        out.append(make("expiring", f"{what} expires in {days:.1f} days, on {iso(na)}"))
+        left = short_human_duration((na - now).total_seconds())  # as the tables show it
+        out.append(make("expiring", f"{what} expires in {left}, on {iso(na)}"))
     return out
 
 

@@ -89,7 +89,7 @@ from kubepki.pki import (
     public_key_der,
     signed_by,
 )
-from kubepki.versions import KubeVersion
+from kubepki.versions import KubeVersion, describe_version
 
 __all__ = [
     "CRASH_ENV",
@@ -315,6 +315,8 @@ class RenewalPlan(Report):
     root: str
     node_name: str | None
     kubernetes_version: str
+    #: How the version was found (``kube-apiserver image tag``, ``kubeadm config``) or ``assumed``.
+    kubernetes_version_source: str = "assumed"
     #: The renewal's start time: NotBefore is ``now`` minus 5 minutes.
     now: dt.datetime
     not_before: dt.datetime
@@ -381,6 +383,7 @@ class RenewalPlan(Report):
             "root": self.root,
             "node": self.node_name,
             "kubernetes_version": self.kubernetes_version,
+            "kubernetes_version_source": self.kubernetes_version_source,
             "now": iso(self.now),
             "not_before": iso(self.not_before),
             "not_after": iso(self.not_after),
@@ -411,8 +414,9 @@ class RenewalPlan(Report):
                       else Cell(s.action.value, "ok" if s.writes else "dim"))
             rows.append([s.name, action, kubeadm_date(s.old_not_after) if s.old_not_after else "-",
                          after, s.signer or "-", key or "-", note])
-        head = (f"Renewal plan for {self.node_name or 'node'} at {self.root} (Kubernetes "
-                f"{self.kubernetes_version}), as of {kubeadm_date(self.now)}")
+        head = (f"Renewal plan for {self.node_name or 'node'} at {self.root} "
+                f"({describe_version(self.kubernetes_version, self.kubernetes_version_source)}), "
+                f"as of {kubeadm_date(self.now)}")
         return Table(head, ("ITEM", "ACTION", "EXPIRES NOW", "AFTER", "SIGNER", "KEY", "NOTE"), rows)
 
     def blocks(self) -> list[Block]:
@@ -784,6 +788,7 @@ def plan_renewal(
     return RenewalPlan(
         node=n, root=str(n.root), node_name=profile.name,
         kubernetes_version=str(profile.kubernetes_version), now=when,
+        kubernetes_version_source=profile.version_source,
         not_before=ctx.not_before, not_after=ctx.not_after, validity=span,
         validity_source=source, key_algorithm=key_algorithm, steps=steps,
         inputs=tuple(sorted(reader.inputs.items())), pending_journal=pending, notes=tuple(notes),
@@ -1761,6 +1766,7 @@ def switch_kubelet_conf(
     return RenewalPlan(
         node=n, root=str(n.root), node_name=profile.name,
         kubernetes_version=str(profile.kubernetes_version), now=when,
+        kubernetes_version_source=profile.version_source,
         not_before=ctx.not_before, not_after=ctx.not_after, validity=span, validity_source=source,
         key_algorithm=key_algorithm, steps=(step,), inputs=tuple(sorted(reader.inputs.items())),
     )
@@ -1941,6 +1947,7 @@ def create_super_admin(
     return RenewalPlan(
         node=n, root=str(n.root), node_name=profile.name,
         kubernetes_version=str(profile.kubernetes_version), now=when,
+        kubernetes_version_source=profile.version_source,
         not_before=ctx.not_before, not_after=ctx.not_after, validity=span, validity_source=source,
         key_algorithm=key_algorithm, steps=(step,), inputs=tuple(sorted(reader.inputs.items())),
     )
@@ -2116,6 +2123,7 @@ def install_signed(
         plan = RenewalPlan(
             node=n, root=str(n.root), node_name=profile.name,
             kubernetes_version=str(profile.kubernetes_version), now=when,
+        kubernetes_version_source=profile.version_source,
             not_before=ctx.not_before, not_after=ctx.not_after, validity=issuing.DEFAULT_VALIDITY,
             validity_source="signed elsewhere", key_algorithm=None, steps=tuple(steps),
             inputs=tuple(sorted(reader.inputs.items())),

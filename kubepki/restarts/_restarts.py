@@ -712,7 +712,10 @@ class RestartPlan(Report):
         return out
 
     def _heading(self) -> str:
-        return (f"restart plan for node {self.node or '?'} (Kubernetes {self.kubernetes_version}, "
+        from kubepki.versions import describe_version  # the profile the plan was made from, cached
+
+        version = describe_version(self.kubernetes_version, self.target.profile.version_source)
+        return (f"restart plan for node {self.node or '?'} ({version}, "
                 f"policy {self.policy.value}, method {self.method.value}, from {self.source.value})")
 
     def table(self) -> str:
