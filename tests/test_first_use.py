@@ -220,3 +220,27 @@ def test_table_and_finding_show_the_same_residual(tmp_path: Path, left: dt.timed
     assert f"expires in {residual}, on" in finding, (row, finding)
     # Negative control: the finding no longer carries its own rounding.
     assert "days" not in finding and f"{left.total_seconds() / 86400:.1f}" not in finding
+
+
+# -- 7. probing an IP address checks the IP SANs ----------------------------------------
+
+
+@pytest.mark.parametrize(("ips", "mismatch"), [([], True), (["127.0.0.1"], False)])
+def test_probe_by_ip_checks_the_ip_san(tmp_path: Path, ips: list[str], mismatch: bool) -> None:
+    """A real TLS server on 127.0.0.1: a certificate without that IP SAN is a hostname-mismatch."""
+    from tests.test_cluster_objects import NOW, PKI, key_pem, pem
+    from tests.test_probe import TLSServer
+
+    pki = PKI("ipsan")
+    leaf = pki.leaf("web.example.test", key=0, ips=ips)
+    server = TLSServer(tmp_path, {"": (pem(leaf, pki.intermediate), key_pem(pki.leaf_keys[0]))})
+    try:
+        inv = kubepki.probe.probe([f"127.0.0.1:{server.port}"], now=NOW)
+        item = inv.items[0]
+        assert item.has("hostname-mismatch") is mismatch, item.findings
+        assert None in server.seen  # no SNI was sent for the address
+        run = run_cli(["probe", f"127.0.0.1:{server.port}", "--now", NOW.isoformat()])
+        assert (run.code == 2) is mismatch, run
+        assert ("not 127.0.0.1" in run.out) is mismatch
+    finally:
+        server.close()

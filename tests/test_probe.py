@@ -120,7 +120,7 @@ def test_expired_certificate_behind_another_name(server: TLSServer) -> None:
 
 
 def test_no_sni_for_ip_addresses(server: TLSServer) -> None:
-    """An IP address sends no SNI and gets the default certificate, with no name to check."""
+    """An IP address sends no SNI and gets the default certificate, whose IP SANs name it."""
     inv = probe([f"127.0.0.1:{server.port}"], now=NOW)
     item = inv.items[0]
     assert item.facts is not None and item.facts.common_name == "default.example.test"

@@ -6,7 +6,8 @@ what is served, it does not trust it), sends SNI for host names (or for
 ``server_name``), and the served chain is checked as
 :func:`kubepki.objects._bundles.check_chain` checks a ``tls.crt``: expiry of every
 certificate, order, signatures, plus ``hostname-mismatch`` when the leaf does not
-cover the name sent.
+cover the name sent, or, for an IP address (which is never sent as SNI), that
+address among its IP SANs.
 
 The chain is fetched by :func:`kubepki.pki.fetch_tls_chain`; where this Python
 cannot read the whole served chain, only the leaf is checked and the inventory
@@ -109,6 +110,7 @@ def _probe_one(endpoint: str, *, now: dt.datetime, warn_within: dt.timedelta, ti
     host, port = parse_endpoint(endpoint)
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sni = server_name or (None if is_ip(host) else host)
+    expected = server_name or host  # an IP address is never sent as SNI, but checked against the IP SANs
 
     def item(check: BundleCheck | None, extra: Sequence[Finding]) -> ObjectItem:
         return object_item(namespace=None, object_kind="Endpoint", object=shown, key=sni or "",
@@ -129,9 +131,9 @@ def _probe_one(endpoint: str, *, now: dt.datetime, warn_within: dt.timedelta, ti
                                 f"{str(exc)[:200]}")]), served.complete
     check = check_chain(certs, now=now, warn_within=warn_within, label=f"the chain of {shown}")
     extra: list[Finding] = []
-    if sni is not None and check.facts is not None and not _covers(check.facts, sni):
+    if check.facts is not None and not _covers(check.facts, expected):
         sans = ", ".join([*check.facts.dns_names, *check.facts.ip_addresses]) or "none"
-        extra.append(make("hostname-mismatch", f"{shown} served a certificate for {sans}, not {sni}"))
+        extra.append(make("hostname-mismatch", f"{shown} served a certificate for {sans}, not {expected}"))
     return item(check, extra), served.complete
 
 
