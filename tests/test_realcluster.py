@@ -899,6 +899,7 @@ def _restart_stale_independently(c: RealCluster, *, keep: Sequence[str] = ()) ->
     others without restarting their readers)."""
     for component in dict.fromkeys(e["component"] for e in _own(c, _stale(c))):
         if component not in keep and component != "kubelet":
+            print(f"restarting {component} (stale before this test) independently of kubepki")
             c.restart_static_pod(component)
 
 
@@ -1087,6 +1088,38 @@ def _apiservice_condition(c: RealCluster, name: str) -> dict[str, Any]:
     return next((x for x in conditions.get("conditions") or [] if x["type"] == "Available"), {})
 
 
+def _first_200(c: RealCluster, path: str, t0: float) -> tuple[threading.Thread, list[float]]:
+    """Poll ``path`` every 0.1 s (for up to 120 s from ``t0``) in a thread; the list gets the monotonic
+    time of the first 200."""
+    first: list[float] = []
+
+    def poll() -> None:
+        while not first and time.monotonic() - t0 < 120:
+            with contextlib.suppress(OSError):
+                if c.api(path, timeout=5).status == 200:
+                    first.append(time.monotonic())
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    return thread, first
+
+
+def _e2b_what_kubepki_says(c: RealCluster, expired: x509.Certificate) -> None:
+    """During the outage: ``check`` names the expired front-proxy-client (exit 2); ``verify-served``
+    (serving certificates only) and ``restarts plan --detect`` (the apiserver runs what is on disk)
+    find nothing wrong."""
+    check = c.kubepki("check", "-o", "json")
+    assert check.returncode == 2, _explain(check)
+    item = next(i for i in _json(check)["items"] if i["name"] == "front-proxy-client")
+    assert item["status"] == "expired" and int(item["certificate"]["serial"], 16) == expired.serial_number, item
+    served = c.kubepki("verify-served", "-o", "json")
+    assert served.returncode == 0, _explain(served)
+    assert {x["component"]: x["status"] for x in _json(served)["checks"]} == {
+        "etcd": "match", "kube-apiserver": "match", "kubelet": "match"}
+    assert _stale_pids(_own(c, _stale(c)), "kube-apiserver") == []
+
+
 def test_e2b_aggregated_api_outage_with_an_expired_front_proxy_client(
         real_cluster: RealCluster, aggregated_api: tuple[_AggregatedServer, str]) -> None:
     """The aggregated-API outage (E2b): kube-apiserver restarted (by the harness) with an EXPIRED
@@ -1100,7 +1133,9 @@ def test_e2b_aggregated_api_outage_with_an_expired_front_proxy_client(
     front-proxy-client --apply --no-backup`` and ``restarts apply --changed front-proxy-client --policy
     minimal --apply --no-backup`` (a verify step: no restart) — brings the APIService back and the
     first 200 through the aggregated path, with the renewed serial, from the same apiserver container.
-    The recovery time (renewal to first 200) is printed, not asserted."""
+    The recovery time (from ``renew`` returning to the first 200, polled every 0.1 s beside ``restarts
+    apply``) is printed, not asserted; it depends on how long the outage lasted (the availability
+    controller's backoff grows with it, up to 30 s)."""
     c = real_cluster
     server, path = aggregated_api
     name = "v1alpha1.e2.kubepki.test"
@@ -1120,25 +1155,19 @@ def test_e2b_aggregated_api_outage_with_an_expired_front_proxy_client(
             return condition if condition.get("status") == "False" else None
 
         condition = _wait("Available=False", unavailable, 60)
+        down_at = time.monotonic()
         assert condition["reason"] == "FailedDiscoveryCheck", condition
         assert c.api(path).status == 503
         assert any("expired" in msg for t, msg in server.failures if t >= apiserver.started_at), server.failures
         print(f"E2b: APIService {condition['reason']}: {condition.get('message')}")
 
-        check = c.kubepki("check", "-o", "json")
-        assert check.returncode == 2, _explain(check)
-        item = next(i for i in _json(check)["items"] if i["name"] == "front-proxy-client")
-        assert item["status"] == "expired" and int(item["certificate"]["serial"], 16) == expired.serial_number, item
-        served = c.kubepki("verify-served", "-o", "json")
-        assert served.returncode == 0, _explain(served)
-        assert {x["component"]: x["status"] for x in _json(served)["checks"]} == {
-            "etcd": "match", "kube-apiserver": "match", "kubelet": "match"}
-        assert _stale_pids(_own(c, _stale(c)), "kube-apiserver") == []
+        _e2b_what_kubepki_says(c, expired)
 
-        t0 = time.monotonic()
         renew = c.kubepki("renew", "front-proxy-client", "--apply", "--no-backup")
         assert renew.returncode == 0, _explain(renew)
         renewed = True
+        t0 = time.monotonic()
+        poller, first_200 = _first_200(c, path, t0)
         new_serial = c.file_serial("front-proxy-client.crt")
         plan = _json(c.kubepki("restarts", "plan", "--changed", "front-proxy-client", "--policy", "minimal",
                                "-o", "json"))
@@ -1146,9 +1175,10 @@ def test_e2b_aggregated_api_outage_with_an_expired_front_proxy_client(
         apply = _restarts_apply(c, "--changed", "front-proxy-client", "--policy", "minimal", "--apply", "--no-backup",
                                 timeout=300)
         assert apply.returncode == 0, _explain(apply)
-        _wait("the first 200 through the aggregated path", lambda: c.api(path).status == 200, 120, 0.2)
-        recovery = time.monotonic() - t0
-        print(f"E2b: recovery (renewal to first 200) {recovery:.1f}s")
+        poller.join(125)
+        assert first_200, "no 200 through the aggregated path within 120 s of the renewal"
+        print(f"E2b: outage {t0 - down_at:.1f}s (Available=False seen to the renewal); recovery (kubepki renew "
+              f"returned to the first 200) {first_200[0] - t0:.1f}s")
         assert _apiservice_condition(c, name).get("status") == "True"
         assert server.serials[-1] == new_serial
         assert _same_container(c.container("kube-apiserver"), apiserver)
