@@ -124,7 +124,7 @@ def test_playbook_check_mode_then_apply_then_idempotent(fleet: sshd.Fleet, clust
     assert planned["cp1"]["plan"]["kind"] == "RenewalPlan"
     assert "result" not in planned["cp1"]
     assert {rel: digests(cluster, rel) for rel in leaves + SHARED} == before
-    assert not any(n.path("/var/lib/kubepki/backups").exists() for n in cluster.nodes)
+    assert not any(n.path("/var/backups/kubepki").exists() for n in cluster.nodes)
 
     code, out, err = run_playbook(tmp_path / "apply", fleet, cluster)
     assert code == 0, err

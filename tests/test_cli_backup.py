@@ -41,7 +41,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def archive(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """One backup made through the CLI into tmp/out."""
-    code, _, err = run_cli(capsys, "backup", "--root", str(root), "--to", str(tmp_path / "out"))
+    code, _, err = run_cli(capsys, "backup", "--root", str(root), "--backup-dir", str(tmp_path / "out"))
     assert code == OK, err
     (path,) = (tmp_path / "out").iterdir()
     return path
@@ -59,8 +59,8 @@ def files_of(top: Path) -> dict[str, bytes]:
 
 
 def test_backup_to_dir(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`kubepki backup --root R --to DIR` writes one archive and says where."""
-    code, out, err = run_cli(capsys, "backup", "--root", str(root), "--to", str(tmp_path / "out"))
+    """`kubepki backup --root R --backup-dir DIR` writes one archive and says where."""
+    code, out, err = run_cli(capsys, "backup", "--root", str(root), "--backup-dir", str(tmp_path / "out"))
     assert code == OK and err == ""
     (path,) = (tmp_path / "out").iterdir()
     # gzip's output size varies with the tar headers (mtimes): take the archive's own size.
@@ -70,7 +70,7 @@ def test_backup_to_dir(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_backup_default_destination_is_under_the_root(root: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --to the archive goes to /var/backups/kubepki on the node."""
+    """Without --backup-dir the archive goes to /var/backups/kubepki on the node."""
     code, out, _ = run_cli(capsys, "backup", "--root", str(root))
     assert code == OK
     (path,) = (root / "var/backups/kubepki").iterdir()
@@ -78,9 +78,9 @@ def test_backup_default_destination_is_under_the_root(root: Path,
 
 
 @pytest.mark.parametrize("argv", [
-    ["backup", "create", "--root", "{root}", "--to", "{out}"],
-    ["backup", "--root", "{root}", "create", "--to", "{out}"],
-    ["backup", "--to", "{out}", "--root", "{root}", "create"],
+    ["backup", "create", "--root", "{root}", "--backup-dir", "{out}"],
+    ["backup", "--root", "{root}", "create", "--backup-dir", "{out}"],
+    ["backup", "--backup-dir", "{out}", "--root", "{root}", "create"],
 ])
 def test_backup_create_spellings(argv: list[str], root: Path, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,7 +93,7 @@ def test_backup_create_spellings(argv: list[str], root: Path, tmp_path: Path,
 
 def test_backup_json(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`-o json` prints the backup's summary."""
-    code, out, _ = run_cli(capsys, "backup", "--root", str(root), "--to", str(tmp_path), "-o", "json")
+    code, out, _ = run_cli(capsys, "backup", "--root", str(root), "--backup-dir", str(tmp_path), "-o", "json")
     assert code == OK
     doc = json.loads(out)
     assert doc["node"] == "cp1" and doc["items"] == 33 and Path(doc["path"]).is_file()
@@ -150,13 +150,13 @@ def hostile_archive(path: Path) -> Path:
 
 
 def test_backup_prune(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`kubepki backup prune DIR --keep N` removes the older ones; --dry-run only says so."""
+    """`kubepki backup prune DIR --keep N` only says what would go; --apply removes them."""
     out = tmp_path / "out"
     for day in (1, 2, 3):
         backups.backup(root, out, now=dt.datetime(2026, 11, day, tzinfo=dt.timezone.utc))
-    code, text, _ = run_cli(capsys, "backup", "prune", str(out), "--keep", "2", "--dry-run")
+    code, text, _ = run_cli(capsys, "backup", "prune", str(out), "--keep", "2")
     assert code == OK and text.startswith("would remove") and len(list(out.iterdir())) == 3
-    code, text, _ = run_cli(capsys, "backup", "prune", str(out), "--keep", "1")
+    code, text, _ = run_cli(capsys, "backup", "prune", str(out), "--keep", "1", "--apply")
     assert code == OK and "2 backup(s) removed" in text
     assert [p.name for p in out.iterdir()] == ["kubepki-backup-cp1-20261103T000000Z.tar.gz"]
 
@@ -253,7 +253,7 @@ def test_unwritable_destination_exit_2(root: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     """A destination under a regular file: exit 2, the reason on stderr, no archive."""
     (tmp_path / "file").write_text("x")
-    code, out, err = run_cli(capsys, "backup", "--root", str(root), "--to",
+    code, out, err = run_cli(capsys, "backup", "--root", str(root), "--backup-dir",
                              str(tmp_path / "file" / "sub"))
     assert code == PROBLEM and out == ""
     assert err == f"kubepki: error: cannot write a backup to {tmp_path}/file/sub: not a directory\n"
@@ -265,7 +265,7 @@ def test_help_lists_the_actions(capsys: pytest.CaptureFixture[str]) -> None:
         main(["backup", "--help"])
     assert caught.value.code == 0
     out = capsys.readouterr().out
-    for line in ("kubepki backup [--root DIR] [--to DIR]", "kubepki backup list DIR",
+    for line in ("kubepki backup [--root DIR] [--backup-dir DIR]", "kubepki backup list DIR",
                  "kubepki backup verify FILE", "kubepki backup prune DIR --keep N"):
         assert line in out
 
@@ -276,7 +276,7 @@ def test_entry_point_end_to_end(root: Path, tmp_path: Path) -> None:
         return subprocess.run([sys.executable, "-m", "kubepki", *argv], capture_output=True,
                               text=True, check=False, cwd=Path(__file__).resolve().parents[1])
 
-    done = kubepki("backup", "--root", str(root), "--to", str(tmp_path / "out"))
+    done = kubepki("backup", "--root", str(root), "--backup-dir", str(tmp_path / "out"))
     assert done.returncode == OK, done.stderr
     (path,) = (tmp_path / "out").iterdir()
     assert kubepki("backup", "verify", str(path)).returncode == OK

@@ -198,7 +198,7 @@ def test_quiet_actions_report_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["demo", str(tmp_path / "d"), "-q"]) == 0
     root = str(tmp_path / "d" / "cp1")
     assert main(["renew", "all", "--root", root, "--apply", "--no-backup", "-q"]) == 0
-    assert main(["backup", "--root", root, "--to", str(tmp_path / "b"), "-q"]) == 0
+    assert main(["backup", "--root", root, "--backup-dir", str(tmp_path / "b"), "-q"]) == 0
     assert capsys.readouterr() == ("", "")
     assert main(["renew", "all", "--root", root, "--apply", "--no-backup"]) == 0
     assert "renewed" in capsys.readouterr().out  # the control: without -q there is a report

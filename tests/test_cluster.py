@@ -441,7 +441,7 @@ def test_cli_cluster_renew_plan_then_apply(build: Build, fleet: sshd.Fleet, know
     after = digests(demo, "pki/apiserver.crt")
     assert all(a != b for a, b in zip(after, before, strict=True))
     for node in demo.nodes:
-        assert list(node.path("/var/lib/kubepki/backups").glob("kubepki-backup-*.tar.gz"))
+        assert list(node.path("/var/backups/kubepki").glob("kubepki-backup-*.tar.gz"))
     assert main(["cluster", "renew", "apiserver", *args, "--expiring-within", "30d"]) == 0
     assert "Nothing to renew on any node" in capsys.readouterr().out
 

@@ -97,7 +97,7 @@ def operate(root: Path, work: Path, *, processes: bool = False) -> dict[str, Cli
     assert runs["check-json"].code == runs["check"].code, runs["check-json"]
     doc = json.loads(runs["check-json"].out)
     assert doc["items"], runs["check-json"]
-    runs["backup"] = run(["backup", *r, "--to", str(work / "backups"), "-o", "json"])
+    runs["backup"] = run(["backup", *r, "--backup-dir", str(work / "backups"), "-o", "json"])
     assert runs["backup"].code in (0, 2), runs["backup"]
     if runs["backup"].code == 0:
         archive = json.loads(runs["backup"].out)["path"]

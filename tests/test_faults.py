@@ -73,7 +73,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A demo node, and an archive of it taken before it was renewed (so restoring changes every pair)."""
     tmp = tmp_path_factory.mktemp("faults")
     root = demo(tmp / "node")
-    archive = Path(json.loads(run_cli(["backup", "--root", str(root), "--to", str(tmp / "archives"),
+    archive = Path(json.loads(run_cli(["backup", "--root", str(root), "--backup-dir", str(tmp / "archives"),
                                        "-o", "json"]).out)["path"])
     assert run_cli([*RENEW, "--root", str(root), "--no-backup"]).code == 0
     return root, archive
@@ -153,7 +153,7 @@ def test_backup_to_a_full_disk(node: Path, tmp_path: Path) -> None:
     with tmpfs(tmp_path / "full", "256k") as full:
         fill(full)
         fault()
-        run = run_cli(["backup", "--root", str(node), "--to", str(full)])
+        run = run_cli(["backup", "--root", str(node), "--backup-dir", str(full)])
         assert_clean(run, {2})
         assert "no space left on device" in run.err, run
         assert sorted(os.listdir(full)) == [".filler"]
@@ -224,7 +224,7 @@ def test_read_only_cert_dir(base: tuple[Path, Path], node: Path, tmp_path: Path)
             assert_untouched(node, before, run)
     with read_only(tmp_path / "b"):
         fault()
-        run = run_cli(["backup", "--root", str(node), "--to", str(tmp_path / "b")])
+        run = run_cli(["backup", "--root", str(node), "--backup-dir", str(tmp_path / "b")])
         assert_clean(run, {2})
         assert "read-only" in run.err, run
     assert run_cli([*RENEW, "--root", str(node), "--no-backup"]).code == 0

@@ -72,7 +72,7 @@ def node(base: Path, tmp_path: Path) -> Path:
 
 
 def _archive(root: Path, dest: Path) -> Path:
-    run = run_cli(["backup", "--root", str(root), "--to", str(dest), "-o", "json"])
+    run = run_cli(["backup", "--root", str(root), "--backup-dir", str(dest), "-o", "json"])
     assert run.code == 0, run
     return Path(json.loads(run.out)["path"])
 

@@ -244,3 +244,80 @@ def test_probe_by_ip_checks_the_ip_san(tmp_path: Path, ips: list[str], mismatch:
         assert ("not 127.0.0.1" in run.out) is mismatch
     finally:
         server.close()
+
+
+# -- 6. one vocabulary, one default -----------------------------------------------------
+
+
+def test_backup_dir_is_the_one_spelling_and_to_still_works(tmp_path: Path) -> None:
+    """`backup --backup-dir` as everywhere else; the old `--to` works with a deprecation notice."""
+    root = str(testing.build_node(tmp_path / "n").root)
+    run = run_cli(["backup", "--root", root, "--backup-dir", str(tmp_path / "a")])
+    assert run.code == 0 and run.err == "" and len(list((tmp_path / "a").iterdir())) == 1
+    old = run_cli(["backup", "--root", root, "--to", str(tmp_path / "b")])
+    assert old.code == 0 and len(list((tmp_path / "b").iterdir())) == 1
+    assert "--to is deprecated" in old.err and "--backup-dir" in old.err
+    assert "--to" not in run_cli(["backup", "--help"]).out  # the old spelling is not advertised
+
+
+def test_prune_previews_unless_apply(tmp_path: Path) -> None:
+    """`backup prune` previews like every other command; --apply removes; --dry-run is deprecated."""
+    root = testing.build_node(tmp_path / "n").root
+    out = tmp_path / "out"
+    for day in (1, 2, 3):
+        kubepki.backup(root, out, now=dt.datetime(2026, 11, day, tzinfo=dt.timezone.utc))
+    run = run_cli(["backup", "prune", str(out), "--keep", "1"])
+    assert run.code == 0 and "would remove" in run.out and "--apply" in run.out
+    assert len(list(out.iterdir())) == 3
+    old = run_cli(["backup", "prune", str(out), "--keep", "1", "--dry-run"])
+    assert "--dry-run is deprecated" in old.err and len(list(out.iterdir())) == 3
+    run = run_cli(["backup", "prune", str(out), "--keep", "1", "--apply"])
+    assert run.code == 0 and len(list(out.iterdir())) == 1
+
+
+def test_demo_kubernetes_version_and_the_old_spelling(tmp_path: Path) -> None:
+    """`demo --kubernetes-version`; `demo --version` still works, deprecated; the global --version is kubepki's."""
+    run = run_cli(["demo", str(tmp_path / "a"), "--kubernetes-version", "1.29"])
+    assert run.code == 0 and run.err == "", run
+    assert kubepki.Node(tmp_path / "a" / "cp1").profile.kubernetes_version == kubepki.versions.KubeVersion(1, 29)
+    old = run_cli(["demo", str(tmp_path / "b"), "--version", "1.29"])
+    assert old.code == 0 and "--version is deprecated" in old.err
+    assert kubepki.Node(tmp_path / "b" / "cp1").profile.kubernetes_version == kubepki.versions.KubeVersion(1, 29)
+    assert run_cli(["--version"]).out.startswith("kubepki ")
+
+
+def test_secrets_check_quiet_prints_only_findings(tmp_path: Path) -> None:
+    """`secrets check -q`: the findings only, as `check -q`; nothing when all is well."""
+    from tests.test_cluster_objects import NOW, PKI, b64, key_pem, pem
+
+    pki = PKI("quiet")
+    def secret(name: str, days: int) -> dict[str, object]:
+        leaf = pki.leaf(f"{name}.example.test", not_after=NOW + dt.timedelta(days=days))
+        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": {"name": name, "namespace": "shop"},
+                "data": {"tls.crt": b64(pem(leaf, pki.intermediate)), "tls.key": b64(key_pem(pki.leaf_keys[0]))}}
+    good, soon = tmp_path / "good.json", tmp_path / "soon.json"
+    good.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [secret("web", 300)]}))
+    soon.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [secret("web", 300),
+                                                                               secret("api", 5)]}))
+    now = ["--now", NOW.isoformat()]
+    full = run_cli(["secrets", "check", "-f", str(soon), *now])
+    assert "RESIDUAL TIME" in full.out and "FINDINGS" in full.out  # negative control: the table is there
+    quiet = run_cli(["secrets", "check", "-f", str(soon), "-q", *now])
+    assert quiet.code == full.code == 1
+    assert "RESIDUAL TIME" not in quiet.out and "secret/web" not in quiet.out
+    assert "FINDINGS" in quiet.out and "secret/api" in quiet.out and "expiring" in quiet.out
+    calm = run_cli(["secrets", "check", "-f", str(good), "-q", *now])
+    assert calm.code == 0 and calm.out == ""
+
+
+def test_one_backup_default_for_nodes_and_clusters(tmp_path: Path) -> None:
+    """apply_cluster_renewal without backup_dir backs each node up where apply_renewal would."""
+    demo = testing.build_cluster(tmp_path / "c", nodes=2, issued_at=WHEN - dt.timedelta(days=340))
+    plan = kubepki.plan_cluster_renewal([n.root for n in demo.nodes], ["apiserver"], now=WHEN)
+    result = kubepki.apply_cluster_renewal(plan)
+    assert result.ok, result
+    for n in demo.nodes:
+        (archive,) = (n.root / kubepki.backups.DEFAULT_BACKUP_DIR.lstrip("/")).iterdir()
+        assert archive.name.startswith(f"kubepki-backup-{n.name}-")
+    assert "default /var/backups/kubepki" in " ".join(run_cli(["cluster", "renew", "--help"]).out.split())

@@ -211,7 +211,7 @@ def test_every_command_in_table_and_json(scanner: Scanner, trees: dict[str, Path
             o = ["-o", output]
             cli(scanner, ["check", *r, "--now", NOW_ARG, *o])
             cli(scanner, ["check", *r, "--now", NOW_ARG, *o, "-q"])
-            created = cli(scanner, ["backup", *r, "--to", str(tmp_path / f"{label}-b"), "-o", "json"])
+            created = cli(scanner, ["backup", *r, "--backup-dir", str(tmp_path / f"{label}-b"), "-o", "json"])
             archive = json.loads(created.out)["path"]
             cli(scanner, ["backup", "list", str(tmp_path / f"{label}-b"), *o])
             cli(scanner, ["backup", "verify", archive, *o])

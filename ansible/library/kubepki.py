@@ -56,7 +56,7 @@ options:
       - Directory on the node, under C(root), for the backup taken before renewing.
       - Set to an empty string to renew without a backup.
     type: str
-    default: /var/lib/kubepki/backups
+    default: /var/backups/kubepki
   warn_within:
     description: With C(state=checked), items expiring within this are warnings.
     type: str
@@ -202,7 +202,7 @@ def main() -> None:
             "validity": {"type": "str"},
             "key_algorithm": {"type": "str",
                               "choices": ["RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384"]},
-            "backup_dir": {"type": "str", "default": "/var/lib/kubepki/backups"},
+            "backup_dir": {"type": "str", "default": "/var/backups/kubepki"},
             "warn_within": {"type": "str", "default": "30d"},
             "lock_wait": {"type": "float", "default": 0.0},
         },

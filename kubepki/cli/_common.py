@@ -41,6 +41,33 @@ def add_attribute_options(parser: argparse.ArgumentParser) -> None:
                         "(another node's CN, a missing node SAN), copying them as kubeadm certs renew does")
 
 
+class _Deprecated(argparse.Action):
+    """An old spelling of an option: works as the new one, and says so on stderr."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, replacement: str, note: str = "",
+                 **kwargs: object) -> None:
+        self.replacement, self.note = replacement, note
+        super().__init__(option_strings, dest, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        note = f" ({self.note})" if self.note else ""
+        print(f"kubepki: warning: {option_string} is deprecated and goes in the next release; "
+              f"use {self.replacement}{note}", file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def add_deprecated(parser: argparse.ArgumentParser, old: str, *, dest: str, replacement: str,
+                   flag: bool = False, note: str = "", metavar: str | None = None) -> None:
+    """Accept ``old`` as a hidden, deprecated spelling of the option that stores into ``dest``."""
+    if flag:
+        parser.add_argument(old, dest=dest, nargs=0, action=_Deprecated, replacement=replacement,
+                            note=note, help=argparse.SUPPRESS)
+    else:
+        parser.add_argument(old, dest=dest, action=_Deprecated, replacement=replacement, note=note,
+                            metavar=metavar, help=argparse.SUPPRESS)
+
+
 def add_now_option(parser: argparse.ArgumentParser) -> None:
     """``--now``: the time to evaluate at."""
     parser.add_argument("--now", type=parse_now, metavar="ISO8601",

@@ -11,26 +11,34 @@ from typing import Any
 
 from kubepki.backups import DEFAULT_BACKUP_DIR
 from kubepki.catalog import CATALOG
-from kubepki.cli._common import EXIT_OK, EXIT_PROBLEM, add_node_options, emit, error, node_from_args
+from kubepki.cli._common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    add_deprecated,
+    add_node_options,
+    emit,
+    error,
+    node_from_args,
+)
 from kubepki.cli._exit import exit_status
 from kubepki.cli._output import Output
 from kubepki.cli.completion import suggest
 from kubepki.errors import BackupError, LockError
 
-#: Where ``kubepki backup`` writes without ``--to``: a node path, under ``--root``.
+#: Where ``kubepki backup`` writes without ``--backup-dir``: a node path, under ``--root``.
 
 DEFAULT_DEST = DEFAULT_BACKUP_DIR.lstrip("/")
 
 BACKUP_EXAMPLES = f"""\
 command lines:
-  kubepki backup [--root DIR] [--to DIR]      write a new archive (same as `backup create`)
-  kubepki backup list DIR                     the backups in DIR, newest first
-  kubepki backup verify FILE                  check an archive completely
-  kubepki backup prune DIR --keep N           keep the newest N backups of each node
+  kubepki backup [--root DIR] [--backup-dir DIR]   write a new archive (same as `backup create`)
+  kubepki backup list DIR                          the backups in DIR, newest first
+  kubepki backup verify FILE                       check an archive completely
+  kubepki backup prune DIR --keep N [--apply]      keep the newest N backups of each node
 
 examples:
-  kubepki backup                              # this node, into /{DEFAULT_DEST}
-  kubepki backup --root /host --to /backups   # from a privileged pod
+  kubepki backup                                     # this node, into /{DEFAULT_DEST}
+  kubepki backup --root /host --backup-dir /backups  # from a privileged pod
   kubepki backup verify /backups/kubepki-backup-cp1-20261128T101500Z.tar.gz
 
 exit status: 0 done (verify: the archive is sound), 2 the backup failed or verify
@@ -39,7 +47,7 @@ found problems, 3 kubepki could not run (bad arguments, unreadable root)."""
 CREATE_EXAMPLES = """\
 examples:
   kubepki backup create                       # this node, into /var/backups/kubepki
-  kubepki backup create --root /host --to /backups -o json"""
+  kubepki backup create --root /host --backup-dir /backups -o json"""
 
 LIST_EXAMPLES = """\
 examples:
@@ -55,8 +63,8 @@ exit status: 0 the archive is sound, 2 problems found, 3 kubepki could not run."
 
 PRUNE_EXAMPLES = """\
 examples:
-  kubepki backup prune /var/backups/kubepki --keep 5 --dry-run   # what would go
-  kubepki backup prune /var/backups/kubepki --keep 5"""
+  kubepki backup prune /var/backups/kubepki --keep 5           # what would go
+  kubepki backup prune /var/backups/kubepki --keep 5 --apply   # remove it"""
 
 RESTORE_EXAMPLES = """\
 examples:
@@ -133,15 +141,19 @@ def _register_backup(sub: Any) -> None:
     prune.add_argument("directory", metavar="DIR")
     prune.add_argument("--keep", type=_positive, required=True, metavar="N",
                        help="how many backups of each node to keep (at least 1)")
-    prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    prune.add_argument("--apply", action="store_true",
+                       help="remove them (default: only say what would be removed)")
+    add_deprecated(prune, "--dry-run", dest="dry_run_flag", replacement="nothing: prune previews unless --apply",
+                   flag=True)
     _output_option(prune, None)
     prune.set_defaults(func=_guarded(_run_prune))
 
 
 def _create_options(p: argparse.ArgumentParser) -> None:
     add_node_options(p)
-    p.add_argument("--to", metavar="DIR",
+    p.add_argument("--backup-dir", dest="to", metavar="DIR",
                    help=f"directory for the archive (default: /{DEFAULT_DEST} under --root)")
+    add_deprecated(p, "--to", dest="to", replacement="--backup-dir", metavar="DIR")
 
 
 def _register_restore(sub: Any) -> None:
@@ -256,15 +268,17 @@ def _run_prune(args: argparse.Namespace) -> int:
     """Remove old backups."""
     from kubepki.backups import prune_backups
 
-    removed = prune_backups(args.directory, args.keep, dry_run=args.dry_run)
+    dry_run = not args.apply
+    removed = prune_backups(args.directory, args.keep, dry_run=dry_run)
     if args.output == "json":
-        _json({"removed": [str(p) for p in removed], "dry_run": args.dry_run, "keep": args.keep})
+        _json({"removed": [str(p) for p in removed], "dry_run": dry_run, "keep": args.keep})
         return EXIT_OK
-    verb = "would remove" if args.dry_run else "removed"
+    verb = "would remove" if dry_run else "removed"
     lines = [f"{verb} {p}" for p in removed]
-    lines.append(f"{len(removed)} backup(s) {verb}; the newest {args.keep} of each node kept")
+    lines.append(f"{len(removed)} backup(s) {verb}; the newest {args.keep} of each node kept"
+                 + ("; add --apply to remove them" if dry_run and removed else ""))
     # A dry run is a question (its answer is shown even with --quiet); pruning is an action.
-    (Output.from_args(args).result if args.dry_run else Output.from_args(args).info)("\n".join(lines))
+    (Output.from_args(args).result if dry_run else Output.from_args(args).info)("\n".join(lines))
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubepki.backups import DEFAULT_BACKUP_DIR  # each node's backup: a node path, as for one node
 from kubepki.cli._common import (
     EXIT_OK,
     add_attribute_options,
@@ -27,8 +28,6 @@ from kubepki.errors import ConfigError
 if TYPE_CHECKING:
     from kubepki.cluster import Cluster
 
-#: Where each node's backup goes by default: a node path (on the node, under its root).
-DEFAULT_BACKUP_DIR = "/var/lib/kubepki/backups"
 _KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384")
 
 EXAMPLES = """\

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from kubepki.cli._common import add_deprecated
 from kubepki.cli._output import Output
 from kubepki.errors import ConfigError
 
@@ -28,7 +29,9 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dest", metavar="DIR", help="directory to create the nodes' roots in")
     p.add_argument("--nodes", type=int, default=1, help="control-plane nodes (default 1)")
-    p.add_argument("--version", default="1.34", help="kubeadm/Kubernetes version (default 1.34)")
+    p.add_argument("--kubernetes-version", dest="version", default="1.34", metavar="VERSION",
+                   help="kubeadm/Kubernetes version (default 1.34)")
+    add_deprecated(p, "--version", dest="version", replacement="--kubernetes-version", metavar="VERSION")
     p.add_argument("--key-algorithm", default="RSA-2048",
                    choices=("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384"))
     p.add_argument("--age", type=parse_within, default=None, metavar="DURATION",

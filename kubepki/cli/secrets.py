@@ -141,7 +141,7 @@ def run_check(args: argparse.Namespace) -> int:
                              warn_within=args.warn_within, page_size=args.page_size, timeout=args.timeout)
     for w in caught:
         print(f"kubepki: warning: {w.message}", file=sys.stderr)
-    return _report(inv, args.output)
+    return _report(inv, args.output, quiet=args.quiet)
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -150,12 +150,20 @@ def run_probe(args: argparse.Namespace) -> int:
 
     inv = probe(args.endpoints, now=args.now, timeout=args.timeout, server_name=args.server_name,
                 warn_within=args.warn_within)
-    return _report(inv, args.output)
+    return _report(inv, args.output, quiet=args.quiet)
 
 
-def _report(inv: ObjectInventory, output: str) -> int:
+def _report(inv: ObjectInventory, output: str, *, quiet: bool = False) -> int:
     if output == "json":
         emit(json.dumps(json_document(inv), indent=2))
+    elif quiet:  # as check -q: only the findings (without the blank line before them), if any
+        from kubepki._report import Line, render_text
+
+        blocks = inv.blocks()[1:]
+        while blocks and isinstance(blocks[0], Line) and not any(c.text for c in blocks[0].cells):
+            blocks = blocks[1:]
+        if any(isinstance(b, Line) and b.cells and b.cells[0].text == "FINDINGS" for b in blocks):
+            emit(render_text(blocks)[0])
     else:
         text = inv.table()
         if inv.notes:

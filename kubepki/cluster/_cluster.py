@@ -795,7 +795,10 @@ def apply_cluster_renewal(
 
     First every node is backed up into ``backup_dir`` (concurrently; with
     ``backup_on_node``, or by default for SSH nodes, ``backup_dir`` is a path on
-    each node, so private keys never leave the nodes). If any backup fails,
+    each node, so private keys never leave the nodes). Without ``backup_dir``
+    each node is backed up on itself into
+    :data:`~kubepki.backups.DEFAULT_BACKUP_DIR`, as :func:`kubepki.apply_renewal`
+    does for one node. If any backup fails,
     nothing is renewed. Then each node's plan is applied in the cluster's order
     with :func:`kubepki.apply_renewal` (which checks that the node did not change
     since planning and holds the node's lock); the first node that fails stops
@@ -807,7 +810,9 @@ def apply_cluster_renewal(
     from kubepki.renewal import apply_renewal
 
     if take_backup and backup_dir is None:
-        raise ConfigError("backup_dir is required (or pass take_backup=False)")
+        from kubepki.backups import DEFAULT_BACKUP_DIR
+
+        backup_dir, backup_on_node = DEFAULT_BACKUP_DIR, True
     if plan.blockers and not allow_shared_mismatch:
         first = plan.blockers[0]
         raise RenewalError(f"refusing to renew: {first.message} (pass allow_shared_mismatch=True to "
