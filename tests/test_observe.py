@@ -438,3 +438,29 @@ def test_a_component_with_a_replaced_file_bind_mount_stays_this_nodes(tmp_path: 
             (Component.KUBE_SCHEDULER, proc.pid)]
     finally:
         stop_process(proc)
+
+
+def test_a_file_outside_the_nodes_kubeadm_directories_tells_nothing(tmp_path: Path) -> None:
+    """H2 (docs/realcluster-findings.md): a process is not the node's because a file it names is one the node
+    also sees — a /tmp path is the same file in every mount namespace that does not hide /tmp. Only the node's
+    kubeadm directories count; negative control: the same process naming the node's pki is the node's."""
+    issued = dt.datetime.now(UTC) - dt.timedelta(days=1)
+    a = kubepki.testing.build_node(tmp_path / "a", issued_at=issued)
+    shared = a.root / "tmp/other-suite"
+    shared.mkdir(parents=True)
+    for name in ("apiserver.crt", "apiserver.key", "ca.crt"):
+        (shared / name).write_bytes((a.root / "etc/kubernetes/pki" / name).read_bytes())
+    bin_dir, log = tmp_path / "bin", tmp_path / "components.log"
+    outside = start_fake(bin_dir, "kube-apiserver", [f"--secure-port={free_port()}",
+                         f"--tls-cert-file={shared}/apiserver.crt", f"--tls-private-key-file={shared}/apiserver.key",
+                         f"--client-ca-file={shared}/ca.crt"], log)
+    inside = start_fake(bin_dir, "kube-apiserver", _serving_flags(str(a.root), free_port()), log)
+    try:
+        ours = {outside.pid, inside.pid}
+        wait_for("both", lambda: {i.pid for i in ProcScanner(match=lambda i: i.pid in ours).instances()} == ours)
+        scanner = ProcScanner(node=a.as_node(), match=lambda i: i.pid in ours)
+        assert [i.pid for i in scanner.instances()] == [inside.pid]
+        assert scanner.foreign == (outside.pid,)
+    finally:
+        stop_process(outside)
+        stop_process(inside)

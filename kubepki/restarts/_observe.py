@@ -27,7 +27,7 @@ import re
 import stat
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -407,6 +407,23 @@ def _node_file(node: Node, value: str, cache: dict[str, tuple[int, int] | None])
     return cache[value]
 
 
+def _node_dirs(node: Node) -> tuple[PurePosixPath, ...]:
+    """The directories kubeadm's files of ``node`` live in (certificates, kubeconfigs, manifests, the kubelet's)."""
+    p = node.profile
+    return (p.cert_dir, p.kubeconfig_dir, p.manifests_dir, p.kubelet_pki_dir, PurePosixPath("/var/lib/kubelet"))
+
+
+def _in_node_dirs(node: Node, named: str, own: tuple[PurePosixPath, ...]) -> bool:
+    """Does the path a process names (a node path, or a host path under the node's root) lie in ``own``?"""
+    from kubepki.restarts._served import to_node_path
+
+    try:
+        path = to_node_path(node, named)
+    except KubepkiError:
+        return False
+    return any(path.is_relative_to(d) for d in own)
+
+
 def _belongs(proc: Path, inst: Instance, node: Node, cache: dict[str, tuple[int, int] | None]) -> bool | str:
     """True when ``inst`` names one of ``node``'s files, False when it names others; else why it cannot be told."""
     from kubepki.node import LocalPaths
@@ -420,6 +437,7 @@ def _belongs(proc: Path, inst: Instance, node: Node, cache: dict[str, tuple[int,
     except OSError as exc:
         return f"cannot look into {root}: {exc.strerror or exc}"
     compared = False
+    own = _node_dirs(node)
     for value in inst.flags.values():
         if not value or "://" in value or "," in value or "=" in value:
             continue
@@ -430,6 +448,10 @@ def _belongs(proc: Path, inst: Instance, node: Node, cache: dict[str, tuple[int,
         if named is None:
             continue
         compared = True
+        # A file outside the node's kubeadm directories is never the node's, even when this mount
+        # namespace sees it too (a /tmp path is the same file in every namespace that does not hide /tmp).
+        if not _in_node_dirs(node, named, own):
+            continue
         if _node_file(node, named, cache) == (theirs.st_dev, theirs.st_ino):
             return True
         if value.startswith("/") and _mounted_from_node(base, value, node):
