@@ -1239,12 +1239,6 @@ def _restarts_apply(c: RealCluster, *args: str, timeout: float) -> subprocess.Co
         for parked in held.glob("*.yaml") if held.is_dir() else ():
             if not (c.manifests / parked.name).exists():
                 shutil.move(parked, c.manifests / parked.name)
-        missing = re.search(r"stopped at ([\w-]+): no running [\w-]+ container found", proc.stdout)
-        if missing:
-            # timing-dependent: the component had exited by itself (leader election lost while the
-            # apiserver restarted) and sat in the kubelet's back-off when kubepki reached it
-            pytest.xfail(f"kubepki defect: the cri method gives up on {missing.group(1)}, which was between two "
-                         "attempts in the kubelet's back-off, instead of waiting for it (docs/realcluster-findings.md)")
     return proc
 
 
