@@ -219,3 +219,36 @@ def test_errors_never_carry_pem_armour(text: str, kept: str) -> None:
     assert scrub(text) == kept
     assert str(ParseError(f"bad: {text}")) == f"bad: {kept}"
     assert "PRIVATE KEY-----" not in str(ParseError(text))
+
+
+def test_a_dsa_key_is_an_unsupported_key_and_importing_never_warns() -> None:
+    """DSA cannot serve Kubernetes' TLS (Go has no DSA): a DSA key is a bad-key PEMError, and loading
+    kubepki's parsers never touches cryptography's deprecated DSA classes (a warning under -W error);
+    negative control: an RSA key in the same form loads."""
+    import subprocess
+    import sys
+    import warnings
+    from typing import Any
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, rsa
+
+    from kubepki.errors import PEMError
+    from kubepki.pki import load_private_key
+
+    def pem(key: Any) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography >= 48 deprecates DSA itself
+        dsa_pem = pem(dsa.generate_private_key(2048))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # cryptography >= 51 warns while parsing a DSA key itself
+        with pytest.raises(PEMError) as err:
+            load_private_key(dsa_pem)
+    assert err.value.code == "bad-key"
+    assert load_private_key(pem(rsa.generate_private_key(65537, 2048))).key_size == 2048
+    code = "import kubepki.pki, kubepki.inspection, kubepki.renewal; kubepki.pki.load_private_key; kubepki.inspect"
+    run = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr

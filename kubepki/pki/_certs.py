@@ -20,7 +20,7 @@ import attrs
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -50,14 +50,10 @@ __all__ = [
 #: Files larger than this are refused before parsing (real ones are a few KiB).
 MAX_PEM_BYTES = 1 << 20
 
-PrivateKey = (
-    rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-    | ed448.Ed448PrivateKey | dsa.DSAPrivateKey
-)
-PublicKey = (
-    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-    | ed448.Ed448PublicKey | dsa.DSAPublicKey
-)
+# DSA is not among them: Go's crypto/tls, and so Kubernetes, cannot use a DSA key, and cryptography
+# (>= 48) deprecates it, warning when its classes are touched. A DSA key is an unsupported-key finding.
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 
 _BEGIN_LINE_RE = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n")
 _END_LINE_RE = re.compile(rb"-----END ([A-Z0-9 ]{1,64})-----")
@@ -289,7 +285,10 @@ def key_algorithm(key: PublicKey | PrivateKey) -> str:
         return "Ed25519"
     if isinstance(key, ed448.Ed448PrivateKey | ed448.Ed448PublicKey):
         return "Ed448"
-    return f"DSA-{key.key_size}"
+    # a certificate's own key may still be of another kind (DSA): named without touching its class
+    name = type(key).__name__.removesuffix("PublicKey").removesuffix("PrivateKey")
+    size = getattr(key, "key_size", None)
+    return f"{name}-{size}" if size else name
 
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
