@@ -13,6 +13,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
+import kubepki
 from kubepki.cli import main
 from kubepki.node._lock import node_lock
 from kubepki.node._node import Node
@@ -258,3 +259,31 @@ def test_resume_after_a_kill_mid_commit(root: Path, capsys: pytest.CaptureFixtur
     assert out.startswith("Completed the interrupted renewal of: apiserver, apiserver-etcd-client")
     code, out, _ = run_cli(capsys, "check", "--root", str(root), "--now", NOW)
     assert code == 0, out
+
+
+def test_the_command_suggested_for_an_embedded_kubelet_conf_fixes_it(tmp_path: Path) -> None:
+    """`renew` skips kubelet.conf and names a command for an embedded one; running that command (on the
+    node, with --apply) removes the kubelet-client-embedded finding. Negative control: the finding is there
+    before it runs, and a plain `renew kubelet.conf --apply` does not remove it."""
+    import re
+
+    from kubepki import testing
+    from kubepki.testing import Defect, DefectKind
+
+    demo = testing.build_node(tmp_path / "n", defects=[Defect(DefectKind.EMBEDDED_KUBELET_CONF, "kubelet.conf")])
+    root = str(demo.root)
+
+    def codes() -> set[str]:
+        return {f.code for f in kubepki.inspect(root)["kubelet.conf"].findings}
+
+    assert "kubelet-client-embedded" in codes()
+    plan = subprocess.run([sys.executable, "-m", "kubepki", "renew", "kubelet.conf", "--root", root, "--apply",
+                           "--no-backup"], capture_output=True, text=True, check=False)
+    assert "kubelet-client-embedded" in codes(), plan.stdout
+    suggested = re.search(r"`(kubepki [^`]+)`", plan.stdout + plan.stderr)
+    assert suggested, plan.stdout + plan.stderr
+    argv = suggested.group(1).split()[1:]
+    run = subprocess.run([sys.executable, "-m", "kubepki", *argv, "--root", root, "--apply", "--no-backup"],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "kubelet-client-embedded" not in codes()
