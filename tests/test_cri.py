@@ -31,6 +31,7 @@ from kubepki.catalog import Component
 from kubepki.cli import main
 from kubepki.errors import ConfigError, RestartError
 from kubepki.node._node import Node
+from kubepki.restarts import ContainerInfo
 from kubepki.restarts._restarts import (
     Action,
     Changed,
@@ -582,3 +583,43 @@ def test_import_kubepki_loads_no_grpc() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=Path(__file__).parent.parent)
     assert done.stdout.strip() == "[]"
+
+
+def _after_an_earlier_exit(runtime: CRIRuntime, kubelet: CRIKubelet) -> tuple[ContainerInfo, ContainerInfo]:
+    """The scheduler exited once by itself (as after a lost leader election): the kubelet restarted it at once
+    and keeps the exited container, which arms its back-off. Returns (the exited one, the running one)."""
+    first = _one(runtime, "kube-scheduler")
+    runtime.stop(first.id, timeout=1)
+    second = wait_for("the restart after the exit", lambda: [c for c in runtime.containers()
+                                                             if c.container_name == "kube-scheduler"])[0]
+    assert kubelet.held_back == {}
+    return first, second
+
+
+def test_cri_restart_removes_the_earlier_exited_containers_the_back_off_counts(
+        containerd: Containerd, runtime: CRIRuntime, node: Node) -> None:
+    """The kubelet backs off on any exited container of that name in the pod (doBackOff), not only the newest:
+    a cri restart after an earlier exit removes that dead container too, so the next start is not held back
+    (seen on the real kubelet: 60 s restarts of kube-controller-manager after leader-election exits)."""
+    with CRIKubelet(containerd, [SCHEDULER], backoff=30) as kubelet:
+        exited, running = _after_an_earlier_exit(runtime, kubelet)
+        plan = plan_restarts(node, Changed(["scheduler.conf"]), method="cri")
+        report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST, take_backup=False)
+        assert report.ok, report.table()
+        assert runtime.container(exited.id) is None and runtime.container(running.id) is None
+        assert any(m.startswith("removing the exited container") for m in report.outcomes[0].messages)
+        assert _one(runtime, "kube-scheduler").id not in (exited.id, running.id)
+        assert kubelet.held_back == {}
+
+
+def test_an_earlier_exited_container_left_behind_holds_the_next_start_back(
+        containerd: Containerd, runtime: CRIRuntime) -> None:
+    """Negative control: stopping and removing only the running container, with the earlier exited one left,
+    and the kubelet holds the next start back."""
+    with CRIKubelet(containerd, [SCHEDULER], backoff=30) as kubelet:
+        exited, running = _after_an_earlier_exit(runtime, kubelet)
+        runtime.stop(running.id, timeout=1)
+        runtime.remove(running.id)
+        assert runtime.container(exited.id) is not None
+        wait_for("the back-off to hold the next start", lambda: kubelet.held_back.get("kube-scheduler-cp1"))
+        assert "kube-scheduler" not in {c.container_name for c in runtime.containers()}

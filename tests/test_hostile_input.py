@@ -449,6 +449,31 @@ def test_bundles_and_chains_never_raise(data: bytes) -> None:
     attempt(lambda d: bundles.check_chain(seeds()["cert"][0], now=NOW, key=d), data, errors=())
 
 
+def _with_unknown_key_type(cert_pem: bytes) -> bytes:
+    """``cert_pem`` with its RSA public key's algorithm OID (1.2.840.113549.1.1.1) changed to an unknown one."""
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    rsa_oid = bytes.fromhex("06092a864886f70d010101")
+    assert der.count(rsa_oid) == 1  # only the SubjectPublicKeyInfo names it; the signature is sha256WithRSA
+    der = der.replace(rsa_oid, rsa_oid[:-1] + b"\x63")
+    return b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
+
+
+def test_a_certificate_with_an_unknown_key_type_is_a_finding_not_a_crash() -> None:
+    """A certificate whose key algorithm cryptography does not know (hypothesis found one in CI: a flipped
+    OID byte) matches no key file: check_chain says so, as it does for a well-formed other key (control)."""
+    cert = next(c for c in seeds()["cert"]
+                if isinstance(x509.load_pem_x509_certificate(c).public_key(), rsa.RSAPublicKey))
+    odd = _with_unknown_key_type(cert)
+    with pytest.raises(Exception, match="(?i)unknown key type|unsupported"):
+        x509.load_pem_x509_certificate(odd).public_key()
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    odd_result = bundles.check_chain(odd, now=NOW, key=key)
+    control = bundles.check_chain(cert, now=NOW, key=key)
+    assert not odd_result.key_matches and not control.key_matches
+    assert odd_result.findings
+
+
 @pytest.mark.parametrize("index", range(8))
 def test_encrypted_keys_are_refused_by_name(index: int) -> None:
     """PKCS#8-encrypted (PEM and DER) and legacy Proc-Type keys: PEMError encrypted-key."""

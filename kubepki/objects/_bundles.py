@@ -434,7 +434,7 @@ def _pub_der(cert: x509.Certificate) -> bytes | None:
     try:
         public: PublicKey = cert.public_key()  # type: ignore[assignment]
         return public_key_der(public)
-    except ValueError:
+    except (ValueError, UnsupportedAlgorithm):  # a key type cryptography does not know matches no key file
         return None
 
 

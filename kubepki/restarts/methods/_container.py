@@ -7,8 +7,9 @@ real kubelet a few restarts in a row took 55–79 s. The back-off is keyed on
 the *exited* container's status: a container that is gone has none, and the
 kubelet starts the next one at once. So :class:`ContainerMethod` stops the
 container gracefully (SIGTERM and the grace period, so the component shuts
-down cleanly), removes it, and then waits on the kubelet's own state: a new
-container of the same pod, running, started after the stop.
+down cleanly), removes it and the pod's earlier exited containers of that
+component (the kubelet counts any of them), and then waits on the kubelet's own
+state: a new container of the same pod, running, started after the stop.
 """
 
 from __future__ import annotations
@@ -79,9 +80,17 @@ class ContainerMethod:
         stopped_at = dt.datetime.now(dt.timezone.utc) - _CLOCK_SLACK
         ctx.say(f"stopping container {old.name} ({old.id[:12]}) gracefully")
         runtime.stop(old.id)
-        # An exited container is what the kubelet's back-off counts; a removed one is not.
+        # An exited container is what the kubelet's back-off counts; a removed one is not. The kubelet
+        # looks at *every* exited container of that name in the pod (doBackOff takes the first exited
+        # status it finds), so the dead ones it keeps for `logs --previous` (an earlier exit after a
+        # lost leader election, say) go too, or the next start still waits out the back-off.
         ctx.say(f"removing container {old.name} ({old.id[:12]})")
         runtime.remove(old.id)
+        for dead in runtime.containers(include_stopped=True):
+            if dead.id != old.id and not dead.running and dead.same_pod_container(old):
+                ctx.say(f"removing the exited container {dead.name} ({dead.id[:12]}) the kubelet's back-off "
+                        "would count (its logs go with it)")
+                runtime.remove(dead.id)
 
         def replacement() -> Instance | None:
             for c in runtime.containers():
