@@ -38,12 +38,14 @@ __all__ = [
     "KeyUsage",
     "Kind",
     "Location",
+    "NodeRole",
     "Reload",
     "SanRule",
     "Scope",
     "SubjectRule",
     "Versioned",
     "by_component",
+    "by_role",
     "by_scope",
     "entries",
     "get",
@@ -68,6 +70,23 @@ class Scope(str, enum.Enum):
     SHARED = "shared"
     #: Generated on each node; must be renewed on each node.
     NODE = "node"
+
+
+class NodeRole(str, enum.Enum):
+    """What a node is in its cluster; decides which artifacts it has.
+
+    kubeadm's topologies (kubeadm docs, "Options for Highly Available topology"):
+    ``kubeadm init``/``join --control-plane`` make control-plane nodes, ``kubeadm
+    join`` makes workers, and the external-etcd topology has nodes that run only
+    etcd (kubeadm docs, "Set up a High Availability etcd cluster with kubeadm").
+    """
+
+    CONTROL_PLANE = "control-plane"
+    WORKER = "worker"
+    ETCD = "etcd"
+
+
+_ALL_ROLES = frozenset(NodeRole)
 
 
 class Location(str, enum.Enum):
@@ -312,6 +331,12 @@ class CatalogEntry:
     #: kubeadm's long name, used in its renew messages.
     long_name: str = ""
     description: str = ""
+    #: The node roles that have this artifact.
+    roles: frozenset[NodeRole] = frozenset({NodeRole.CONTROL_PLANE})
+    #: Roles that hold only the certificate of a CA, not its key: ``kubeadm join`` fetches
+    #: ``ca.crt`` alone onto a worker, and etcd nodes other than the one that made the etcd
+    #: CA get ``etcd/ca.crt`` alone. A key found there is still checked.
+    cert_only_on: frozenset[NodeRole] = frozenset()
 
     @property
     def path(self) -> str:
@@ -327,12 +352,29 @@ class CatalogEntry:
         """True for the three CAs."""
         return self.kind is Kind.CA
 
-    def applies(self, version: KubeVersion | str, *, external_etcd: bool = False) -> bool:
-        """True when kubeadm ``version`` writes this entry (with local or external etcd)."""
+    def applies(
+        self,
+        version: KubeVersion | str,
+        *,
+        external_etcd: bool = False,
+        role: NodeRole | str = NodeRole.CONTROL_PLANE,
+    ) -> bool:
+        """True when kubeadm ``version`` writes this entry on a node of ``role`` (with local or external etcd).
+
+        ``external_etcd`` drops the etcd entries from control-plane nodes only: an etcd node
+        of the external-etcd topology is where they are.
+        """
         v = as_version(version)
-        if external_etcd and self.local_etcd_only:
+        r = NodeRole(role)
+        if r not in self.roles:
+            return False
+        if external_etcd and self.local_etcd_only and r is NodeRole.CONTROL_PLANE:
             return False
         return self.since <= v and (self.until is None or v < self.until)
+
+    def key_expected(self, role: NodeRole | str) -> bool:
+        """False when nodes of ``role`` hold only this CA's certificate."""
+        return NodeRole(role) not in self.cert_only_on
 
     def consumers_of(self, component: Component) -> tuple[Consumer, ...]:
         """This entry's consumers that are ``component``."""
@@ -442,6 +484,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         ),
         long_name="self-signed Kubernetes CA to provision identities for other Kubernetes components",
         description="The cluster CA; signs the API server, its kubelet client and every kubeconfig.",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.WORKER}),
+        cert_only_on=frozenset({NodeRole.WORKER}),
     ),
     CatalogEntry(
         name="apiserver",
@@ -526,6 +570,8 @@ CATALOG: tuple[CatalogEntry, ...] = (
         local_etcd_only=True,
         long_name="self-signed CA to provision identities for etcd",
         description="The etcd CA; signs etcd's serving, peer and client certificates.",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.ETCD}),
+        cert_only_on=frozenset({NodeRole.ETCD}),
     ),
     CatalogEntry(
         name="etcd-server",
@@ -546,6 +592,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         local_etcd_only=True,
         long_name="certificate for serving etcd",
         description="etcd's serving certificate for clients.",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.ETCD}),
     ),
     CatalogEntry(
         name="etcd-peer",
@@ -566,6 +613,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         local_etcd_only=True,
         long_name="certificate for etcd nodes to communicate with each other",
         description="etcd's certificate between members.",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.ETCD}),
     ),
     CatalogEntry(
         name="etcd-healthcheck-client",
@@ -589,6 +637,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         local_etcd_only=True,
         long_name="certificate for liveness probes to healthcheck etcd",
         description="Client certificate for kubeadm's etcd client and etcdctl.",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.ETCD}),
     ),
     CatalogEntry(
         name="apiserver-etcd-client",
@@ -727,6 +776,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         renewable=False,
         long_name="certificate embedded in the kubeconfig file for the kubelet to use",
         description="The kubelet's kubeconfig; points at the rotated client PEM since 1.17.",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.WORKER}),
     ),
     CatalogEntry(
         name="kubelet-client-current.pem",
@@ -750,6 +800,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         required=False,
         long_name="the kubelet's rotated client certificate (symlink to kubelet-client-<time>.pem)",
         description="The kubelet's client certificate, rotated by the kubelet.",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.WORKER}),
     ),
     CatalogEntry(
         name="kubelet.crt",
@@ -766,6 +817,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         required=False,
         long_name="the kubelet's self-signed serving certificate",
         description="The kubelet's serving certificate (self-signed, one year, never rotated).",
+        roles=_ALL_ROLES,
     ),
 )
 
@@ -791,19 +843,34 @@ def entries(
     version: KubeVersion | str | None = None,
     external_etcd: bool = False,
     kinds: Iterable[Kind] | None = None,
+    role: NodeRole | str | None = None,
 ) -> tuple[CatalogEntry, ...]:
-    """The entries that apply to kubeadm ``version`` (all versions when None)."""
+    """The entries that apply to kubeadm ``version`` (all versions when None) on a node of ``role`` (every role when None).
+
+    >>> [e.name for e in entries(version="1.28", role="worker")]
+    ['ca', 'kubelet.conf', 'kubelet-client-current.pem', 'kubelet.crt']
+    """
     wanted = frozenset(kinds) if kinds is not None else None
+    r = NodeRole(role) if role is not None else None
     out = []
     for entry in CATALOG:
         if wanted is not None and entry.kind not in wanted:
             continue
-        if version is not None and not entry.applies(version, external_etcd=external_etcd):
+        if r is not None and r not in entry.roles:
             continue
-        if version is None and external_etcd and entry.local_etcd_only:
+        if version is not None and not entry.applies(version, external_etcd=external_etcd,
+                                                      role=r or NodeRole.CONTROL_PLANE):
+            continue
+        if version is None and external_etcd and entry.local_etcd_only and r in (None, NodeRole.CONTROL_PLANE):
             continue
         out.append(entry)
     return tuple(out)
+
+
+def by_role(role: NodeRole | str) -> tuple[CatalogEntry, ...]:
+    """The entries nodes of ``role`` have (every version)."""
+    r = NodeRole(role)
+    return tuple(e for e in CATALOG if r in e.roles)
 
 
 def by_component(component: Component | str) -> tuple[CatalogEntry, ...]:

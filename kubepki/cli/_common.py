@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 from pathlib import Path
 
+from kubepki.catalog import NodeRole
 from kubepki.errors import ConfigError
 from kubepki.node import Node, parse_duration
 
@@ -27,6 +28,8 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
                    "(default /etc/kubernetes)")
     g.add_argument("--config", metavar="KUBEADM_CONFIG", help="a kubeadm configuration file "
                    "(default: discovered on the node, if any)")
+    g.add_argument("--role", choices=[r.value for r in NodeRole], help="what the node is: decides "
+                   "which certificates it must have (default: discovered from its manifests and files)")
 
 
 def add_attribute_options(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +108,8 @@ def node_from_args(args: argparse.Namespace) -> Node:
     config = getattr(args, "config", None)
     if config is not None and not Path(config).is_file():
         raise ConfigError(f"kubeadm config {config!r} does not exist or is not a file", path=config)
-    node = Node(root, cert_dir=args.cert_dir, kubeconfig_dir=args.kubeconfig_dir, config=config)
+    node = Node(root, cert_dir=args.cert_dir, kubeconfig_dir=args.kubeconfig_dir, config=config,
+                role=getattr(args, "role", None))
     node.check_root()
     return node
 

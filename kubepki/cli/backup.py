@@ -322,7 +322,8 @@ def _same_target(args: argparse.Namespace) -> str:
     """The options that chose the node and the files, to repeat in the hint's command."""
     out = ""
     for option, value in (("--root", args.root if args.root != "/" else None), ("--cert-dir", args.cert_dir),
-                          ("--kubeconfig-dir", args.kubeconfig_dir), ("--config", args.config)):
+                          ("--kubeconfig-dir", args.kubeconfig_dir), ("--config", args.config),
+                          ("--role", getattr(args, "role", None))):
         if value:
             out += f" {option} {shlex.quote(value)}"
     if args.only:

@@ -236,6 +236,8 @@ class Inventory(Report):
             "kubernetes_version": str(p.kubernetes_version),
             "version_source": p.version_source,
             "external_etcd": p.external_etcd,
+            "role": p.role.value,
+            "role_source": p.role_source,
             "cert_dir": str(p.cert_dir),
             "warn_within_seconds": int(self.warn_within.total_seconds()),
             "notes": list(p.notes),
@@ -310,7 +312,7 @@ def inspect(
     wanted = None if names is None else {_catalog.get(x).name for x in names}
     profile = n.profile
     ctx = _Context(n, profile, when, warn_within)
-    entries = _catalog.entries(version=profile.kubernetes_version, external_etcd=profile.external_etcd)
+    entries = profile.entries()
     items = [ctx.inspect_entry(e) for e in entries if wanted is None or e.name in wanted]
     return Inventory(
         node=profile.name,
@@ -424,8 +426,8 @@ class _Context:
         )
 
     def _externally_managed(self, entry: CatalogEntry) -> bool:
-        if entry.signer is None:
-            return False
+        if entry.signer is None or not _catalog.get(entry.signer).key_expected(self.profile.role):
+            return False  # the CA's key is not on nodes of this role by design, not kept outside kubeadm
         ca = self.ca(entry.signer)
         return ca.cert is not None and not ca.key_present
 
@@ -455,7 +457,9 @@ class _Context:
         if key_file is not None:
             key_data, key_shown = key_file.data, PurePosixPath(key_file.info.path)
             if not key_file.info.exists:
-                if entry.is_ca:
+                if entry.is_ca and not entry.key_expected(self.profile.role):
+                    pass  # a worker has ca.crt alone (kubeadm join fetches only the certificate)
+                elif entry.is_ca:
                     findings.append(make("external-ca", f"{key_shown} is absent: {entry.name} is an "
                                          "external CA and the certificates it signs are managed outside kubeadm"))
                 else:

@@ -13,7 +13,7 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from kubepki._report import HTML_COLOURS, Block, Cell, Table, go_tabwriter, line, render_html, render_text
-from kubepki.catalog import Kind
+from kubepki.catalog import Kind, NodeRole
 from kubepki.inspection._findings import Severity, Status
 from kubepki.versions import ASSUMED, describe_version
 
@@ -83,6 +83,10 @@ def inventory_blocks(inv: Inventory, *, findings: bool = True) -> list[Block]:
     ]
     if inv.profile.version_source == ASSUMED:  # it decides which items apply: never silent
         blocks += [line(), line(Cell("note:", "dim"), f" {describe_version(inv.profile.kubernetes_version, ASSUMED)}")]
+    p = inv.profile
+    if p.role is not NodeRole.CONTROL_PLANE or p.role_source == ASSUMED:  # kubeadm's tables are a control plane's
+        blocks += [line(), line(Cell("note:", "dim"), f" a {p.role.value} node ({p.role_source}): "
+                                f"only the items such a node has are checked (--role overrides)")]
     if findings:
         blocks += findings_blocks(inv)
     return blocks

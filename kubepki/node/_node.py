@@ -22,7 +22,7 @@ import attrs
 
 from kubepki import catalog as _catalog
 from kubepki._args import local_path
-from kubepki.catalog import CatalogEntry, FileRole, Location
+from kubepki.catalog import CatalogEntry, FileRole, Location, NodeRole
 from kubepki.errors import ConfigError, KubepkiError, NodeError, ParseError
 from kubepki.node._fs import Connection, LocalFS, LocalPaths, NodeFS
 from kubepki.node._kubeadm_config import KubeadmConfig, parse_kubeadm_config
@@ -61,12 +61,24 @@ class NodeProfile:
     kubelet_pki_dir: PurePosixPath
     manifests_dir: PurePosixPath
     external_etcd: bool
+    #: What the node is in its cluster: decides which catalog items it has.
+    role: NodeRole = NodeRole.CONTROL_PLANE
+    #: Where :attr:`role` came from: ``given``, the evidence discovery found, or ``assumed``.
+    role_source: str = ASSUMED
     #: The configured key algorithm (``encryptionAlgorithm``), None when not configured.
     key_algorithm: str | None
     config: KubeadmConfig | None
     manifests: Mapping[str, StaticPodManifest]
     #: Assumptions and problems met during discovery, in plain words.
     notes: tuple[str, ...] = ()
+
+    def entries(self) -> tuple[CatalogEntry, ...]:
+        """The catalog entries this node has: its version, etcd mode and role."""
+        return _catalog.entries(version=self.kubernetes_version, external_etcd=self.external_etcd, role=self.role)
+
+    def has(self, entry: CatalogEntry) -> bool:
+        """True when this node has ``entry`` (see :meth:`entries`)."""
+        return entry.applies(self.kubernetes_version, external_etcd=self.external_etcd, role=self.role)
 
     def san_values(self) -> dict[str, str | None]:
         """Values for the catalog's SAN templates."""
@@ -97,7 +109,9 @@ class Node:
     ``root`` is where the node's ``/`` is (``/`` itself on the node, ``/host`` in a
     privileged pod, a temporary directory in tests). Directory arguments are node
     paths; None means "discover, else kubeadm's default". ``config`` is a kubeadm
-    config file on the local machine (as ``kubeadm --config`` takes it).
+    config file on the local machine (as ``kubeadm --config`` takes it). ``role``
+    (``control-plane``, ``worker``, ``etcd``) overrides the discovered
+    :attr:`NodeProfile.role`.
     """
 
     root: Path
@@ -108,6 +122,7 @@ class Node:
     manifests_dir: PurePosixPath | None
     config: Path | None
     name: str | None
+    role: NodeRole | None
 
     def __init__(
         self,
@@ -120,6 +135,7 @@ class Node:
         config: str | os.PathLike[str] | None = None,
         name: str | None = None,
         fs: NodeFS | None = None,
+        role: NodeRole | str | None = None,
     ) -> None:
         def opt(value: str | None, what: str) -> PurePosixPath | None:
             if value is None:
@@ -143,6 +159,7 @@ class Node:
             manifests_dir=opt(manifests_dir, "manifests_dir"),
             config=local_path(config, "config") if config is not None else None,
             name=name,
+            role=_role(role),
         )
 
     @classmethod
@@ -196,6 +213,60 @@ class Node:
         return self.fs.read_bytes(path, limit=limit)
 
 
+def _role(value: NodeRole | str | None) -> NodeRole | None:
+    if value is None or isinstance(value, NodeRole):
+        return value
+    try:
+        return NodeRole(value)
+    except ValueError:
+        known = ", ".join(r.value for r in NodeRole)
+        raise ConfigError(f"unknown node role {value!r} (known: {known})") from None
+
+
+#: Files only a control-plane node has (besides its manifests): they tell a control plane whose
+#: manifests are moved out for a restart (kubeadm's documented procedure) from a worker.
+_CONTROL_PLANE_FILES = (("cert_dir", "apiserver.crt"), ("kubeconfig_dir", "controller-manager.conf"),
+                        ("kubeconfig_dir", "scheduler.conf"))
+_ETCD_FILES = (("cert_dir", "etcd/server.crt"), ("cert_dir", "etcd/peer.crt"))
+_WORKER_FILES = (("kubeconfig_dir", "kubelet.conf"), ("kubeconfig_dir", "bootstrap-kubelet.conf"))
+
+
+def _discover_role(
+    node: Node, manifests: Mapping[str, StaticPodManifest], dirs: Mapping[str, PurePosixPath],
+    notes: list[str],
+) -> tuple[NodeRole, str]:
+    """The node's role: given, else from its manifests, else from the files only that role has."""
+    if node.role is not None:
+        return node.role, "given"
+
+    def found(files: tuple[tuple[str, str], ...]) -> str | None:
+        for where, rel in files:
+            path = dirs[where] / rel
+            try:
+                if node.fs.stat(path) is not None:
+                    return str(path)
+            except NodeError as exc:
+                notes.append(f"could not look at {path}: {exc.message}")
+        return None
+
+    if "kube-apiserver" in manifests:
+        return NodeRole.CONTROL_PLANE, "kube-apiserver manifest"
+    cp_file = found(_CONTROL_PLANE_FILES)
+    if cp_file is not None:
+        return NodeRole.CONTROL_PLANE, cp_file
+    if "etcd" in manifests:
+        return NodeRole.ETCD, "etcd manifest without kube-apiserver"
+    etcd_file = found(_ETCD_FILES)
+    if etcd_file is not None:
+        return NodeRole.ETCD, etcd_file
+    worker_file = found(_WORKER_FILES)
+    if worker_file is not None:
+        return NodeRole.WORKER, f"{worker_file} without control-plane files"
+    notes.append("node role unknown (no manifests, no control-plane, etcd or kubelet files): assuming "
+                 "control-plane")
+    return NodeRole.CONTROL_PLANE, ASSUMED
+
+
 def _read_optional(node: Node, path: PurePosixPath, notes: list[str]) -> bytes | None:
     try:
         if node.fs.stat(path) is None:
@@ -246,8 +317,12 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
     if cert_dir is None:
         api = manifests.get("kube-apiserver")
         flag = api.flags.get("client-ca-file") if api else None
+        etcd = manifests.get("etcd")
+        etcd_ca = etcd.flags.get("trusted-ca-file") if etcd else None
         if flag:
             cert_dir = PurePosixPath(flag).parent
+        elif etcd_ca and PurePosixPath(etcd_ca).parent.name == "etcd":  # an etcd-only node: <cert dir>/etcd/ca.crt
+            cert_dir = PurePosixPath(etcd_ca).parent.parent
         elif config and config.certificates_dir:
             cert_dir = PurePosixPath(config.certificates_dir)
         else:
@@ -260,6 +335,10 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
         if servers and not any(h in servers for h in ("127.0.0.1", "[::1]", "localhost")):
             external_etcd = True
             notes.append("external etcd: kube-apiserver talks to etcd elsewhere and there is no etcd manifest")
+
+    kubeconfig_dir = node.kubeconfig_dir or PurePosixPath(DEFAULT_DIRS["kubeconfig_dir"])
+    role, role_source = _discover_role(node, manifests, {"cert_dir": cert_dir, "kubeconfig_dir": kubeconfig_dir},
+                                       notes)
 
     version, version_source = _version(config, manifests)
     if version_source == ASSUMED:
@@ -276,10 +355,12 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
         kubernetes_version=version,
         version_source=version_source,
         cert_dir=cert_dir,
-        kubeconfig_dir=node.kubeconfig_dir or PurePosixPath(DEFAULT_DIRS["kubeconfig_dir"]),
+        kubeconfig_dir=kubeconfig_dir,
         kubelet_pki_dir=node.kubelet_pki_dir or PurePosixPath(DEFAULT_DIRS["kubelet_pki_dir"]),
         manifests_dir=manifests_dir,
         external_etcd=external_etcd,
+        role=role,
+        role_source=role_source,
         key_algorithm=key_algorithm,
         config=config,
         manifests=manifests,

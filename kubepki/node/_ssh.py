@@ -890,17 +890,19 @@ def ssh_node(
     kubeconfig_dir: str | None = None,
     timeout: float = 10.0,
     command_timeout: float = 60.0,
+    role: str | None = None,
 ) -> Node:
     """A :class:`~kubepki.Node` reached over SSH.
 
     ``target`` is ``ssh://user@host:port/root/path`` (user root, port 22 and root
     ``/`` when left out), ``user@host`` or ``host``; the keyword arguments
     override what it says. ``name`` is the node's name when discovery should not
-    be trusted to find it. Nothing is connected until the node is used.
+    be trusted to find it, ``role`` its role (``control-plane``, ``worker``, ``etcd``) when
+    discovery should not decide it. Nothing is connected until the node is used.
     """
     from kubepki.node._node import Node
 
     t_user, host, t_port, t_root = _parse_target(target)
     fs = SSHFS(host, port or t_port or 22, user or t_user or "root", key=key, known_hosts=known_hosts,
                root=root or t_root or "/", timeout=timeout, command_timeout=command_timeout)
-    return Node(fs.root, fs=fs, name=name, cert_dir=cert_dir, kubeconfig_dir=kubeconfig_dir)
+    return Node(fs.root, fs=fs, name=name, cert_dir=cert_dir, kubeconfig_dir=kubeconfig_dir, role=role)

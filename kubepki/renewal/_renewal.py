@@ -684,7 +684,7 @@ def _validity(validity: dt.timedelta | None, profile: NodeProfile) -> tuple[dt.t
 
 
 def _renewable(profile: NodeProfile) -> list[CatalogEntry]:
-    entries = _catalog.entries(version=profile.kubernetes_version, external_etcd=profile.external_etcd)
+    entries = profile.entries()
     # kubeadm renews (and prints) in the alphabetical order of the names.
     return sorted((e for e in entries if e.renewable), key=lambda e: e.name)
 
@@ -716,7 +716,8 @@ def _select(names: Iterable[str] | str, profile: NodeProfile) -> list[CatalogEnt
         if not entry.renewable:
             raise ConfigError(_not_renewable_message(entry), name=name)
         if entry not in renewable:
-            why = ("external etcd" if entry.local_etcd_only and profile.external_etcd
+            why = (f"a {profile.role.value} node" if profile.role not in entry.roles
+                   else "external etcd" if entry.local_etcd_only and profile.external_etcd
                    else f"Kubernetes {profile.kubernetes_version}")
             raise ConfigError(f"{name} does not exist on this node ({why})", name=name)
         if entry not in out:

@@ -359,7 +359,7 @@ def _observer(node: Node, proc: str | os.PathLike[str], observer: Observer | Non
 
 def _applicable(node: Node) -> list[CatalogEntry]:
     p = node.profile
-    return list(_catalog.entries(version=p.kubernetes_version, external_etcd=p.external_etcd))
+    return list(p.entries())
 
 
 def _reads(instance: Instance, consumer: Consumer) -> bool:
@@ -941,8 +941,8 @@ def _plan_named(node: Node, names: Sequence[str], kind: ReasonKind, demands: _De
     version = profile.kubernetes_version
     for name in names:
         entry = _catalog.get(name)  # UnknownItemError (a ConfigError) for typos
-        if not entry.applies(version, external_etcd=profile.external_etcd):
-            notes.append(f"{name} does not apply to this node (Kubernetes {version}"
+        if not profile.has(entry):
+            notes.append(f"{name} does not apply to this node (a {profile.role.value} node, Kubernetes {version}"
                          f"{', external etcd' if profile.external_etcd else ''}): ignored")
             continue
         for consumer in entry.consumers:

@@ -299,7 +299,7 @@ def serving_cert_path(
         return None
     entry = _catalog.get(name)
     profile = node.profile
-    if not entry.applies(profile.kubernetes_version, external_etcd=profile.external_etcd):
+    if not profile.has(entry):
         return None
     return node.path_of(entry)
 
