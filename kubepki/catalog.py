@@ -845,7 +845,9 @@ def entries(
     kinds: Iterable[Kind] | None = None,
     role: NodeRole | str | None = None,
 ) -> tuple[CatalogEntry, ...]:
-    """The entries that apply to kubeadm ``version`` (all versions when None) on a node of ``role`` (every role when None).
+    """The entries that apply to kubeadm ``version`` (all versions when None) on a node of ``role``.
+
+    ``role`` None means every role; the entries of a control plane include every other role's.
 
     >>> [e.name for e in entries(version="1.28", role="worker")]
     ['ca', 'kubelet.conf', 'kubelet-client-current.pem', 'kubelet.crt']
@@ -861,7 +863,8 @@ def entries(
         if version is not None and not entry.applies(version, external_etcd=external_etcd,
                                                       role=r or NodeRole.CONTROL_PLANE):
             continue
-        if version is None and external_etcd and entry.local_etcd_only and r in (None, NodeRole.CONTROL_PLANE):
+        on_control_plane = r in (None, NodeRole.CONTROL_PLANE)
+        if version is None and external_etcd and entry.local_etcd_only and on_control_plane:
             continue
         out.append(entry)
     return tuple(out)

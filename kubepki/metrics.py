@@ -3,8 +3,9 @@
 Needs the optional ``prometheus_client`` package (``pip install 'kubepki[metrics]'``);
 it is imported only here, when metrics are asked for.
 
-Series (labels ``node``, ``name``, ``path``, ``signer``, ``kind``, plus ``namespace``,
-``object_kind``, ``object`` and ``key`` for items found in cluster objects):
+Series (labels ``node``, ``role``, ``name``, ``path``, ``signer``, ``kind``, plus ``namespace``,
+``object_kind``, ``object`` and ``key`` for items found in cluster objects; ``role`` is the
+node's role, ``control-plane``, ``worker`` or ``etcd``, and empty for cluster objects):
 
 - ``kubepki_certificate_expiry_timestamp_seconds``: NotAfter as a Unix time.
 - ``kubepki_certificate_not_before_timestamp_seconds``: NotBefore as a Unix time.
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InventoryLike", "exposition", "registry", "serve", "write_textfile"]
 
-_BASE_LABELS = ("node", "name", "path", "signer", "kind")
+_BASE_LABELS = ("node", "role", "name", "path", "signer", "kind")
 _OBJECT_LABELS = ("namespace", "object_kind", "object", "key")
 _STATUSES = tuple(s.value for s in Status)
 
@@ -122,23 +123,24 @@ class _Collector:
                 labels=(*labels, "code", "severity")),
             "when": core.GaugeMetricFamily(
                 "kubepki_inspection_timestamp_seconds", "When the source was inspected (Unix time).",
-                labels=("node", "source")),
+                labels=("node", "role", "source")),
             "exit": core.GaugeMetricFamily(
                 "kubepki_inspection_exit_code", "kubepki check's exit status for the source (0, 1 or 2).",
-                labels=("node", "source")),
+                labels=("node", "role", "source")),
         }
         for inv in inventories:
             data = inv.to_dict()
             node = str(data.get("node") or "")
+            role = str(data.get("role") or "")
             source = str(data.get("root") or data.get("source") or "")
-            fam["when"].add_metric([node, source], inv.now.timestamp())
+            fam["when"].add_metric([node, role, source], inv.now.timestamp())
             outcome = getattr(inv, "outcome", None)
             if outcome is not None:
                 # kubepki check exits with the outcome's rank (kubepki.cli.exit_status); test_metrics ties them
-                fam["exit"].add_metric([node, source], float(outcome.rank))
+                fam["exit"].add_metric([node, role, source], float(outcome.rank))
             for item in data.get("items", []):
                 values = [
-                    node, str(item.get("name") or ""), str(item.get("path") or ""),
+                    node, role, str(item.get("name") or ""), str(item.get("path") or ""),
                     str(item.get("signer") or ""), str(item.get("kind") or ""),
                     str(item.get("namespace") or ""), str(item.get("object_kind") or ""),
                     str(item.get("object") or ""), str(item.get("key") or ""),

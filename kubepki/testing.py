@@ -59,7 +59,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubepki import catalog
-from kubepki.catalog import CatalogEntry, ExtendedKeyUsage, Kind, Location
+from kubepki.catalog import CatalogEntry, ExtendedKeyUsage, Kind, Location, NodeRole
 from kubepki.errors import ConfigError
 from kubepki.node import Node
 from kubepki.versions import OLDEST, KubeVersion, as_version
@@ -310,11 +310,12 @@ class Defect:
 
 @attrs.frozen
 class DemoNode:
-    """One built node: its name, its address and the directory that is its ``/``."""
+    """One built node: its name, its address, the directory that is its ``/`` and its role."""
 
     name: str
     address: str
     root: Path
+    role: NodeRole = NodeRole.CONTROL_PLANE
 
     def as_node(self) -> Node:
         """A :class:`kubepki.Node` reading this tree."""
@@ -366,7 +367,8 @@ class DemoCluster:
         return {
             "root": str(self.root),
             "nodes": [
-                {"name": n.name, "address": n.address, "root": str(n.root)} for n in self.nodes
+                {"name": n.name, "address": n.address, "root": str(n.root), "role": n.role.value}
+                for n in self.nodes
             ],
             "issued_at": self.issued_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "version": str(self.version),
@@ -413,12 +415,19 @@ def build_cluster(
     dns_domain: str = "cluster.local",
     first_address: str = "10.0.0.11",
     fresh_keys: bool = False,
+    workers: int | Sequence[str] = 0,
+    etcd_nodes: int | Sequence[str] = 0,
 ) -> DemoCluster:
-    """Write a kubeadm cluster of control-plane nodes under ``dest``, one root per node.
+    """Write a kubeadm cluster of control-plane nodes (and workers) under ``dest``, one root per node.
 
-    ``nodes`` is a count (named ``cp1``, ``cp2``...) or the names themselves; node
-    *i* gets ``first_address`` + *i* and the root ``dest/<name>``, which must not
-    exist or be empty. The shared material (``ca``, ``front-proxy-ca``, ``etcd-ca``,
+    ``nodes`` is a count (named ``cp1``, ``cp2``...) or the names themselves;
+    ``workers`` likewise (``w1``, ``w2``...: what ``kubeadm join`` leaves, ``ca.crt``
+    without its key, kubelet.conf and the kubelet's files). Node *i* (workers after
+    the control planes) gets ``first_address`` + *i* and the root ``dest/<name>``,
+    which must not exist or be empty. ``etcd_nodes`` (``e1``, ``e2``...) are the hosts of
+    kubeadm's external-etcd topology: the etcd CA (its key on the first only), etcd's
+    certificates and manifest, the kubelet's self-signed serving pair; control planes
+    beside them need ``external_etcd``. The shared material (``ca``, ``front-proxy-ca``, ``etcd-ca``,
     ``sa``) is byte-identical on every node; everything else is issued per node.
     Only the first node gets ``super-admin.conf`` (kubeadm >= 1.29), as only
     ``kubeadm init`` writes it.
@@ -455,7 +464,8 @@ def build_cluster(
         external_etcd=external_etcd, manifests=manifests, kubelet=kubelet,
         kubelet_serving=kubelet_serving, write_config=write_config, cluster_name=cluster_name,
         control_plane_endpoint=control_plane_endpoint, service_subnet=service_subnet,
-        pod_subnet=pod_subnet, dns_domain=dns_domain, first_address=first_address,
+        pod_subnet=pod_subnet, dns_domain=dns_domain, first_address=first_address, workers=workers,
+        etcd_nodes=etcd_nodes,
     )
     resolved = tuple(_resolve_defect(d, opts) for d in defects)
     return _Builder(opts, resolved, fresh_keys=fresh_keys).build()
@@ -484,11 +494,36 @@ def build_node(
     dns_domain: str = "cluster.local",
     first_address: str = "10.0.0.11",
     fresh_keys: bool = False,
+    role: NodeRole | str = NodeRole.CONTROL_PLANE,
 ) -> DemoNode:
-    """Write a one-node cluster (``kubeadm init``) at ``dest/<name>`` and return its node.
+    """Write one node at ``dest/<name>`` and return it.
 
-    The options are :func:`build_cluster`'s.
+    A ``control-plane`` node is a one-node cluster (``kubeadm init``); a ``worker``
+    is what ``kubeadm join`` leaves (``ca.crt`` alone, kubelet.conf, the kubelet's
+    files); an ``etcd`` node is one host of kubeadm's external-etcd topology (the
+    etcd CA, etcd's certificates and its static pod manifest, no kubelet.conf).
+    The other options are :func:`build_cluster`'s.
     """
+    r = _node_role(role)
+    if r is NodeRole.WORKER:
+        return build_cluster(
+            dest, nodes=0, workers=[name], version=version, key_algorithm=key_algorithm, issued_at=issued_at,
+            validity=validity, ca_validity=ca_validity, external_ca=external_ca,
+            external_etcd=external_etcd, manifests=manifests, kubelet=kubelet,
+            kubelet_serving=kubelet_serving, write_config=write_config, defects=defects,
+            cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
+            service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
+            first_address=first_address, fresh_keys=fresh_keys,
+        ).nodes[0]
+    if r is NodeRole.ETCD:
+        return build_cluster(
+            dest, nodes=0, etcd_nodes=[name], version=version, key_algorithm=key_algorithm,
+            issued_at=issued_at, validity=validity, ca_validity=ca_validity, manifests=manifests,
+            kubelet=kubelet, kubelet_serving=kubelet_serving, write_config=False, defects=defects,
+            cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
+            service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
+            first_address=first_address, fresh_keys=fresh_keys,
+        ).nodes[0]
     cluster = build_cluster(
         dest, nodes=[name], version=version, key_algorithm=key_algorithm, issued_at=issued_at,
         validity=validity, ca_validity=ca_validity, external_ca=external_ca,
@@ -542,7 +577,7 @@ class _Options:
 
     def applies(self, entry: CatalogEntry, node: DemoNode) -> bool:
         """True when ``entry`` is written on ``node`` with these options."""
-        if not entry.applies(self.version, external_etcd=self.external_etcd):
+        if not entry.applies(self.version, external_etcd=self.external_etcd, role=node.role):
             return False
         if entry.name == "super-admin.conf":
             return node is self.nodes[0]
@@ -574,6 +609,8 @@ def _options(
     pod_subnet: str | None,
     dns_domain: str,
     first_address: str,
+    workers: int | Sequence[str] = 0,
+    etcd_nodes: int | Sequence[str] = 0,
 ) -> _Options:
     v, patch = _version_and_patch(version, key_algorithm)
     issued_at = _issue_time(issued_at)
@@ -583,10 +620,13 @@ def _options(
     for label, text in (("cluster_name", cluster_name), ("dns_domain", dns_domain)):
         if not _NAME_RE.match(text):
             raise ConfigError(f"{label} {text!r} is not a DNS-1123 name")
-    names = _node_names(nodes)
+    roles = _node_roles(nodes, workers, etcd_nodes)
+    if external_etcd is False and any(r is NodeRole.ETCD for r in roles.values()) and \
+            any(r is NodeRole.CONTROL_PLANE for r in roles.values()):
+        raise ConfigError("etcd nodes serve control planes with external etcd: pass external_etcd=True")
     start, subnet = _addresses(first_address, service_subnet, pod_subnet, control_plane_endpoint)
     root = Path(dest)
-    built = _demo_nodes(root, names, start)
+    built = _demo_nodes(root, list(roles), start, roles)
     return _Options(
         dest=root,
         nodes=tuple(built),
@@ -639,15 +679,37 @@ def _issue_time(issued_at: dt.datetime | None) -> dt.datetime:
     return issued_at.astimezone(dt.timezone.utc).replace(microsecond=0)
 
 
-def _node_names(nodes: int | Sequence[str]) -> list[str]:
+def _node_names(nodes: int | Sequence[str], prefix: str = "cp", what: str = "nodes") -> list[str]:
     if isinstance(nodes, str):
-        raise ConfigError("nodes must be a count or a sequence of node names, not a string")
-    names = [f"cp{i + 1}" for i in range(nodes)] if isinstance(nodes, int) else list(nodes)
+        raise ConfigError(f"{what} must be a count or a sequence of node names, not a string")
+    if isinstance(nodes, bool) or (isinstance(nodes, int) and nodes < 0):
+        raise ConfigError(f"{what} must be a count or a sequence of node names, not {nodes!r}")
+    return [f"{prefix}{i + 1}" for i in range(nodes)] if isinstance(nodes, int) else list(nodes)
+
+
+def _node_roles(nodes: int | Sequence[str], workers: int | Sequence[str],
+                etcd_nodes: int | Sequence[str]) -> dict[str, NodeRole]:
+    """Every node's name with its role, control planes first (the first is where ``kubeadm init`` ran)."""
+    out: dict[str, NodeRole] = {}
+    names: list[str] = []
+    for count, prefix, what, role in ((nodes, "cp", "nodes", NodeRole.CONTROL_PLANE),
+                                      (workers, "w", "workers", NodeRole.WORKER),
+                                      (etcd_nodes, "e", "etcd_nodes", NodeRole.ETCD)):
+        for name in _node_names(count, prefix, what):
+            names.append(name)
+            out[name] = role
     if not names:
         raise ConfigError("nodes must be a positive count or a sequence of node names")
     if len(set(names)) != len(names):
         raise ConfigError(f"node names must be unique: {names}")
-    return names
+    return out
+
+
+def _node_role(role: NodeRole | str) -> NodeRole:
+    try:
+        return NodeRole(role)
+    except ValueError:
+        raise ConfigError(f"unknown node role {role!r} (known: {', '.join(r.value for r in NodeRole)})") from None
 
 
 def _addresses(first_address: str, service_subnet: str, pod_subnet: str | None,
@@ -667,7 +729,8 @@ def _addresses(first_address: str, service_subnet: str, pod_subnet: str | None,
     return start, subnet
 
 
-def _demo_nodes(root: Path, names: Sequence[str], start: Any) -> list[DemoNode]:
+def _demo_nodes(root: Path, names: Sequence[str], start: Any,
+                roles: Mapping[str, NodeRole] | None = None) -> list[DemoNode]:
     built = []
     for i, name in enumerate(names):
         if not _NAME_RE.match(name):
@@ -676,7 +739,8 @@ def _demo_nodes(root: Path, names: Sequence[str], start: Any) -> list[DemoNode]:
         if node_root.exists() and (not node_root.is_dir() or any(node_root.iterdir())):
             raise ConfigError(f"{node_root} exists and is not an empty directory",
                               path=str(node_root), node=name)
-        built.append(DemoNode(name=name, address=str(start + i), root=node_root))
+        role = roles.get(name, NodeRole.CONTROL_PLANE) if roles else NodeRole.CONTROL_PLANE
+        built.append(DemoNode(name=name, address=str(start + i), root=node_root, role=role))
     return built
 
 
@@ -920,7 +984,8 @@ class _Builder:
                     "kubelet-client-current.pem and embeds no PEM (add embedded-kubelet-conf)",
                     name="kubelet.conf", node=key[0],
                 )
-        self.entries = catalog.entries(version=opts.version, external_etcd=opts.external_etcd)
+        self.entries = tuple(e for e in catalog.entries(version=opts.version)
+                             if any(opts.applies(e, n) for n in opts.nodes))
         self.keys = _KeySource(self._budget(), fresh=fresh_keys)
         self._impostors: dict[str, _Issued] = {}
 
@@ -931,7 +996,7 @@ class _Builder:
         leaves = [e for e in self.entries if e.kind is Kind.CERTIFICATE]
         budget[opts.key_algorithm] += len(cas) + 1  # + sa
         for node in opts.nodes:
-            budget[opts.key_algorithm] += len(leaves)
+            budget[opts.key_algorithm] += sum(1 for e in leaves if opts.applies(e, node))
             budget[opts.kubeconfig_algorithm] += sum(
                 1 for e in self.entries if e.kind is Kind.KUBECONFIG and opts.applies(e, node)
             )
@@ -1168,6 +1233,9 @@ class _NodeWriter:
     def kinds(self, name: str) -> set[DefectKind]:
         return self.b.kinds(self.node, name)
 
+    def _first_of_role(self) -> DemoNode:
+        return next(n for n in self.opts.nodes if n.role is self.node.role)
+
     def write(self) -> None:  # noqa: C901, PLR0912  -- one case per demo file kind
         self.node.root.mkdir(parents=True, exist_ok=True)
         present = [e for e in self.b.entries if self.opts.applies(e, self.node)]
@@ -1192,7 +1260,7 @@ class _NodeWriter:
         if self.opts.manifests:
             for filename, doc in self._manifests().items():
                 _write(self.node.root / "etc/kubernetes/manifests" / filename, _dump(doc), 0o600)
-        if self.opts.write_config:
+        if self.opts.write_config and self.node.role is NodeRole.CONTROL_PLANE:
             _write(self.node.root / "etc/kubernetes/kubeadm-config.yaml", self._config(), 0o644)
         for entry in present:
             self._damage(entry)
@@ -1210,6 +1278,9 @@ class _NodeWriter:
         _write(self.path(entry, 0), _cert_pem(ca.cert), entry.files[0].mode)
         if entry.name == "ca" and self.opts.external_ca:
             return  # kubeadm's external CA mode: ca.crt without ca.key
+        role = self.node.role
+        if not entry.key_expected(role) and (role is NodeRole.WORKER or self.node is not self._first_of_role()):
+            return  # kubeadm join fetches ca.crt alone; etcd hosts after the first get etcd/ca.crt alone
         key = self.b.key_file(ca, self.kinds(entry.name))
         _write(self.path(entry, 1), key, entry.files[1].mode)
 
@@ -1359,6 +1430,10 @@ class _NodeWriter:
         return f"{repo}/{component}:{tag}"
 
     def _manifests(self) -> dict[str, dict[str, Any]]:
+        if self.node.role is NodeRole.WORKER:
+            return {}
+        if self.node.role is NodeRole.ETCD:
+            return {"etcd.yaml": self._etcd_manifest()}
         out = {
             "kube-apiserver.yaml": self._apiserver_manifest(),
             "kube-controller-manager.yaml": self._controller_manager_manifest(),

@@ -601,22 +601,25 @@ def test_cri_restart_removes_the_earlier_exited_containers_the_back_off_counts(
     """The kubelet backs off on any exited container of that name in the pod (doBackOff), not only the newest:
     a cri restart after an earlier exit removes that dead container too, so the next start is not held back
     (seen on the real kubelet: 60 s restarts of kube-controller-manager after leader-election exits)."""
-    with CRIKubelet(containerd, [SCHEDULER], backoff=30) as kubelet:
+    with CRIKubelet(containerd, [SCHEDULER], backoff=60) as kubelet:
         exited, running = _after_an_earlier_exit(runtime, kubelet)
         plan = plan_restarts(node, Changed(["scheduler.conf"]), method="cri")
         report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST, take_backup=False)
+        # The next container started within FAST's start timeout (20 s), well inside the 60 s back-off the
+        # earlier exit armed: it was not held back. (Between kubepki's stop and its removals the kubelet may
+        # poll once and see exited containers — the real kubelet logs one CrashLoopBackOff line then — so
+        # kubelet.held_back is not asserted empty.)
         assert report.ok, report.table()
         assert runtime.container(exited.id) is None and runtime.container(running.id) is None
         assert any(m.startswith("removing the exited container") for m in report.outcomes[0].messages)
         assert _one(runtime, "kube-scheduler").id not in (exited.id, running.id)
-        assert kubelet.held_back == {}
 
 
 def test_an_earlier_exited_container_left_behind_holds_the_next_start_back(
         containerd: Containerd, runtime: CRIRuntime) -> None:
     """Negative control: stopping and removing only the running container, with the earlier exited one left,
     and the kubelet holds the next start back."""
-    with CRIKubelet(containerd, [SCHEDULER], backoff=30) as kubelet:
+    with CRIKubelet(containerd, [SCHEDULER], backoff=60) as kubelet:
         exited, running = _after_an_earlier_exit(runtime, kubelet)
         runtime.stop(running.id, timeout=1)
         runtime.remove(running.id)

@@ -84,6 +84,9 @@ def test_artifact_row_shows_the_entry(entry: catalog.CatalogEntry) -> None:
     assert row["Scope"] == entry.scope.value
     assert row["Renewable"] == ("yes" if entry.renewable else "no")
     assert row["Required"] == ("yes" if entry.required else "no")
+    for role in catalog.NodeRole:
+        assert (role.value in row["Node roles"].split(" (")[0].split(", ")
+                or f"{role.value} (" in row["Node roles"]) is (role in entry.roles)
 
 
 def test_organisations_show_their_versions() -> None:

@@ -61,6 +61,36 @@ def test_check_each_control_plane_node(ha_cluster: HACluster, name: str) -> None
     assert errors == []
 
 
+def test_check_the_worker_kubeadm_join_made(ha_cluster: HACluster) -> None:
+    """`kubepki check` on the worker the real `kubeadm join` made (issue 14): discovered as a worker,
+    checked for what a worker has — ca.crt without ca.key, kubelet.conf, the client certificate the
+    kubelet got by TLS bootstrap, its self-signed kubelet.crt — with no error, and its metrics carry
+    the role. Negative control: checked as a control plane, the control-plane files it lacks are
+    errors and the exit status is 2 (what every worker got before node roles)."""
+    node = ha_cluster.workers[0]
+    r = node.kubepki("check", "-o", "json")
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    report = _json(r.stdout)
+    assert (report["role"], report["role_source"]) == ("worker", "/etc/kubernetes/kubelet.conf without "
+                                                       "control-plane files")
+    items = {i["name"]: i for i in report["items"]}
+    assert set(items) == {"ca", "kubelet.conf", "kubelet-client-current.pem", "kubelet.crt"}
+    assert not (node.pki / "ca.key").exists()
+    assert items["ca"]["status"] == "ok" and not items["ca"]["externally_managed"]
+    assert items["kubelet-client-current.pem"]["status"] == "ok"
+    assert items["kubelet-client-current.pem"]["certificate"]["common_name"] == f"system:node:{node.node_name}"
+    errors = [f for item in report["items"] for f in item.get("findings", []) if f["severity"] == "error"]
+    assert errors == []
+    metrics = node.kubepki("metrics")
+    assert metrics.returncode == 0, metrics.stderr
+    assert f'kubepki_item_error{{key="",kind="ca",name="ca",namespace="",node="{node.node_name}",' in metrics.stdout
+    assert 'role="worker"' in metrics.stdout and 'role="control-plane"' not in metrics.stdout
+    bad = node.kubepki("check", "--role", "control-plane", "-o", "json")
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    missing = {i["name"] for i in _json(bad.stdout)["items"] if i["status"] == "missing" and i["required"]}
+    assert {"apiserver", "sa", "admin.conf", "controller-manager.conf", "etcd-ca"} <= missing
+
+
 def test_cluster_check_over_ssh(ha_cluster: HACluster, tmp_path: Path) -> None:
     """`kubepki cluster check` over SSH into each control plane (an sshd inside each node): every item
     ok and the same shared material on all three; negative control: a known_hosts with another key

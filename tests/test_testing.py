@@ -694,7 +694,7 @@ def test_cluster_summary(tmp_path: Path) -> None:
     assert cluster.issued_at == ISSUED
     assert cluster.node("cp2") is cluster.nodes[1]
     assert cluster.to_dict()["nodes"][1] == {"name": "cp2", "address": "10.0.0.12",
-                                             "root": str(tmp_path / "cp2")}
+                                             "root": str(tmp_path / "cp2"), "role": "control-plane"}
     with pytest.raises(ConfigError):
         cluster.node("cp9")
     assert dt.timedelta(days=200) < DEMO_AGE < dt.timedelta(days=365)

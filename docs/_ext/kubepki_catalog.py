@@ -179,6 +179,15 @@ def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+def _roles(entry: CatalogEntry) -> str:
+    """The roles that have the entry, in NodeRole order; "certificate only" where the key is not there."""
+    out = []
+    for role in catalog.NodeRole:
+        if role in entry.roles:
+            out.append(f"{role.value} (certificate only)" if role in entry.cert_only_on else role.value)
+    return ", ".join(out)
+
+
 def artifacts_table(entries: Sequence[CatalogEntry] = catalog.CATALOG) -> nodes.table:
     """Name, kind, files, signer, scope, renewal and versions of each entry."""
     rows = []
@@ -195,13 +204,14 @@ def artifacts_table(entries: Sequence[CatalogEntry] = catalog.CATALOG) -> nodes.
             _yes(e.renewable),
             _yes(e.required),
             versions,
+            _roles(e),
             e.description,
         ])
     return _table(
         ["Name", "Kind", "Files (default path, mode)", "Signer", "Scope", "Renewable",
-         "Required", "kubeadm", "What it is"],
+         "Required", "kubeadm", "Node roles", "What it is"],
         rows,
-        widths=[14, 8, 30, 12, 6, 7, 7, 10, 26],
+        widths=[14, 8, 26, 10, 6, 7, 7, 9, 10, 23],
         classes=["kubepki-catalog"],
     )
 

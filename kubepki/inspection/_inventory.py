@@ -431,6 +431,14 @@ class _Context:
         ca = self.ca(entry.signer)
         return ca.cert is not None and not ca.key_present
 
+    def _key_absent(self, entry: CatalogEntry, key_shown: PurePosixPath) -> list[Finding]:
+        if entry.is_ca and not entry.key_expected(self.profile.role):
+            return []  # a worker has ca.crt alone (kubeadm join fetches only the certificate)
+        if entry.is_ca:
+            return [make("external-ca", f"{key_shown} is absent: {entry.name} is an "
+                         "external CA and the certificates it signs are managed outside kubeadm")]
+        return [make("key-missing", f"{key_shown} does not exist")]
+
     def _certificate(self, entry: CatalogEntry) -> InventoryItem:
         combined = entry.file(FileRole.CERT_AND_KEY)
         cert_path = self.node.path_of(entry, FileRole.CERT_AND_KEY if combined else FileRole.CERT)
@@ -457,13 +465,7 @@ class _Context:
         if key_file is not None:
             key_data, key_shown = key_file.data, PurePosixPath(key_file.info.path)
             if not key_file.info.exists:
-                if entry.is_ca and not entry.key_expected(self.profile.role):
-                    pass  # a worker has ca.crt alone (kubeadm join fetches only the certificate)
-                elif entry.is_ca:
-                    findings.append(make("external-ca", f"{key_shown} is absent: {entry.name} is an "
-                                         "external CA and the certificates it signs are managed outside kubeadm"))
-                else:
-                    findings.append(make("key-missing", f"{key_shown} does not exist"))
+                findings.extend(self._key_absent(entry, key_shown))
             elif key_file.error is not None:
                 findings.append(key_file.error)
         if key_data is not None:

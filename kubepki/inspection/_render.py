@@ -84,9 +84,10 @@ def inventory_blocks(inv: Inventory, *, findings: bool = True) -> list[Block]:
     if inv.profile.version_source == ASSUMED:  # it decides which items apply: never silent
         blocks += [line(), line(Cell("note:", "dim"), f" {describe_version(inv.profile.kubernetes_version, ASSUMED)}")]
     p = inv.profile
-    if p.role is not NodeRole.CONTROL_PLANE or p.role_source == ASSUMED:  # kubeadm's tables are a control plane's
-        blocks += [line(), line(Cell("note:", "dim"), f" a {p.role.value} node ({p.role_source}): "
-                                f"only the items such a node has are checked (--role overrides)")]
+    if p.role is not NodeRole.CONTROL_PLANE or p.role_source == ASSUMED:  # kubeadm's tables: a control plane
+        article = "an" if p.role is NodeRole.ETCD else "a"
+        blocks += [line(), line(Cell("note:", "dim"), f" {article} {p.role.value} node ({p.role_source}): "
+                                "only the items such a node has are checked (--role overrides)")]
     if findings:
         blocks += findings_blocks(inv)
     return blocks

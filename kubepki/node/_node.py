@@ -17,6 +17,7 @@ import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -87,6 +88,10 @@ class NodeProfile:
         if advertise is None:
             api = self.manifests.get("kube-apiserver")
             advertise = api.flags.get("advertise-address") if api else None
+        if advertise is None and "etcd" in self.manifests:  # an etcd node: its first client URL's host
+            urls = self.manifests["etcd"].flags.get("advertise-client-urls", "")
+            host = urlsplit(urls.split(",")[0]).hostname if urls else None
+            advertise = host or None
         return {
             "node_name": self.name,
             "dns_domain": (cfg.dns_domain if cfg and cfg.dns_domain else "cluster.local"),
@@ -226,7 +231,8 @@ def _role(value: NodeRole | str | None) -> NodeRole | None:
 #: Files only a control-plane node has (besides its manifests): they tell a control plane whose
 #: manifests are moved out for a restart (kubeadm's documented procedure) from a worker.
 _CONTROL_PLANE_FILES = (("cert_dir", "apiserver.crt"), ("kubeconfig_dir", "controller-manager.conf"),
-                        ("kubeconfig_dir", "scheduler.conf"))
+                        ("kubeconfig_dir", "scheduler.conf"), ("cert_dir", "ca.key"), ("cert_dir", "sa.key"),
+                        ("cert_dir", "front-proxy-ca.crt"), ("cert_dir", "apiserver-kubelet-client.crt"))
 _ETCD_FILES = (("cert_dir", "etcd/server.crt"), ("cert_dir", "etcd/peer.crt"))
 _WORKER_FILES = (("kubeconfig_dir", "kubelet.conf"), ("kubeconfig_dir", "bootstrap-kubelet.conf"))
 

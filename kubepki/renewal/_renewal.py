@@ -782,6 +782,9 @@ def plan_renewal(
     if span > _RECOMMENDED_MAX_VALIDITY:
         notes.append(f"validity {span} is more than kubeadm's recommended maximum (8760h); "
                      "kubeadm only warns, and so does kubepki")
+    if not entries and profile.role is _catalog.NodeRole.WORKER:
+        notes.append("a worker node has no certificate kubeadm renews: the kubelet rotates its client "
+                     "certificate itself (kubelet.conf names kubelet-client-current.pem); see `kubepki check`")
     pending = _lexists(n.fs, _journal(n))
     if pending:
         notes.append("an interrupted renewal left a journal: applying completes it first, "
