@@ -803,6 +803,33 @@ CATALOG: tuple[CatalogEntry, ...] = (
         roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.WORKER}),
     ),
     CatalogEntry(
+        name="kubelet-server-current.pem",
+        kind=Kind.KUBELET,
+        location=Location.KUBELET_PKI_DIR,
+        files=(CatalogFile(path="kubelet-server-current.pem", role=FileRole.CERT_AND_KEY, mode=0o600),),
+        # kube-controller-manager's kubernetes.io/kubelet-serving signer uses --cluster-signing-cert-file,
+        # which kubeadm sets to ca.crt.
+        signer="ca",
+        scope=Scope.NODE,
+        subject=SubjectRule(
+            common_name="system:node:{node_name}",
+            organizations=(Versioned(value="system:nodes"),),
+        ),
+        key_usages=_LEAF_KU,
+        extended_key_usages=_SERVER,
+        # The kubelet asks for its hostname and its Node addresses (certificate_manager.go); checked by CSR
+        # approval, not here.
+        consumers=(
+            Consumer(component=_KUBELET, flag="serverTLSBootstrap", reload=Reload.KUBELET_MANAGED,
+                     note="requested by CSR and rotated by the kubelet; served per TLS handshake"),
+        ),
+        # Only with serverTLSBootstrap: true (or --rotate-server-certificates), and once its CSR is approved.
+        required=False,
+        long_name="the kubelet's serving certificate from a CSR (symlink to kubelet-server-<time>.pem)",
+        description="The kubelet's serving certificate, signed by the cluster CA (serverTLSBootstrap).",
+        roles=frozenset({NodeRole.CONTROL_PLANE, NodeRole.WORKER}),
+    ),
+    CatalogEntry(
         name="kubelet.crt",
         kind=Kind.KUBELET,
         location=Location.KUBELET_PKI_DIR,

@@ -348,6 +348,8 @@ class DemoCluster:
     write_config: bool
     #: The defects built in, each with its node filled in.
     defects: tuple[Defect, ...]
+    #: The KubeletConfiguration fields given on top of kubeadm's (``serverTLSBootstrap``...).
+    kubelet_config: Mapping[str, Any] = attrs.field(factory=dict)
 
     def node(self, name: str) -> DemoNode:
         """The node called ``name``; raises :class:`~kubepki.ConfigError` otherwise."""
@@ -386,6 +388,7 @@ class DemoCluster:
             "defects": [
                 {"kind": d.kind.value, "name": d.name, "node": d.node} for d in self.defects
             ],
+            "kubelet_config": dict(self.kubelet_config),
         }
 
 
@@ -417,6 +420,7 @@ def build_cluster(
     fresh_keys: bool = False,
     workers: int | Sequence[str] = 0,
     etcd_nodes: int | Sequence[str] = 0,
+    kubelet_config: Mapping[str, Any] | None = None,
 ) -> DemoCluster:
     """Write a kubeadm cluster of control-plane nodes (and workers) under ``dest``, one root per node.
 
@@ -427,7 +431,15 @@ def build_cluster(
     which must not exist or be empty. ``etcd_nodes`` (``e1``, ``e2``...) are the hosts of
     kubeadm's external-etcd topology: the etcd CA (its key on the first only), etcd's
     certificates and manifest, the kubelet's self-signed serving pair; control planes
-    beside them need ``external_etcd``. The shared material (``ca``, ``front-proxy-ca``, ``etcd-ca``,
+    beside them need ``external_etcd``.
+
+    With ``kubelet`` and ``write_config``, control planes and workers also get kubeadm's
+    ``/var/lib/kubelet/config.yaml`` (``rotateCertificates: true``, ``clientCAFile``
+    the cluster CA) and ``kubeadm-flags.env``; ``kubelet_config`` sets more
+    KubeletConfiguration fields (``{"serverTLSBootstrap": True}`` gives each such node
+    a serving certificate signed by the cluster CA, ``kubelet-server-current.pem``,
+    instead of the self-signed kubelet.crt; ``{"rotateCertificates": False}`` turns
+    client rotation off). The shared material (``ca``, ``front-proxy-ca``, ``etcd-ca``,
     ``sa``) is byte-identical on every node; everything else is issued per node.
     Only the first node gets ``super-admin.conf`` (kubeadm >= 1.29), as only
     ``kubeadm init`` writes it.
@@ -465,7 +477,7 @@ def build_cluster(
         kubelet_serving=kubelet_serving, write_config=write_config, cluster_name=cluster_name,
         control_plane_endpoint=control_plane_endpoint, service_subnet=service_subnet,
         pod_subnet=pod_subnet, dns_domain=dns_domain, first_address=first_address, workers=workers,
-        etcd_nodes=etcd_nodes,
+        etcd_nodes=etcd_nodes, kubelet_config=kubelet_config,
     )
     resolved = tuple(_resolve_defect(d, opts) for d in defects)
     return _Builder(opts, resolved, fresh_keys=fresh_keys).build()
@@ -495,6 +507,7 @@ def build_node(
     first_address: str = "10.0.0.11",
     fresh_keys: bool = False,
     role: NodeRole | str = NodeRole.CONTROL_PLANE,
+    kubelet_config: Mapping[str, Any] | None = None,
 ) -> DemoNode:
     """Write one node at ``dest/<name>`` and return it.
 
@@ -513,7 +526,7 @@ def build_node(
             kubelet_serving=kubelet_serving, write_config=write_config, defects=defects,
             cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
             service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
-            first_address=first_address, fresh_keys=fresh_keys,
+            first_address=first_address, fresh_keys=fresh_keys, kubelet_config=kubelet_config,
         ).nodes[0]
     if r is NodeRole.ETCD:
         return build_cluster(
@@ -531,7 +544,7 @@ def build_node(
         kubelet_serving=kubelet_serving, write_config=write_config, defects=defects,
         cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
         service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
-        first_address=first_address, fresh_keys=fresh_keys,
+        first_address=first_address, fresh_keys=fresh_keys, kubelet_config=kubelet_config,
     )
     return cluster.first
 
@@ -558,6 +571,7 @@ class _Options:
     cluster_name: str
     control_plane_endpoint: str | None
     service_subnet: str
+    kubelet_config: Mapping[str, Any] = attrs.field(factory=dict)
     service_vip: str
     pod_subnet: str | None
     dns_domain: str
@@ -584,8 +598,15 @@ class _Options:
         if entry.name == "kubelet-client-current.pem":
             return self.kubelet
         if entry.name == "kubelet.crt":
-            return self.kubelet and self.kubelet_serving
+            return self.kubelet and self.kubelet_serving and not (
+                self.server_tls_bootstrap and node.role is not NodeRole.ETCD)
+        if entry.name == "kubelet-server-current.pem":
+            return self.kubelet and self.server_tls_bootstrap
         return True
+
+    @property
+    def server_tls_bootstrap(self) -> bool:
+        return self.kubelet_config.get("serverTLSBootstrap") is True
 
 
 def _options(
@@ -611,6 +632,7 @@ def _options(
     first_address: str,
     workers: int | Sequence[str] = 0,
     etcd_nodes: int | Sequence[str] = 0,
+    kubelet_config: Mapping[str, Any] | None = None,
 ) -> _Options:
     v, patch = _version_and_patch(version, key_algorithm)
     issued_at = _issue_time(issued_at)
@@ -645,6 +667,7 @@ def _options(
         cluster_name=cluster_name,
         control_plane_endpoint=control_plane_endpoint,
         service_subnet=service_subnet,
+        kubelet_config=dict(kubelet_config or {}),
         # kubeadm's GetAPIServerVirtualIP: the first address of the service subnet.
         service_vip=str(subnet.network_address + 1),
         pod_subnet=pod_subnet,
@@ -1002,6 +1025,8 @@ class _Builder:
             )
             if opts.kubelet and opts.kubelet_serving:
                 budget["RSA-2048"] += 2
+            if opts.kubelet and opts.server_tls_bootstrap:
+                budget["ECDSA-P256"] += 1
         budget[opts.key_algorithm] += len(self.defects)
         return dict(budget)
 
@@ -1163,6 +1188,7 @@ class _Builder:
             kubelet_serving=opts.kubelet and opts.kubelet_serving,
             write_config=opts.write_config,
             defects=self.defects,
+            kubelet_config=dict(opts.kubelet_config),
         )
 
 
@@ -1257,6 +1283,10 @@ class _NodeWriter:
                 self._write_kubelet_pem(entry, kubelet_credential)
             elif entry.name == "kubelet.crt":
                 self._write_kubelet_serving(entry)
+            elif entry.name == "kubelet-server-current.pem":
+                self._write_kubelet_server(entry)
+        if self.opts.kubelet and self.opts.write_config and self.node.role is not NodeRole.ETCD:
+            self._write_kubelet_config()
         if self.opts.manifests:
             for filename, doc in self._manifests().items():
                 _write(self.node.root / "etc/kubernetes/manifests" / filename, _dump(doc), 0o600)
@@ -1402,11 +1432,54 @@ class _NodeWriter:
         key_pem = self.b.key_file(_Issued(cert, key), kinds)
         _write(self.path(entry, 1), key_pem, entry.files[1].mode)
 
+    def _write_kubelet_server(self, entry: CatalogEntry) -> None:
+        # What the kubelet stores once kube-controller-manager signed its kubernetes.io/kubelet-serving CSR:
+        # an ECDSA P-256 key (client-go's certificate manager), CN system:node:<name>, O system:nodes, the
+        # hostname and the node's address as SANs, signed by the cluster CA; a dated file and a symlink.
+        kinds = self.kinds(entry.name)
+        nb, na = self.b.window(kinds, not_before=self.opts.issued_at - _BACKDATE,
+                               not_after=self.opts.issued_at + _KUBELET_SERVING_VALIDITY)
+        signer = self.cas["ca"]
+        if DefectKind.WRONG_SIGNER in kinds:
+            signer = self.b.impostor(signer)
+        key = self.b.keys.next("ECDSA-P256")
+        cert = _issue(subject=_subject(f"system:node:{self.node.name}", ("system:nodes",)), key=key, signer=signer,
+                      not_before=nb, not_after=na, ekus=self.b.ekus([ExtendedKeyUsage.SERVER_AUTH], kinds),
+                      dns=[self.node.name], ips=[ipaddress.ip_address(self.node.address)])
+        pki = self.path(entry).parent
+        dated = f"kubelet-server-{self.opts.issued_at:%Y-%m-%d-%H-%M-%S}.pem"
+        _write(pki / dated, _cert_pem(cert) + self.b.key_file(_Issued(cert, key), kinds), entry.files[0].mode)
+        os.symlink(f"{_KUBELET_PKI_DIR}/{dated}", self.path(entry))
+
+    def _write_kubelet_config(self) -> None:
+        # kubeadm's kubelet-start phase: the cluster's KubeletConfiguration (the fields that matter to
+        # certificates, as kubeadm 1.28 writes them) and the node's flags.
+        config: dict[str, Any] = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "authentication": {"anonymous": {"enabled": False}, "webhook": {"cacheTTL": "0s", "enabled": True},
+                               "x509": {"clientCAFile": f"{_CERT_DIR}/ca.crt"}},
+            "authorization": {"mode": "Webhook"},
+            "cgroupDriver": "systemd",
+            "clusterDNS": [str(ipaddress.ip_address(self.opts.service_vip) + 9)],
+            "clusterDomain": self.opts.dns_domain,
+            "kind": "KubeletConfiguration",
+            "rotateCertificates": True,
+            "staticPodPath": "/etc/kubernetes/manifests",
+        }
+        config.update(self.opts.kubelet_config)
+        _write(self.node.root / "var/lib/kubelet/config.yaml", _dump(config), 0o644)
+        flags = ("--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock "
+                 "--pod-infra-container-image=registry.k8s.io/pause:3.9")
+        _write(self.node.root / "var/lib/kubelet/kubeadm-flags.env", f'KUBELET_KUBEADM_ARGS="{flags}"\n'.encode(),
+               0o644)
+
     # ---- file damage
 
     def _main_file(self, entry: CatalogEntry) -> Path:
         if entry.name == "kubelet-client-current.pem":
             return self.path(entry).parent / self._pem_name()
+        if entry.name == "kubelet-server-current.pem":
+            return self.path(entry).parent / f"kubelet-server-{self.opts.issued_at:%Y-%m-%d-%H-%M-%S}.pem"
         return self.path(entry)
 
     def _damage(self, entry: CatalogEntry) -> None:

@@ -25,8 +25,9 @@ RENEWABLE = {
 
 
 def test_every_kubeadm_artifact_is_in_the_catalog() -> None:
-    """The reference's artifacts, plus the kubelet's own two, are all there and nothing else."""
-    assert set(catalog.names()) == KUBEADM_NAMES | {"kubelet-client-current.pem", "kubelet.crt"}
+    """The reference's artifacts, plus the kubelet's own three, are all there and nothing else."""
+    assert set(catalog.names()) == KUBEADM_NAMES | {"kubelet-client-current.pem", "kubelet-server-current.pem",
+                                                    "kubelet.crt"}
 
 
 def test_renewable_matches_kubeadm_certs_renew() -> None:

@@ -695,6 +695,7 @@ def test_cluster_summary(tmp_path: Path) -> None:
     assert cluster.node("cp2") is cluster.nodes[1]
     assert cluster.to_dict()["nodes"][1] == {"name": "cp2", "address": "10.0.0.12",
                                              "root": str(tmp_path / "cp2"), "role": "control-plane"}
+    assert cluster.to_dict()["kubelet_config"] == {}
     with pytest.raises(ConfigError):
         cluster.node("cp9")
     assert dt.timedelta(days=200) < DEMO_AGE < dt.timedelta(days=365)
@@ -757,8 +758,10 @@ def test_fresh_keys_bypass_pool(tmp_path: Path) -> None:
 
 def present(cluster: DemoCluster, node: DemoNode) -> Iterator[CatalogEntry]:
     """The catalog entries a node of ``cluster`` should have."""
-    for entry in catalog.entries(version=cluster.version, external_etcd=cluster.external_etcd):
+    for entry in catalog.entries(version=cluster.version, external_etcd=cluster.external_etcd, role=node.role):
         if entry.name == "super-admin.conf" and node is not cluster.first:
+            continue
+        if entry.name == "kubelet-server-current.pem" and not cluster.kubelet_config.get("serverTLSBootstrap"):
             continue
         if entry.name == "kubelet-client-current.pem" and not cluster.kubelet:
             continue

@@ -36,6 +36,7 @@ COMMANDS.append(__import__("kubepki.cli.secrets", fromlist=["register"]))  # sec
 COMMANDS.append(__import__("kubepki.cli.renew", fromlist=["register"]))  # renew, certs
 COMMANDS.append(__import__("kubepki.cli.restarts", fromlist=["register"]))  # restarts, verify-served
 COMMANDS.append(__import__("kubepki.cli.cluster", fromlist=["register"]))  # cluster check, renew, restarts
+COMMANDS.append(__import__("kubepki.cli.kubelet", fromlist=["register"]))  # kubelet clean-up
 # Last: the completion script describes every command registered before it.
 COMMANDS.append(__import__("kubepki.cli.completion", fromlist=["register"]))
 

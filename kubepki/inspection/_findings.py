@@ -115,6 +115,31 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "unexpected-organization": (Severity.INFO, "The O values differ from what this kubeadm version writes."),
     "external-ca": (Severity.INFO, "The CA's key is absent: its certificates are managed outside kubeadm."),
     "sa-key-mismatch": (Severity.ERROR, "sa.key and sa.pub are not one key pair."),
+    "kubelet-rotation-disabled": (
+        Severity.INFO,
+        "The kubelet does not rotate its client certificate (rotateCertificates off); an error once it is within "
+        "the warning window.",
+    ),
+    "kubelet-serving-pending": (
+        Severity.WARNING,
+        "serverTLSBootstrap is on but the kubelet has no serving certificate: its CSR waits for approval.",
+    ),
+    "kubelet-serving-self-signed": (
+        Severity.WARNING,
+        "The self-signed kubelet.crt expires and the kubelet never renews it (kubernetes/kubernetes#99418).",
+    ),
+    "bootstrap-kubeconfig-left": (
+        Severity.WARNING,
+        "bootstrap-kubelet.conf outlived the TLS bootstrap (kubeadm join removes it); it holds a bootstrap token.",
+    ),
+    "rotated-client-certificates": (
+        Severity.INFO,
+        "Earlier dated kubelet-client-*.pem files that kubelet-client-current.pem no longer names.",
+    ),
+    "kubelet-client-ca-mismatch": (
+        Severity.ERROR,
+        "The kubelet's clientCAFile does not hold the cluster CA: it refuses the apiserver's client certificate.",
+    ),
 }
 
 
@@ -194,6 +219,8 @@ def outcome_for(items: Iterable[_Item], *, required: Callable[[_Item], bool] = l
         if item.status is Status.MISSING:
             if required(item):
                 return Outcome.FAILED
+            if any(f.severity.rank >= Severity.WARNING.rank for f in item.findings):
+                outcome = Outcome.WARNING  # an optional item whose absence means something (a pending CSR)
             continue
         if item.status is Status.WARNING:
             outcome = Outcome.WARNING

@@ -42,6 +42,7 @@ from kubepki.inspection._findings import (
     status_for,
     worst_first,
 )
+from kubepki.inspection._kubelet import kubelet_findings
 from kubepki.node import Node, NodeProfile
 from kubepki.pki import (
     CertFacts,
@@ -313,7 +314,8 @@ def inspect(
     profile = n.profile
     ctx = _Context(n, profile, when, warn_within)
     entries = profile.entries()
-    items = [ctx.inspect_entry(e) for e in entries if wanted is None or e.name in wanted]
+    items = kubelet_findings(n, profile, [ctx.inspect_entry(e) for e in entries if wanted is None or e.name in wanted],
+                             now=when, warn_within=warn_within)
     return Inventory(
         node=profile.name,
         root=str(n.root),

@@ -28,6 +28,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         parse_duration as parse_duration,
         parse_kubeadm_config as parse_kubeadm_config,
     )
+    from kubepki.node._kubelet import (
+        KUBEADM_FLAGS as KUBEADM_FLAGS,
+        KUBELET_CONFIG as KUBELET_CONFIG,
+        KubeletSettings as KubeletSettings,
+        parse_kubeadm_flags as parse_kubeadm_flags,
+        read_kubelet_settings as read_kubelet_settings,
+    )
     from kubepki.node._lock import (
         LOCK_NAME as LOCK_NAME,
         node_lock as node_lock,
@@ -72,6 +79,13 @@ __getattr__, __dir__, __all__ = attach(
             "parse_duration",
             "KubeadmConfig",
             "parse_kubeadm_config",
+        ),
+        "_kubelet": (
+            "KUBEADM_FLAGS",
+            "KUBELET_CONFIG",
+            "KubeletSettings",
+            "parse_kubeadm_flags",
+            "read_kubelet_settings",
         ),
         "_lock": (
             "LOCK_NAME",

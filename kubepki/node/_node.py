@@ -27,6 +27,7 @@ from kubepki.catalog import CatalogEntry, FileRole, Location, NodeRole
 from kubepki.errors import ConfigError, KubepkiError, NodeError, ParseError
 from kubepki.node._fs import Connection, LocalFS, LocalPaths, NodeFS
 from kubepki.node._kubeadm_config import KubeadmConfig, parse_kubeadm_config
+from kubepki.node._kubelet import KubeletSettings, read_kubelet_settings
 from kubepki.node._manifests import MANIFEST_FILES, StaticPodManifest, parse_manifest
 from kubepki.versions import ASSUMED, NEWEST, KubeVersion
 
@@ -72,6 +73,8 @@ class NodeProfile:
     manifests: Mapping[str, StaticPodManifest]
     #: Assumptions and problems met during discovery, in plain words.
     notes: tuple[str, ...] = ()
+    #: The kubelet's configuration file and kubeadm's flags for it (defaults when absent).
+    kubelet: KubeletSettings = attrs.field(factory=KubeletSettings)
 
     def entries(self) -> tuple[CatalogEntry, ...]:
         """The catalog entries this node has: its version, etcd mode and role."""
@@ -343,6 +346,12 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
             notes.append("external etcd: kube-apiserver talks to etcd elsewhere and there is no etcd manifest")
 
     kubeconfig_dir = node.kubeconfig_dir or PurePosixPath(DEFAULT_DIRS["kubeconfig_dir"])
+    kubelet = read_kubelet_settings(node.fs)
+    notes.extend(kubelet.notes)
+    kubelet_pki_dir = node.kubelet_pki_dir
+    if kubelet_pki_dir is None and kubelet.cert_dir and kubelet.cert_dir.startswith("/"):
+        kubelet_pki_dir = PurePosixPath(kubelet.cert_dir)  # the kubelet's --cert-dir
+    kubelet_pki_dir = kubelet_pki_dir or PurePosixPath(DEFAULT_DIRS["kubelet_pki_dir"])
     role, role_source = _discover_role(node, manifests, {"cert_dir": cert_dir, "kubeconfig_dir": kubeconfig_dir},
                                        notes)
 
@@ -362,7 +371,7 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
         version_source=version_source,
         cert_dir=cert_dir,
         kubeconfig_dir=kubeconfig_dir,
-        kubelet_pki_dir=node.kubelet_pki_dir or PurePosixPath(DEFAULT_DIRS["kubelet_pki_dir"]),
+        kubelet_pki_dir=kubelet_pki_dir,
         manifests_dir=manifests_dir,
         external_etcd=external_etcd,
         role=role,
@@ -371,6 +380,7 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
         config=config,
         manifests=manifests,
         notes=tuple(notes),
+        kubelet=kubelet,
     )
 
 

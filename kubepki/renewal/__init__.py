@@ -7,6 +7,13 @@ from typing import TYPE_CHECKING
 from kubepki._lazy import attach
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from kubepki.renewal._kubelet_cleanup import (
+        KubeletCleanupFile as KubeletCleanupFile,
+        KubeletCleanupPlan as KubeletCleanupPlan,
+        KubeletCleanupResult as KubeletCleanupResult,
+        apply_kubelet_cleanup as apply_kubelet_cleanup,
+        plan_kubelet_cleanup as plan_kubelet_cleanup,
+    )
     from kubepki.renewal._renewal import (
         CRASH_ENV as CRASH_ENV,
         JOURNAL_NAME as JOURNAL_NAME,
@@ -33,6 +40,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        "_kubelet_cleanup": (
+            "KubeletCleanupFile",
+            "KubeletCleanupPlan",
+            "KubeletCleanupResult",
+            "plan_kubelet_cleanup",
+            "apply_kubelet_cleanup",
+        ),
         "_renewal": (
             "JOURNAL_NAME",
             "STAGED_SUFFIX",

@@ -1,0 +1,152 @@
+"""The kubelet's own settings on a node: its configuration file and kubeadm's flags file.
+
+kubeadm writes ``/var/lib/kubelet/config.yaml`` (a ``KubeletConfiguration``, named by
+``--config`` in its systemd drop-in) and ``/var/lib/kubelet/kubeadm-flags.env``
+(``KUBELET_KUBEADM_ARGS="..."``). What they say decides which kubelet certificates a
+node has: ``rotateCertificates`` (client certificate rotation), ``serverTLSBootstrap``
+or ``--rotate-server-certificates`` (a serving certificate from a CSR instead of the
+self-signed ``kubelet.crt``), ``tlsCertFile``/``tlsPrivateKeyFile`` (a serving pair
+given by the operator), ``authentication.x509.clientCAFile`` and ``--cert-dir``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+import attrs
+
+from kubepki.errors import KubepkiError, NodeError
+from kubepki.node._fs import NodeFS
+
+__all__ = ["KUBEADM_FLAGS", "KUBELET_CONFIG", "KubeletSettings", "parse_kubeadm_flags", "read_kubelet_settings"]
+
+#: Where kubeadm writes the kubelet's configuration (its drop-in passes ``--config`` with it).
+KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
+#: kubeadm's per-node kubelet flags (``KUBELET_KUBEADM_ARGS``).
+KUBEADM_FLAGS = PurePosixPath("/var/lib/kubelet/kubeadm-flags.env")
+_LIMIT = 1 << 20
+_ARGS_RE = re.compile(r"^\s*KUBELET_KUBEADM_ARGS\s*=\s*(?P<value>.*?)\s*$", re.MULTILINE)
+
+
+@attrs.frozen(kw_only=True)
+class KubeletSettings:
+    """What the kubelet's configuration file and kubeadm's flags file say about its certificates."""
+
+    #: The configuration file read (a node path), None when there is none.
+    config_path: str | None = None
+    #: The flags of ``KUBELET_KUBEADM_ARGS`` (``--name=value``; a bare ``--name`` maps to "true").
+    flags: Mapping[str, str] = attrs.field(factory=dict)
+    #: Client certificate rotation: ``rotateCertificates`` (kubeadm sets it; the kubelet's default is off).
+    rotate_certificates: bool = False
+    #: A serving certificate by CSR: ``serverTLSBootstrap`` or ``--rotate-server-certificates``.
+    server_tls_bootstrap: bool = False
+    #: ``authentication.x509.clientCAFile``: the CA the kubelet trusts for client certificates.
+    client_ca_file: str | None = None
+    #: ``tlsCertFile`` / ``tlsPrivateKeyFile``: a serving pair the operator gives; no kubelet.crt then.
+    tls_cert_file: str | None = None
+    tls_private_key_file: str | None = None
+    #: ``--cert-dir``: where the kubelet keeps its certificates (default /var/lib/kubelet/pki).
+    cert_dir: str | None = None
+    #: Problems met while reading, in plain words.
+    notes: tuple[str, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        """True when a configuration file was read."""
+        return self.config_path is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "config_path": self.config_path,
+            "rotate_certificates": self.rotate_certificates,
+            "server_tls_bootstrap": self.server_tls_bootstrap,
+            "client_ca_file": self.client_ca_file,
+            "tls_cert_file": self.tls_cert_file,
+            "tls_private_key_file": self.tls_private_key_file,
+            "cert_dir": self.cert_dir,
+        }
+
+
+def parse_kubeadm_flags(text: str) -> dict[str, str]:
+    """The flags of ``KUBELET_KUBEADM_ARGS`` in a kubeadm-flags.env (the last assignment wins)."""
+    matches = list(_ARGS_RE.finditer(text))
+    if not matches:
+        return {}
+    value = matches[-1].group("value")
+    try:
+        words = shlex.split(value)
+    except ValueError:
+        words = value.strip("\"'").split()
+    if len(words) == 1 and " " in words[0]:  # KUBELET_KUBEADM_ARGS="--a=1 --b=2": one quoted word
+        words = words[0].split()
+    flags: dict[str, str] = {}
+    for word in words:
+        if not word.startswith("--"):
+            continue
+        name, sep, val = word[2:].partition("=")
+        flags[name] = val if sep else "true"
+    return flags
+
+
+def _read(fs: NodeFS, path: PurePosixPath, notes: list[str]) -> bytes | None:
+    try:
+        if fs.stat(path) is None:
+            return None
+        return fs.read_bytes(path, limit=_LIMIT)
+    except NodeError as exc:
+        notes.append(f"could not read {path}: {exc.message}")
+        return None
+
+
+def _true(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def read_kubelet_settings(fs: NodeFS, config: PurePosixPath | None = None) -> KubeletSettings:
+    """The kubelet's settings on the node ``fs`` reads; ``config`` overrides where its configuration file is.
+
+    Absent files give the kubelet's defaults; unreadable or malformed ones add a note, never an error.
+    """
+    from kubepki.pki import load_one
+
+    notes: list[str] = []
+    raw_flags = _read(fs, KUBEADM_FLAGS, notes)
+    flags = parse_kubeadm_flags(raw_flags.decode(errors="replace")) if raw_flags is not None else {}
+    path = config or (PurePosixPath(flags["config"]) if flags.get("config", "").startswith("/") else KUBELET_CONFIG)
+    data: Mapping[str, Any] = {}
+    raw = _read(fs, path, notes)
+    if raw is not None:
+        try:
+            loaded = load_one(raw, path=str(path))
+        except KubepkiError as exc:
+            notes.append(f"ignored {path}: {exc.message}")
+        else:
+            if isinstance(loaded, Mapping):
+                data = loaded
+            else:
+                notes.append(f"ignored {path}: not a KubeletConfiguration mapping")
+    auth = data.get("authentication")
+    x509 = auth.get("x509") if isinstance(auth, Mapping) else None
+    return KubeletSettings(
+        config_path=str(path) if raw is not None else None,
+        flags=flags,
+        # A flag overrides the file (the kubelet's precedence); both spellings of the serving switch count.
+        rotate_certificates=_true(flags["rotate-certificates"]) if "rotate-certificates" in flags
+        else _true(data.get("rotateCertificates")),
+        server_tls_bootstrap=_true(flags.get("rotate-server-certificates")) or _true(data.get("serverTLSBootstrap")),
+        client_ca_file=_str(flags.get("client-ca-file")) or (_str(x509.get("clientCAFile"))
+                                                             if isinstance(x509, Mapping) else None),
+        tls_cert_file=_str(flags.get("tls-cert-file")) or _str(data.get("tlsCertFile")),
+        tls_private_key_file=_str(flags.get("tls-private-key-file")) or _str(data.get("tlsPrivateKeyFile")),
+        cert_dir=_str(flags.get("cert-dir")),
+        notes=tuple(notes),
+    )
