@@ -876,8 +876,9 @@ def entries(
 
     ``role`` None means every role; the entries of a control plane include every other role's.
 
-    >>> [e.name for e in entries(version="1.28", role="worker")]
-    ['ca', 'kubelet.conf', 'kubelet-client-current.pem', 'kubelet.crt']
+    >>> from kubepki import catalog
+    >>> [e.name for e in catalog.entries(version="1.28", role="worker")]
+    ['ca', 'kubelet.conf', 'kubelet-client-current.pem', 'kubelet-server-current.pem', 'kubelet.crt']
     """
     wanted = frozenset(kinds) if kinds is not None else None
     r = NodeRole(role) if role is not None else None

@@ -76,6 +76,11 @@ def test_check_the_worker_kubeadm_join_made(ha_cluster: HACluster) -> None:
     items = {i["name"]: i for i in report["items"]}
     assert set(items) == {"ca", "kubelet.conf", "kubelet-client-current.pem", "kubelet.crt"}
     assert not (node.pki / "ca.key").exists()
+    # kubeadm join removed the bootstrap kubeconfig once the kubelet had its own credentials
+    # (cmd/kubeadm/app/cmd/phases/join/kubelet.go), which is why a leftover one is a finding
+    assert not (node.pki.parent / "bootstrap-kubelet.conf").exists()
+    assert report["items"] and all(f["code"] != "bootstrap-kubeconfig-left"
+                                   for i in report["items"] for f in i["findings"])
     assert items["ca"]["status"] == "ok" and not items["ca"]["externally_managed"]
     assert items["kubelet-client-current.pem"]["status"] == "ok"
     assert items["kubelet-client-current.pem"]["certificate"]["common_name"] == f"system:node:{node.node_name}"

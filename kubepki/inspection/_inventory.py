@@ -239,6 +239,7 @@ class Inventory(Report):
             "external_etcd": p.external_etcd,
             "role": p.role.value,
             "role_source": p.role_source,
+            "kubelet": p.kubelet.to_dict(),
             "cert_dir": str(p.cert_dir),
             "warn_within_seconds": int(self.warn_within.total_seconds()),
             "notes": list(p.notes),

@@ -36,7 +36,7 @@ _ARGS_RE = re.compile(r"^\s*KUBELET_KUBEADM_ARGS\s*=\s*(?P<value>.*?)\s*$", re.M
 class KubeletSettings:
     """What the kubelet's configuration file and kubeadm's flags file say about its certificates."""
 
-    #: The configuration file read (a node path), None when there is none.
+    #: The configuration file read (a node path), None when there is none or it could not be used.
     config_path: str | None = None
     #: The flags of ``KUBELET_KUBEADM_ARGS`` (``--name=value``; a bare ``--name`` maps to "true").
     flags: Mapping[str, str] = attrs.field(factory=dict)
@@ -123,6 +123,7 @@ def read_kubelet_settings(fs: NodeFS, config: PurePosixPath | None = None) -> Ku
     flags = parse_kubeadm_flags(raw_flags.decode(errors="replace")) if raw_flags is not None else {}
     path = config or (PurePosixPath(flags["config"]) if flags.get("config", "").startswith("/") else KUBELET_CONFIG)
     data: Mapping[str, Any] = {}
+    read_ok = False
     raw = _read(fs, path, notes)
     if raw is not None:
         try:
@@ -131,13 +132,13 @@ def read_kubelet_settings(fs: NodeFS, config: PurePosixPath | None = None) -> Ku
             notes.append(f"ignored {path}: {exc.message}")
         else:
             if isinstance(loaded, Mapping):
-                data = loaded
+                data, read_ok = loaded, True
             else:
                 notes.append(f"ignored {path}: not a KubeletConfiguration mapping")
     auth = data.get("authentication")
     x509 = auth.get("x509") if isinstance(auth, Mapping) else None
     return KubeletSettings(
-        config_path=str(path) if raw is not None else None,
+        config_path=str(path) if read_ok else None,
         flags=flags,
         # A flag overrides the file (the kubelet's precedence); both spellings of the serving switch count.
         rotate_certificates=_true(flags["rotate-certificates"]) if "rotate-certificates" in flags
