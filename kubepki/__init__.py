@@ -79,7 +79,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         timeline,
     )
     from kubepki.node import Node, NodeProfile, ssh_node
-    from kubepki.objects import ObjectInventory, ObjectItem, ObjectItemKind, check_live, check_objects, probe
+    from kubepki.objects import (
+        ObjectInventory,
+        ObjectItem,
+        ObjectItemKind,
+        approve_kubelet_csrs,
+        check_live,
+        check_objects,
+        list_kubelet_csrs,
+        probe,
+    )
     from kubepki.renewal import (
         KubeletCleanupPlan,
         KubeletCleanupResult,
@@ -173,6 +182,8 @@ _LAZY: dict[str, str] = {
     "plan_cluster_restarts": "kubepki.cluster._cluster",
     "plan_renewal": "kubepki.renewal._renewal",
     "plan_kubelet_cleanup": "kubepki.renewal._kubelet_cleanup",
+    "list_kubelet_csrs": "kubepki.objects._csr",
+    "approve_kubelet_csrs": "kubepki.objects._csr",
     "KubeletCleanupPlan": "kubepki.renewal._kubelet_cleanup",
     "KubeletCleanupResult": "kubepki.renewal._kubelet_cleanup",
     "NodeRole": "kubepki.catalog",
@@ -266,6 +277,7 @@ __all__ = [
     "apply_renewal",
     "apply_restarts",
     "apply_restore",
+    "approve_kubelet_csrs",
     "backup",
     "catalog",
     "check_live",
@@ -279,6 +291,7 @@ __all__ = [
     "install_signed",
     "issue_kubeconfig",
     "list_backups",
+    "list_kubelet_csrs",
     "plan_cluster_renewal",
     "plan_cluster_restarts",
     "plan_kubelet_cleanup",

@@ -156,3 +156,22 @@ def test_wrong_host_key_stops_the_play(fleet: sshd.Fleet, cluster: testing.DemoC
     first = task_results(out, "Inspect the node before renewing")["cp1"]
     assert first.get("unreachable") and "host key" in first["msg"].lower()
     assert {t["host"] for t in out["tasks"]} == {"cp1"}  # cp2 and cp3 never started
+
+
+def test_the_playbook_takes_workers_too(fleet: sshd.Fleet, tmp_path: Path) -> None:
+    """Two control planes and a worker in the play (issue 14): the worker is checked as a worker (no error,
+    no control-plane file missing) and nothing is renewed on it — the kubelet rotates its own certificate —
+    while the control planes are renewed (control)."""
+    issued = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=350)
+    mixed = testing.build_cluster(tmp_path / "nodes", nodes=2, workers=1, issued_at=issued)
+    worker = mixed.node("w1")
+    before = hashlib.sha256(worker.path("/etc/kubernetes/kubelet.conf").read_bytes()).hexdigest()
+    code, out, err = run_playbook(tmp_path / "run", fleet, mixed)
+    assert code == 0, err
+    inspected = task_results(out, "Inspect the node before renewing")
+    assert inspected["w1"]["role"] == "worker" and inspected["cp1"]["role"] == "control-plane"
+    assert [f for f in inspected["w1"]["findings"] if f["severity"] in ("error", "critical")] == []
+    renewed = task_results(out, RENEW)
+    assert not renewed["w1"]["changed"] and renewed["w1"]["changed_items"] == []
+    assert renewed["cp1"]["changed"] and renewed["cp2"]["changed"]
+    assert hashlib.sha256(worker.path("/etc/kubernetes/kubelet.conf").read_bytes()).hexdigest() == before

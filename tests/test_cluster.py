@@ -184,7 +184,7 @@ def test_views_table_json_and_html(build: Build) -> None:
     assert "shared-mismatch" in html
     assert "outcome=failed" in repr(inv)
     assert set(CLUSTER_CODES) == {"shared-mismatch", "node-missing-shared", "duplicated-node-certificate",
-                                  "node-unreachable"}
+                                  "node-unreachable", "shared-key-off-control-plane"}
 
 
 def test_local_roots_make_a_cluster_too(tmp_path: Path) -> None:

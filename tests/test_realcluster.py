@@ -1354,6 +1354,87 @@ def test_renew_leaves_no_lock_file(real_cluster: RealCluster) -> None:
     assert leftovers == []
 
 
+def _csr_object(name: str, cn: str, *, dns: Sequence[str], ips: Sequence[str], usages: Sequence[str],
+                org: str = "system:nodes") -> dict[str, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
+    names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                                    x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+           .add_extension(x509.SubjectAlternativeName(names), critical=False)
+           .sign(key, hashes.SHA256()))
+    return {"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+            "metadata": {"name": name},
+            "spec": {"request": base64.b64encode(csr.public_bytes(serialization.Encoding.PEM)).decode(),
+                     "signerName": "kubernetes.io/kubelet-serving", "usages": list(usages)}}
+
+
+def test_csr_approval_against_the_real_apiserver(real_cluster: RealCluster) -> None:
+    """kubepki csr list/approve on real CSRs (issue 14, item 3). The node's kubelet credentials create a safe
+    kubelet-serving CSR (its Node's own hostname and address) and two hostile ones (an extra SAN, client
+    auth); the admin creates one for the node's name (wrong requestor). The dry run approves nothing; --apply
+    approves only the safe one, which the real kube-controller-manager then signs with the cluster CA; the
+    hostile ones stay pending, unapproved (negative controls)."""
+    c = real_cluster
+    csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
+    node = c.api(f"/api/v1/nodes/{c.node_name}").json()
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    good_dns, good_ip = [addresses["Hostname"]], [addresses["InternalIP"]]
+    cn = f"system:node:{c.node_name}"
+    pki = c.root / "var/lib/kubelet/pki"
+    kubelet_pem = c.root / os.readlink(pki / "kubelet-client-current.pem").lstrip("/")
+    serving = ["digital signature", "server auth"]
+    made = {
+        "kpk-good": (_csr_object("kpk-good", cn, dns=good_dns, ips=good_ip, usages=serving), kubelet_pem),
+        "kpk-extra-san": (_csr_object("kpk-extra-san", cn, dns=[*good_dns, "evil.example.com"], ips=good_ip,
+                                      usages=serving), kubelet_pem),
+        "kpk-client-auth": (_csr_object("kpk-client-auth", cn, dns=good_dns, ips=good_ip,
+                                        usages=[*serving, "client auth"]), kubelet_pem),
+        "kpk-wrong-requestor": (_csr_object("kpk-wrong-requestor", cn, dns=good_dns, ips=good_ip, usages=serving),
+                                None),
+    }
+    try:
+        for name, (obj, cred) in made.items():
+            c.api(f"{csrs}/{name}", "DELETE")
+            r = c.api(csrs, "POST", obj, cert=cred, key=cred) if cred else c.api(csrs, "POST", obj)
+            assert r.status == 201, (name, r.data[:300])
+        kubeconfig = str(c.root / "etc/kubernetes/admin.conf")
+        listed = c.kubepki("csr", "list", "--kubeconfig", kubeconfig, "-o", "json")
+        assert listed.returncode == 1, _explain(listed)  # pending CSRs: a warning
+        by_name = {x["name"]: x for x in json.loads(listed.stdout)["csrs"] if x["name"] in made}
+        assert set(by_name) == set(made)
+        assert by_name["kpk-good"]["approvable"] and by_name["kpk-good"]["requestor"] == cn
+        assert any("evil.example.com is not an address of Node" in r for r in by_name["kpk-extra-san"]["refusals"])
+        assert any("client auth" in r for r in by_name["kpk-client-auth"]["refusals"])
+        assert any("not by a node" in r for r in by_name["kpk-wrong-requestor"]["refusals"])
+        dry = c.kubepki("csr", "approve", *made, "--kubeconfig", kubeconfig, "-o", "json")
+        assert dry.returncode == 2, _explain(dry)  # three refused
+        assert json.loads(dry.stdout)["approved"] == ["kpk-good"]
+        assert not c.api(f"{csrs}/kpk-good").json()["status"].get("conditions")
+        applied = c.kubepki("csr", "approve", *made, "--kubeconfig", kubeconfig, "--apply", "-o", "json")
+        assert applied.returncode == 2, _explain(applied)
+        result = json.loads(applied.stdout)
+        assert result["approved"] == ["kpk-good"] and result["failed"] == []
+        assert {r["name"] for r in result["refused"]} == set(made) - {"kpk-good"}
+
+        def signed() -> str | None:
+            cert = c.api(f"{csrs}/kpk-good").json()["status"].get("certificate")
+            return str(cert) if cert else None
+
+        issued = x509.load_pem_x509_certificate(base64.b64decode(_wait("kube-controller-manager to sign", signed,
+                                                                       120)))
+        ca = x509.load_pem_x509_certificate((c.root / "etc/kubernetes/pki/ca.crt").read_bytes())
+        issued.verify_directly_issued_by(ca)
+        assert issued.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
+        for name in set(made) - {"kpk-good"}:
+            status = c.api(f"{csrs}/{name}").json()["status"]
+            assert not status.get("conditions") and not status.get("certificate"), name
+    finally:
+        for name in made:
+            c.api(f"{csrs}/{name}", "DELETE")
+
+
 def test_node_healthy_at_the_end(real_cluster: RealCluster) -> None:
     """After everything: /readyz ok, all four mirror pods Running and Ready, ``kubepki check`` clean, and
     every socket serves its file."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -222,3 +223,58 @@ def test_renewal_on_a_worker(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         kubepki.plan_renewal(worker.as_node(), ["apiserver"])
     cp = build_node(tmp_path / "c")
     assert kubepki.plan_renewal(cp.as_node()).steps != ()
+
+
+# ---- clusters with workers and etcd nodes
+
+
+def _cluster_check(capsys: pytest.CaptureFixture[str], *nodes: str) -> tuple[int, dict[str, Any]]:
+    code = main(["cluster", "check", *nodes, "-o", "json"])
+    out, _ = capsys.readouterr()
+    return code, json.loads(out)
+
+
+def test_a_cluster_with_workers_checks_clean(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two control planes and two workers: every node's role, the workers' CA compared with the control planes'
+    and no finding; a worker whose ca.crt is another cluster's is the odd one out (control)."""
+    demo = build_cluster(tmp_path / "c", nodes=2, workers=2)
+    args = [f"--node={n.name}={n.root}" for n in demo.nodes]
+    code, data = _cluster_check(capsys, *args)
+    assert code == 0, data["findings"]
+    assert [(n["label"], n["role"]) for n in data["nodes"]] == [
+        ("cp1", "control-plane"), ("cp2", "control-plane"), ("w1", "worker"), ("w2", "worker")]
+    assert data["findings"] == []
+    other = build_node(tmp_path / "o", name="x1")
+    shutil.copy(other.path("/etc/kubernetes/pki/ca.crt"), demo.node("w2").path("/etc/kubernetes/pki/ca.crt"))
+    code, data = _cluster_check(capsys, *args)
+    mismatch = [f for f in data["findings"] if f["code"] == "shared-mismatch"]
+    assert code == 2 and mismatch and mismatch[0]["nodes"] == ["w2"]
+
+
+def test_a_ca_key_on_a_worker_is_a_cluster_finding(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ca.key copied onto a worker: still a worker, and the cluster check says the key should go
+    (control: the clean cluster above has no such finding)."""
+    demo = build_cluster(tmp_path, nodes=1, workers=1)
+    shutil.copy(demo.first.path("/etc/kubernetes/pki/ca.key"), demo.node("w1").path("/etc/kubernetes/pki/ca.key"))
+    code, data = _cluster_check(capsys, f"--node=cp1={demo.first.root}", f"--node=w1={demo.node('w1').root}")
+    assert data["nodes"][1]["role"] == "worker"
+    assert [(f["code"], f["nodes"]) for f in data["findings"]] == [("shared-key-off-control-plane", ["w1"])]
+    assert code == 1
+
+
+def test_worker_and_etcd_options_give_the_role(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--worker and --etcd say the role (role_source "given"); --node discovers it. An external-etcd cluster:
+    control plane and etcd hosts together, the etcd CA compared among the etcd hosts only."""
+    demo = build_cluster(tmp_path, nodes=1, etcd_nodes=2, workers=1, external_etcd=True)
+    cp, w1, e1, e2 = demo.nodes  # control planes, workers, then etcd nodes
+    code, data = _cluster_check(capsys, f"--node=cp1={cp.root}", f"--etcd=e1={e1.root}", f"--etcd=e2={e2.root}",
+                                f"--worker=w1={w1.root}")
+    assert code == 0, data["findings"]
+    assert [n["role"] for n in data["nodes"]] == ["control-plane", "etcd", "etcd", "worker"]
+    assert {data["inventories"][n]["role_source"] for n in ("e1", "e2", "w1")} == {"given"}
+    assert data["findings"] == []
+    shutil.copy(e1.path("/etc/kubernetes/pki/etcd/ca.key"), e2.path("/etc/kubernetes/pki/etcd/ca.key"))
+    _code, data = _cluster_check(capsys, f"--etcd=e1={e1.root}", f"--etcd=e2={e2.root}")
+    assert data["findings"] == []  # the etcd CA's key on a second etcd host is kubeadm's guide's choice to make
+    assert main(["cluster", "check"]) == 3  # no node at all: a usage error
+    assert "name the nodes" in capsys.readouterr().err

@@ -65,6 +65,13 @@ options:
     description: Seconds to wait for another kubepki writing to the node.
     type: float
     default: 0
+  role:
+    description:
+      - The node's role, C(control-plane), C(worker) or C(etcd); discovered when not given.
+      - A worker has nothing kubeadm renews (the kubelet rotates its own certificate), so C(renewed)
+        changes nothing there; C(checked) checks what a worker has.
+    type: str
+    choices: [control-plane, worker, etcd]
 author:
   - kubepki developers
 """
@@ -158,7 +165,8 @@ def _checked(module: Any, node: Any) -> dict[str, Any]:
         for item, f in inv.findings
         if f.severity.rank >= kubepki.Severity.WARNING.rank
     ]
-    return {"changed": False, "node": inv.node, "exit_code": exit_status(inv), "summary": inv.counts(),
+    return {"changed": False, "node": inv.node, "role": inv.profile.role.value, "exit_code": exit_status(inv),
+            "summary": inv.counts(),
             "findings": findings, "inventory": inv.to_dict()}
 
 
@@ -173,7 +181,8 @@ def _renewed(module: Any, node: Any) -> dict[str, Any]:
     )
     work = [s.name for s in plan.work]
     out: dict[str, Any] = {
-        "changed": bool(work), "node": plan.node_name, "changed_items": work, "summary": plan.counts(),
+        "changed": bool(work), "node": plan.node_name, "role": node.profile.role.value, "changed_items": work,
+        "summary": plan.counts(),
         "plan": plan.to_dict(), "exit_code": 2 if plan.refused else 0,
     }
     if plan.refused:
@@ -205,6 +214,7 @@ def main() -> None:
             "backup_dir": {"type": "str", "default": "/var/backups/kubepki"},
             "warn_within": {"type": "str", "default": "30d"},
             "lock_wait": {"type": "float", "default": 0.0},
+            "role": {"type": "str", "choices": ["control-plane", "worker", "etcd"]},
         },
         supports_check_mode=True,
     )
@@ -215,7 +225,7 @@ def main() -> None:
                              "pip install kubepki (or set PYTHONPATH)")
         return
     try:
-        node = kubepki.Node(module.params["root"])
+        node = kubepki.Node(module.params["root"], role=module.params["role"])
         node.check_root()
         if module.params["state"] == "checked":
             module.exit_json(**_checked(module, node))

@@ -37,6 +37,7 @@ COMMANDS.append(__import__("kubepki.cli.renew", fromlist=["register"]))  # renew
 COMMANDS.append(__import__("kubepki.cli.restarts", fromlist=["register"]))  # restarts, verify-served
 COMMANDS.append(__import__("kubepki.cli.cluster", fromlist=["register"]))  # cluster check, renew, restarts
 COMMANDS.append(__import__("kubepki.cli.kubelet", fromlist=["register"]))  # kubelet clean-up
+COMMANDS.append(__import__("kubepki.cli.csr", fromlist=["register"]))  # csr list, approve
 # Last: the completion script describes every command registered before it.
 COMMANDS.append(__import__("kubepki.cli.completion", fromlist=["register"]))
 

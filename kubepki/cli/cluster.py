@@ -1,8 +1,9 @@
-"""``kubepki cluster``: every control-plane node at once, over SSH or local roots.
+"""``kubepki cluster``: every node at once, over SSH or local roots.
 
-Each ``--node NAME=TARGET`` is one control-plane node: ``ssh://user@host:port/root``
-(the node's ``/`` is ``root`` on that server; ``/`` on a real node) or a local
-directory holding a node's files. Host keys are always checked against
+Each ``--node NAME=TARGET`` is one node, its role discovered (control plane, worker,
+etcd node): ``ssh://user@host:port/root`` (the node's ``/`` is ``root`` on that server;
+``/`` on a real node) or a local directory holding a node's files. ``--worker`` and
+``--etcd`` take the same and say the role. Host keys are always checked against
 ``--known-hosts`` (default ``~/.ssh/known_hosts``).
 """
 
@@ -53,12 +54,23 @@ def parse_node(text: str) -> tuple[str, str]:
     return name, target
 
 
+def _role_node(role: str | None) -> Any:
+    def parse(text: str) -> tuple[str, str, str | None]:
+        name, target = parse_node(text)
+        return name, target, role
+    return parse
+
+
 def _connection_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("nodes")
-    g.add_argument("--node", dest="nodes", type=parse_node, action="append", required=True,
+    g.add_argument("--node", dest="nodes", type=_role_node(None), action="append", default=[],
                    metavar="NAME=TARGET",
-                   help="a control-plane node: NAME=ssh://user@host:port/root/path or NAME=DIR; "
+                   help="a node, its role discovered: NAME=ssh://user@host:port/root/path or NAME=DIR; "
                         "repeat for each node (restarts roll in this order)")
+    g.add_argument("--worker", dest="nodes", type=_role_node("worker"), action="append", metavar="NAME=TARGET",
+                   help="a worker node (as --node, with the role given)")
+    g.add_argument("--etcd", dest="nodes", type=_role_node("etcd"), action="append", metavar="NAME=TARGET",
+                   help="an etcd node of an external-etcd topology (as --node, with the role given)")
     g.add_argument("--identity", "-i", metavar="KEY",
                    help="SSH private key file (default: the SSH agent and ~/.ssh/id_*)")
     g.add_argument("--known-hosts", metavar="FILE",
@@ -147,16 +159,18 @@ def _usage(parser: argparse.ArgumentParser, name: str) -> Any:
 def _cluster(args: argparse.Namespace) -> Cluster:
     from kubepki.cluster import Cluster
 
-    labels = [name for name, _ in args.nodes]
+    if not args.nodes:
+        raise ConfigError("name the nodes: --node NAME=TARGET (and --worker, --etcd), once per node")
+    labels = [name for name, _, _ in args.nodes]
     if all(labels) and len(set(labels)) != len(labels):
         raise ConfigError(f"node names must be unique: {labels}")
-    for _name, target in args.nodes:
+    for _name, target, _role in args.nodes:
         if not target.startswith("ssh://") and not Path(target).is_dir():
             raise ConfigError(f"{target!r} is neither an ssh:// URL nor a directory", path=target)
-    targets: dict[str, str] | list[str] = (dict(args.nodes) if all(labels)
-                                           else [target for _, target in args.nodes])
+    targets: dict[str, str] | list[str] = ({name: target for name, target, _ in args.nodes} if all(labels)
+                                           else [target for _, target, _ in args.nodes])
     return Cluster.from_targets(targets, key=args.identity, known_hosts=args.known_hosts,
-                                timeout=args.timeout)
+                                timeout=args.timeout, roles=[role for _, _, role in args.nodes])
 
 
 def run_check(args: argparse.Namespace) -> int:

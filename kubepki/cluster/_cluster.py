@@ -105,6 +105,11 @@ CLUSTER_CODES: Mapping[str, tuple[Severity, str]] = {
     "node-unreachable": (
         Severity.ERROR, "A node could not be inspected (connection, login, host key or root).",
     ),
+    "shared-key-off-control-plane": (
+        Severity.WARNING,
+        "A worker or etcd node holds a CA key its role does not need (ca.key on a worker): whoever gets "
+        "that node can sign certificates the whole cluster trusts.",
+    ),
 }
 
 _DEFAULT_WORKERS = 16
@@ -115,7 +120,7 @@ _DEFAULT_WORKERS = 16
 
 
 class Cluster:
-    """The control-plane nodes of one cluster, each reached its own way.
+    """The nodes of one cluster (control planes, workers, etcd nodes), each reached its own way.
 
     ``nodes`` are :class:`~kubepki.Node` objects (local roots or
     :func:`kubepki.node._ssh.ssh_node`) or local root paths. ``labels`` name them in
@@ -149,22 +154,28 @@ class Cluster:
         key: str | os.PathLike[str] | None = None,
         known_hosts: str | os.PathLike[str] | None = None,
         timeout: float = 10.0,
+        roles: Mapping[str, str] | Sequence[str | None] | None = None,
     ) -> Cluster:
         """A cluster from ``{label: target}`` (or targets alone), as the CLI's ``--node``.
 
         A target is ``ssh://user@host:port/root/path`` (see :func:`kubepki.node._ssh.ssh_node`)
         or a local root directory. ``key`` and ``known_hosts`` apply to every SSH node.
+        ``roles`` gives nodes their role (``{label: role}``, or one per target; None:
+        discovered), as ``--worker`` and ``--etcd`` do.
         """
         from kubepki.node import ssh_node
 
         items = list(targets.items()) if isinstance(targets, Mapping) else [("", t) for t in targets]
+        if roles is not None and not isinstance(roles, Mapping) and len(roles) != len(items):
+            raise ConfigError(f"{len(roles)} roles for {len(items)} targets")
         nodes: list[Node] = []
-        for label, target in items:
+        for i, (label, target) in enumerate(items):
+            role = (roles.get(label) if isinstance(roles, Mapping) else roles[i]) if roles is not None else None
             if target.startswith("ssh://"):
                 nodes.append(ssh_node(target, key=key, known_hosts=known_hosts, timeout=timeout,
-                                      name=label or None))
+                                      name=label or None, role=role))
             else:
-                nodes.append(Node(target, name=label or None))
+                nodes.append(Node(target, name=label or None, role=role))
         labels = [label for label, _ in items] if all(label for label, _ in items) else None
         return cls(nodes, labels=labels)
 
@@ -342,6 +353,7 @@ class ClusterInventory(Report):
                 "label": label,
                 "target": self.targets.get(label),
                 "node": inv.node if inv is not None else None,
+                "role": inv.profile.role.value if inv is not None else None,
                 "reachable": inv is not None,
                 "error": self.errors.get(label),
                 "summary": inv.counts() if inv is not None else None,
@@ -387,9 +399,14 @@ class ClusterInventory(Report):
                 rows.append((entry.name, entry.scope.value, cells))
         return rows
 
+    def _roles(self) -> list[Cell]:
+        return [Cell(inv.profile.role.value, "dim") if (inv := self.inventories.get(label)) is not None
+                else Cell("?", "error") for label in self.nodes]
+
     def rows(self) -> Table:
         """One row per catalog item, one column per node; then the cluster's findings and unreachable nodes."""
-        rows: list[list[Cell | str]] = [[Cell(name, strong=True), scope, *cells] for name, scope, cells in self._rows()]
+        rows: list[list[Cell | str]] = [[Cell("(role)"), "", *self._roles()]]
+        rows += [[Cell(name, strong=True), scope, *cells] for name, scope, cells in self._rows()]
         rows += [[Cell(f.code, f.severity.tone), f.severity.value, f.message] for f in self.findings]
         rows += [[Cell(label, "error"), "unreachable", why] for label, why in self.errors.items()]
         return Table(f"kubepki cluster of {len(self.nodes)} nodes at {iso(self.now)}: {self.outcome.value}",
@@ -397,8 +414,9 @@ class ClusterInventory(Report):
 
     def blocks(self) -> list[Block]:
         """The item-by-node table, then unreachable nodes, the cluster's findings and the nodes' findings."""
-        out: list[Block] = [Table("", ("ITEM", "SCOPE", *self.nodes, ""),
-                                  [[name, scope, *cells, ""] for name, scope, cells in self._rows()])]
+        table: list[list[Cell | str]] = [["(role)", "", *self._roles(), ""]]
+        table += [[name, scope, *cells, ""] for name, scope, cells in self._rows()]
+        out: list[Block] = [Table("", ("ITEM", "SCOPE", *self.nodes, ""), table)]
         if any(f.item is not None for f in self.findings):
             out.append(Line(["(* the node differs from the others or repeats another node's certificate)"]))
         if self.errors:
@@ -444,12 +462,27 @@ def _compare_shared(inventories: Mapping[str, Inventory], order: Sequence[str]) 
     for entry in _catalog.CATALOG:
         if entry.scope is not Scope.SHARED:
             continue
-        holders = [label for label in order if label in inventories and entry.name in inventories[label]]
-        if len(holders) < 2:
-            continue
+        all_holders = [label for label in order if label in inventories and entry.name in inventories[label]]
         differ: list[str] = []
         odd: set[str] = set()
         for f in entry.files:
+            holders = all_holders
+            if f.role is FileRole.KEY:
+                # A worker holds ca.crt alone, an etcd node after the first etcd/ca.crt alone: their keys are
+                # not compared; a key such a node does hold anyway is a finding of its own.
+                holders = [label for label in all_holders
+                           if entry.key_expected(inventories[label].profile.role)]
+                extra = [label for label in all_holders if label not in holders
+                         and _shared_value(inventories[label][entry.name], f.role) is not None
+                         and inventories[label].profile.role is _catalog.NodeRole.WORKER]
+                if extra:
+                    out.append(_finding(
+                        "shared-key-off-control-plane",
+                        f"{f.path} is on {', '.join(extra)}, a worker: kubeadm join never puts it there and "
+                        "the node does not need it; remove it (whoever has it signs for the whole cluster)",
+                        item=entry.name, nodes=extra))
+            if len(holders) < 2:
+                continue
             values = {label: _shared_value(inventories[label][entry.name], f.role) for label in holders}
             present = {label: v for label, v in values.items() if v is not None}
             if not present:
@@ -477,7 +510,7 @@ def _compare_shared(inventories: Mapping[str, Inventory], order: Sequence[str]) 
             nodes = [label for label in order if label in odd]
             out.append(_finding(
                 "shared-mismatch",
-                f"{entry.name} differs between nodes: {', '.join(differ)}; every control-plane node "
+                f"{entry.name} differs between nodes: {', '.join(differ)}; every node that holds it "
                 f"must hold the same {entry.name} (the odd one out: {', '.join(nodes)})",
                 item=entry.name, nodes=nodes))
     return out

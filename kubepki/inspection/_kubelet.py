@@ -101,7 +101,8 @@ def _serving(settings: KubeletSettings, by_name: Mapping[str, InventoryItem], no
         out.append((serving.name, make(
             "kubelet-serving-pending",
             f"serverTLSBootstrap is on but {serving.path} does not exist: the kubelet's kubelet-serving CSR "
-            "waits for approval (kubeadm does not approve them), and until then `kubectl logs`/`exec` and "
+            "waits for approval (kubeadm does not approve them; `kubepki csr approve` approves the safe ones), "
+            "and until then `kubectl logs`/`exec` and "
             "metrics scrapes that verify the kubelet fail")))
     self_signed = by_name.get("kubelet.crt")
     if (self_signed is not None and self_signed.not_after is not None and not settings.server_tls_bootstrap

@@ -232,9 +232,10 @@ def _role(value: NodeRole | str | None) -> NodeRole | None:
 
 
 #: Files only a control-plane node has (besides its manifests): they tell a control plane whose
-#: manifests are moved out for a restart (kubeadm's documented procedure) from a worker.
+#: manifests are moved out for a restart (kubeadm's documented procedure) from a worker. Not ca.key:
+#: a worker someone copied it to is still a worker (and the cluster check says the key should go).
 _CONTROL_PLANE_FILES = (("cert_dir", "apiserver.crt"), ("kubeconfig_dir", "controller-manager.conf"),
-                        ("kubeconfig_dir", "scheduler.conf"), ("cert_dir", "ca.key"), ("cert_dir", "sa.key"),
+                        ("kubeconfig_dir", "scheduler.conf"), ("cert_dir", "sa.key"),
                         ("cert_dir", "front-proxy-ca.crt"), ("cert_dir", "apiserver-kubelet-client.crt"))
 _ETCD_FILES = (("cert_dir", "etcd/server.crt"), ("cert_dir", "etcd/peer.crt"))
 _WORKER_FILES = (("kubeconfig_dir", "kubelet.conf"), ("kubeconfig_dir", "bootstrap-kubelet.conf"))

@@ -28,6 +28,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         parse_certificates as parse_certificates,
         validity_findings as validity_findings,
     )
+    from kubepki.objects._csr import (
+        KUBELET_CLIENT_SIGNER as KUBELET_CLIENT_SIGNER,
+        KUBELET_SERVING_SIGNER as KUBELET_SERVING_SIGNER,
+        CSRApproval as CSRApproval,
+        KubeletCSR as KubeletCSR,
+        KubeletCSRList as KubeletCSRList,
+        approve_kubelet_csrs as approve_kubelet_csrs,
+        list_kubelet_csrs as list_kubelet_csrs,
+        review_csr as review_csr,
+    )
     from kubepki.objects._objects import (
         MAX_OBJECT_BYTES as MAX_OBJECT_BYTES,
         ObjectInventory as ObjectInventory,
@@ -51,6 +61,16 @@ __getattr__, __dir__, __all__ = attach(
             "load_client_pair",
             "KubeClient",
             "check_live",
+        ),
+        "_csr": (
+            "KUBELET_CLIENT_SIGNER",
+            "KUBELET_SERVING_SIGNER",
+            "CSRApproval",
+            "KubeletCSR",
+            "KubeletCSRList",
+            "approve_kubelet_csrs",
+            "list_kubelet_csrs",
+            "review_csr",
         ),
         "_bundles": (
             "DEFAULT_WARN_WITHIN",

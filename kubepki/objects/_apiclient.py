@@ -109,6 +109,7 @@ RESOURCES: tuple[Resource, ...] = (
 
 _EXEC_API = "client.authentication.k8s.io/v1"
 _MAX_ERROR_BODY = 64 << 10
+_MAX_OBJECT_BODY = 4 << 20  # one object (a CSR with its certificate is a few KiB)
 
 
 # --------------------------------------------------------------------------------------
@@ -338,10 +339,11 @@ class _Connection(http.client.HTTPSConnection):
 
 
 class KubeClient:
-    """Read-only access to one API server, authenticated as a kubeconfig says.
+    """Access to one API server, authenticated as a kubeconfig says.
 
     Build it with :meth:`from_kubeconfig`; use it as a context manager (or call
-    :meth:`close`). :meth:`list` yields the objects of one resource, page by page.
+    :meth:`close`). :meth:`list` yields the objects of one resource, page by page;
+    :meth:`put_json` is the one write (approving a CSR).
     """
 
     def __init__(
@@ -437,15 +439,48 @@ class KubeClient:
 
     def get(self, path: str, query: Mapping[str, str] | None = None) -> http.client.HTTPResponse:
         """GET ``path``; the response (status 200) to read. Raises :class:`APIError` otherwise."""
+        return self._request("GET", path, query=query)
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        """GET one object at ``path``, decoded. Raises :class:`APIError` for any status but 200 (404...)."""
+        return self._object(self._request("GET", path), "GET", path)
+
+    def put_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT ``body`` as JSON to ``path`` (an update of one object, e.g. a CSR's ``/approval``); the
+        object the server answers with. Raises :class:`APIError` for any status but 200 (409: the
+        object changed since it was read)."""
+        return self._object(self._request("PUT", path, body=json.dumps(body).encode()), "PUT", path)
+
+    def _object(self, response: http.client.HTTPResponse, method: str, path: str) -> dict[str, Any]:
+        try:
+            data = response.read(_MAX_OBJECT_BODY + 1)
+        finally:
+            response.close()
+        if len(data) > _MAX_OBJECT_BODY:
+            self.close()
+            raise APIError(f"{self.server} answered {method} {path} with more than {_MAX_OBJECT_BODY} bytes",
+                           url=path)
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise APIError(f"{self.server} answered {method} {path} with no JSON object", url=path) from None
+        if not isinstance(obj, dict):
+            raise APIError(f"{self.server} answered {method} {path} with no JSON object", url=path)
+        return obj
+
+    def _request(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
+                 body: bytes | None = None) -> http.client.HTTPResponse:
         url = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
         headers = {"Accept": "application/json", "User-Agent": f"kubepki/{__version__}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         for attempt in range(4):
             reused = self._conn is not None
             conn = self._connection()
             try:
-                conn.request("GET", url, headers=headers)
+                conn.request(method, url, body=body, headers=headers)
                 response = conn.getresponse()
             except ssl.SSLCertVerificationError as exc:
                 self.close()
