@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.realcluster import LOOPBACK, Container, RealCluster
+from tests.realcluster import LOOPBACK, REPO, Container, RealCluster
 
 pytestmark = pytest.mark.realcluster
 
@@ -1370,6 +1370,13 @@ def _csr_object(name: str, cn: str, *, dns: Sequence[str], ips: Sequence[str], u
                      "signerName": "kubernetes.io/kubelet-serving", "usages": list(usages)}}
 
 
+def _kubepki_api(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m kubepki ARGS`` for commands that take no node (csr): no --root added."""
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.environ.get("KUBEPKI_REALCLUSTER_PYTHONPATH") or str(REPO)}
+    return subprocess.run([sys.executable, "-m", "kubepki", *args], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+
+
 def test_csr_approval_against_the_real_apiserver(real_cluster: RealCluster) -> None:
     """kubepki csr list/approve on real CSRs (issue 14, item 3). The node's kubelet credentials create a safe
     kubelet-serving CSR (its Node's own hostname and address) and two hostile ones (an extra SAN, client
@@ -1400,7 +1407,7 @@ def test_csr_approval_against_the_real_apiserver(real_cluster: RealCluster) -> N
             r = c.api(csrs, "POST", obj, cert=cred, key=cred) if cred else c.api(csrs, "POST", obj)
             assert r.status == 201, (name, r.data[:300])
         kubeconfig = str(c.root / "etc/kubernetes/admin.conf")
-        listed = c.kubepki("csr", "list", "--kubeconfig", kubeconfig, "-o", "json")
+        listed = _kubepki_api("csr", "list", "--kubeconfig", kubeconfig, "-o", "json")
         assert listed.returncode == 1, _explain(listed)  # pending CSRs: a warning
         by_name = {x["name"]: x for x in json.loads(listed.stdout)["csrs"] if x["name"] in made}
         assert set(by_name) == set(made)
@@ -1408,11 +1415,11 @@ def test_csr_approval_against_the_real_apiserver(real_cluster: RealCluster) -> N
         assert any("evil.example.com is not an address of Node" in r for r in by_name["kpk-extra-san"]["refusals"])
         assert any("client auth" in r for r in by_name["kpk-client-auth"]["refusals"])
         assert any("not by a node" in r for r in by_name["kpk-wrong-requestor"]["refusals"])
-        dry = c.kubepki("csr", "approve", *made, "--kubeconfig", kubeconfig, "-o", "json")
+        dry = _kubepki_api("csr", "approve", *made, "--kubeconfig", kubeconfig, "-o", "json")
         assert dry.returncode == 2, _explain(dry)  # three refused
         assert json.loads(dry.stdout)["approved"] == ["kpk-good"]
         assert not c.api(f"{csrs}/kpk-good").json()["status"].get("conditions")
-        applied = c.kubepki("csr", "approve", *made, "--kubeconfig", kubeconfig, "--apply", "-o", "json")
+        applied = _kubepki_api("csr", "approve", *made, "--kubeconfig", kubeconfig, "--apply", "-o", "json")
         assert applied.returncode == 2, _explain(applied)
         result = json.loads(applied.stdout)
         assert result["approved"] == ["kpk-good"] and result["failed"] == []
