@@ -825,6 +825,15 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for proc in self._kubelets:
             _stop_popen(proc, grace=15)
 
+    def stop_kubelet(self) -> None:
+        """Stop the kubelet (as ``systemctl stop kubelet`` would); its containers keep running."""
+        self._stop_kubelet()
+
+    def start_kubelet(self) -> subprocess.Popen[bytes]:
+        """Start the kubelet again (as ``systemctl start kubelet``: there is no systemd here); the process."""
+        self._start_kubelet()
+        return self._kubelets[-1]
+
     def extract_admin(self) -> None:
         """Write admin.conf's client certificate and key to :attr:`admin_cert` and :attr:`admin_key`."""
         conf = yaml.safe_load((self.root / "etc/kubernetes/admin.conf").read_text())

@@ -1442,6 +1442,98 @@ def test_csr_approval_against_the_real_apiserver(real_cluster: RealCluster) -> N
             c.api(f"{csrs}/{name}", "DELETE")
 
 
+def _expired_copy(c: RealCluster, cert_pem: bytes, *, now: dt.datetime) -> tuple[bytes, bytes]:
+    """``cert_pem`` reissued by the cluster CA with a new key, valid from 10 minutes ago to 1 minute ago:
+    a certificate "issued for a few minutes and left to expire"."""
+    ca = x509.load_pem_x509_certificate((c.pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((c.pki / "ca.key").read_bytes(), None)
+    old = x509.load_pem_x509_certificate(cert_pem)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(ca.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=10)).not_valid_after(now - dt.timedelta(minutes=1)))
+    for ext in old.extensions:
+        if isinstance(ext.value, x509.SubjectAlternativeName | x509.ExtendedKeyUsage | x509.BasicConstraints):
+            builder = builder.add_extension(ext.value, critical=ext.critical)
+    builder = builder.add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                                  key_encipherment=False, data_encipherment=False,
+                                                  key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                                  encipher_only=False, decipher_only=False), critical=True)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".kpk-test")
+    tmp.write_bytes(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def test_expired_node_recovery(real_cluster: RealCluster) -> None:
+    """A node switched off for longer than its certificates lasted (issue 14, item 5), on the real kubelet and
+    apiserver. The kubelet is stopped; its client certificate and the apiserver's serving certificate are
+    replaced by ones issued for a few minutes that have already run out. The real apiserver then serves an
+    expired certificate and the real kubelet, started again, cannot come up with its expired client
+    certificate (it can neither rotate it nor bootstrap: there is no bootstrap kubeconfig). `kubepki certs
+    recover --apply` renews everything and issues the kubelet a client certificate straight from ca; the
+    kubelet, started again, runs and renews its Node's Lease, and the apiserver serves the renewed
+    certificate. (Starting the kubelet is the harness's: there is no systemd here; kubepki's output asks for
+    that restart.)"""
+    c = real_cluster
+    c.wait_pods_ready(300)
+    now = dt.datetime.now(dt.timezone.utc)
+    pki = c.root / "var/lib/kubelet/pki"
+    current = pki / "kubelet-client-current.pem"
+    c.stop_kubelet()
+    cert, key = _expired_copy(c, (c.root / os.readlink(current).lstrip("/")).read_bytes(), now=now)
+    dated = pki / f"kubelet-client-{now - dt.timedelta(minutes=10):%Y-%m-%d-%H-%M-%S}.pem"
+    _replace(dated, cert + key)
+    current.unlink()
+    current.symlink_to(f"/var/lib/kubelet/pki/{dated.name}")
+    cert, key = _expired_copy(c, (c.pki / "apiserver.crt").read_bytes(), now=now)
+    _replace(c.pki / "apiserver.key", key)
+    _replace(c.pki / "apiserver.crt", cert)
+    expired_serial = x509.load_pem_x509_certificate(cert).serial_number
+    _wait("the apiserver to serve the expired certificate",
+          lambda: c.served_serial(c.ports.apiserver) == expired_serial, 120)
+    log = c.logs / "kubelet.log"
+    offset = log.stat().st_size
+    broken = c.start_kubelet()
+    _wait("the kubelet with an expired client certificate to give up", lambda: broken.poll() is not None, 120)
+    said = log.read_bytes()[offset:].decode(errors="replace")
+    print("the kubelet said:", [line[:300] for line in said.splitlines() if "expired" in line or "bootstrap" in line])
+    assert "expired" in said, said[-2000:]
+    check = c.kubepki("check", "-o", "json")
+    assert check.returncode == 2
+    expired = {i["name"] for i in json.loads(check.stdout)["items"] if i["status"] == "expired"}
+    assert {"apiserver", "kubelet-client-current.pem"} <= expired
+
+    recovered_at = dt.datetime.now(dt.timezone.utc)
+    proc = c.kubepki("certs", "recover", "--apply", "--no-backup", "-o", "json")
+    assert proc.returncode == 0, _explain(proc)
+    changed = json.loads(proc.stdout)["changed"]
+    assert "apiserver" in changed and "kubelet.conf" in changed
+    _wait("the apiserver to serve its renewed certificate",
+          lambda: c.served_serial(c.ports.apiserver) == c.file_serial("apiserver.crt"), 120)
+    served = c.served_certificate(c.ports.apiserver)
+    assert served.not_valid_after_utc > recovered_at + dt.timedelta(days=300)
+    running = c.start_kubelet()
+
+    def lease_renewed() -> bool:
+        r = c.api(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{c.node_name}")
+        if r.status != 200:
+            return False
+        renewed = dt.datetime.fromisoformat(r.json()["spec"]["renewTime"].replace("Z", "+00:00"))
+        return renewed > recovered_at
+
+    _wait("the kubelet to renew its Node's Lease with its new client certificate", lease_renewed, 180)
+    assert running.poll() is None, "the recovered kubelet exited"
+    c.wait_pods_ready(300)
+
+
 def test_node_healthy_at_the_end(real_cluster: RealCluster) -> None:
     """After everything: /readyz ok, all four mirror pods Running and Ready, ``kubepki check`` clean, and
     every socket serves its file."""

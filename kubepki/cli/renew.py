@@ -80,6 +80,7 @@ CERTS_EXAMPLES = """\
 examples:
   kubepki certs install-signed /tmp/csrs
   kubepki certs switch-kubelet-conf              # plan; add --apply to do it
+  kubepki certs recover                          # a node off for longer than its certificates lasted
   kubepki certs create-super-admin --apply       # clusters upgraded to 1.29+
   kubepki certs kubeconfig-user --client-name jane --org devs --validity 30d > jane.conf"""
 
@@ -90,6 +91,17 @@ from the CSRs of renew --csr)."""
 SWITCH_DESCRIPTION = """\
 Point a kubelet.conf that embeds its client certificate at kubelet-client-current.pem,
 the certificate the kubelet rotates (kubernetes/kubeadm#1753)."""
+RECOVER_DESCRIPTION = """\
+Bring back a node whose certificates expired while it was switched off: renew every
+item kubeadm certs renew all renews, and give the kubelet a client certificate
+straight from ca when its own has expired (it cannot rotate an expired one),
+kubelet.conf pointing at it. Then restart what changed: kubepki restarts apply
+--from-renewal FILE --apply (the static pods and the kubelet)."""
+RECOVER_EXAMPLES = """\
+examples:
+  kubepki certs recover                                   # the plan
+  kubepki certs recover --apply -o json > recovered.json  # back up, renew, new kubelet certificate
+  kubepki restarts apply --from-renewal recovered.json --apply"""
 SUPER_ADMIN_DESCRIPTION = """\
 Create super-admin.conf on a node that has none (clusters upgraded to 1.29+, KEP-4214)."""
 KUBECONFIG_USER_DESCRIPTION = """\
@@ -146,6 +158,8 @@ def register(sub: Any) -> None:
     _apply_options(sw)
     add_output_option(sw)
     sw.set_defaults(func=run_switch)
+
+    _register_recover(actions)
 
     sa = actions.add_parser("create-super-admin", help="create super-admin.conf on a cluster "
                             "upgraded to 1.29+ (KEP-4214)", description=SUPER_ADMIN_DESCRIPTION,
@@ -312,6 +326,25 @@ def run_install(args: argparse.Namespace) -> int:
     else:
         _report(out, result)
     return exit_status(result)
+
+
+def _register_recover(actions: Any) -> None:
+    rc = actions.add_parser("recover", help="renew a node whose certificates expired while it was off, "
+                            "the kubelet's client certificate included", description=RECOVER_DESCRIPTION,
+                            epilog=RECOVER_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_node_options(rc)
+    add_now_option(rc)
+    _issue_options(rc)
+    _apply_options(rc)
+    add_output_option(rc)
+    rc.set_defaults(func=run_recover)
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    """Plan (and with --apply, do) the recovery of an expired node."""
+    from kubepki import renewal
+
+    return _run_explicit(args, renewal.plan_recovery)
 
 
 def run_switch(args: argparse.Namespace) -> int:

@@ -540,9 +540,12 @@ class RenewalResult(Report):
             out.append(Line([f"Backup: {self.backup}{' (on the node)' if self.backup_on_node else ''}"]))
         if self.changed:
             out += [Line([]), Line(["Files written:"]), *(Line([f"  {p}"]) for p in self.files)]
-            out += [Line([]), Line([Cell("Done renewing certificates.", "strong"),
-                                    " You must restart the kube-apiserver, kube-controller-manager, "
-                                    "kube-scheduler and etcd, so that they can use the new certificates."])]
+            # kubeadm's closing line, word for word, unless only the kubelet's credentials changed
+            tail = (" You must restart the kubelet, so that it can use the new certificate."
+                    if set(self.changed) <= {"kubelet.conf"} else
+                    " You must restart the kube-apiserver, kube-controller-manager, "
+                    "kube-scheduler and etcd, so that they can use the new certificates.")
+            out += [Line([]), Line([Cell("Done renewing certificates.", "strong"), tail])]
         elif not self.resumed:
             out.append(Line(["Nothing was written."]))
         return out
@@ -1776,6 +1779,45 @@ def switch_kubelet_conf(
     )
 
 
+def plan_recovery(
+    node: Node | str | os.PathLike[str],
+    *,
+    validity: dt.timedelta | None = None,
+    key_algorithm: str | None = None,
+    now: dt.datetime | None = None,
+) -> RenewalPlan:
+    """Plan bringing back a node whose certificates expired while it was switched off.
+
+    What kubeadm's docs do by hand for a cluster off for more than a year: renew every
+    item ``kubeadm certs renew all`` renews (as :func:`plan_renewal` with ``all``), and
+    give the kubelet a client certificate straight from ``ca`` when the one it has has
+    expired (it cannot rotate an expired one), pointing ``kubelet.conf`` at it (as
+    :func:`switch_kubelet_conf`). On a worker only the kubelet's part applies. Apply it
+    with :func:`apply_renewal`, then restart what it changed (``kubepki restarts apply
+    --from-renewal``): the static pods and the kubelet.
+    """
+    when = _utc(now)
+    n = Node.coerce(node)
+    full = plan_renewal(n, "all", validity=validity, key_algorithm=key_algorithm, now=when)
+    kubelet = switch_kubelet_conf(n, validity=validity, key_algorithm=key_algorithm, now=when)
+    step = kubelet.steps[0]
+    notes = list(full.notes)
+    extra: tuple[PlanStep, ...] = (step,)
+    if step.action is Action.SKIP and step.reason == "already-switched":
+        extra = ()
+        notes.append(f"the kubelet's client certificate needs nothing: {step.message}")
+    elif step.action is Action.SKIP and n.profile.role is _catalog.NodeRole.WORKER:
+        name = n.profile.name or "NAME"
+        extra = (attrs.evolve(step, message=(
+            "the kubelet's client certificate has expired and a worker has no ca.key to sign a new one: issue it on "
+            "a control-plane node "
+            f"(`kubepki certs kubeconfig-user --client-name system:node:{name} --org system:nodes > kubelet.conf`, "
+            "as kubeadm's docs do) and put that file at this node's /etc/kubernetes/kubelet.conf")),)
+    inputs = dict(full.inputs)
+    inputs.update(kubelet.inputs)
+    return attrs.evolve(full, steps=full.steps + extra, inputs=tuple(sorted(inputs.items())), notes=tuple(notes))
+
+
 def _switch_step(ctx: _PlanContext, entry: CatalogEntry, base: PlanStep) -> PlanStep:
     reader, node = ctx.reader, ctx.node
     path = node.path_of(entry)
@@ -1792,13 +1834,10 @@ def _switch_step(ctx: _PlanContext, entry: CatalogEntry, base: PlanStep) -> Plan
     cred, key_cred = kc.client_certificate, kc.client_key
     if cred is None or key_cred is None:
         return attrs.evolve(base, reason="unusable", message=f"{path} has no client certificate")
-    if not cred.embedded:
-        return attrs.evolve(base, reason="already-switched",
-                            message=f"{path} already names {cred.file}")
-    try:
-        embedded = load_certificate(_need(cred.data, "certificate data"))
-    except ParseError as exc:
-        return attrs.evolve(base, reason="unusable", message=f"{path}: {exc.message}")
+    found = _kubelet_credential(ctx, path, cred)
+    if isinstance(found, tuple):
+        return attrs.evolve(base, reason=found[0], message=found[1])
+    embedded, referenced = found.cert, not cred.embedded
     kubeconfig_file = reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)
     pem_entry = _catalog.get("kubelet-client-current.pem")
     current = node.path_of(pem_entry)
@@ -1842,12 +1881,46 @@ def _switch_step(ctx: _PlanContext, entry: CatalogEntry, base: PlanStep) -> Plan
         return attrs.evolve(base, reason="signer-expired", message=times)
     nb, na, clamped = times
     algo, _ = ctx.algorithm_for(base.old_key_algorithm, signer)
-    notes.append(f"the embedded certificate expired on {iso(embedded.not_valid_after_utc)}: "
+    what = f"the certificate {cred.file} names" if referenced else "the embedded certificate"
+    notes.append(f"{what} expired on {iso(embedded.not_valid_after_utc)}: "
                  f"a new one is signed by ca and written to {pem_path}")
     return attrs.evolve(base, action=Action.SWITCH, files=files, attributes=template,
                         new_not_before=nb, new_not_after=na, clamped=clamped,
                         new_key_algorithm=algo, notes=tuple(notes),
                         message=f"{path} now names {current}")
+
+
+@attrs.frozen
+class _Credential:
+    cert: x509.Certificate
+
+
+def _kubelet_credential(ctx: _PlanContext, path: PurePosixPath, cred: Any) -> _Credential | tuple[str, str]:
+    """The kubelet.conf certificate to switch away from, or (skip reason, message)."""
+    if not cred.embedded:
+        # Already switched. A rotated PEM that has expired (a node switched off for longer than its
+        # certificate lasted) can no longer be rotated by the kubelet: it needs a new one from the CA, as
+        # kubeadm's docs do with `kubeadm kubeconfig user --client-name system:node:NAME`.
+        named = _expired_referenced(ctx, cred.file)
+        if named is None:
+            return "already-switched", f"{path} already names {cred.file}"
+        return _Credential(named)
+    try:
+        return _Credential(load_certificate(_need(cred.data, "certificate data")))
+    except ParseError as exc:
+        return "unusable", f"{path}: {exc.message}"
+
+
+def _expired_referenced(ctx: _PlanContext, file: PurePosixPath | None) -> x509.Certificate | None:
+    """The expired certificate of the PEM a switched kubelet.conf names; None while it is valid or unreadable."""
+    if file is None:
+        return None
+    try:
+        data = ctx.reader.read(file)
+        cert = load_certificate(data) if data is not None else None
+    except (NodeError, ParseError):
+        return None
+    return cert if cert is not None and cert.not_valid_after_utc <= ctx.now else None
 
 
 def _usable_kubelet_pem(ctx: _PlanContext, current: PurePosixPath,
