@@ -279,3 +279,21 @@ def test_cleanup_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert "REMOVED" in out and not old[0].exists()
     assert list((node.root / "var/backups/kubepki").glob("kubepki-backup-*.tar.gz"))
+
+
+def test_a_serving_pair_named_by_tls_cert_file_is_the_one_checked(tmp_path: Path) -> None:
+    """tlsCertFile/tlsPrivateKeyFile in config.yaml: kubelet.crt is that pair (the kubelet makes none of its own);
+    an expired one there is found (control: without the fields, the default kubelet.crt is checked)."""
+    node = _node(tmp_path)
+    pki = node.root / PKI
+    (node.root / "etc/kubelet-tls").mkdir()
+    shutil.move(pki / "kubelet.crt", node.root / "etc/kubelet-tls/serving.crt")
+    shutil.move(pki / "kubelet.key", node.root / "etc/kubelet-tls/serving.key")
+    assert kubepki.inspect(node.as_node(), now=ISSUED)["kubelet.crt"].status.value == "missing"
+    config = node.root / "var/lib/kubelet/config.yaml"
+    config.write_text(config.read_text() + "tlsCertFile: /etc/kubelet-tls/serving.crt\n"
+                      "tlsPrivateKeyFile: /etc/kubelet-tls/serving.key\n")
+    inv = kubepki.inspect(node.as_node(), now=ISSUED)
+    assert inv["kubelet.crt"].path == "/etc/kubelet-tls/serving.crt"
+    assert inv["kubelet.crt"].status.value == "ok"
+    assert kubepki.inspect(node.as_node(), now=ISSUED + dt.timedelta(days=400))["kubelet.crt"].status.value == "expired"

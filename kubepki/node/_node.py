@@ -209,11 +209,20 @@ class Node:
         }[location]
 
     def path_of(self, entry: CatalogEntry | str, role: FileRole | None = None) -> PurePosixPath:
-        """The node path of ``entry``'s main file, or of its file with ``role``."""
+        """The node path of ``entry``'s main file, or of its file with ``role``.
+
+        The kubelet's serving pair is where its configuration's ``tlsCertFile`` and
+        ``tlsPrivateKeyFile`` say, when they are set (the kubelet then makes no kubelet.crt).
+        """
         e = _catalog.get(entry) if isinstance(entry, str) else entry
         f = e.files[0] if role is None else e.file(role)
         if f is None:
             raise ConfigError(f"{e.name} has no {role} file", name=e.name)
+        if e.name == "kubelet.crt":
+            kubelet = self.profile.kubelet
+            given = kubelet.tls_private_key_file if f.role is FileRole.KEY else kubelet.tls_cert_file
+            if given and given.startswith("/") and kubelet.tls_cert_file and kubelet.tls_private_key_file:
+                return PurePosixPath(given)
         return self.dir_for(e.location) / f.path
 
     def read(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
