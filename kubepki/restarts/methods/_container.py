@@ -19,7 +19,7 @@ from pathlib import PurePosixPath
 
 from kubepki._clock import iso
 from kubepki.catalog import Component
-from kubepki.errors import RestartError
+from kubepki.errors import KubepkiError, RestartError
 from kubepki.node import Node
 from kubepki.restarts import ContainerInfo, Instance, Method, RestartContext, Runtime
 
@@ -87,10 +87,14 @@ class ContainerMethod:
         ctx.say(f"removing container {old.name} ({old.id[:12]})")
         runtime.remove(old.id)
         for dead in runtime.containers(include_stopped=True):
-            if dead.id != old.id and not dead.running and dead.same_pod_container(old):
+            # exited only: a container the kubelet has just created for the next start is not dead
+            if dead.id != old.id and dead.state == "exited" and dead.same_pod_container(old):
                 ctx.say(f"removing the exited container {dead.name} ({dead.id[:12]}) the kubelet's back-off "
                         "would count (its logs go with it)")
-                runtime.remove(dead.id)
+                try:
+                    runtime.remove(dead.id)
+                except KubepkiError as exc:  # the kubelet's own garbage collection may race us: not fatal
+                    ctx.say(f"could not remove {dead.id[:12]}: {exc}")
 
         def replacement() -> Instance | None:
             for c in runtime.containers():
