@@ -393,6 +393,8 @@ _CLIENT = frozenset({ExtendedKeyUsage.CLIENT_AUTH})
 _BOTH = _SERVER | _CLIENT
 _MASTERS_BEFORE_129 = Versioned(value="system:masters", until=_V129)
 _CLUSTER_ADMINS_FROM_129 = Versioned(value="kubeadm:cluster-admins", since=_V129)
+#: The kubelet's identity in its client and serving certificates (the Node authorizer's).
+_NODE_SUBJECT = SubjectRule(common_name="system:node:{node_name}", organizations=(Versioned(value="system:nodes"),))
 
 
 def _pair(base: str) -> tuple[CatalogFile, ...]:
@@ -761,10 +763,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         files=_conf("kubelet.conf"),
         signer="ca",
         scope=Scope.NODE,
-        subject=SubjectRule(
-            common_name="system:node:{node_name}",
-            organizations=(Versioned(value="system:nodes"),),
-        ),
+        subject=_NODE_SUBJECT,
         key_usages=_LEAF_KU,
         extended_key_usages=_CLIENT,
         consumers=(
@@ -786,10 +785,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
                            mode=0o600),),
         signer="ca",
         scope=Scope.NODE,
-        subject=SubjectRule(
-            common_name="system:node:{node_name}",
-            organizations=(Versioned(value="system:nodes"),),
-        ),
+        subject=_NODE_SUBJECT,
         key_usages=_LEAF_KU,
         extended_key_usages=_CLIENT,
         consumers=(
@@ -811,10 +807,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
         # which kubeadm sets to ca.crt.
         signer="ca",
         scope=Scope.NODE,
-        subject=SubjectRule(
-            common_name="system:node:{node_name}",
-            organizations=(Versioned(value="system:nodes"),),
-        ),
+        subject=_NODE_SUBJECT,
         key_usages=_LEAF_KU,
         extended_key_usages=_SERVER,
         # The kubelet asks for its hostname and its Node addresses (certificate_manager.go); checked by CSR

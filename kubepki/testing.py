@@ -518,30 +518,12 @@ def build_node(
     The other options are :func:`build_cluster`'s.
     """
     r = _node_role(role)
-    if r is NodeRole.WORKER:
-        return build_cluster(
-            dest, nodes=0, workers=[name], version=version, key_algorithm=key_algorithm, issued_at=issued_at,
-            validity=validity, ca_validity=ca_validity, external_ca=external_ca,
-            external_etcd=external_etcd, manifests=manifests, kubelet=kubelet,
-            kubelet_serving=kubelet_serving, write_config=write_config, defects=defects,
-            cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
-            service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
-            first_address=first_address, fresh_keys=fresh_keys, kubelet_config=kubelet_config,
-        ).nodes[0]
-    if r is NodeRole.ETCD:
-        return build_cluster(
-            dest, nodes=0, etcd_nodes=[name], version=version, key_algorithm=key_algorithm,
-            issued_at=issued_at, validity=validity, ca_validity=ca_validity, manifests=manifests,
-            kubelet=kubelet, kubelet_serving=kubelet_serving, write_config=False, defects=defects,
-            cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
-            service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
-            first_address=first_address, fresh_keys=fresh_keys,
-        ).nodes[0]
     cluster = build_cluster(
-        dest, nodes=[name], version=version, key_algorithm=key_algorithm, issued_at=issued_at,
-        validity=validity, ca_validity=ca_validity, external_ca=external_ca,
+        dest, nodes=[name] if r is NodeRole.CONTROL_PLANE else 0, workers=[name] if r is NodeRole.WORKER else 0,
+        etcd_nodes=[name] if r is NodeRole.ETCD else 0, version=version, key_algorithm=key_algorithm,
+        issued_at=issued_at, validity=validity, ca_validity=ca_validity, external_ca=external_ca,
         external_etcd=external_etcd, manifests=manifests, kubelet=kubelet,
-        kubelet_serving=kubelet_serving, write_config=write_config, defects=defects,
+        kubelet_serving=kubelet_serving, write_config=write_config and r is not NodeRole.ETCD, defects=defects,
         cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
         service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
         first_address=first_address, fresh_keys=fresh_keys, kubelet_config=kubelet_config,
