@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         KUBELET_CONFIG as KUBELET_CONFIG,
         KubeletSettings as KubeletSettings,
         parse_kubeadm_flags as parse_kubeadm_flags,
+        read_kubelet_config as read_kubelet_config,
         read_kubelet_settings as read_kubelet_settings,
     )
     from kubepki.node._lock import (
@@ -85,6 +86,7 @@ __getattr__, __dir__, __all__ = attach(
             "KUBELET_CONFIG",
             "KubeletSettings",
             "parse_kubeadm_flags",
+            "read_kubelet_config",
             "read_kubelet_settings",
         ),
         "_lock": (

@@ -22,7 +22,8 @@ import attrs
 from kubepki.errors import KubepkiError, NodeError
 from kubepki.node._fs import NodeFS
 
-__all__ = ["KUBEADM_FLAGS", "KUBELET_CONFIG", "KubeletSettings", "parse_kubeadm_flags", "read_kubelet_settings"]
+__all__ = ["KUBEADM_FLAGS", "KUBELET_CONFIG", "KubeletSettings", "parse_kubeadm_flags", "read_kubelet_config",
+           "read_kubelet_settings"]
 
 #: Where kubeadm writes the kubelet's configuration (its drop-in passes ``--config`` with it).
 KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
@@ -53,6 +54,13 @@ class KubeletSettings:
     cert_dir: str | None = None
     #: Problems met while reading, in plain words.
     notes: tuple[str, ...] = ()
+    #: The configuration file's whole content (empty without one), for the fields not modelled here.
+    config: Mapping[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def container_runtime_endpoint(self) -> str | None:
+        """The runtime the kubelet talks to: ``containerRuntimeEndpoint``, else ``--container-runtime-endpoint``."""
+        return _str(self.config.get("containerRuntimeEndpoint")) or _str(self.flags.get("container-runtime-endpoint"))
 
     @property
     def found(self) -> bool:
@@ -111,30 +119,48 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _flags(fs: NodeFS, notes: list[str]) -> dict[str, str]:
+    raw = _read(fs, KUBEADM_FLAGS, notes)
+    return parse_kubeadm_flags(raw.decode(errors="replace")) if raw is not None else {}
+
+
+def read_kubelet_config(fs: NodeFS, path: PurePosixPath | None = None, *, notes: list[str] | None = None,
+                        flags: Mapping[str, str] | None = None) -> tuple[PurePosixPath, Mapping[str, Any] | None]:
+    """The kubelet's configuration file: where it is and its content (None when absent or unusable).
+
+    ``path`` None means the one ``--config`` names in kubeadm-flags.env (``flags``, when
+    already read), else :data:`KUBELET_CONFIG`. Problems go to ``notes``, never raised.
+    """
+    from kubepki.pki import load_one
+
+    said = notes if notes is not None else []
+    if path is None:
+        named = (flags if flags is not None else _flags(fs, said)).get("config", "")
+        path = PurePosixPath(named) if named.startswith("/") else KUBELET_CONFIG
+    raw = _read(fs, path, said)
+    if raw is None:
+        return path, None
+    try:
+        loaded = load_one(raw, path=str(path))
+    except KubepkiError as exc:
+        said.append(f"ignored {path}: {exc.message}")
+        return path, None
+    if not isinstance(loaded, Mapping):
+        said.append(f"ignored {path}: not a KubeletConfiguration mapping")
+        return path, None
+    return path, loaded
+
+
 def read_kubelet_settings(fs: NodeFS, config: PurePosixPath | None = None) -> KubeletSettings:
     """The kubelet's settings on the node ``fs`` reads; ``config`` overrides where its configuration file is.
 
     Absent files give the kubelet's defaults; unreadable or malformed ones add a note, never an error.
     """
-    from kubepki.pki import load_one
-
     notes: list[str] = []
-    raw_flags = _read(fs, KUBEADM_FLAGS, notes)
-    flags = parse_kubeadm_flags(raw_flags.decode(errors="replace")) if raw_flags is not None else {}
-    path = config or (PurePosixPath(flags["config"]) if flags.get("config", "").startswith("/") else KUBELET_CONFIG)
-    data: Mapping[str, Any] = {}
-    read_ok = False
-    raw = _read(fs, path, notes)
-    if raw is not None:
-        try:
-            loaded = load_one(raw, path=str(path))
-        except KubepkiError as exc:
-            notes.append(f"ignored {path}: {exc.message}")
-        else:
-            if isinstance(loaded, Mapping):
-                data, read_ok = loaded, True
-            else:
-                notes.append(f"ignored {path}: not a KubeletConfiguration mapping")
+    flags = _flags(fs, notes)
+    path, loaded = read_kubelet_config(fs, config, notes=notes, flags=flags)
+    data: Mapping[str, Any] = loaded or {}
+    read_ok = loaded is not None
     auth = data.get("authentication")
     x509 = auth.get("x509") if isinstance(auth, Mapping) else None
     return KubeletSettings(
@@ -150,4 +176,5 @@ def read_kubelet_settings(fs: NodeFS, config: PurePosixPath | None = None) -> Ku
         tls_private_key_file=_str(flags.get("tls-private-key-file")) or _str(data.get("tlsPrivateKeyFile")),
         cert_dir=_str(flags.get("cert-dir")),
         notes=tuple(notes),
+        config=data,
     )

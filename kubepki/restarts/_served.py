@@ -27,7 +27,6 @@ import errno
 import hashlib
 import ipaddress
 import os
-import re
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
@@ -39,7 +38,7 @@ import attrs
 from kubepki import catalog as _catalog
 from kubepki.catalog import Component
 from kubepki.errors import ConfigError, KubepkiError, ParseError
-from kubepki.node import Node
+from kubepki.node import KUBELET_CONFIG, Node, read_kubelet_config
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -421,39 +420,18 @@ def _flag_endpoint(comp: Component, flags: Mapping[str, str]) -> tuple[str | Non
     return (None if address in _UNSPECIFIED else address), int(value)
 
 
-#: Where kubeadm writes the kubelet's configuration, and the flags file naming more.
-KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
-_KUBEADM_FLAGS = PurePosixPath("/var/lib/kubelet/kubeadm-flags.env")
-_CONFIG_FLAG = re.compile(r"--config[= ]\"?(?P<path>[^\s\"]+)")
-
-
 def kubelet_config(node: Node, flags: Mapping[str, str] | None = None) -> Mapping[str, Any]:
     """The kubelet's configuration file as a mapping; empty when it is absent or unreadable.
 
     The file is the one ``--config`` names in ``flags`` (the running kubelet's),
-    else in ``kubeadm-flags.env``, else :data:`KUBELET_CONFIG`.
+    else in ``kubeadm-flags.env``, else :data:`KUBELET_CONFIG` (as discovery reads it:
+    :attr:`kubepki.NodeProfile.kubelet`).
     """
-    from kubepki.pki import load_one
-
-    path = KUBELET_CONFIG
     named = (flags or {}).get("config")
     if not named:
-        try:
-            text = node.fs.read_bytes(_KUBEADM_FLAGS, limit=1 << 16).decode(errors="replace") \
-                if node.fs.stat(_KUBEADM_FLAGS) is not None else ""
-        except KubepkiError:
-            text = ""
-        m = _CONFIG_FLAG.search(text)
-        named = m.group("path") if m else None
-    if named:
-        path = to_node_path(node, named)
-    try:
-        if node.fs.stat(path) is None:
-            return {}
-        data = load_one(node.fs.read_bytes(path, limit=1 << 20), path=str(path))
-    except KubepkiError:
-        return {}
-    return data if isinstance(data, Mapping) else {}
+        return node.profile.kubelet.config
+    _path, data = read_kubelet_config(node.fs, to_node_path(node, named))
+    return data or {}
 
 
 def serving_endpoint(

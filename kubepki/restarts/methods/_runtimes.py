@@ -33,7 +33,6 @@ no container runtime socket found under /nonexistent-node-root
 from __future__ import annotations
 
 import os
-import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
@@ -63,9 +62,6 @@ KNOWN_SOCKETS: tuple[tuple[str, str], ...] = (
     ("docker", DOCKER_ENDPOINT),
 )
 
-_KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
-_KUBEADM_FLAGS = PurePosixPath("/var/lib/kubelet/kubeadm-flags.env")
-_FLAG_RE = re.compile(r"--container-runtime-endpoint[= ]\"?(?P<endpoint>[^\s\"]+)")
 
 
 @attrs.frozen(kw_only=True)
@@ -133,20 +129,9 @@ def find_sockets(root: str | os.PathLike[str] = "/", *, host: bool = True) -> tu
 
 def kubelet_endpoint(root: str | os.PathLike[str] = "/") -> str | None:
     """The runtime endpoint the node's kubelet is configured with, if its files say so."""
-    base = Path(root)
-    try:
-        text = (base / _KUBELET_CONFIG.relative_to("/")).read_text()
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    m = re.search(r"^containerRuntimeEndpoint:\s*[\"']?(?P<endpoint>[^\s\"']+)", text, re.MULTILINE)
-    if m:
-        return m.group("endpoint")
-    try:
-        flags = (base / _KUBEADM_FLAGS.relative_to("/")).read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
-    m = _FLAG_RE.search(flags)
-    return m.group("endpoint") if m else None
+    from kubepki.node import LocalFS, read_kubelet_settings
+
+    return read_kubelet_settings(LocalFS(Path(root))).container_runtime_endpoint
 
 
 def _kind(endpoint: str) -> str:
