@@ -297,3 +297,34 @@ def test_a_serving_pair_named_by_tls_cert_file_is_the_one_checked(tmp_path: Path
     assert inv["kubelet.crt"].path == "/etc/kubelet-tls/serving.crt"
     assert inv["kubelet.crt"].status.value == "ok"
     assert kubepki.inspect(node.as_node(), now=ISSUED + dt.timedelta(days=400))["kubelet.crt"].status.value == "expired"
+
+
+def test_fifos_where_the_kubelet_files_belong_never_block(tmp_path: Path) -> None:
+    """A FIFO as config.yaml, kubeadm-flags.env or the clientCAFile would block a plain read for ever: each is
+    "not a regular file" (a note, or the clientCAFile finding), and inspection finishes. Run in a child with a
+    timeout, so that a regression fails instead of hanging the suite (control: the same tree with regular
+    files gives no such note)."""
+    import subprocess
+    import sys
+
+    node = _node(tmp_path)
+    kubelet = node.root / "var/lib/kubelet"
+    code = ("import sys, json, kubepki\n"
+            "inv = kubepki.inspect(sys.argv[1])\n"
+            "print(json.dumps({'notes': list(inv.profile.notes), 'ca': [f.code for f in inv['ca'].findings]}))\n")
+
+    def run() -> dict[str, Any]:
+        done = subprocess.run([sys.executable, "-c", code, str(node.root)], capture_output=True, text=True,
+                              timeout=60, check=True)
+        return json.loads(done.stdout)
+
+    assert not any("not a regular file" in n for n in run()["notes"])
+    for name in ("config.yaml", "kubeadm-flags.env"):
+        (kubelet / name).unlink()
+        os.mkfifo(kubelet / name)
+    result = run()
+    assert sum("not a regular file" in n for n in result["notes"]) == 2
+    (kubelet / "config.yaml").unlink()
+    (kubelet / "config.yaml").write_text("authentication: {x509: {clientCAFile: /etc/kubernetes/pki/fifo.crt}}\n")
+    os.mkfifo(node.root / "etc/kubernetes/pki/fifo.crt")
+    assert run()["ca"] == ["kubelet-client-ca-mismatch"]

@@ -171,12 +171,16 @@ def _client_ca_problem(node: Node, client_ca_file: str, ca: InventoryItem) -> Fi
     if ca.facts is None or not path.is_absolute():
         return None
     try:
-        data = node.fs.read_bytes(path, limit=1 << 20) if node.fs.stat(path) is not None else None
+        found = node.fs.read_file(path, limit=1 << 20)
     except NodeError as exc:
         return make("kubelet-client-ca-mismatch", f"the kubelet's clientCAFile {path} cannot be read: {exc.message}")
-    if data is None:
+    if found is None:
         return make("kubelet-client-ca-mismatch", f"the kubelet's clientCAFile {path} does not exist: the kubelet "
                     "refuses every client certificate, the apiserver's included")
+    data = found[2]
+    if data is None:
+        return make("kubelet-client-ca-mismatch", f"the kubelet's clientCAFile {path} is not a regular file of "
+                    "certificates (or is far too large)")
     try:
         certs = load_certificates(data, path=str(path))
     except ParseError as exc:

@@ -37,7 +37,7 @@ from kubepki.errors import LockError, NodeError, node_error
 
 __all__ = [
     "CommandResult", "CommandRunner", "Connection", "FileStat", "LocalFS", "LocalPaths", "NodeFS",
-    "atomic_write", "makedirs", "node_path", "rename_noreplace", "write_exclusive",
+    "atomic_write", "makedirs", "node_path", "read_optional", "rename_noreplace", "write_exclusive",
 ]
 
 _MAX_LINKS = 40
@@ -49,6 +49,22 @@ def node_path(path: str | PurePosixPath) -> PurePosixPath:
     if not p.is_absolute():
         raise NodeError(f"node paths must be absolute: {str(path)!r}", path=str(path))
     return p
+
+
+def read_optional(fs: NodeFS, path: PurePosixPath, notes: list[str], *, limit: int = 1 << 20) -> bytes | None:
+    """The bytes of an optional regular file of the node; None when it is absent, and a note when it cannot
+    be used (unreadable, not a regular file — a FIFO would block a plain read —, over ``limit``)."""
+    try:
+        found = fs.read_file(path, limit=limit)
+    except NodeError as exc:
+        notes.append(f"could not read {path}: {exc.message}")
+        return None
+    if found is None:
+        return None
+    st, _link, data = found
+    if data is None:
+        notes.append(f"ignored {path}: " + ("not a regular file" if not st.is_file else f"larger than {limit} bytes"))
+    return data
 
 
 @attrs.frozen(kw_only=True)

@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from kubepki.errors import KubepkiError, NodeError
-from kubepki.node._fs import NodeFS
+from kubepki.errors import KubepkiError
+from kubepki.node._fs import NodeFS, read_optional
 
 __all__ = ["KUBEADM_FLAGS", "KUBELET_CONFIG", "KubeletSettings", "parse_kubeadm_flags", "read_kubelet_config",
            "read_kubelet_settings"]
@@ -101,16 +101,6 @@ def parse_kubeadm_flags(text: str) -> dict[str, str]:
     return flags
 
 
-def _read(fs: NodeFS, path: PurePosixPath, notes: list[str]) -> bytes | None:
-    try:
-        if fs.stat(path) is None:
-            return None
-        return fs.read_bytes(path, limit=_LIMIT)
-    except NodeError as exc:
-        notes.append(f"could not read {path}: {exc.message}")
-        return None
-
-
 def _true(value: object) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
@@ -120,7 +110,7 @@ def _str(value: object) -> str | None:
 
 
 def _flags(fs: NodeFS, notes: list[str]) -> dict[str, str]:
-    raw = _read(fs, KUBEADM_FLAGS, notes)
+    raw = read_optional(fs, KUBEADM_FLAGS, notes)
     return parse_kubeadm_flags(raw.decode(errors="replace")) if raw is not None else {}
 
 
@@ -137,7 +127,7 @@ def read_kubelet_config(fs: NodeFS, path: PurePosixPath | None = None, *, notes:
     if path is None:
         named = (flags if flags is not None else _flags(fs, said)).get("config", "")
         path = PurePosixPath(named) if named.startswith("/") else KUBELET_CONFIG
-    raw = _read(fs, path, said)
+    raw = read_optional(fs, path, said)
     if raw is None:
         return path, None
     try:

@@ -25,7 +25,7 @@ from kubepki import catalog as _catalog
 from kubepki._args import local_path
 from kubepki.catalog import CatalogEntry, FileRole, Location, NodeRole
 from kubepki.errors import ConfigError, KubepkiError, NodeError, ParseError
-from kubepki.node._fs import Connection, LocalFS, LocalPaths, NodeFS
+from kubepki.node._fs import Connection, LocalFS, LocalPaths, NodeFS, read_optional
 from kubepki.node._kubeadm_config import KubeadmConfig, parse_kubeadm_config
 from kubepki.node._kubelet import KubeletSettings, read_kubelet_settings
 from kubepki.node._manifests import MANIFEST_FILES, StaticPodManifest, parse_manifest
@@ -287,13 +287,7 @@ def _discover_role(
 
 
 def _read_optional(node: Node, path: PurePosixPath, notes: list[str]) -> bytes | None:
-    try:
-        if node.fs.stat(path) is None:
-            return None
-        return node.fs.read_bytes(path, limit=1 << 20)
-    except NodeError as exc:
-        notes.append(f"could not read {path}: {exc.message}")
-        return None
+    return read_optional(node.fs, path, notes)
 
 
 def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- discovery's sources in priority order
