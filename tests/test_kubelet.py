@@ -266,6 +266,9 @@ def test_cleanup_keeps_everything_when_current_is_not_a_symlink(tmp_path: Path) 
     link.write_bytes(data)
     plan = kubepki.plan_kubelet_cleanup(node.as_node(), now=ISSUED)
     assert plan.files == () and any("not a symlink" in n for n in plan.notes)
+    # and check does not promise a clean-up that would remove nothing (one lister serves both)
+    inv = kubepki.inspect(node.as_node(), now=ISSUED)
+    assert "rotated-client-certificates" not in [c for c, _ in _codes(inv, "kubelet-client-current.pem")]
 
 
 def test_cleanup_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

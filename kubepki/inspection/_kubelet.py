@@ -19,7 +19,6 @@ findings on the inventory's kubelet items and on ``ca``:
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -28,6 +27,7 @@ import attrs
 
 from kubepki.errors import NodeError, ParseError
 from kubepki.inspection._findings import Finding, Severity, Status, make, status_for
+from kubepki.node import rotated_pems
 from kubepki.pki import cert_facts, load_certificates
 
 if TYPE_CHECKING:
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["kubelet_findings"]
 
-_DATED = re.compile(r"^kubelet-(client|server)-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}\.pem$")
 _ISSUE_99418 = "kubernetes/kubernetes#99418"
 
 
@@ -143,18 +142,17 @@ def _exists(node: Node, path: PurePosixPath) -> bool:
 
 
 def _rotated(node: Node, pki_dir: PurePosixPath, by_name: Mapping[str, InventoryItem]) -> _Found:
-    """The dated client PEMs other than the one kubelet-client-current.pem names, as one finding."""
+    """The dated client PEMs no symlink names (what `kubepki kubelet clean-up` would remove), as one finding."""
+    current = by_name.get("kubelet-client-current.pem")
+    if current is None:
+        return []
     try:
-        names = node.fs.listdir(pki_dir)
+        dated = rotated_pems(node.fs, pki_dir).stale_of("client")
     except NodeError:
         return []
-    current = by_name.get("kubelet-client-current.pem")
-    target = next((f.link_target for f in current.files if f.link_target), None) if current else None
-    keep = PurePosixPath(target).name if target else None
-    dated = sorted(n for n in names if _DATED.match(n) and n.startswith("kubelet-client-") and n != keep)
-    if not dated or current is None:
+    if not dated:
         return []
-    oldest = dated[0][len("kubelet-client-"):-len(".pem")]
+    oldest = PurePosixPath(dated[0]).name[len("kubelet-client-"):-len(".pem")]
     return [(current.name, make(
         "rotated-client-certificates",
         f"{len(dated)} earlier client certificate(s) in {pki_dir} that kubelet-client-current.pem no longer "

@@ -32,9 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         KUBEADM_FLAGS as KUBEADM_FLAGS,
         KUBELET_CONFIG as KUBELET_CONFIG,
         KubeletSettings as KubeletSettings,
+        RotatedPEMs as RotatedPEMs,
         parse_kubeadm_flags as parse_kubeadm_flags,
         read_kubelet_config as read_kubelet_config,
         read_kubelet_settings as read_kubelet_settings,
+        rotated_pems as rotated_pems,
     )
     from kubepki.node._lock import (
         LOCK_NAME as LOCK_NAME,
@@ -85,9 +87,11 @@ __getattr__, __dir__, __all__ = attach(
             "KUBEADM_FLAGS",
             "KUBELET_CONFIG",
             "KubeletSettings",
+            "RotatedPEMs",
             "parse_kubeadm_flags",
             "read_kubelet_config",
             "read_kubelet_settings",
+            "rotated_pems",
         ),
         "_lock": (
             "LOCK_NAME",

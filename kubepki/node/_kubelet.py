@@ -22,14 +22,16 @@ import attrs
 from kubepki.errors import KubepkiError
 from kubepki.node._fs import NodeFS, read_optional
 
-__all__ = ["KUBEADM_FLAGS", "KUBELET_CONFIG", "KubeletSettings", "parse_kubeadm_flags", "read_kubelet_config",
-           "read_kubelet_settings"]
+__all__ = ["KUBEADM_FLAGS", "KUBELET_CONFIG", "KubeletSettings", "RotatedPEMs", "parse_kubeadm_flags",
+           "read_kubelet_config", "read_kubelet_settings", "rotated_pems"]
 
 #: Where kubeadm writes the kubelet's configuration (its drop-in passes ``--config`` with it).
 KUBELET_CONFIG = PurePosixPath("/var/lib/kubelet/config.yaml")
 #: kubeadm's per-node kubelet flags (``KUBELET_KUBEADM_ARGS``).
 KUBEADM_FLAGS = PurePosixPath("/var/lib/kubelet/kubeadm-flags.env")
 _LIMIT = 1 << 20
+_DATED = re.compile(r"^kubelet-(?P<kind>client|server)-\d{4}(-\d{2}){5}\.pem$")
+_CURRENT = ("kubelet-client-current.pem", "kubelet-server-current.pem")
 _ARGS_RE = re.compile(r"^\s*KUBELET_KUBEADM_ARGS\s*=\s*(?P<value>.*?)\s*$", re.MULTILINE)
 
 
@@ -168,3 +170,54 @@ def read_kubelet_settings(fs: NodeFS, config: PurePosixPath | None = None) -> Ku
         notes=tuple(notes),
         config=data,
     )
+
+
+@attrs.frozen(kw_only=True)
+class RotatedPEMs:
+    """The dated ``kubelet-client-<time>.pem`` / ``kubelet-server-<time>.pem`` files in the kubelet's PKI dir."""
+
+    #: Each ``-current`` symlink and its target as stored.
+    kept: tuple[tuple[str, str], ...]
+    #: Node paths of the dated regular files no ``-current`` symlink names (each holds a private key), sorted.
+    stale: tuple[str, ...]
+    #: Why some dated files count as in use although no symlink names them.
+    notes: tuple[str, ...] = ()
+
+    def stale_of(self, kind: str) -> tuple[str, ...]:
+        """The stale files of ``kind`` (``client`` or ``server``)."""
+        return tuple(p for p in self.stale if PurePosixPath(p).name.startswith(f"kubelet-{kind}-"))
+
+
+def rotated_pems(fs: NodeFS, pki_dir: PurePosixPath) -> RotatedPEMs:
+    """The kubelet's dated PEMs in ``pki_dir``: which ``-current`` symlinks name, which are stale.
+
+    A ``-current`` that is not a symlink (the kubelet writes symlinks; something else wrote this one)
+    leaves every dated file of its kind in use, and with no symlink at all nothing is stale: kubepki
+    cannot tell which one the kubelet reads. Raises :class:`~kubepki.NodeError` when the directory
+    cannot be listed.
+    """
+    kept: list[tuple[str, str]] = []
+    notes: list[str] = []
+    unsure: set[str] = set()
+    for name in _CURRENT:
+        target = fs.readlink(pki_dir / name)
+        if target is not None:
+            kept.append((name, target))
+        elif fs.stat(pki_dir / name, follow=False) is not None:
+            kind = name.split("-")[1]
+            unsure.add(kind)
+            notes.append(f"{pki_dir / name} is not a symlink: the dated {kind} files are all kept")
+    if not kept:
+        notes.append(f"no kubelet-*-current.pem symlink in {pki_dir}: nothing is removed without knowing what is "
+                     "in use")
+        return RotatedPEMs(kept=(), stale=(), notes=tuple(notes))
+    named = {PurePosixPath(target).name for _link, target in kept}
+    stale = []
+    for name in fs.listdir(pki_dir):
+        m = _DATED.match(name)
+        if m is None or name in named or m.group("kind") in unsure:
+            continue
+        st = fs.stat(pki_dir / name, follow=False)
+        if st is not None and st.is_file:  # a symlink or a directory with a dated name is not the kubelet's
+            stale.append(str(pki_dir / name))
+    return RotatedPEMs(kept=tuple(kept), stale=tuple(sorted(stale)), notes=tuple(notes))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import re
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -28,14 +27,12 @@ import attrs
 from kubepki._clock import iso, utc as _utc
 from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.errors import ConfigError, NodeError, ParseError, RenewalError
-from kubepki.node import LocalPaths, Node, node_lock
+from kubepki.node import LocalPaths, Node, node_lock, rotated_pems
 from kubepki.pki import load_certificate
 
 __all__ = ["KubeletCleanupFile", "KubeletCleanupPlan", "KubeletCleanupResult", "apply_kubelet_cleanup",
            "plan_kubelet_cleanup"]
 
-_DATED = re.compile(r"^kubelet-(?P<kind>client|server)-\d{4}(-\d{2}){5}\.pem$")
-_CURRENT = ("kubelet-client-current.pem", "kubelet-server-current.pem")
 _LIMIT = 1 << 20
 
 
@@ -117,56 +114,31 @@ class KubeletCleanupResult(Report):
         return [self.rows(), Line([f"backup: {self.backup}" if self.backup else "no backup taken"])]
 
 
-def _current_targets(node: Node, pki: PurePosixPath) -> tuple[tuple[str, str], ...]:
-    kept = []
-    for name in _CURRENT:
-        target = node.fs.readlink(pki / name)
-        if target is not None:
-            kept.append((name, target))
-    return tuple(kept)
-
-
 def plan_kubelet_cleanup(node: Node | str | os.PathLike[str], *, now: dt.datetime | None = None) -> KubeletCleanupPlan:
     """Plan removing the dated kubelet certificates that no ``-current`` symlink names.
 
     A ``-current`` file that is not a symlink (the kubelet writes symlinks; something else
-    wrote this one) keeps every dated file of its kind: kubepki cannot tell which one is in use.
+    wrote this one) keeps every dated file of its kind: kubepki cannot tell which one is in use
+    (see :func:`kubepki.node.rotated_pems`).
     """
     n = Node.coerce(node)
     n.check_root()
     when = _utc(now)
     pki = n.profile.kubelet_pki_dir
-    kept = _current_targets(n, pki)
-    named = {PurePosixPath(target).name for _link, target in kept}
-    notes: list[str] = []
-    unsure: set[str] = set()
-    for name in _CURRENT:
-        kind = name.split("-")[1]
-        st = n.fs.stat(pki / name, follow=False)
-        if st is not None and not any(link == name for link, _t in kept):
-            unsure.add(kind)
-            notes.append(f"{pki / name} is not a symlink: the dated {kind} files are all kept")
+    found = rotated_pems(n.fs, pki)
     files = []
-    for name in n.fs.listdir(pki):
-        m = _DATED.match(name)
-        if m is None or name in named or m.group("kind") in unsure:
-            continue
-        path = pki / name
-        st = n.fs.stat(path, follow=False)
-        if st is None or not st.is_file:
-            continue  # a symlink or a directory with a dated name is not the kubelet's: left alone
+    for shown in found.stale:
+        path = PurePosixPath(shown)
         data = n.fs.read_bytes(path, limit=_LIMIT)
         try:
-            not_after: dt.datetime | None = load_certificate(data, path=str(path)).not_valid_after_utc
+            not_after: dt.datetime | None = load_certificate(data, path=shown).not_valid_after_utc
         except ParseError:
             not_after = None
-        files.append(KubeletCleanupFile(path=str(path), sha256=hashlib.sha256(data).hexdigest(), not_after=not_after,
-                                        reason=f"no {m.group('kind')}-current symlink names it"))
-    files.sort(key=lambda f: f.path)
-    if not kept:
-        notes.append(f"no kubelet-*-current.pem symlink in {pki}: nothing is removed without knowing what is in use")
-        files = []
-    return KubeletCleanupPlan(node=n, pki_dir=str(pki), now=when, files=tuple(files), kept=kept, notes=tuple(notes))
+        kind = path.name.split("-")[1]
+        files.append(KubeletCleanupFile(path=shown, sha256=hashlib.sha256(data).hexdigest(), not_after=not_after,
+                                        reason=f"no {kind}-current symlink names it"))
+    return KubeletCleanupPlan(node=n, pki_dir=str(pki), now=when, files=tuple(files), kept=found.kept,
+                              notes=found.notes)
 
 
 def apply_kubelet_cleanup(
@@ -189,7 +161,7 @@ def apply_kubelet_cleanup(
     node = plan.node
     pki = PurePosixPath(plan.pki_dir)
     with node_lock(node, wait=wait):
-        if _current_targets(node, pki) != plan.kept:
+        if rotated_pems(node.fs, pki).kept != plan.kept:
             raise RenewalError("a kubelet-*-current.pem symlink changed since the plan was made (the kubelet "
                                "rotated): plan again", path=plan.pki_dir)
         for f in plan.files:
