@@ -459,6 +459,24 @@ def _with_unknown_key_type(cert_pem: bytes) -> bytes:
     return b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(der) + b"-----END CERTIFICATE-----\n"
 
 
+def test_a_name_attribute_with_an_unknown_string_tag_is_refused_not_raised(tmp_path: Path) -> None:
+    """etcd-ca with one byte of its subject's string tag changed (hypothesis found it in CI: tag 83): cryptography
+    raises KeyError on ``cert.subject``. load_certificate refuses it as bad-certificate, check_chain and
+    inspect turn it into a finding; control: the unchanged seed etcd-ca parses."""
+    odd = (Path(__file__).parent / "fixtures/hostile/unknown-name-tag.pem").read_bytes()
+    with pytest.raises(KeyError):
+        x509.load_pem_x509_certificate(odd).subject  # noqa: B018
+    with pytest.raises(PEMError) as caught:
+        pki.load_certificate(odd)
+    assert caught.value.code == "bad-certificate"
+    assert [f.code for f in bundles.check_chain(odd, now=NOW).findings] == ["bad-certificate"]
+    node = kubepki.testing.build_node(tmp_path)
+    node.path("/etc/kubernetes/pki/etcd/ca.crt").write_bytes(odd)
+    inv = kubepki.inspect(node.as_node(), now=NOW)
+    assert inv["etcd-ca"].has("bad-certificate")
+    assert any(x509.load_pem_x509_certificate(c).subject for c in seeds()["cert"])
+
+
 def test_a_certificate_with_an_unknown_key_type_is_a_finding_not_a_crash() -> None:
     """A certificate whose key algorithm cryptography does not know (hypothesis found one in CI: a flipped
     OID byte) matches no key file: check_chain says so, as it does for a well-formed other key (control)."""

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from kubepki.errors import ParseError, PEMError
 from kubepki.inspection import CODES as NODE_CODES, Finding, Severity, short_human_duration
 from kubepki.pki import (
+    CERT_PARSE_ERRORS,
     CertFacts,
     PublicKey,
     cert_facts,
@@ -216,7 +217,7 @@ def _parse_der(der: bytes, label: str) -> x509.Certificate:
         cert.subject  # noqa: B018
         cert.issuer  # noqa: B018
         cert.extensions  # noqa: B018
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except CERT_PARSE_ERRORS as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise PEMError(f"not a valid X.509 certificate: {reason}", code="bad-certificate", path=label) from None
     if _is_ca(cert):

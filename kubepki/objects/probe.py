@@ -34,7 +34,7 @@ from kubepki.errors import ConfigError
 from kubepki.inspection import Finding
 from kubepki.objects._bundles import DEFAULT_WARN_WITHIN, BundleCheck, check_chain, make
 from kubepki.objects._objects import ObjectInventory, ObjectItem, ObjectItemKind, object_item
-from kubepki.pki import CertFacts, TLSChain, fetch_tls_chain, is_ip
+from kubepki.pki import CERT_PARSE_ERRORS, CertFacts, TLSChain, fetch_tls_chain, is_ip
 
 __all__ = ["ServedChain", "fetch_chain", "parse_endpoint", "probe"]
 
@@ -126,7 +126,7 @@ def _probe_one(endpoint: str, *, now: dt.datetime, warn_within: dt.timedelta, ti
         certs = [x509.load_der_x509_certificate(d) for d in served.certificates]
         for cert in certs:  # parsed lazily: malformed names or extensions fail here, not later
             cert.subject, cert.issuer, cert.extensions, cert.not_valid_after_utc  # noqa: B018
-    except ValueError as exc:
+    except CERT_PARSE_ERRORS as exc:
         return item(None, [make("bad-certificate", f"{shown} presented an unparseable certificate: "
                                 f"{str(exc)[:200]}")]), served.complete
     check = check_chain(certs, now=now, warn_within=warn_within, label=f"the chain of {shown}")

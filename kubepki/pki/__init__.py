@@ -8,6 +8,7 @@ from kubepki._lazy import attach
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki.pki._certs import (
+        CERT_PARSE_ERRORS as CERT_PARSE_ERRORS,
         KEY_USAGE_NAMES as KEY_USAGE_NAMES,
         MAX_PEM_BYTES as MAX_PEM_BYTES,
         CertFacts as CertFacts,
@@ -75,6 +76,7 @@ __getattr__, __dir__, __all__ = attach(
     __name__,
     {
         "_certs": (
+            "CERT_PARSE_ERRORS",
             "MAX_PEM_BYTES",
             "PrivateKey",
             "PublicKey",

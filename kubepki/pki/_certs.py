@@ -28,6 +28,7 @@ from kubepki._clock import iso
 from kubepki.errors import PEMError
 
 __all__ = [
+    "CERT_PARSE_ERRORS",
     "KEY_USAGE_NAMES",
     "MAX_PEM_BYTES",
     "CertFacts",
@@ -49,6 +50,12 @@ __all__ = [
 
 #: Files larger than this are refused before parsing (real ones are a few KiB).
 MAX_PEM_BYTES = 1 << 20
+
+#: What cryptography raises for a malformed certificate when its lazy parts are read: ValueError and
+#: TypeError mostly, UnsupportedAlgorithm for unknown key types, and KeyError for a name attribute
+#: whose ASN.1 string tag it does not know (found by hypothesis: tag 83 in an issuer).
+CERT_PARSE_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, KeyError, UnsupportedAlgorithm)
+_FAST_PATH_ERRORS: tuple[type[Exception], ...] = (*CERT_PARSE_ERRORS, CryptographyDeprecationWarning)
 
 # DSA is not among them: Go's crypto/tls, and so Kubernetes, cannot use a DSA key, and cryptography
 # (>= 48) deprecates it, warning when its classes are touched. A DSA key is an unsupported-key finding.
@@ -159,11 +166,8 @@ def load_certificate(data: bytes, *, path: str | None = None) -> x509.Certificat
         # Fast path for well-formed files; anything odd gets the diagnosing parser.
         try:
             with _strict_serials():
-                cert = x509.load_pem_x509_certificate(data)
-                cert.not_valid_after_utc  # noqa: B018
-                cert.extensions  # noqa: B018
-                cert.public_key()
-        except (ValueError, TypeError, UnsupportedAlgorithm, CryptographyDeprecationWarning):
+                cert = _forced(x509.load_pem_x509_certificate(data))
+        except _FAST_PATH_ERRORS:
             pass
         else:
             return cert
@@ -182,22 +186,26 @@ def _strict_serials() -> Iterator[None]:
         yield
 
 
+def _forced(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` with the lazy parts that fail on malformed input read now, not later."""
+    cert.not_valid_after_utc  # noqa: B018
+    cert.subject  # noqa: B018  (an unknown string tag in a name attribute: KeyError)
+    cert.issuer  # noqa: B018
+    cert.extensions  # noqa: B018
+    cert.public_key()  # a damaged key (an EC point off its curve) fails here, not later
+    return cert
+
+
 def _parse_der_cert(der: bytes, path: str | None) -> x509.Certificate:
     try:
         with _strict_serials():
-            cert = x509.load_der_x509_certificate(der)
-            # Force the lazy parts that can fail on malformed input.
-            cert.not_valid_after_utc  # noqa: B018
-            cert.subject  # noqa: B018
-            cert.issuer  # noqa: B018
-            cert.extensions  # noqa: B018
-            cert.public_key()  # a damaged key (an EC point off its curve) fails here, not later
+            cert = _forced(x509.load_der_x509_certificate(der))
     except CryptographyDeprecationWarning:
         raise PEMError(
             "not a valid X.509 certificate: its serial number is not positive (RFC 5280; Go and so "
             "Kubernetes refuse it)", code="bad-certificate", path=path,
         ) from None
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+    except CERT_PARSE_ERRORS as exc:
         raise PEMError(f"not a valid X.509 certificate: {_short(exc)}", code="bad-certificate", path=path) from None
     return cert
 
@@ -216,7 +224,7 @@ def load_private_key(data: bytes, *, path: str | None = None) -> PrivateKey:
     if data.startswith(b"-----BEGIN ") and b"PRIVATE KEY-----" in data[:40] and b"CERTIFICATE" not in data:
         try:
             fast = serialization.load_pem_private_key(data, None, unsafe_skip_rsa_key_validation=True)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+        except CERT_PARSE_ERRORS:
             pass
         else:
             if isinstance(fast, PrivateKey):
