@@ -86,3 +86,32 @@ def test_a_waiter_on_the_removed_file_takes_the_current_one(node: Node) -> None:
         leave.set()
         thread.join(30)
     assert errors == [] and not path.exists()
+
+
+def test_the_lock_is_keyed_on_the_node_not_on_a_directory_flag(node: Node, tmp_path: Path) -> None:
+    """Two writers told different kubeconfig directories for one node exclude each other (they did not when
+    the lock lived in the kubeconfig directory); control: another node's lock is independent."""
+    moved = node.root / "srv/kubeconfigs"
+    moved.mkdir(parents=True)
+    other_view = Node(node.root, kubeconfig_dir="/srv/kubeconfigs")
+    with node_lock(node):
+        with pytest.raises(LockError, match="another kubepki"), node_lock(other_view):
+            pass
+        assert not (moved / ".kubepki.lock").exists()
+        elsewhere = kubepki.testing.build_node(tmp_path / "other").as_node()
+        with node_lock(elsewhere):  # control: a different node is not locked
+            pass
+
+
+def test_the_lock_creates_missing_parents_with_explicit_modes(tmp_path: Path) -> None:
+    """Under umask 000 a missing /etc/kubernetes is created 0755, not 0777; control: the lock still works."""
+    root = tmp_path / "bare"
+    root.mkdir()
+    old = os.umask(0)
+    try:
+        with node_lock(Node(root)):
+            assert (root / "etc/kubernetes/.kubepki.lock").is_file()
+    finally:
+        os.umask(old)
+    for directory in (root / "etc", root / "etc/kubernetes"):
+        assert directory.stat().st_mode & 0o777 == 0o755, directory

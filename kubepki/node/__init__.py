@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
     from kubepki.node._lock import (
         LOCK_NAME as LOCK_NAME,
+        LOCK_PATH as LOCK_PATH,
         node_lock as node_lock,
     )
     from kubepki.node._manifests import (
@@ -95,6 +96,7 @@ __getattr__, __dir__, __all__ = attach(
         ),
         "_lock": (
             "LOCK_NAME",
+            "LOCK_PATH",
             "node_lock",
         ),
         "_manifests": (

@@ -526,6 +526,7 @@ def _flock(fs: LocalFS, path: PurePosixPath, *, wait: float, poll: float) -> Ite
     names any more; it therefore checks, once it holds the lock, that the path
     still names the inode it locked, and starts over when not.
     """
+    makedirs(fs, path.parent)  # inside the root, explicit modes whatever the umask
     lock_path = fs.host_path(path, follow_last=False)
     deadline = time.monotonic() + wait
     while True:
@@ -554,7 +555,6 @@ def _flock(fs: LocalFS, path: PurePosixPath, *, wait: float, poll: float) -> Ite
 
 def _open_lock(lock_path: Path) -> int:
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise NodeError(f"cannot create lock file {lock_path}: {exc.strerror}", path=str(lock_path)) from None

@@ -1,7 +1,10 @@
 """One writer per node: an exclusive lock every mutating operation takes.
 
-The lock is keyed by ``<kubeconfig dir>/.kubepki.lock`` inside the node's root
-and taken through the node's filesystem (:meth:`kubepki.node._fs.NodeFS.lock`), so two
+The lock is keyed on the node, not on a directory flag: it is always
+``/etc/kubernetes/.kubepki.lock`` inside the node's root (kubeadm's fixed
+``KubernetesDir``, cmd/kubeadm/app/constants), whatever ``--kubeconfig-dir`` or
+``--cert-dir`` say, so two writers given different directories for one node still
+exclude each other. It is taken through the node's filesystem (:meth:`kubepki.node._fs.NodeFS.lock`), so two
 kubepki processes (or threads) renewing or restoring the same node cannot
 interleave, wherever they run:
 
@@ -20,12 +23,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import PurePosixPath
 
 from kubepki.node._node import Node
 
-__all__ = ["LOCK_NAME", "node_lock"]
+__all__ = ["LOCK_NAME", "LOCK_PATH", "node_lock"]
 
 LOCK_NAME = ".kubepki.lock"
+#: Where the lock lives on every node (inside its root).
+LOCK_PATH = PurePosixPath("/etc/kubernetes") / LOCK_NAME
 
 
 @contextlib.contextmanager
@@ -36,5 +42,5 @@ def node_lock(node: Node, *, wait: float = 0.0, poll: float = 0.05) -> Iterator[
     Raises :class:`~kubepki.LockError` when the lock stays taken, and
     :class:`~kubepki.NodeError` when the lock file cannot be created.
     """
-    with node.fs.lock(node.profile.kubeconfig_dir / LOCK_NAME, wait=wait, poll=poll):
+    with node.fs.lock(LOCK_PATH, wait=wait, poll=poll):
         yield
