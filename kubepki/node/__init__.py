@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
 
 __getattr__, __dir__, __all__ = attach(
+        normal_path as normal_path,
     __name__,
     {
         "_fs": (
@@ -117,3 +118,4 @@ __getattr__, __dir__, __all__ = attach(
         ),
     },
 )
+            "normal_path",

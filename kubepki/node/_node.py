@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import posixpath
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ from kubepki.node._kubelet import KubeletSettings, read_kubelet_settings
 from kubepki.node._manifests import MANIFEST_FILES, StaticPodManifest, parse_manifest
 from kubepki.versions import ASSUMED, NEWEST, KubeVersion
 
-__all__ = ["DEFAULT_DIRS", "Node", "NodeProfile"]
+__all__ = ["DEFAULT_DIRS", "Node", "NodeProfile", "normal_path"]
 
 #: kubeadm's default directories on a node.
 DEFAULT_DIRS: Mapping[str, str] = {
@@ -153,7 +154,7 @@ class Node:
             p = PurePosixPath(value)
             if not p.is_absolute():
                 raise ConfigError(f"{what} must be an absolute path on the node: {value!r}")
-            return p
+            return normal_path(p)
 
         if isinstance(root, Node):
             raise ConfigError("root is a Node already: pass it as it is (or its root)")
@@ -222,12 +223,25 @@ class Node:
             kubelet = self.profile.kubelet
             given = kubelet.tls_private_key_file if f.role is FileRole.KEY else kubelet.tls_cert_file
             if given and given.startswith("/") and kubelet.tls_cert_file and kubelet.tls_private_key_file:
-                return PurePosixPath(given)
+                return normal_path(given)
         return self.dir_for(e.location) / f.path
 
     def read(self, path: PurePosixPath, *, limit: int | None = None) -> bytes:
         """The bytes of a node file (see :meth:`kubepki.node._fs.NodeFS.read_bytes`)."""
         return self.fs.read_bytes(path, limit=limit)
+
+
+def normal_path(path: str | PurePosixPath) -> PurePosixPath:
+    """``path`` with ``.``, ``..`` and repeated slashes resolved lexically, as Go's ``filepath.Clean``.
+
+    Every directory kubepki is given or discovers goes through this once, so that a
+    ``--cert-dir /etc/kubernetes/x/../pki`` names the same files (and the same backup
+    members) as ``/etc/kubernetes/pki``.
+    """
+    cleaned = posixpath.normpath(str(path))
+    if cleaned.startswith("//"):  # POSIX keeps a leading "//"; Go and the kernel do not tell it apart
+        cleaned = "/" + cleaned.lstrip("/")
+    return PurePosixPath(cleaned)
 
 
 def _role(value: NodeRole | str | None) -> NodeRole | None:
@@ -368,6 +382,8 @@ def _discover(node: Node) -> NodeProfile:  # noqa: C901, PLR0912, PLR0915  -- di
         notes.append("node name unknown: SAN and CN checks that need it are skipped")
 
     key_algorithm = config.key_algorithm if config else None
+    cert_dir, kubeconfig_dir = normal_path(cert_dir), normal_path(kubeconfig_dir)
+    kubelet_pki_dir, manifests_dir = normal_path(kubelet_pki_dir), normal_path(manifests_dir)
     return NodeProfile(
         name=name,
         name_source=name_source,
