@@ -18,7 +18,9 @@ carries the context it is about (``path``, ``name``, ``node``) as attributes::
     ├── APIError                         the API server unreachable, refusing or unintelligible
     ├── RenewalError                     planning or applying a renewal
     │   ├── SignerError                  a CA that cannot or must not sign
-    │   └── LockError                    another kubepki is writing to the node
+    │   ├── LockError                    another kubepki is writing to the node
+    │   ├── StalePlanError               a plan older than its maximum age
+    │   └── InvalidTimeError             certificates not valid at the real time
     └── RestartError                     planning, executing or verifying restarts
                                          (the container runtime's CRI and Docker errors too)
 
@@ -132,6 +134,17 @@ class LockError(RenewalError):
     """Another kubepki process holds the node's lock."""
 
 
+class StalePlanError(RenewalError):
+    """A plan whose time is further behind the real clock than its maximum age allows.
+
+    Its certificates would start (NotBefore) that long ago and end that much sooner.
+    """
+
+
+class InvalidTimeError(RenewalError):
+    """Certificates that would not be valid at the real time: expired, or not valid yet."""
+
+
 class RestartError(KubepkiError):
     """A restart that cannot be planned, executed or verified."""
 
@@ -224,3 +237,16 @@ def quoted(value: object, limit: int = 120) -> str:
     """An untrusted value as a message may show it: its ``repr``, scrubbed, cut to ``limit`` characters."""
     shown = scrub(repr(value))
     return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+def redacted(value: object, *, whole: int = 16, prefix: int = 6) -> str:
+    """A configuration value as a message may show it: whole when short, else its start and its length.
+
+    A value in a kubeadm config or a flag may be a secret someone pasted into the wrong
+    field (a token, a key): a message names it without repeating it.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= whole:
+        return quoted(text)
+    return f"{quoted(text[:prefix])[:-1]}...' ({len(text)} characters)"
+

@@ -11,7 +11,7 @@ import re
 
 import attrs
 
-from kubepki.errors import ConfigError
+from kubepki.errors import ConfigError, redacted
 
 # Bounded: int() refuses strings of more than 4300 digits with ValueError.
 _VERSION_RE = re.compile(r"^v?(\d{1,9})\.(\d{1,9})(?:\.(\d+))?(?:[-+].*)?$")
@@ -32,7 +32,7 @@ class KubeVersion:
         """
         match = _VERSION_RE.match(text.strip())
         if match is None:
-            raise ConfigError(f"not a Kubernetes version: {text!r}")
+            raise ConfigError(f"not a Kubernetes version: {redacted(text)}")
         return cls(int(match.group(1)), int(match.group(2)))
 
     def __str__(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from kubepki.errors import ConfigError, ParseError
+from kubepki.errors import ConfigError, ParseError, redacted
 from kubepki.pki import KEY_ALGORITHMS, load_documents
 from kubepki.versions import KubeVersion
 
@@ -39,14 +39,14 @@ def parse_duration(text: str) -> dt.timedelta:
         try:
             return dt.timedelta(days=int(s[:-1]))
         except (OverflowError, ValueError):  # beyond timedelta, or too many digits for int()
-            raise ConfigError(f"duration out of range: {text!r}") from None
+            raise ConfigError(f"duration out of range: {redacted(text)}") from None
     if not s or s.startswith("-") or _DURATION_RE.sub("", s) != "":
-        raise ConfigError(f"not a duration: {text!r} (use e.g. 30d, 720h or 8760h0m0s)")
+        raise ConfigError(f"not a duration: {redacted(text)} (use e.g. 30d, 720h or 8760h0m0s)")
     seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_RE.findall(s))
     try:
         return dt.timedelta(seconds=seconds)
     except OverflowError:
-        raise ConfigError(f"duration out of range: {text!r}") from None
+        raise ConfigError(f"duration out of range: {redacted(text)}") from None
 
 
 @attrs.frozen(kw_only=True)
@@ -181,7 +181,7 @@ def _cluster_fields(doc: Mapping[str, Any], fields: dict[str, Any], path: str | 
     if algo is not None:
         if algo not in ENCRYPTION_ALGORITHMS:
             raise ConfigError(
-                f"unknown encryptionAlgorithm {algo!r} (known: {', '.join(ENCRYPTION_ALGORITHMS)})",
+                f"unknown encryptionAlgorithm {redacted(algo)} (known: {', '.join(ENCRYPTION_ALGORITHMS)})",
                 path=path,
             )
         fields["encryption_algorithm"] = algo
