@@ -186,3 +186,27 @@ def test_real_stdin_in_a_subprocess(tmp_path: Path, pki: PKI) -> None:
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 1, proc.stderr
     assert "expiring" in proc.stdout and proc.stderr == ""
+
+
+@pytest.mark.parametrize(("given", "said"), [
+    ("", "no objects in <stdin>"),
+    (json.dumps(kubectl_list([])), "no objects in <stdin>"),
+    (json.dumps(kubectl_list([secret("db", {"password": PASSWORD.encode()}, namespace="shop")])),
+     "1 object(s) read from <stdin>, none carries a certificate"),
+])
+def test_nothing_checked_is_not_all_well(given: str, said: str, pki: PKI) -> None:
+    """Empty input (a kubectl that failed before writing), an empty list, or objects without a certificate:
+    exit 3 and a note saying nothing was checked; control: a healthy TLS Secret through the same pipe exits 0."""
+    def pipe(data: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kubepki", "secrets", "check", "-f", "-", "--now", AT,
+                               "-o", "json"], input=data, capture_output=True, text=True, check=False, timeout=60,
+                              cwd=Path(__file__).resolve().parents[1])
+
+    proc = pipe(given)
+    assert proc.returncode == 3, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["exit_code"] == 3 and doc["items"] == []
+    assert f"nothing checked: {said}" in doc["notes"]
+    control = pipe(json.dumps(kubectl_list(healthy(pki))))
+    assert control.returncode == 0, control.stderr
+    assert not any(n.startswith("nothing checked") for n in json.loads(control.stdout)["notes"])

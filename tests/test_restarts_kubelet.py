@@ -162,6 +162,26 @@ def test_verify_served_uses_the_nodes_ports(running: Running, capsys: pytest.Cap
     assert f"127.0.0.1:{r.ports.kubelet}" in out and "unavailable" in out
 
 
+def test_nothing_observed_or_compared_is_not_all_well(running: Running, capsys: pytest.CaptureFixture[str]) -> None:
+    """With etcd and kube-apiserver running, ``restarts plan --detect`` observes them and exits 0 and
+    ``verify-served`` compares them (control); once every component is stopped (by PID), the plan observed
+    nothing and ``verify-served`` compared nothing: both exit 3 and say so, not 0 ("nothing to restart") or 1."""
+    r = running
+    assert main(["restarts", "plan", "--detect", "--root", str(r.root), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["observed"] >= 2
+    assert main(["verify-served", "--root", str(r.root)]) == 1  # the kubelet is not running: partly checked
+    capsys.readouterr()
+    for proc in r.procs.values():
+        stop_process(proc)
+    assert main(["restarts", "plan", "--detect", "--root", str(r.root)]) == 3
+    out, err = capsys.readouterr()
+    assert "nothing observed" in out and "nothing was observed running" not in err  # plan: shown, not an error
+    assert main(["restarts", "apply", "--detect", "--root", str(r.root), "--apply"]) == 3
+    assert "nothing was observed running" in capsys.readouterr().err
+    assert main(["verify-served", "--root", str(r.root)]) == 3
+    assert "nothing was checked" in capsys.readouterr().err
+
+
 def test_an_unreachable_endpoint_is_never_reported_verified(running: Running,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """After the steps, an endpoint that cannot be reached makes the result 'could not check', exit 1.

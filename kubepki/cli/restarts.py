@@ -14,6 +14,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
+from kubepki._report import Outcome
 from kubepki.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -46,7 +47,8 @@ examples:
 
 exit status: 0 the plan was shown or applied and verified, 1 applied but some
 endpoint could not be checked, 2 a step failed or something is still stale
-afterwards, 3 kubepki could not run (bad arguments)."""
+afterwards, 3 --detect observed no running component (nothing could be judged)
+or kubepki could not run (bad arguments)."""
 
 VERIFY_EXAMPLES = """\
 examples:
@@ -54,7 +56,8 @@ examples:
   kubepki verify-served --host 10.0.0.11 --port kube-apiserver=6443 -o json
 
 exit status: 0 every endpoint serves its on-disk certificate, 1 some could not
-be reached, 2 one serves another certificate, 3 kubepki could not run."""
+be reached, 2 one serves another certificate, 3 nothing could be compared (no
+endpoint answered, or none has an on-disk certificate) or kubepki could not run."""
 
 
 def parse_port(text: str) -> tuple[str, int]:
@@ -233,6 +236,11 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
     from kubepki.restarts import Timeouts, apply_restarts
 
     plan = _plan(args, node, runtime if args.detect else None)
+    if plan.outcome is Outcome.INCOMPLETE:
+        _show(args, plan)
+        _error("nothing was observed running on this node: nothing restarted (--proc and the runtime options "
+               "say where to look)")
+        return exit_status(plan)
     if not args.apply:
         _show(args, plan)
         if args.output != "json":
@@ -286,6 +294,11 @@ def run_verify(args: argparse.Namespace) -> int:
         emit(go_tabwriter(lines) if checks else "no component with an on-disk serving certificate to check")
     if any(c.status is CheckStatus.MISMATCH for c in checks):
         return EXIT_PROBLEM
+    if not any(c.status is CheckStatus.MATCH for c in checks):
+        # Nothing was compared (no endpoint answered, or none to check): not "all well" and not a warning.
+        _error("nothing was checked: " + ("no endpoint served a certificate to compare"
+                                          if checks else "no component with an on-disk serving certificate"))
+        return EXIT_ERROR
     if any(c.status is not CheckStatus.MATCH for c in checks):
         return EXIT_WARNING
     return EXIT_OK

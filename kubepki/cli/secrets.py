@@ -24,8 +24,9 @@ examples:
   kubepki secrets check -n ingress-nginx -o json                          # $KUBECONFIG, one namespace
 
 Secret values are never printed: only facts about certificates and findings.
-exit status: 0 all well, 1 warnings only, 2 anything expired or invalid, 3 kubepki
-could not run (bad arguments, unreadable input, API server unreachable or refusing)."""
+exit status: 0 all well, 1 warnings only, 2 anything expired or invalid, 3 nothing
+was checked (no object carrying a certificate in the input) or kubepki could not
+run (bad arguments, unreadable input, API server unreachable or refusing)."""
 
 PROBE_EXAMPLES = """\
 examples:

@@ -264,7 +264,10 @@ class ObjectInventory(Report):
 
     @property
     def outcome(self) -> Outcome:
-        """Failed when an item is expired, invalid or missing; warning when one only warns (as ``kubepki check``)."""
+        """Failed when an item is expired, invalid or missing; warning when one only warns (as ``kubepki check``);
+        incomplete when there was no certificate to check at all (nothing checked is not all well)."""
+        if not self.items:
+            return Outcome.INCOMPLETE
         return outcome_for(self.items)
 
     def to_dict(self) -> dict[str, Any]:
@@ -363,8 +366,13 @@ class _Checker:
         self._bundles: OrderedDict[bytes, tuple[BundleCheck, list[x509.Certificate]]] = OrderedDict()
 
     def inventory(self, source: str) -> ObjectInventory:
+        notes = list(self.notes)
+        if not self.items:
+            read = sum(self.objects.values())
+            notes.append("nothing checked: " + (f"{read} object(s) read from {source}, none carries a certificate"
+                                                if read else f"no objects in {source}"))
         return ObjectInventory(now=self.now, source=source, warn_within=self.warn_within,
-                               items=tuple(self.items), objects=dict(self.objects), notes=tuple(self.notes))
+                               items=tuple(self.items), objects=dict(self.objects), notes=tuple(notes))
 
     # -- dispatch --------------------------------------------------------------------
 

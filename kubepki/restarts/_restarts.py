@@ -617,7 +617,8 @@ RestartSource = Changed | FromRenewal | FromDetection
 class RestartPlan(Report):
     """The restarts one change needs on one node: an immutable, printable value.
 
-    Its :attr:`outcome` is always ok: a plan only says what is to be done.
+    Its :attr:`outcome` is ok (a plan only says what is to be done), or incomplete for a
+    ``detect`` plan that observed no running component.
     """
 
     #: The node the plan was made for; :func:`apply_restarts` acts on it.
@@ -638,9 +639,17 @@ class RestartPlan(Report):
     planned_at: dt.datetime
     #: The longest the caller accepted to wait for a component's own reload (None: as long as it takes).
     max_wait: float | None = None
+    #: How many running component instances a ``detect`` plan observed (None for the other sources).
+    observed: int | None = None
 
     def __iter__(self) -> Iterator[RestartStep]:
         return iter(self.steps)
+
+    @property
+    def outcome(self) -> Outcome:
+        """Ok (a plan only says what is to be done), except a ``detect`` plan that observed nothing: incomplete,
+        since "nothing to restart" would only mean kubepki could not look."""
+        return Outcome.INCOMPLETE if self.observed == 0 else Outcome.OK
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -688,6 +697,7 @@ class RestartPlan(Report):
             "steps": [s.to_dict() for s in self.steps],
             "notes": list(self.notes),
             "stale": [s.to_dict() for s in self.stale],
+            "observed": self.observed,
         }
 
     def rows(self) -> Table:
@@ -705,7 +715,8 @@ class RestartPlan(Report):
         steps = [(*r[:5], Cell("; ".join(r[5].text.split("\n")))) for r in table.rows[:len(self.steps)]]
         out: list[Block] = [Line([table.title]), Line([])]
         out.append(attrs.evolve(table, title="", columns=table.columns[:6], rows=steps) if steps
-                   else Line(["nothing to restart"]))
+                   else Line([Cell("nothing observed: nothing could be judged stale", "warning")])
+                   if self.observed == 0 else Line(["nothing to restart"]))
         extra = [f"{s.component.value}: {s.note}" for s in self.steps if s.note] + list(self.notes)
         if extra:
             out += [Line([]), Line(["notes:"]), *(Line([f"  - {n}"]) for n in extra)]
@@ -889,9 +900,10 @@ def plan_restarts(
     demands = _Demands()
     notes: list[str] = []
     stale: tuple[Staleness, ...] = ()
+    observed: int | None = None
     if isinstance(source, FromDetection):
         kind = SourceKind.DETECT
-        names, stale = _plan_detected(node, source, demands, policy=pol, max_wait=max_wait, notes=notes)
+        names, stale, observed = _plan_detected(node, source, demands, policy=pol, max_wait=max_wait, notes=notes)
     else:
         kind = SourceKind.CHANGED if isinstance(source, Changed) else SourceKind.RENEWAL
         names = _source_names(node, source)
@@ -903,7 +915,7 @@ def plan_restarts(
         target=node, node=node.profile.name, root=str(node.root),
         kubernetes_version=str(node.profile.kubernetes_version), policy=pol, method=meth, source=kind,
         changed=tuple(names), steps=tuple(steps), notes=tuple(dict.fromkeys(notes)), stale=stale,
-        planned_at=when, max_wait=max_wait,
+        planned_at=when, max_wait=max_wait, observed=observed,
     )
 
 
@@ -919,7 +931,7 @@ def _source_names(node: Node, source: Changed | FromRenewal) -> list[str]:
 
 
 def _plan_detected(node: Node, source: FromDetection, demands: _Demands, *, policy: Policy,
-                   max_wait: float | None, notes: list[str]) -> tuple[list[str], tuple[Staleness, ...]]:
+                   max_wait: float | None, notes: list[str]) -> tuple[list[str], tuple[Staleness, ...], int]:
     found = _detect(node, source)
     names: list[str] = []
     for s in found.stale:
@@ -932,7 +944,7 @@ def _plan_detected(node: Node, source: FromDetection, demands: _Demands, *, poli
     if not found.instances:
         notes.append("no running control-plane component of this node was observed: check the proc "
                      "directory and the container runtime given")
-    return list(dict.fromkeys(names)), found.stale
+    return list(dict.fromkeys(names)), found.stale, len(found.instances)
 
 
 def _plan_named(node: Node, names: Sequence[str], kind: ReasonKind, demands: _Demands, *, policy: Policy,
