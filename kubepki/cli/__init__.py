@@ -38,6 +38,7 @@ COMMANDS.append(__import__("kubepki.cli.restarts", fromlist=["register"]))  # re
 COMMANDS.append(__import__("kubepki.cli.cluster", fromlist=["register"]))  # cluster check, renew, restarts
 COMMANDS.append(__import__("kubepki.cli.kubelet", fromlist=["register"]))  # kubelet clean-up
 COMMANDS.append(__import__("kubepki.cli.csr", fromlist=["register"]))  # csr list, approve
+COMMANDS.append(__import__("kubepki.cli.permissions", fromlist=["register"]))  # permissions fix, undo
 # Last: the completion script describes every command registered before it.
 COMMANDS.append(__import__("kubepki.cli.completion", fromlist=["register"]))
 

@@ -28,6 +28,7 @@ examples:
   kubepki check --demo                    # a built-in demo cluster
   kubepki check --now 2027-11-01 --warn-within 60d
   kubepki check -q || alert               # quiet: only the findings, and only if there are any
+  kubepki check --benchmark               # the CIS Kubernetes Benchmark view: PASS/WARN/FAIL per id
 
 exit status: 0 all well, 1 warnings only, 2 anything expired, invalid or a
 required item missing, 3 kubepki could not run."""
@@ -45,6 +46,9 @@ def register(sub: Any) -> None:
     add_output_option(p)
     p.add_argument("--demo", action="store_true",
                    help="check a temporary built-in demo cluster instead of a node")
+    p.add_argument("--benchmark", action="store_true",
+                   help="show the CIS Kubernetes Benchmark view (kube-bench's ids and verdicts, the files looked "
+                        "at) instead of the expiry tables")
     p.set_defaults(func=run)
 
 
@@ -59,12 +63,20 @@ def run(args: argparse.Namespace) -> int:
             with out.status("Building a demo cluster…"):
                 demo = testing.build_node(tmp, issued_at=now - testing.DEMO_AGE)
             inv = inspect(demo.as_node(), now=now, warn_within=args.warn_within)
-            return _report(inv, args.output, out)
+            return _report(inv, args.output, out, benchmark=args.benchmark)
     node = node_from_args(args)
-    return _report(inspect(node, now=args.now, warn_within=args.warn_within), args.output, out)
+    return _report(inspect(node, now=args.now, warn_within=args.warn_within), args.output, out,
+                   benchmark=args.benchmark)
 
 
-def _report(inv: Inventory, output: str, out: Output) -> int:
+def _report(inv: Inventory, output: str, out: Output, *, benchmark: bool = False) -> int:
+    if benchmark and inv.cis is not None:
+        # The benchmark view; the exit status is the inventory's, which carries the same findings.
+        if output == "json":
+            out.result(json.dumps({**inv.cis.to_dict(), "exit_code": exit_status(inv)}, indent=2))
+        else:
+            out.report(inv.cis)
+        return exit_status(inv)
     if output == "json":
         out.result(json.dumps(json_document(inv), indent=2))
     elif not out.quiet:

@@ -73,10 +73,12 @@ class Finding:
     code: str
     severity: Severity
     message: str
+    #: The CIS Kubernetes Benchmark id the finding answers (``1.1.21``), None for kubepki's own checks.
+    cis: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
-        """``{code, severity, message}`` for JSON."""
-        return {"code": self.code, "severity": self.severity.value, "message": self.message}
+    def to_dict(self) -> dict[str, str | None]:
+        """``{code, severity, message, cis}`` for JSON (``cis`` null for kubepki's own checks)."""
+        return {"code": self.code, "severity": self.severity.value, "message": self.message, "cis": self.cis}
 
 
 #: Every finding code with its usual severity and meaning.
@@ -140,6 +142,22 @@ CODES: Mapping[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The kubelet's clientCAFile does not hold the cluster CA: it refuses the apiserver's client certificate.",
     ),
+    "cis-file-mode": (
+        Severity.WARNING,
+        "A file or directory the CIS Kubernetes Benchmark names is more permissive than it allows (an error for a "
+        "private key others can read or write; info where kubeadm itself writes that mode and the file holds no "
+        "secret).",
+    ),
+    "cis-file-owner": (Severity.WARNING, "A file or directory the CIS Kubernetes Benchmark names has another owner."),
+    "cis-directory-writable": (
+        Severity.WARNING,
+        "A directory above a benchmarked file is group- or world-writable: anyone in it can replace the file.",
+    ),
+    "cis-flag": (
+        Severity.WARNING,
+        "A TLS flag of a static pod manifest or a kubelet setting is not as the CIS Kubernetes Benchmark asks "
+        "(info where it is kubeadm's default and changing it needs more than the flag).",
+    ),
 }
 
 
@@ -159,10 +177,10 @@ class HasFindings:
         return any(f.code == code for f in self.findings)
 
 
-def make(code: str, message: str, severity: Severity | None = None) -> Finding:
+def make(code: str, message: str, severity: Severity | None = None, *, cis: str | None = None) -> Finding:
     """A finding with ``code``'s usual severity unless ``severity`` is given (its message scrubbed of
-    PEM text: it may quote an untrusted value)."""
-    return Finding(code, severity if severity is not None else CODES[code][0], scrub(message))
+    PEM text: it may quote an untrusted value), with the benchmark id ``cis`` when it answers one."""
+    return Finding(code, severity if severity is not None else CODES[code][0], scrub(message), cis)
 
 
 def status_for(findings: Sequence[Finding]) -> Status:

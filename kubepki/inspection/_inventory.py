@@ -31,6 +31,7 @@ from kubepki._clock import utc as _utc
 from kubepki._report import Block, Outcome, Report, Table
 from kubepki.catalog import CatalogEntry, FileRole, KeyUsage, Kind, Scope
 from kubepki.errors import ConfigError, KubeconfigError, NodeError, ParseError
+from kubepki.inspection._cis import CisReport, evaluate, files_by_path, with_cis
 from kubepki.inspection._findings import (
     Finding,
     HasFindings,
@@ -191,6 +192,8 @@ class Inventory(Report):
     warn_within: dt.timedelta
     profile: NodeProfile = attrs.field(repr=False)
     items: tuple[InventoryItem, ...] = attrs.field(repr=False)
+    #: The CIS Kubernetes Benchmark view of the node (``kubepki check --benchmark``); its findings are on the items.
+    cis: CisReport | None = attrs.field(default=None, repr=False, eq=False)
 
     def __iter__(self) -> Iterator[InventoryItem]:
         return iter(self.items)
@@ -317,6 +320,8 @@ def inspect(
     entries = profile.entries()
     items = kubelet_findings(n, profile, [ctx.inspect_entry(e) for e in entries if wanted is None or e.name in wanted],
                              now=when, warn_within=warn_within)
+    cis = evaluate(n, profile, files_by_path(items))  # the CIS benchmark's file and TLS rules (_cis)
+    items = with_cis(items, cis)
     return Inventory(
         node=profile.name,
         root=str(n.root),
@@ -324,6 +329,7 @@ def inspect(
         warn_within=warn_within,
         profile=profile,
         items=tuple(items),
+        cis=cis,
     )
 
 

@@ -117,10 +117,12 @@ def findings_blocks(inv: Inventory, *, min_severity: Severity = Severity.WARNING
     if not shown:
         return []
     out: list[Block] = [line(), line(Cell("FINDINGS", "strong"))]
+    cis = any(f.cis for _i, f in shown)  # the benchmark id column, when a finding answers one
     for item, f in shown:
         word = f.severity.value.upper()
+        column = f" {'CIS ' + f.cis if f.cis else '':<10}" if cis else ""
         out.append(line(Cell(word, f.severity.tone),
-                        f"{'':<{8 - len(word)}} {item.name:<26} {f.code:<24} {f.message}"))
+                        f"{'':<{8 - len(word)}} {item.name:<26} {f.code:<24}{column} {f.message}"))
     return out
 
 
@@ -143,7 +145,8 @@ def inventory_rows(inv: Inventory) -> Table:
 def _item_row(item: InventoryItem, now: dt.datetime) -> list[Cell]:
     expires = kubeadm_date(item.not_after) if item.not_after else "—"
     residual = short_human_duration((item.not_after - now).total_seconds()) if item.not_after else "—"
-    findings = "\n".join(f"{f.code} {f.message}" for f in item.findings if f.severity is not Severity.INFO)
+    findings = "\n".join(f"{f.code}{f' [CIS {f.cis}]' if f.cis else ''} {f.message}" for f in item.findings
+                         if f.severity is not Severity.INFO)
     return [Cell(item.name, strong=True), Cell(item.kind.value), Cell(item.status.value, item.status.tone, badge=True),
             Cell(expires), Cell(residual), Cell(item.signer or "—"), Cell(item.scope.value),
             Cell("yes" if item.externally_managed else "no"), Cell(findings)]

@@ -155,6 +155,10 @@ class NodeFS(Protocol):
         """Change the owner of ``path`` (of the link itself when ``follow`` is False)."""
         ...
 
+    def chmod(self, path: PurePosixPath, mode: int) -> None:
+        """Set the permission bits of what ``path`` names (symlinks followed inside the root)."""
+        ...
+
     def set_mtime(self, path: PurePosixPath, mtime: float, *, follow: bool = True) -> None:
         """Set the access and modification times of ``path`` to ``mtime``."""
         ...
@@ -493,6 +497,13 @@ class LocalFS:
         """``chown(2)``, or ``lchown(2)`` when ``follow`` is False."""
         try:
             os.chown(self._local(str(path), follow_last=follow), uid, gid, follow_symlinks=follow)
+        except OSError as exc:
+            raise _node_error(exc, path) from None
+
+    def chmod(self, path: PurePosixPath, mode: int) -> None:
+        """``chmod(2)`` on the file ``path`` leads to inside the root (never a symlink's target outside it)."""
+        try:
+            os.chmod(self._local(str(path)), mode)
         except OSError as exc:
             raise _node_error(exc, path) from None
 

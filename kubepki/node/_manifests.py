@@ -34,6 +34,8 @@ class StaticPodManifest:
     flags: Mapping[str, str]
     #: hostPath volumes: volume name -> host path.
     host_paths: Mapping[str, str]
+    #: The 1-based line of the manifest where each flag of :attr:`flags` is written (for messages).
+    flag_lines: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def image_version(self) -> KubeVersion | None:
@@ -76,12 +78,30 @@ def parse_manifest(data: bytes, *, path: str | None = None) -> StaticPodManifest
                 host_paths[vol["name"]] = hp
     image = container.get("image")
     return StaticPodManifest(
+        flag_lines=_flag_lines(data, flags),
         path=path,
         component=component,
         image=image if isinstance(image, str) else None,
         flags=flags,
         host_paths=host_paths,
     )
+
+
+def _flag_lines(data: bytes, flags: Mapping[str, str]) -> dict[str, int]:
+    """Where each flag is written: the first line holding ``--name`` followed by ``=``, a quote or its end."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    out: dict[str, int] = {}
+    for number, text in enumerate(lines, start=1):
+        start = text.find("--")
+        while start >= 0:
+            end = start + 2
+            while end < len(text) and (text[end].isalnum() or text[end] in "-_."):
+                end += 1
+            name = text[start + 2:end]
+            if name in flags and name not in out and (end == len(text) or text[end] in "=\"' "):
+                out[name] = number
+            start = text.find("--", end)
+    return out
 
 
 def _map(value: Any) -> Mapping[str, Any]:

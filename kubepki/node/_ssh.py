@@ -688,6 +688,12 @@ class SSHFS:
             attributes.st_uid, attributes.st_gid = uid, gid
             self._lsetstat(sftp, remote, attributes)
 
+    def chmod(self, path: PurePosixPath, mode: int) -> None:
+        """Set the permission bits of what ``path`` leads to (symlinks resolved inside the root)."""
+        remote = self._resolved(path)
+        with self._sftp_call(path) as sftp:
+            sftp.chmod(remote, mode)
+
     def set_mtime(self, path: PurePosixPath, mtime: float, *, follow: bool = True) -> None:
         """Set the access and modification times (of the link itself when ``follow`` is False)."""
         import paramiko
