@@ -9,8 +9,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -283,8 +285,7 @@ def test_extra_files_are_kept_and_specials_skipped(single: Path, tmp_path: Path)
 def test_kubepki_transient_files_are_not_backed_up(single: Path, tmp_path: Path) -> None:
     """A renewal journal, staged files and temporaries are left out (and say so)."""
     pki = single / "etc/kubernetes/pki"
-    transient = [".kubepki-renewal.json", ".apiserver.crt.kubepki-new",
-                 ".ca.key.kubepki-0a1b2c3d4e5f.tmp"]
+    transient = [".apiserver.crt.kubepki-new", ".ca.key.kubepki-0a1b2c3d4e5f.tmp"]
     for name in transient:
         (pki / name).write_text("x\n")
     (pki / ".hidden-but-ours").write_text("operator file\n")
@@ -375,7 +376,11 @@ def test_round_trip_owner_is_restored(single: Path, tmp_path: Path) -> None:
     info = backups.backup(single, tmp_path / "out")
     os.chown(key, 0, 0)
     key.write_bytes(b"x")
-    backups.restore(info.path, single, dry_run=False, accept_changed=True)
+    # An owner that is neither root nor the file's current one widens access: accepted explicitly.
+    with pytest.raises(BackupError, match=r"owner 4321:8765 is neither root.*accept_permissions=True"):
+        backups.restore(info.path, single, dry_run=False, accept_changed=True)
+    assert key.read_bytes() == b"x"
+    backups.restore(info.path, single, dry_run=False, accept_changed=True, accept_permissions=True)
     s = key.stat()
     assert (s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode)) == (4321, 8765, 0o600)
 
@@ -922,6 +927,8 @@ def test_permission_denied(single: Path) -> None:
                 p = Path(dirpath) / name
                 if not p.is_symlink():
                     p.chmod(0o755 if p.is_dir() else 0o644)
+        # nobody may take the node's lock (a backup holds it) but not write the destination
+        (shared / "root/etc/kubernetes").chmod(0o777)
         dest = shared / "locked"
         dest.mkdir(mode=0o755)  # root's: nobody may not create files in it
         message = as_nobody(lambda: backups.backup(shared / "root", dest))
@@ -1109,3 +1116,536 @@ def escapes(base: PurePosixPath, target: str) -> bool:
         elif part not in ("/", "."):
             parts.append(part)
     return False
+
+
+# --------------------------------------------------------------------------------------
+# Where a restore writes: resolved on the node, from kubeadm's layout, never a symlink to a dir
+
+CRON = "etc/cron.d/evil"
+JOB = b"* * * * * root sh -c 'id > /tmp/pwned'\n"
+
+
+def assert_refused_here(path: Path, root: Path | kubepki.Node, top: Path, *, match: str) -> None:
+    """Planning and applying onto this node raise UnsafeArchiveError and nothing anywhere changes
+    (the archive may verify: what makes it unsafe is where it would land on this node)."""
+    before = snapshot(top)
+    with pytest.raises(UnsafeArchiveError, match=match):
+        backups.plan_restore(path, root)
+    with pytest.raises(UnsafeArchiveError, match=match):
+        backups.restore(path, root, dry_run=False, accept_changed=True, accept_permissions=True)
+    assert snapshot(top) == before
+
+
+def test_a_symlink_on_the_node_is_not_written_through(victim: tuple[Path, Path]) -> None:
+    """Archive A left pki/evil -> /; archive B (no symlink) writes pki/evil/etc/cron.d/evil: refused.
+
+    The member passes every lexical check; only resolving its parents on the node shows that it
+    lands in <root>/etc/cron.d.
+    """
+    root, top = victim
+    (root / "etc/kubernetes/pki/evil").symlink_to("/")
+    members = [reg(f"etc/kubernetes/pki/evil/{CRON}", JOB)]
+    path = craft(top / "b.tar.gz", members)
+    assert backups.verify_backup(path).ok  # self-consistent: only the node says where it leads
+    assert_refused_here(path, root, top, match=r"leads to /etc/cron\.d on the node, outside /etc/kubernetes/pki")
+    assert not (root / CRON).exists()
+    # Control: a real directory of that name is the cert dir's own; the same archive restores into it.
+    (root / "etc/kubernetes/pki/evil").unlink()
+    (root / "etc/kubernetes/pki/evil").mkdir()
+    backups.restore(path, root, dry_run=False, take_backup=False)
+    assert (root / "etc/kubernetes/pki/evil" / CRON).read_bytes() == JOB
+    assert not (root / CRON).exists()
+
+
+@pytest.mark.parametrize("target", ["/", "..", "../..", "/etc", "etcd", "/etc/kubernetes/pki/etcd/", "."])
+def test_a_restore_never_creates_a_symlink_to_a_directory(victim: tuple[Path, Path], target: str) -> None:
+    """A symlink member that leads to a directory (of the node, or of the archive) is refused."""
+    root, top = victim
+    members = [special("etc/kubernetes/pki/evil", tarfile.SYMTYPE, target)]
+    path = craft(top / "a.tar.gz", members)
+    assert_refused_here(path, root, top, match="a directory")
+    assert not (root / "etc/kubernetes/pki/evil").is_symlink()
+
+
+def test_a_symlink_to_a_directory_the_archive_makes_is_refused(victim: tuple[Path, Path]) -> None:
+    """A link to a path the archive itself fills with files is a directory too."""
+    root, top = victim
+    members = [special("etc/kubernetes/pki/evil", tarfile.SYMTYPE, "newdir"), reg("etc/kubernetes/pki/newdir/x.crt")]
+    assert_refused_here(craft(top / "a.tar.gz", members), root, top, match="a directory")
+
+
+def test_a_symlink_to_a_file_is_restored(victim: tuple[Path, Path]) -> None:
+    """Control: links to files (kubelet-client-current.pem's kind) are restored as links."""
+    root, top = victim
+    members = [special("etc/kubernetes/pki/ca-link.crt", tarfile.SYMTYPE, "ca.crt")]
+    backups.restore(craft(top / "a.tar.gz", members), root, dry_run=False, take_backup=False)
+    assert os.readlink(root / "etc/kubernetes/pki/ca-link.crt") == "ca.crt"
+
+
+def _point_api_server_at(root: Path, flag: str) -> None:
+    """A kube-apiserver static pod manifest naming ``--client-ca-file=<flag>``."""
+    manifest = root / "etc/kubernetes/manifests/kube-apiserver.yaml"
+    manifest.parent.mkdir(mode=0o700, exist_ok=True)
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: kube-apiserver, namespace: kube-system}\nspec:\n"
+        "  containers:\n  - name: kube-apiserver\n    image: registry.k8s.io/kube-apiserver:v1.34.1\n"
+        f"    command: [kube-apiserver, --client-ca-file={flag}]\n")
+
+
+@pytest.mark.parametrize(("flag", "cert_dir"), [("/ca.crt", "/etc"), ("/etc/cron.d/ca.crt", "/etc/cron.d"),
+                                                 ("/srv/x/ca.crt", "/srv/x")])
+def test_a_manifest_flag_does_not_widen_where_a_restore_writes(victim: tuple[Path, Path], flag: str,
+                                                               cert_dir: str) -> None:
+    """A restored manifest naming --client-ca-file=/ca.crt made discovery's cert dir "/"; the
+    next archive could then write /etc/cron.d. The flag alone names no place to write."""
+    root, top = victim
+    _point_api_server_at(root, flag)
+    assert str(kubepki.Node(root).profile.cert_dir) == str(PurePosixPath(flag).parent)
+    name = CRON if cert_dir != "/srv/x" else "srv/x/ca.crt"
+    members = [reg(name, JOB)]
+    path = craft(top / "a.tar.gz", members, manifest=manifest_doc(members, cert_dir=cert_dir))
+    assert_refused_here(path, root, top, match="not inside the node's kubeadm directories")
+    plan_notes = backups.plan_restore(craft(top / "ok.tar.gz", [reg("etc/kubernetes/pki/x.crt")]), root).notes
+    assert any("static pod manifests name the cert dir" in n for n in plan_notes)
+
+
+def test_kubeadm_config_and_the_operator_name_the_cert_dir(victim: tuple[Path, Path]) -> None:
+    """Controls: certificatesDir in kubeadm's config, or the operator's cert_dir, is written;
+    a system directory never is, whoever names it."""
+    root, top = victim
+    members = [reg("srv/pki/ca.crt", b"x\n", 0o644)]
+    path = craft(top / "a.tar.gz", members, manifest=manifest_doc(members, cert_dir="/srv/pki"))
+    with pytest.raises(UnsafeArchiveError):
+        backups.plan_restore(path, root)
+    backups.restore(path, kubepki.Node(root, cert_dir="/srv/pki"), dry_run=False, take_backup=False)
+    assert (root / "srv/pki/ca.crt").read_bytes() == b"x\n"
+    (root / "srv/pki/ca.crt").unlink()
+    (root / "etc/kubernetes/kubeadm-config.yaml").write_text(
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\ncertificatesDir: /srv/pki\n")
+    backups.restore(path, root, dry_run=False, take_backup=False)
+    assert (root / "srv/pki/ca.crt").read_bytes() == b"x\n"
+    cron = [reg(CRON, JOB)]
+    hostile = craft(top / "c.tar.gz", cron, manifest=manifest_doc(cron, cert_dir="/etc/cron.d"))
+    for node in (kubepki.Node(root, cert_dir="/etc/cron.d"), kubepki.Node(root, cert_dir="/")):
+        with pytest.raises(UnsafeArchiveError, match="not inside"):
+            backups.plan_restore(hostile, node)
+    assert not (root / CRON).exists()
+
+
+def test_a_loose_mode_needs_acceptance(single: Path, tmp_path: Path) -> None:
+    """A backup that gives a key 0666 (or a certificate 0666) is not restored without a word."""
+    pki = single / "etc/kubernetes/pki"
+    (pki / "apiserver.key").chmod(0o666)
+    (pki / "apiserver.crt").chmod(0o640)  # tighter than kubeadm's 0644: no risk
+    archive = backups.backup(single, tmp_path / "out").path
+    (pki / "apiserver.key").chmod(0o600)
+    (pki / "apiserver.crt").chmod(0o600)
+    plan = backups.plan_restore(archive, single)
+    risky = {s.path: s.permission_risk for s in plan.steps if s.permission_risk}
+    assert risky == {"/etc/kubernetes/pki/apiserver.key": "mode 0666 is looser than kubeadm's 0600"}
+    assert plan.permission_risks == ("/etc/kubernetes/pki/apiserver.key: mode 0666 is looser than kubeadm's 0600",)
+    assert "WIDENS ACCESS" in plan.table()
+    with pytest.raises(BackupError, match=r"looser than kubeadm's 0600.*accept_permissions=True"):
+        backups.apply_restore(plan, accept_changed=True)
+    assert stat.S_IMODE((pki / "apiserver.key").stat().st_mode) == 0o600
+    backups.apply_restore(plan, accept_permissions=True)
+    assert stat.S_IMODE((pki / "apiserver.key").stat().st_mode) == 0o666
+    assert stat.S_IMODE((pki / "apiserver.crt").stat().st_mode) == 0o640
+
+
+def test_an_extra_private_key_gets_kubeadms_key_mode(victim: tuple[Path, Path]) -> None:
+    """Files kubeadm does not know: 0644 is fine for a certificate, not for a private key."""
+    root, top = victim
+    members = [reg("etc/kubernetes/pki/extra.crt", b"cert\n", 0o644),
+               reg("etc/kubernetes/pki/extra.key", b"-----BEGIN PRIVATE KEY-----\nx\n", 0o644)]
+    plan = backups.plan_restore(craft(top / "a.tar.gz", members), root)
+    assert [(s.path, s.permission_risk) for s in plan.steps] == [
+        ("/etc/kubernetes/pki/extra.crt", None),
+        ("/etc/kubernetes/pki/extra.key", "mode 0644 is looser than kubeadm's 0600")]
+
+
+# --------------------------------------------------------------------------------------
+# One writer at a time: backups hold the lock, refuse a half-renewed tree, verify pairs
+
+REPO = Path(__file__).resolve().parents[1]
+PKI = "etc/kubernetes/pki"
+PAIRS = ("apiserver", "apiserver-kubelet-client", "front-proxy-client", "apiserver-etcd-client",
+         "etcd/server", "etcd/peer", "etcd/healthcheck-client")
+
+
+def pairs_match(root: Path) -> dict[str, bool]:
+    """For every catalog pair of the cert dir and every kubeconfig: do certificate and key match?"""
+    import base64
+
+    import yaml
+    from cryptography import x509
+
+    from kubepki.pki import load_private_key, public_key_der
+
+    def match(cert: bytes, key: bytes) -> bool:
+        return public_key_der(x509.load_pem_x509_certificate(cert).public_key()) == \
+            public_key_der(load_private_key(key))  # type: ignore[arg-type]
+
+    out = {b: match((root / PKI / f"{b}.crt").read_bytes(), (root / PKI / f"{b}.key").read_bytes()) for b in PAIRS}
+    for conf in ("admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf"):
+        user = yaml.safe_load((root / "etc/kubernetes" / conf).read_bytes())["users"][0]["user"]
+        out[conf] = match(base64.b64decode(user["client-certificate-data"]),
+                          base64.b64decode(user["client-key-data"]))
+    return out
+
+
+def kubepki_child(*args: str, crash_at: int | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m kubepki ARGS`` in a child, SIGKILLed at its checkpoint ``crash_at``."""
+    from kubepki._crash import CRASH_ENV
+
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash_at is not None:
+        env[CRASH_ENV] = str(crash_at)
+    return subprocess.run([sys.executable, "-m", "kubepki", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, check=False, timeout=timeout)
+
+
+def kubepki_temporaries(top: Path) -> list[Path]:
+    """kubepki's staged and temporary files, journals included, anywhere under ``top``."""
+    return sorted(p for p in top.rglob(".*") if p.name.endswith((".tmp", ".kubepki-new", ".json"))
+                  and ".kubepki" in p.name)
+
+
+def test_backup_holds_the_node_lock(single: Path, tmp_path: Path) -> None:
+    """While another writer holds the lock, a backup fails and writes nothing; a caller that holds
+    the lock itself (a renewal's backup first) says so and is not locked out by its own lock."""
+    node = kubepki.Node(single)
+    with node_lock(node):
+        with pytest.raises(LockError, match="another kubepki is writing"):
+            backups.backup(node, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+        info = backups.backup(node, tmp_path / "out", lock_held=True)
+    assert backups.verify_backup(info.path).ok
+    backups.backup(node, tmp_path / "out")  # control: free again
+
+
+def test_backup_refuses_an_unfinished_renewal(single: Path, tmp_path: Path) -> None:
+    """A renewal journal means a pair may be half-renamed: no backup is taken of that."""
+    journal = single / PKI / ".kubepki-renewal.json"
+    journal.write_text('{"version": 1, "state": "committing", "groups": []}\n')
+    with pytest.raises(BackupError, match=r"a renewal of this node was interrupted.*renew --resume"):
+        backups.backup(single, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    journal.unlink()
+    assert backups.backup(single, tmp_path / "out").items  # control
+
+
+def _other_key(root: Path) -> bytes:
+    return (root / PKI / "front-proxy-client.key").read_bytes()
+
+
+def test_verify_finds_a_mismatched_pair(single: Path, tmp_path: Path) -> None:
+    """An archive whose hashes all match but whose apiserver.crt sits beside another key (a backup
+    taken mid-renewal) does not verify and is not restored; the same for a kubeconfig."""
+    import base64
+
+    import yaml
+
+    good = backups.backup(single, tmp_path / "good").path
+    assert backups.verify_backup(good).ok  # control
+    (single / PKI / "apiserver.key").write_bytes(_other_key(single))
+    conf = single / "etc/kubernetes/admin.conf"
+    doc = yaml.safe_load(conf.read_text())
+    doc["users"][0]["user"]["client-key-data"] = base64.b64encode(_other_key(single)).decode()
+    conf.write_text(yaml.safe_dump(doc))
+    bad = backups.backup(single, tmp_path / "bad").path
+    report = backups.verify_backup(bad)
+    assert not report.ok and not report.unsafe
+    assert [p.split(":")[0] for p in report.problems] == [
+        "/etc/kubernetes/pki/apiserver.crt and /etc/kubernetes/pki/apiserver.key",
+        "/etc/kubernetes/admin.conf (its embedded client certificate and key)"]
+    assert all("does not match the private key" in p for p in report.problems)
+    with pytest.raises(BackupError, match=r"apiserver\.crt and .*apiserver\.key: the certificate does not match"):
+        backups.plan_restore(bad, single)
+
+
+def test_verify_follows_the_kubelets_current_pem(single: Path, tmp_path: Path) -> None:
+    """kubelet-client-current.pem is a symlink to a PEM with both halves: they must match too."""
+    link = single / "var/lib/kubelet/pki/kubelet-client-current.pem"
+    pem = link.parent / PurePosixPath(os.readlink(link)).name  # an absolute node path
+    data = pem.read_bytes()
+    cert = data[: data.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")]
+    pem.write_bytes(cert + _other_key(single))
+    report = backups.verify_backup(backups.backup(single, tmp_path / "out").path)
+    assert len(report.problems) == 1 and pem.name in report.problems[0], report.problems
+
+
+def _renewed_and_killed(root: Path) -> dict[str, Any]:
+    """Kill a real ``kubepki renew all --apply`` between the renames of its commit; its journal."""
+    for n in range(22, 40):
+        shutil.copytree(root, root.with_name("try"), symlinks=True)
+        done = kubepki_child("renew", "all", "--apply", "--no-backup", "--key-algorithm", "ECDSA-P256",
+                             "--root", str(root.with_name("try")), crash_at=n)
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        journal = root.with_name("try") / PKI / ".kubepki-renewal.json"
+        if journal.exists() and json.loads(journal.read_text())["state"] == "committing" and \
+                not all(pairs_match(root.with_name("try")).values()):
+            shutil.rmtree(root)
+            root.with_name("try").rename(root)
+            return dict(json.loads((root / PKI / ".kubepki-renewal.json").read_text()))
+        shutil.rmtree(root.with_name("try"))
+    raise AssertionError("no checkpoint left a half-renamed pair")
+
+
+def test_restore_supersedes_a_killed_renewal(single: Path, tmp_path: Path) -> None:
+    """After a renewal killed mid-commit, restoring the backup taken before it clears its journal
+    and staged files with the restore, so later renewals run; a backup refuses the tree before."""
+    archive = backups.backup(single, tmp_path / "archives").path
+    journal = _renewed_and_killed(single)
+    assert journal["state"] == "committing"
+    with pytest.raises(BackupError, match="renewal of this node was interrupted"):
+        backups.backup(single, tmp_path / "refused")
+    plan = backups.plan_restore(archive, single)
+    assert plan.supersedes[-1] == "/etc/kubernetes/pki/.kubepki-renewal.json"
+    assert any("a renewal of this node was interrupted" in n for n in plan.notes)
+    result = backups.apply_restore(plan, accept_changed=True)
+    assert result.pre_restore_backup is not None  # the broken state is kept, as it was
+    assert not kubepki_temporaries(single)
+    assert all(pairs_match(single).values())
+    assert backups.plan_restore(archive, single).changes == ()
+    done = kubepki_child("renew", "all", "--apply", "--no-backup", "--key-algorithm", "ECDSA-P256",
+                         "--root", str(single))
+    assert done.returncode == 0, done.stderr
+    assert all(pairs_match(single).values())
+
+
+def _hand_journal(root: Path, state: str, targets: Sequence[str]) -> None:
+    files = [{"staged": str(PurePosixPath(t).parent / f".{PurePosixPath(t).name}.kubepki-new"), "target": t,
+              "role": "cert"} for t in targets]
+    for f in files:
+        (root / f["staged"].lstrip("/")).write_text("staged\n")
+    (root / PKI / ".kubepki-renewal.json").write_text(json.dumps(
+        {"version": 1, "state": state, "groups": [{"name": "apiserver", "check": "pair", "files": files}]}))
+
+
+def test_a_partial_restore_cannot_supersede_a_committed_renewal(single: Path, archive: Path) -> None:
+    """Restoring only front-proxy-client leaves the half-renewed apiserver as it is: refused;
+    the whole backup supersedes it; a journal still staging is superseded by any restore."""
+    _hand_journal(single, "committing", ["/etc/kubernetes/pki/apiserver.crt"])
+    with pytest.raises(BackupError, match=r"names /etc/kubernetes/pki/apiserver.crt, which this restore does "
+                                          r"not write \(only= leaves it out\).*renew --resume"):
+        backups.plan_restore(archive, single, only=["front-proxy-client"])
+    plan = backups.plan_restore(archive, single)
+    assert plan.changes == () and plan.supersedes == (
+        "/etc/kubernetes/pki/.apiserver.crt.kubepki-new", "/etc/kubernetes/pki/.kubepki-renewal.json")
+    backups.apply_restore(plan)
+    assert not kubepki_temporaries(single)
+    _hand_journal(single, "staging", ["/etc/kubernetes/pki/apiserver.crt"])
+    backups.restore(archive, single, only=["front-proxy-client"], dry_run=False)
+    assert not kubepki_temporaries(single)
+
+
+# --------------------------------------------------------------------------------------
+# The restore's own journal: killed at every checkpoint, finished by the next writer
+
+
+@pytest.fixture
+def renewed(single: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """An archive of the tree, then the tree renewed (every pair differs from the archive)."""
+    archive = backups.backup(single, tmp_path / "archives").path
+    done = kubepki_child("renew", "all", "--apply", "--no-backup", "--key-algorithm", "ECDSA-P256",
+                         "--root", str(single))
+    assert done.returncode == 0, done.stderr
+    return single, archive
+
+
+def _pki_state(root: Path) -> dict[str, tuple[Any, ...]]:
+    return {k: v for k, v in node_files(root).items() if k.startswith(("etc/", "var/lib"))}
+
+
+def test_kill_a_restore_at_every_checkpoint(renewed: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGKILL the restore at checkpoint N = 1..all: pairs match after the kill but for one the
+    journal completes; the next backup (or restore) finishes or undoes it, cleaning every staged file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubepki import _crash
+
+    root, archive = renewed
+    args = ("restore", str(archive), "--apply", "--accept-changed", "--no-backup")
+    renewed_state = _pki_state(root)
+    count_root = tmp_path / "count"
+    shutil.copytree(root, count_root, symlinks=True)
+    before = _crash.passed()
+    backups.restore(archive, count_root, dry_run=False, accept_changed=True, take_backup=False)
+    count = _crash.passed() - before
+    restored_state = _pki_state(count_root)
+    files = len(backups.plan_restore(archive, root).changes)
+    assert count == 1 + files + 1 + files + 1  # journal, staged files, commit, renames, journal removal
+    roots = {n: tmp_path / f"n{n}" for n in range(1, count + 1)}
+    for r in roots.values():
+        shutil.copytree(root, r, symlinks=True)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        codes = dict(zip(roots, pool.map(lambda n: kubepki_child(*args, "--root", str(roots[n]),
+                                                                  crash_at=n).returncode, roots), strict=True))
+    for n, r in roots.items():
+        where = f"killed at checkpoint {n}"
+        assert codes[n] == -signal.SIGKILL, where
+        journal = r / PKI / ".kubepki-restore.json"
+        state = json.loads(journal.read_text())["state"] if journal.exists() else None
+        mismatched = [k for k, ok in pairs_match(r).items() if not ok]
+        assert not mismatched or state == "committing", (where, mismatched)
+        # the next writer: a backup (odd N) or the restore again (even N)
+        if n % 2:
+            done = kubepki_child("backup", "--root", str(r), "--backup-dir", str(tmp_path / f"b{n}"))
+            assert done.returncode == 0, (where, done.stderr)
+            # before the commit nothing changed; after it (or once the journal is gone) all did
+            expected = restored_state if state == "committing" or n == count else renewed_state
+            assert _pki_state(r) == expected, where
+        done = kubepki_child(*args, "--root", str(r))
+        assert done.returncode == 0, (where, done.stderr)
+        assert _pki_state(r) == restored_state, where
+        assert not kubepki_temporaries(r), where
+        assert all(pairs_match(r).values()), where
+
+
+def test_a_renewal_finishes_an_interrupted_restore(renewed: tuple[Path, Path]) -> None:
+    """A renewal is a writer too: under its lock it completes the restore before writing anything."""
+    root, archive = renewed
+    plan = backups.plan_restore(archive, root)
+    files = len(plan.changes)
+    first_cert = next(i for i, s in enumerate(plan.changes) if s.path.endswith(".crt"))
+    # killed just after the commit renamed a certificate, before its key
+    done = kubepki_child("restore", str(archive), "--apply", "--accept-changed", "--no-backup", "--root", str(root),
+                         crash_at=1 + files + 1 + first_cert + 1)
+    assert done.returncode == -signal.SIGKILL
+    assert not all(pairs_match(root).values())
+    renew = ("renew", "all", "--apply", "--no-backup", "--key-algorithm", "ECDSA-P256", "--root", str(root))
+    # The renewal planned on the half-restored tree: it finishes the restore, then refuses its stale plan.
+    done = kubepki_child(*renew)
+    assert done.returncode == 2 and "plan again" in done.stderr, done.stderr
+    assert not kubepki_temporaries(root)
+    assert all(pairs_match(root).values())
+    assert backups.plan_restore(archive, root).changes == ()
+    done = kubepki_child(*renew)
+    assert done.returncode == 0, done.stderr
+    assert all(pairs_match(root).values())
+
+
+def test_a_damaged_restore_journal_is_refused_not_guessed(single: Path, tmp_path: Path) -> None:
+    """A journal naming files outside the kubeadm dirs (or unreadable) is a clear error; nothing moves."""
+    journal = single / PKI / ".kubepki-restore.json"
+    journal.write_text(json.dumps({"version": 1, "state": "committing", "files": [
+        {"target": "/etc/cron.d/evil", "staged": "/etc/cron.d/.evil.kubepki-0123456789ab.tmp", "type": "file",
+         "sha256": "0" * 64, "link_target": None}], "remove": []}))
+    before = node_files(single)
+    with pytest.raises(BackupError, match=r"restore journal .* is damaged \(/etc/cron.d/evil is outside"):
+        backups.backup(single, tmp_path / "out")
+    assert node_files(single) == before
+    journal.write_text("{")
+    with pytest.raises(BackupError, match="is damaged"):
+        backups.resume_restore(single)
+    journal.unlink()
+    assert backups.resume_restore(single) == ()  # control
+
+
+# --------------------------------------------------------------------------------------
+# What a backup directory may hold: FIFOs, odd names, killed writers' temporaries, umask 000
+
+def child_python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a child Python under ``timeout`` (a hang is a failure, not a stuck test run)."""
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True,
+                          check=False, timeout=timeout)
+
+
+def test_a_fifo_at_an_archive_path_is_an_error_not_a_hang(single: Path, tmp_path: Path) -> None:
+    """verify, restore, list and prune never open a FIFO (opening one for reading blocks)."""
+    backups_dir = tmp_path / "backups"
+    real = backups.backup(single, backups_dir).path
+    fifo = backups_dir / "kubepki-backup-cp1-20261101T000000Z.tar.gz"
+    os.mkfifo(fifo)
+    code = (
+        "import sys, kubepki\n"
+        "from kubepki.backups import verify_backup, plan_restore, list_backups, prune_backups\n"
+        "from kubepki.errors import BackupError\n"
+        "fifo, root, d = sys.argv[1:]\n"
+        "r = verify_backup(fifo); print('verify', r.ok, r.problems)\n"
+        "try:\n    plan_restore(fifo, root)\nexcept BackupError as e:\n    print('restore', e.message)\n"
+        "print('list', [i.path.name for i in list_backups(d)])\n"
+        "print('prune', [p.name for p in prune_backups(d, 1, dry_run=True)])\n"
+    )
+    done = child_python(code, str(fifo), str(single), str(backups_dir))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "verify False ('cannot read the archive: a FIFO, not a regular file',)"
+    assert lines[1].endswith("cannot read the archive: a FIFO, not a regular file")
+    assert lines[2] == f"list [{real.name!r}]"  # the FIFO is no backup; the archive beside it is
+    assert lines[3] == "prune []"
+    cli = kubepki_child("backup", "verify", str(fifo), timeout=30)
+    assert cli.returncode == 2 and "a FIFO, not a regular file" in cli.stdout + cli.stderr
+
+
+def test_a_non_utf8_name_is_skipped_named_and_does_not_block(single: Path, tmp_path: Path) -> None:
+    """One file (or directory) name that is not UTF-8 under the PKI: the backup is taken, the
+    name is listed escaped in what was skipped, and the manifest stays valid JSON."""
+    pki = os.fsencode(single / PKI)
+    with open(pki + b"/stray-\xff.crt", "wb") as fh:
+        fh.write(b"x\n")
+    os.mkdir(pki + b"/dir-\xfe")
+    with open(pki + b"/dir-\xfe/inside.crt", "wb") as fh:
+        fh.write(b"y\n")
+    info = backups.backup(single, tmp_path / "out")
+    assert sorted(info.skipped) == [
+        "/etc/kubernetes/pki/dir-\\xfe: directory name cannot be stored safely (name is not valid UTF-8); not "
+        "backed up",
+        "/etc/kubernetes/pki/stray-\\xff.crt: name cannot be stored safely (name is not valid UTF-8)"]
+    report = backups.verify_backup(info.path)
+    assert report.ok and report.info is not None and report.info.skipped == info.skipped
+    assert "/etc/kubernetes/pki/ca.key" in {m.path for m in report.members}
+    cli = kubepki_child("backup", "--root", str(single), "--backup-dir", str(tmp_path / "cli"))
+    assert cli.returncode == 0, cli.stderr
+    assert "skipped /etc/kubernetes/pki/stray-\\xff.crt" in cli.stdout + cli.stderr
+
+
+def test_a_non_utf8_symlink_target_is_skipped(single: Path, tmp_path: Path) -> None:
+    """A symlink whose target is not UTF-8 cannot be recorded faithfully: skipped and named."""
+    os.symlink(b"\xff-target", os.fsencode(single / PKI / "odd-link.crt"))
+    info = backups.backup(single, tmp_path / "out")
+    assert info.skipped == ("/etc/kubernetes/pki/odd-link.crt: symlink target is not valid UTF-8",)
+
+
+def test_a_killed_backup_leaves_no_keys_behind(single: Path, tmp_path: Path) -> None:
+    """SIGKILLed after writing its temporary archive (every private key in it): prune lists and
+    removes it, a later backup removes it too; a live writer's temporary is never touched."""
+    dest = tmp_path / "backups"
+    done = kubepki_child("backup", "--root", str(single), "--backup-dir", str(dest), crash_at=1)
+    assert done.returncode == -signal.SIGKILL
+    (stale,) = dest.iterdir()
+    assert stale.name.startswith(".kubepki-backup-") and stale.name.endswith(".tmp")
+    assert stat.S_IMODE(stale.stat().st_mode) == 0o600 and stale.read_bytes()[:2] == b"\x1f\x8b"
+    assert backups.list_backups(dest) == []
+    assert backups.prune_backups(dest, 1, dry_run=True) == [stale]
+    assert stale.exists()
+    # a live writer: the same kind of file, flock()ed by this process
+    import fcntl
+
+    live = dest / ".kubepki-backup-cp1-20261101T000000Z.tar.gz.0123456789ab.tmp"
+    live.write_bytes(b"\x1f\x8b live")
+    with open(live, "rb") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        assert backups.prune_backups(dest, 1) == [stale]
+        assert not stale.exists() and live.exists()
+        crashed = kubepki_child("backup", "--root", str(single), "--backup-dir", str(dest), crash_at=1)
+        assert crashed.returncode == -signal.SIGKILL
+        info = backups.backup(single, dest)  # a later backup clears what a dead writer left
+        assert sorted(p.name for p in dest.iterdir()) == sorted([info.path.name, live.name])
+    live.unlink()
+
+
+def test_backup_directories_are_0700_whatever_the_umask(single: Path, tmp_path: Path) -> None:
+    """Under umask 000 every directory kubepki creates for backups is 0700, parents included."""
+    old = os.umask(0)
+    try:
+        info = backups.backup(single, tmp_path / "a" / "b" / "c")
+        backups.backup(single, PurePosixPath("/var/backups/x/y"), on_node=True)
+    finally:
+        os.umask(old)
+    for d in (tmp_path / "a", tmp_path / "a/b", tmp_path / "a/b/c"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+    for d in ("var/backups", "var/backups/x", "var/backups/x/y"):
+        assert stat.S_IMODE((single / d).stat().st_mode) == 0o700, d
+    assert stat.S_IMODE(info.path.stat().st_mode) == 0o600

@@ -284,3 +284,38 @@ def test_entry_point_end_to_end(root: Path, tmp_path: Path) -> None:
     done = kubepki("restore", str(path), "--root", str(root), "--only", "etcd-ca", "--apply")
     assert done.returncode == OK, done.stderr
     assert (root / "etc/kubernetes/pki/etcd/ca.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_restore_a_mode_that_widens_access_needs_accept_permissions(root: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan marks a key restored 0666 and the hint adds --accept-permissions; applying without it is
+    refused (exit 2, nothing written), with it the restore runs."""
+    key = root / "etc/kubernetes/pki/apiserver.key"
+    key.chmod(0o666)
+    code, _, err = run_cli(capsys, "backup", "--root", str(root), "--backup-dir", str(tmp_path / "out"))
+    assert code == OK, err
+    (archive,) = (tmp_path / "out").iterdir()
+    key.chmod(0o600)
+    code, out, _ = run_cli(capsys, "restore", str(archive), "--root", str(root))
+    assert code == OK
+    assert "WIDENS ACCESS: mode 0666 is looser than kubeadm's 0600" in out
+    assert "--apply --accept-permissions --root" in out and "--accept-changed" not in out
+    code, _, err = run_cli(capsys, "restore", str(archive), "--root", str(root), "--apply", "--no-backup")
+    assert code == PROBLEM and "accept_permissions=True" in err
+    assert os.stat(key).st_mode & 0o777 == 0o600
+    code, _, err = run_cli(capsys, "restore", str(archive), "--root", str(root), "--apply", "--no-backup",
+                           "--accept-permissions")
+    assert code == OK, err
+    assert os.stat(key).st_mode & 0o777 == 0o666
+
+
+def test_backup_while_another_kubepki_writes_exit_2(root: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A backup waits for no one: the lock is held elsewhere, it says so and exits 2."""
+    import kubepki
+    from kubepki.node import node_lock
+
+    with node_lock(kubepki.Node(root)):
+        code, _, err = run_cli(capsys, "backup", "--root", str(root), "--backup-dir", str(tmp_path / "out"))
+    assert code == PROBLEM and "another kubepki is writing to this node" in err
+    assert not (tmp_path / "out").exists()

@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         plan_restore as plan_restore,
         prune_backups as prune_backups,
         restore as restore,
+        resume_restore as resume_restore,
         verify_backup as verify_backup,
     )
 
@@ -59,6 +60,7 @@ __getattr__, __dir__, __all__ = attach(
             "plan_restore",
             "apply_restore",
             "restore",
+            "resume_restore",
             "default_backup_dir",
         ),
     },

@@ -31,6 +31,7 @@ import contextlib
 import datetime as dt
 import enum
 import errno
+import fcntl
 import gzip
 import hashlib
 import io
@@ -66,6 +67,10 @@ from kubepki.errors import (
 )
 from kubepki.node import (
     CONFIG_CANDIDATES,
+    DEFAULT_DIRS,
+    RENEWAL_JOURNAL_NAME,
+    RENEWAL_STAGED_SUFFIX,
+    RESTORE_JOURNAL_NAME,
     FileStat,
     LocalPaths,
     Node,
@@ -74,7 +79,9 @@ from kubepki.node import (
     makedirs,
     node_lock,
     rename_noreplace,
-    write_exclusive,
+    renewal_journal_path,
+    renewal_staged_path,
+    restore_journal_path,
 )
 
 __all__ = [
@@ -100,6 +107,7 @@ __all__ = [
     "plan_restore",
     "prune_backups",
     "restore",
+    "resume_restore",
     "verify_backup",
 ]
 
@@ -131,8 +139,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # (kubepki.renewal._renewal) and atomic writes' temporaries. Restoring a journal would make
 # `kubepki renew --resume` replay an old renewal, so none of them is backed up.
 _TRANSIENT = re.compile(
-    r"^\.kubepki\.lock$|^\.kubepki-renewal\.json$|\.kubepki-new$|^\..*\.kubepki-[0-9a-f]+\.tmp$"
+    "^" + re.escape(".kubepki.lock") + "$|^" + re.escape(RENEWAL_JOURNAL_NAME) + "$|^"
+    + re.escape(RESTORE_JOURNAL_NAME) + "$|" + re.escape(RENEWAL_STAGED_SUFFIX) + "$|"
+    + r"^\..*\.kubepki-[0-9a-f]+\.tmp$"
 )
+# A backup's temporary archive: ``.<final name>.<12 hex>.tmp`` beside where it will appear.
+_TMP_RE = re.compile(r"^\.(?P<name>kubepki-backup-[A-Za-z0-9._-]+-\d{8}T\d{6}Z(?:-\d+)?\.tar\.gz)"
+                     r"\.[0-9a-f]{12}\.tmp$")
 _FILE, _SYMLINK = "file", "symlink"
 
 # mkdir(2) and listing: EEXIST and ENOTDIR are about the destination itself.
@@ -334,6 +347,10 @@ class RestoreStep:
     backup_sha256: str | None = None
     current_sha256: str | None = None
     link_target: str | None = None
+    #: Why the mode or owner the backup records would widen access (a mode looser than
+    #: kubeadm's, an owner other than root or the node's); applying then needs
+    #: ``accept_permissions``. None when it would not.
+    permission_risk: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -351,6 +368,7 @@ class RestoreStep:
             "backup_sha256": self.backup_sha256,
             "current_sha256": self.current_sha256,
             "link_target": self.link_target,
+            "permission_risk": self.permission_risk,
         }
 
 
@@ -375,6 +393,9 @@ class RestorePlan(Report):
     only: tuple[str, ...] | None
     steps: tuple[RestoreStep, ...]
     notes: tuple[str, ...] = ()
+    #: Node paths of the interrupted renewal this restore supersedes (its staged files, then
+    #: its journal), removed with the restore's writes; empty when no renewal was interrupted.
+    supersedes: tuple[str, ...] = ()
 
     @property
     def changes(self) -> tuple[RestoreStep, ...]:
@@ -393,12 +414,20 @@ class RestorePlan(Report):
                 and self.backup_node != self.node_name)
 
     @property
+    def permission_risks(self) -> tuple[str, ...]:
+        """The steps whose mode or owner would widen access, one line each (see
+        :attr:`RestoreStep.permission_risk`); applying them needs ``accept_permissions=True``."""
+        return tuple(f"{s.path}: {s.permission_risk}" for s in self.steps if s.permission_risk)
+
+    @property
     def needs_acceptance(self) -> tuple[str, ...]:
-        """Why applying needs ``accept_changed=True``; empty when it does not."""
+        """Why applying needs accepting, empty when it does not: changes made after the backup
+        and a backup of another node (``accept_changed=True``), then the
+        :attr:`permission_risks` (``accept_permissions=True``)."""
         out = [f"{s.path} was modified after the backup was taken" for s in self.changed_since_backup]
         if self.foreign:
             out.append(f"the backup is of node {self.backup_node}, this node is {self.node_name}")
-        return tuple(out)
+        return (*out, *self.permission_risks)
 
     def counts(self) -> dict[str, int]:
         """How many steps have each action."""
@@ -426,6 +455,8 @@ class RestorePlan(Report):
             "only": list(self.only) if self.only is not None else None,
             "counts": self.counts(),
             "needs_acceptance": list(self.needs_acceptance),
+            "permission_risks": list(self.permission_risks),
+            "supersedes": list(self.supersedes),
             "notes": list(self.notes),
             "steps": [s.to_dict() for s in self.steps],
         }
@@ -455,9 +486,10 @@ _ACTION_TONE = {RestoreAction.CREATE: "ok", RestoreAction.REPLACE: "warning", Re
 
 
 def _detail(step: RestoreStep) -> Cell:
+    risk = f"; WIDENS ACCESS: {step.permission_risk}" if step.permission_risk else ""
     if step.changed_since_backup:
-        return Cell(f"{step.detail}; CHANGED SINCE THE BACKUP", "error")
-    return Cell(step.detail)
+        return Cell(f"{step.detail}; CHANGED SINCE THE BACKUP{risk}", "error")
+    return Cell(f"{step.detail}{risk}", "error" if risk else None)
 
 
 @attrs.frozen(kw_only=True)
@@ -516,6 +548,12 @@ def archive_name(node: str | None, when: dt.datetime) -> str:
     return f"{ARCHIVE_PREFIX}{clean or 'unknown'}-{stamp}{_SUFFIX}"
 
 
+def _printable(name: str) -> str:
+    """``name`` as messages and the manifest can carry it: bytes that are not UTF-8 (file
+    names come from the OS with ``surrogateescape``) as ``\\xNN`` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _name_problem(name: str) -> str | None:
     """Why ``name`` is not an acceptable relative member name, or None."""
     if not name:
@@ -556,6 +594,10 @@ def _link_problem(path: str, target: str) -> str | None:
         return "symlink with an empty target"
     if _CONTROL.search(target):
         return "control characters in the symlink target"
+    try:
+        target.encode("utf-8")
+    except UnicodeEncodeError:
+        return "symlink target is not valid UTF-8"
     base = PurePosixPath(path).parent
     t = PurePosixPath(target)
     if _lexical(t if t.is_absolute() else base / t) is None:
@@ -766,6 +808,8 @@ def _parse_member(raw: object, where: str) -> BackupMember:  # noqa: C901, PLR09
 class _Problem:
     message: str
     unsafe: bool = False
+    #: A certificate beside a key that is not its own (the archive is intact otherwise).
+    pair: bool = False
 
 
 @attrs.define
@@ -777,8 +821,8 @@ class _Scan:
     data: dict[str, bytes] = attrs.Factory(dict)
     problems: list[_Problem] = attrs.Factory(list)
 
-    def add(self, message: str, *, unsafe: bool = False) -> None:
-        self.problems.append(_Problem(scrub(message), unsafe))
+    def add(self, message: str, *, unsafe: bool = False, pair: bool = False) -> None:
+        self.problems.append(_Problem(scrub(message), unsafe, pair))
 
     @property
     def unsafe(self) -> bool:
@@ -796,15 +840,46 @@ class _Scan:
         raise cls(f"{self.path}: {first.message}{tail}", path=str(self.path))
 
 
+def _file_type(mode: int) -> str:
+    """What a non-regular file is, in a message's words."""
+    for test, what in ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISDIR, "a directory"),
+                       (stat_mod.S_ISSOCK, "a socket"), (stat_mod.S_ISCHR, "a character device"),
+                       (stat_mod.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"  # pragma: no cover - every other type is listed above
+
+
+class _NotRegular(OSError):
+    """A local path that is not a regular file (a FIFO would block a plain open or read)."""
+
+
+def _open_regular(path: Path) -> io.BufferedReader:
+    """``path`` opened for reading when it is a regular file; :class:`_NotRegular` otherwise.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once; the type is then read from the
+    open descriptor (no race with a rename), and only a regular file is read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise _NotRegular(errno.EINVAL, f"{_file_type(st.st_mode)}, not a regular file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_raw(scan: _Scan) -> bytes | None:
     limit = _MAX_TAR + (1 << 20)
     try:
-        with open(scan.path, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat_mod.S_ISREG(st.st_mode):
-                scan.add("not a regular file")
-                return None
+        with _open_regular(scan.path) as fh:
             raw = fh.read(limit + 1)
+    except _NotRegular as exc:
+        scan.add(f"cannot read the archive: {exc.strerror}")
+        return None
     except OSError as exc:
         scan.add(f"cannot read the archive: {_reason(exc)}")
         return None
@@ -954,7 +1029,13 @@ def _check_members(scan: _Scan, tf: tarfile.TarFile, members: list[tarfile.TarIn
     if scan.unsafe:
         return
     for name, m in listed.items():
-        _check_listed(scan, tf, found, name, m, keep_data=keep_data)
+        _check_listed(scan, tf, found, name, m, keep_data=True)
+    # 5. Intact is not enough: a backup taken mid-renewal holds a certificate beside another
+    # key, with matching hashes. Every pair must belong together.
+    if not scan.problems:
+        _check_pairs(scan, manifest)
+    if not keep_data:
+        scan.data.clear()
 
 
 def _admit(scan: _Scan, found: _Members, ti: tarfile.TarInfo) -> bool:
@@ -1038,6 +1119,76 @@ def _check_listed(scan: _Scan, tf: tarfile.TarFile, found: _Members, name: str, 
             scan.data[m.path] = data
 
 
+def _follow(manifest: _Manifest, path: str) -> str:
+    """Where the archive's symlink at ``path`` leads inside the archive (a few hops at most)."""
+    links = {m.path: m.link_target for m in manifest.members if m.type == _SYMLINK}
+    for _hop in range(8):
+        target = links.get(path)
+        if target is None:
+            return path
+        dest = _link_destination(path, target)
+        if dest is None:
+            return path
+        path = dest
+    return path
+
+
+def _pairs_of(manifest: _Manifest) -> list[tuple[str, str, str]]:
+    """(name, certificate path, key path) of every catalog pair the archive holds."""
+    dirs = {_catalog.Location.CERT_DIR: manifest.cert_dir,
+            _catalog.Location.KUBECONFIG_DIR: manifest.kubeconfig_dir,
+            _catalog.Location.KUBELET_PKI_DIR: manifest.kubelet_pki_dir}
+    out = []
+    for entry in _catalog.CATALOG:
+        base = PurePosixPath(dirs[entry.location])
+        files = {f.role: _follow(manifest, str(base / f.path)) for f in entry.files}
+        if _catalog.FileRole.CERT in files and _catalog.FileRole.KEY in files:
+            out.append((entry.name, files[_catalog.FileRole.CERT], files[_catalog.FileRole.KEY]))
+        elif _catalog.FileRole.CERT_AND_KEY in files:
+            both = files[_catalog.FileRole.CERT_AND_KEY]
+            out.append((entry.name, both, both))
+    return out
+
+
+def _check_pairs(scan: _Scan, manifest: _Manifest) -> None:
+    """Every certificate/key pair in the archive (catalog pairs, the kubelet's PEMs, the
+    kubeconfigs' embedded credentials) must share its public key."""
+    from kubepki.pki import CERT_PARSE_ERRORS, load_certificate, load_private_key, parse_kubeconfig, public_key_der
+
+    unreadable: tuple[type[Exception], ...] = (KubepkiError, *CERT_PARSE_ERRORS)
+
+    def public(cert_pem: bytes, key_pem: bytes) -> tuple[bytes, bytes] | None:
+        try:
+            cert_key = load_certificate(cert_pem).public_key()
+            return public_key_der(cert_key), public_key_der(load_private_key(key_pem))  # type: ignore[arg-type]
+        except unreadable:
+            return None  # not a pair kubepki can read: the hashes vouch for it being as it was
+
+    checked: list[tuple[str, bytes, bytes]] = []
+    for _name, cert_path, key_path in _pairs_of(manifest):
+        cert_pem, key_pem = scan.data.get(cert_path), scan.data.get(key_path)
+        if cert_pem is not None and key_pem is not None:
+            checked.append((f"{cert_path} and {key_path}" if cert_path != key_path else cert_path,
+                            cert_pem, key_pem))
+    kdir = PurePosixPath(manifest.kubeconfig_dir)
+    for m in manifest.members:
+        p = PurePosixPath(m.path)
+        if m.type != _FILE or p.parent != kdir or p.suffix != ".conf" or m.path not in scan.data:
+            continue
+        try:
+            kc = parse_kubeconfig(scan.data[m.path], path=m.path)
+        except KubepkiError:
+            continue
+        cert, key = kc.client_certificate, kc.client_key
+        if cert is not None and key is not None and cert.data is not None and key.data is not None:
+            checked.append((f"{m.path} (its embedded client certificate and key)", cert.data, key.data))
+    for what, cert_pem, key_pem in checked:
+        keys = public(cert_pem, key_pem)
+        if keys is not None and keys[0] != keys[1]:
+            scan.add(f"{what}: the certificate does not match the private key (taken during a "
+                     "renewal?); restoring it would install a broken pair", pair=True)
+
+
 def verify_backup(path: str | os.PathLike[str]) -> VerifyReport:
     """Check an archive completely: readable, safe, every member present and intact.
 
@@ -1097,6 +1248,11 @@ class _Collector:
             st = self._stat(path)
             if st is not None and st.is_dir and not st.is_symlink:
                 if recursive:
+                    problem = _name_problem(str(path)[1:])
+                    if problem is not None:  # one note for the whole directory, not one per file
+                        self.skipped.append((_printable(str(path)), f"directory name cannot be stored "
+                                                                    f"safely ({problem}); not backed up"))
+                        continue
                     self.walk(path, kind, recursive=True)
                 continue
             self.add(path, kind, st)
@@ -1105,8 +1261,10 @@ class _Collector:
         key = str(path)
         if key in self.found:
             return
-        if _name_problem(key[1:]) is not None:
-            self.skipped.append((key, "name cannot be stored safely"))
+        problem = _name_problem(key[1:])
+        if problem is not None:
+            # A stray odd name must not stop a renewal's backup-first; the skipped list shows it.
+            self.skipped.append((_printable(key), f"name cannot be stored safely ({problem})"))
             return
         if _TRANSIENT.search(path.name):
             self.skipped.append((key, "kubepki's own transient file (lock, journal, staged or "
@@ -1138,11 +1296,23 @@ class _Collector:
             self.skipped.append((key, f"larger than {_size(MAX_MEMBER_SIZE)}"))
             return
         try:
-            data = self.fs.read_bytes(path, limit=MAX_MEMBER_SIZE)
+            # read_file opens without blocking and reads only a regular file: a FIFO swapped in
+            # after the stat above is skipped, not waited on.
+            found = self.fs.read_file(path, limit=MAX_MEMBER_SIZE)
         except NodeError as exc:
             if exc.errno == errno.ENOENT:
                 return
             raise BackupError(f"cannot read {key}: {exc.message}", path=key) from None
+        if found is None:
+            return  # vanished
+        now_st, _target, data = found
+        if now_st.is_symlink:
+            self.skipped.append((key, "replaced by a symlink while being read"))
+            return
+        if data is None:
+            self.skipped.append((key, "not a regular file or symlink" if not now_st.is_file
+                                 else f"larger than {_size(MAX_MEMBER_SIZE)}"))
+            return
         if len(data) > MAX_MEMBER_SIZE:
             self.skipped.append((key, f"larger than {_size(MAX_MEMBER_SIZE)}"))
             return
@@ -1166,13 +1336,15 @@ class _Collector:
         try:
             return self.fs.listdir(directory)
         except NodeError as exc:
-            raise BackupError(f"cannot list {directory}: {exc.message}", path=str(directory)) from None
+            shown = _printable(str(directory))
+            raise BackupError(f"cannot list {shown}: {_printable(exc.message)}", path=shown) from None
 
     def _stat(self, path: PurePosixPath) -> FileStat | None:
         try:
             return self.fs.stat(path, follow=False)
         except NodeError as exc:
-            raise BackupError(f"cannot read {path}: {exc.message}", path=str(path)) from None
+            shown = _printable(str(path))
+            raise BackupError(f"cannot read {shown}: {_printable(exc.message)}", path=shown) from None
 
     def _readlink(self, path: PurePosixPath) -> str | None:
         try:
@@ -1271,17 +1443,105 @@ def _publish(tmp: Path, dest: Path, name: str) -> Path:
     raise BackupError(f"too many backups named {name} in {dest}", path=str(dest))
 
 
+def _private_dirs(dest: Path) -> None:
+    """Create ``dest`` and each missing parent 0700, whatever the umask (``mkdir -p`` would
+    give the parents ``0777 & ~umask``: 0777 under umask 000)."""
+    missing: list[Path] = []
+    d = dest
+    while not d.exists() and not d.is_symlink() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue  # another writer made it: its mode is its own
+        os.chmod(directory, 0o700)
+    if not dest.is_dir():  # mkdir(2)'s words for a destination that is a file
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dest))
+
+
+# Temporary archives are flock(2)ed by their writer from creation to close, so a temporary
+# that can be locked belongs to a writer that died (the kernel dropped its lock). An empty one
+# may be a writer between its open and its flock: it holds no keys and waits for its age.
+_STALE_EMPTY_AGE = 120.0
+
+
+def _stale_temporaries(directory: Path, *, remove: bool) -> list[Path]:
+    """The temporary archives in ``directory`` left by killed backups (removed with ``remove``)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not _TMP_RE.match(name):
+            continue
+        path = directory / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat_mod.S_ISREG(st.st_mode):
+                continue
+            if st.st_size == 0 and dt.datetime.now().timestamp() - st.st_mtime < _STALE_EMPTY_AGE:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            on_disk = os.lstat(path)
+            if (on_disk.st_dev, on_disk.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            if remove:
+                os.unlink(path)  # while holding the lock
+            out.append(path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    if out and remove:
+        fsync_dir(directory)
+    return out
+
+
+def _write_temporary(tmp: Path, data: bytes) -> int:
+    """Create ``tmp`` 0600 (keys inside: never readable by others), flock it, write and fsync it;
+    returns the descriptor, still locked (see :func:`_stale_temporaries`)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, 0o600)  # the umask may have narrowed it
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        os.close(fd)
+        raise
+    return fd
+
+
 def _write_archive(dest: Path, name: str, data: bytes) -> Path:
     try:
-        dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_dirs(dest)
     except OSError as exc:
         raise _write_error(exc, dest) from None
+    _stale_temporaries(dest, remove=True)
     tmp = dest / f".{name}.{secrets.token_hex(6)}.tmp"
     try:
-        write_exclusive(tmp, data, mode=0o600)  # private keys inside: never readable by others
+        fd = _write_temporary(tmp, data)
     except OSError as exc:
         raise _write_error(exc, dest) from None
     try:
+        checkpoint("archive written")
         final = _publish(tmp, dest, name)
     except BaseException as exc:
         with contextlib.suppress(OSError):
@@ -1289,6 +1549,8 @@ def _write_archive(dest: Path, name: str, data: bytes) -> Path:
         if isinstance(exc, OSError):
             raise _write_error(exc, dest) from None
         raise
+    finally:
+        os.close(fd)
     fsync_dir(dest)
     return final
 
@@ -1311,6 +1573,22 @@ def _check_dest_on_node(node: Node, dest: PurePosixPath) -> None:
                               "would be backed up again (or read by the kubelet)", path=str(dest))
 
 
+def _stale_on_node(fs: NodeFS, dest: PurePosixPath, name: str) -> None:
+    """Remove the temporary archives a killed backup of this node left in ``dest`` on the node.
+
+    The caller holds the node's lock, and only holders of it write this node's backups on the
+    node, so every temporary named for this node belongs to a writer that is gone.
+    """
+    ours = _NAME_RE.match(name)
+    assert ours is not None  # noqa: S101 - archive_name's names match
+    with contextlib.suppress(NodeError):
+        for entry in fs.listdir(dest):
+            m = _TMP_RE.match(entry)
+            final = _NAME_RE.match(m.group("name")) if m else None
+            if final is not None and final.group("node") == ours.group("node"):
+                fs.unlink(dest / entry)
+
+
 def _write_archive_on_node(fs: NodeFS, dest: PurePosixPath, name: str, data: bytes) -> PurePosixPath:
     """:func:`_write_archive` through the node's filesystem: 0600 from the start, never replacing."""
     def error(exc: NodeError) -> BackupError:
@@ -1321,10 +1599,12 @@ def _write_archive_on_node(fs: NodeFS, dest: PurePosixPath, name: str, data: byt
         makedirs(fs, dest, mode_for=lambda _d: 0o700)
     except NodeError as exc:
         raise error(exc) from None
+    _stale_on_node(fs, dest, name)
     tmp = dest / f".{name}.{secrets.token_hex(6)}.tmp"
     stem = name[: -len(_SUFFIX)]
     try:
         fs.write_new(tmp, data, mode=0o600)  # private keys inside: never readable by others
+        checkpoint("archive written")
         for n in range(1000):
             final = dest / (name if n == 0 else f"{stem}-{n}{_SUFFIX}")
             try:
@@ -1345,7 +1625,8 @@ def _write_archive_on_node(fs: NodeFS, dest: PurePosixPath, name: str, data: byt
 
 
 def backup(node: Node | str | os.PathLike[str], dest: str | os.PathLike[str], *,
-           now: dt.datetime | None = None, on_node: bool = False) -> BackupInfo:
+           now: dt.datetime | None = None, on_node: bool = False, lock_held: bool = False,
+           lock_wait: float = 0.0) -> BackupInfo:
     """Write one archive of everything kubepki knows on ``node`` into directory ``dest``.
 
     ``node`` is a :class:`~kubepki.Node` or a root path; ``dest`` is created (0700)
@@ -1360,19 +1641,59 @@ def backup(node: Node | str | os.PathLike[str], dest: str | os.PathLike[str], *,
     written on the machine kubepki runs on. The result's ``on_node`` says so;
     verify or restore such an archive on the node itself.
 
-    Raises :class:`~kubepki.BackupError` when there is nothing to back up or the
-    archive cannot be written (the message says why: no space left on device,
-    permission denied...), :class:`~kubepki.ConfigError` for a destination inside
-    a backed-up directory and :class:`~kubepki.NodeError` for an unreadable root.
-    The backup reads without taking the node lock; mutating operations call it
-    while they hold the lock.
+    The backup holds the node's lock (:func:`~kubepki.node.node_lock`, waiting up
+    to ``lock_wait`` seconds), so it never reads a pair half-way through a
+    renewal or a restore; an operation that holds the lock already (a renewal's
+    backup first) says so with ``lock_held``. Under the lock it first finishes a
+    restore that was interrupted (see :func:`resume_restore`), and it refuses a
+    tree whose renewal was interrupted: its certificates and keys may not match.
+    Stale temporary archives of killed backups in ``dest`` are removed.
+
+    Raises :class:`~kubepki.BackupError` when there is nothing to back up, a
+    renewal was interrupted, or the archive cannot be written (the message says
+    why: no space left on device, permission denied...),
+    :class:`~kubepki.LockError` when another kubepki writes to the node,
+    :class:`~kubepki.ConfigError` for a destination inside a backed-up directory
+    and :class:`~kubepki.NodeError` for an unreadable root.
     """
     n = Node.coerce(node)
     when = _utc(now)
     where = local_path(dest, "dest")
-    if on_node:
-        return _backup_on_node(n, PurePosixPath(where), when)
-    return _backup(n, where, when, allow_empty=False)
+    n.check_root()
+    with _held(n, lock_held=lock_held, wait=lock_wait):
+        _settle_restore(n)
+        journal = renewal_journal_path(n)
+        try:
+            pending = n.fs.stat(journal, follow=False) is not None
+        except NodeError as exc:
+            raise BackupError(f"cannot look for the renewal journal {journal}: {exc.message}",
+                              path=str(journal)) from None
+        if pending:
+            raise BackupError(
+                f"no backup taken: a renewal of this node was interrupted (its journal {journal} is "
+                "still there), so a certificate and its key may not match on disk; finish it first "
+                "(kubepki renew --resume) or restore the backup taken before it", path=str(journal))
+        if on_node:
+            return _backup_on_node(n, PurePosixPath(where), when)
+        return _backup(n, where, when, allow_empty=False)
+
+
+def _held(node: Node, *, lock_held: bool, wait: float) -> contextlib.AbstractContextManager[None]:
+    """The node's lock, unless the caller holds it already.
+
+    A root without a kubeconfig dir holds nothing kubepki writes but a restore onto a wiped
+    node, which creates the dir when it takes the lock; locking would create that dir in a
+    root given by mistake, so such a root is read unlocked.
+    """
+    if lock_held:
+        return contextlib.nullcontext()
+    try:
+        st = node.fs.stat(node.profile.kubeconfig_dir)
+    except NodeError:
+        st = None
+    if st is None or not st.is_dir:
+        return contextlib.nullcontext()
+    return node_lock(node, wait=wait)
 
 
 def _collect_some(node: Node, when: dt.datetime, *, allow_empty: bool) -> tuple[_Manifest, list[_Found]]:
@@ -1412,8 +1733,8 @@ def _backup_on_node(node: Node, dest: PurePosixPath, when: dt.datetime) -> Backu
 def _read_info(path: Path) -> BackupInfo | None:
     """The manifest summary of one archive, decompressing only its beginning."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        with _open_regular(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+            size = os.fstat(raw.fileno()).st_size
             head = gz.read(_MAX_MANIFEST + 64 * 1024)  # bounded: PAX headers included
         with tarfile.open(fileobj=io.BytesIO(head), mode="r:") as tf:
             ti = tf.next()
@@ -1462,8 +1783,10 @@ def prune_backups(directory: str | os.PathLike[str], keep: int, *,
 
     Counting per node means a directory shared by several nodes never loses a
     node's last backups to another node's newer ones. Only archives that
-    :func:`list_backups` recognises are ever removed. Returns the removed paths
-    (those that would be, with ``dry_run``). ``keep`` must be at least 1.
+    :func:`list_backups` recognises are ever removed, and the temporary archives
+    that killed backups left behind (they hold every private key; a temporary
+    whose writer is alive is left alone). Returns the removed paths (those that
+    would be, with ``dry_run``). ``keep`` must be at least 1.
     """
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ConfigError(f"keep must be at least 1 (got {keep!r}): pruning never removes "
@@ -1475,6 +1798,7 @@ def prune_backups(directory: str | os.PathLike[str], keep: int, *,
         per_node[info.node] = seen + 1
         if seen >= keep:
             doomed.append(info.path)
+    stale = _stale_temporaries(local_path(directory, "directory"), remove=not dry_run)
     if not dry_run:
         for path in doomed:
             try:
@@ -1485,17 +1809,115 @@ def prune_backups(directory: str | os.PathLike[str], keep: int, *,
                 raise BackupError(f"cannot remove {path}: {_reason(exc)}", path=str(path)) from None
         if doomed:
             fsync_dir(Path(directory))
-    return doomed
+    return doomed + stale
 
 
 # --------------------------------------------------------------------------------------
 # Restoring
 
 
-def _allowed(node: Node) -> tuple[tuple[PurePosixPath, ...], frozenset[str]]:
+# Where a restore may write. The node's discovered directories are not enough: discovery reads
+# the static pod manifests, which a restore writes, so one archive could point the cert dir at
+# "/" (--client-ca-file=/ca.crt) for the next to write anywhere. The directories come from the
+# operator, kubeadm's config and kubeadm's layout, and never lie in a system directory.
+_SYSTEM_DIRS = tuple(PurePosixPath(d) for d in (
+    "/bin", "/boot", "/dev", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/sbin",
+    "/sys", "/usr", "/etc/cron.d", "/etc/cron.daily", "/etc/cron.hourly", "/etc/cron.monthly",
+    "/etc/cron.weekly", "/etc/init.d", "/etc/ld.so.conf.d", "/etc/pam.d", "/etc/profile.d",
+    "/etc/security", "/etc/ssh", "/etc/sudoers.d", "/etc/systemd", "/etc/udev", "/run/systemd",
+    "/var/spool/cron",
+))
+
+
+def _dir_problem(d: PurePosixPath) -> str | None:
+    """Why a restore must not write into ``d``, or None."""
+    if len(d.parts) < 3:  # "/", "/etc", "/pki"
+        return "too close to the root"
+    for system in _SYSTEM_DIRS:
+        if d == system or system in d.parents:
+            return f"inside the system directory {system}"
+    return None
+
+
+@attrs.frozen
+class _Where:
+    """The directories a restore may write into, as node paths and as they resolve."""
+
+    dirs: tuple[PurePosixPath, ...]
+    real: tuple[PurePosixPath, ...]
+    configs: frozenset[str]
+    manifests_dir: PurePosixPath
+    notes: tuple[str, ...]
+
+    def container(self, path: str) -> int | None:
+        """The index of the (innermost) directory ``path`` lies in, lexically."""
+        best: int | None = None
+        for i, d in enumerate(self.dirs):
+            if _inside(path, (d,)) and (best is None or len(d.parts) > len(self.dirs[best].parts)):
+                best = i
+        return best
+
+
+def _allowed(node: Node) -> _Where:
+    """Where a restore onto ``node`` may write (see :data:`_SYSTEM_DIRS`)."""
     p = node.profile
-    dirs = (p.cert_dir, p.kubeconfig_dir, p.kubelet_pki_dir, p.manifests_dir)
-    return dirs, frozenset(CONFIG_CANDIDATES)
+    configured = p.config.certificates_dir if p.config is not None else None
+    wanted = {
+        "cert dir": node.cert_dir or PurePosixPath(configured or DEFAULT_DIRS["cert_dir"]),
+        "kubeconfig dir": node.kubeconfig_dir or PurePosixPath(DEFAULT_DIRS["kubeconfig_dir"]),
+        # The kubelet's --cert-dir is read from its flags, which no restore writes.
+        "kubelet PKI dir": node.kubelet_pki_dir or p.kubelet_pki_dir,
+        "static pod manifests dir": node.manifests_dir or PurePosixPath(DEFAULT_DIRS["manifests_dir"]),
+    }
+    notes: list[str] = []
+    if p.cert_dir != wanted["cert dir"]:
+        notes.append(f"the static pod manifests name the cert dir {p.cert_dir}, kubeadm's config and "
+                     f"layout {wanted['cert dir']}: restoring into {wanted['cert dir']} only (name the "
+                     "cert dir to restore into another)")
+    dirs: list[PurePosixPath] = []
+    real: list[PurePosixPath] = []
+    for what, d in wanted.items():
+        try:
+            resolved = node.fs.resolve(d)
+        except NodeError as exc:
+            notes.append(f"not restoring into the {what} {d}: {exc.message}")
+            continue
+        problem = _dir_problem(d) or _dir_problem(resolved)
+        if problem is not None:
+            notes.append(f"not restoring into the {what} {d}"
+                         f"{f' (it resolves to {resolved})' if resolved != d else ''}: {problem}")
+            continue
+        dirs.append(d)
+        real.append(resolved)
+    return _Where(dirs=tuple(dirs), real=tuple(real), configs=frozenset(CONFIG_CANDIDATES),
+                  manifests_dir=wanted["static pod manifests dir"], notes=tuple(notes))
+
+
+def _place_problem(fs: NodeFS, where: _Where, path: str) -> str | None:
+    """Why the node path ``path`` is not a place a restore may write, or None.
+
+    The lexical check is not enough: a symlink on the node (left by an earlier restore, say
+    ``pki/evil -> /``) would carry a write through it. Every parent is resolved on the node
+    and must stay inside the directory the path names.
+    """
+    index = where.container(path)
+    shown = ", ".join(str(d) for d in where.dirs) or "none"
+    if index is None and path not in where.configs:
+        return f"is not inside the node's kubeadm directories ({shown})"
+    parent = PurePosixPath(path).parent
+    try:
+        real_parent = fs.resolve(parent)
+    except NodeError as exc:
+        return f"its directory cannot be resolved on the node: {exc.message}"
+    if index is None:  # a kubeadm config file: its directory may not be redirected
+        if real_parent == parent or any(real_parent == r or r in real_parent.parents for r in where.real):
+            return None
+        return f"its directory {parent} leads to {real_parent} on the node"
+    real_dir = where.real[index]
+    if real_parent != real_dir and real_dir not in real_parent.parents:
+        return (f"its directory {parent} leads to {real_parent} on the node, outside "
+                f"{where.dirs[index]} (a symlink on the node)")
+    return None
 
 
 def _select(manifest: _Manifest, only: Iterable[str] | None) -> tuple[
@@ -1522,6 +1944,15 @@ def _select(manifest: _Manifest, only: Iterable[str] | None) -> tuple[
             if dest in by_path:
                 chosen.setdefault(dest, by_path[dest])
     return tuple(m for m in manifest.members if m.path in chosen), names
+
+
+def _read_node_file(node: Node, m: BackupMember) -> bytes | None:
+    """A regular file's bytes on the node, never opening anything else (a FIFO would block)."""
+    try:
+        found = node.fs.read_file(PurePosixPath(m.path), limit=MAX_MEMBER_SIZE)
+    except NodeError as exc:
+        raise BackupError(f"cannot read {m.path} on the node: {exc.message}", path=m.path) from None
+    return found[2] if found is not None else None
 
 
 def _step(node: Node, m: BackupMember, created: dt.datetime, as_root: bool) -> RestoreStep:  # noqa: C901, PLR0912  -- one case per file type and node state: the restore table of docs/backup.md
@@ -1552,8 +1983,8 @@ def _step(node: Node, m: BackupMember, created: dt.datetime, as_root: bool) -> R
         elif not st.is_file:
             reasons.append("not a regular file on the node")
         else:
-            data = node.fs.read_bytes(path, limit=MAX_MEMBER_SIZE)
-            current_sha = hashlib.sha256(data).hexdigest()
+            data = _read_node_file(node, m)
+            current_sha = hashlib.sha256(data).hexdigest() if data is not None else None
             if m.type == _SYMLINK:
                 reasons.append("a file on the node, the backup has a symlink")
             elif current_sha != m.sha256:
@@ -1577,31 +2008,176 @@ def _step(node: Node, m: BackupMember, created: dt.datetime, as_root: bool) -> R
                         changed_since_backup=changed, current_sha256=current_sha)
 
 
+def _ceiling(node: Node, where: _Where, m: BackupMember, data: bytes | None) -> int:
+    """The loosest mode kubeadm gives the file at ``m.path``: the catalog's, 0600 for what
+    holds secrets (manifests, kubeconfigs, kubeadm configs, any private key), else 0644."""
+    for entry in _catalog.CATALOG:
+        base = node.dir_for(entry.location)
+        for f in entry.files:
+            if str(base / f.path) == m.path:
+                return f.mode
+    p = PurePosixPath(m.path)
+    secret = (_inside(m.path, (where.manifests_dir,)) or m.path in where.configs
+              or (p.suffix == ".conf" and p.parent == (node.kubeconfig_dir or
+                                                       PurePosixPath(DEFAULT_DIRS["kubeconfig_dir"])))
+              or (data is not None and b"PRIVATE KEY" in data))
+    return 0o600 if secret else 0o644
+
+
+def _owner_of_place(fs: NodeFS, path: PurePosixPath) -> tuple[int, int] | None:
+    """The owner of the file at ``path``, else of its nearest existing directory."""
+    for p in (path, *path.parents):
+        with contextlib.suppress(NodeError):
+            st = fs.stat(p, follow=p != path)
+            if st is not None:
+                return st.uid, st.gid
+    return None
+
+
+def _permission_risk(node: Node, where: _Where, m: BackupMember, data: bytes | None,
+                     as_root: bool) -> str | None:
+    """Why restoring ``m`` would widen access, or None: a mode looser than kubeadm's, an owner
+    other than root or the file's (its directory's) current one."""
+    out = []
+    if m.type == _FILE:
+        ceiling = _ceiling(node, where, m, data)
+        if m.mode & ~ceiling:
+            out.append(f"mode {m.mode:04o} is looser than kubeadm's {ceiling:04o}")
+    if as_root:
+        current = _owner_of_place(node.fs, PurePosixPath(m.path))
+        uids = {0} | ({current[0]} if current else set())
+        gids = {0} | ({current[1]} if current else set())
+        if m.uid not in uids or m.gid not in gids:
+            known = f"{current[0]}:{current[1]}" if current else "0:0"
+            out.append(f"owner {m.uid}:{m.gid} is neither root nor the node's {known}")
+    return "; ".join(out) or None
+
+
+def _symlink_problem(fs: NodeFS, where: _Where, m: BackupMember, members: Iterable[str]) -> str | None:
+    """Why the symlink ``m`` must not be created: a link to a directory would let a later
+    archive write through it (parents are resolved, but a restore never makes one)."""
+    assert m.link_target is not None  # noqa: S101 - symlink members carry a target
+    dest = _link_destination(m.path, m.link_target)
+    if dest is None:
+        return f"symlink to {quoted(m.link_target)} points outside the root"
+    under = dest.rstrip("/") + "/"
+    for other in (*members, *(str(d) for d in where.dirs)):
+        if other.startswith(under) or (other == dest and other not in members):
+            return f"symlink to {quoted(m.link_target)}: a directory (it holds {other})"
+    try:
+        st = fs.stat(PurePosixPath(m.path).parent / m.link_target)
+    except NodeError:
+        st = None
+    if st is not None and st.is_dir:
+        return f"symlink to {quoted(m.link_target)}: a directory on the node"
+    return None
+
+
+def _renewal_staged_in(fs: NodeFS, where: _Where) -> list[PurePosixPath]:
+    """Every renewal-staged file in the kubeadm directories (for a journal that cannot be read)."""
+    out = []
+    for d in (*where.dirs, *(d / "etcd" for d in where.dirs)):
+        with contextlib.suppress(NodeError):
+            out += [d / n for n in fs.listdir(d) if n.startswith(".") and n.endswith(RENEWAL_STAGED_SUFFIX)]
+    return out
+
+
+def _superseded(node: Node, where: _Where, steps: Sequence[RestoreStep],
+                only: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The interrupted renewal this restore supersedes: its staged files and journal, to
+    remove with the restore's own writes (else every later renewal stops on the journal)."""
+    fs = node.fs
+    journal = renewal_journal_path(node)
+    try:
+        found = fs.read_file(journal, limit=_MAX_MANIFEST)
+    except NodeError as exc:
+        raise BackupError(f"cannot read the renewal journal {journal}: {exc.message}", path=str(journal)) from None
+    if found is None:
+        return ()
+    targets: list[str] | None = None
+    state: object = None
+    try:
+        doc = json.loads(found[2] or b"")
+        state = doc["state"]
+        targets = [f["target"] for g in doc["groups"] for f in g["files"]]
+        if not all(isinstance(t, str) and t.startswith("/") and _name_problem(t[1:]) is None for t in targets):
+            targets = None
+    except (ValueError, KeyError, TypeError):
+        targets = None
+    if targets is None:
+        if only is not None:
+            raise BackupError(f"the renewal journal {journal} is damaged and names no files: restore "
+                              "the whole backup (without only=) to supersede it", path=str(journal))
+        staged = _renewal_staged_in(fs, where)
+    else:
+        restored = {s.path for s in steps}
+        outside = [t for t in targets if where.container(t) is None]
+        if outside:
+            raise BackupError(f"the renewal journal {journal} names {outside[0]}, outside the "
+                              "kubeadm directories; refusing to touch it", path=str(journal))
+        missing = [t for t in targets if t not in restored]
+        if state != "staging" and missing:
+            raise BackupError(
+                f"a renewal of this node was interrupted and its journal {journal} names "
+                f"{missing[0]}, which this restore does not write"
+                f"{' (only= leaves it out)' if only is not None else ' (the backup lacks it)'}: "
+                "finish the renewal first (kubepki renew --resume) or restore the whole backup "
+                "taken before it", path=missing[0])
+        staged = [renewal_staged_path(PurePosixPath(t)) for t in targets]
+    with contextlib.suppress(NodeError):
+        staged += [journal.parent / n for n in fs.listdir(journal.parent)
+                   if n.startswith(f".{RENEWAL_JOURNAL_NAME}.kubepki-") and n.endswith(".tmp")]
+    present = []
+    for p in dict.fromkeys(staged):
+        with contextlib.suppress(NodeError):
+            if fs.stat(p, follow=False) is not None:
+                present.append(str(p))
+    return (*present, str(journal))
+
+
 def _plan(scan: _Scan, node: Node, only: Iterable[str] | None) -> RestorePlan:
     manifest = scan.manifest
     assert manifest is not None  # noqa: S101 - _load raised otherwise
     node.check_root()
-    dirs, configs = _allowed(node)
-    for m in manifest.members:
-        if not _inside(m.path, dirs) and m.path not in configs:
-            shown = ", ".join(str(d) for d in dirs)
-            raise UnsafeArchiveError(
-                f"{scan.path}: member {quoted(m.member_name)} is not inside the node's kubeadm "
-                f"directories ({shown}); if the node's cert dir differs, name it (the node's cert_dir)",
-                path=m.path)
-    members, names = _select(manifest, only)
-    as_root = node.fs.can_chown()
-    steps = tuple(_step(node, m, manifest.created, as_root) for m in members)
-    notes = []
+    where = _allowed(node)
+    fs = node.fs
+    members = manifest.members
+    paths = [m.path for m in members]
+    for m in members:
+        problem = _place_problem(fs, where, m.path)
+        if problem is None and m.type == _SYMLINK:
+            problem = _symlink_problem(fs, where, m, paths)
+        if problem is not None:
+            hint = ("; if the node's cert dir differs, name it (the node's cert_dir)"
+                    if "kubeadm directories" in problem else "")
+            raise UnsafeArchiveError(f"{scan.path}: member {quoted(m.member_name)} {problem}{hint}",
+                                     path=m.path)
+    chosen, names = _select(manifest, only)
+    as_root = fs.can_chown()
+    steps = []
+    for m in chosen:
+        s = _step(node, m, manifest.created, as_root)
+        if s.action is not RestoreAction.UNCHANGED:
+            s = attrs.evolve(s, permission_risk=_permission_risk(node, where, m, scan.data.get(m.path), as_root))
+        steps.append(s)
+    notes = list(where.notes)
     node_name = node.profile.name
     if manifest.node is not None and node_name is not None and manifest.node != node_name:
         notes.append(f"the backup is of node {manifest.node}, this node is {node_name}")
     if not as_root and any(s.action is not RestoreAction.UNCHANGED for s in steps):
         notes.append("not running as root: owners are not restored")
+    supersedes = _superseded(node, where, steps, names)
+    if supersedes:
+        notes.append(f"a renewal of this node was interrupted: its journal {supersedes[-1]} and "
+                     f"{len(supersedes) - 1} staged file(s) are removed with this restore")
+    with contextlib.suppress(NodeError):
+        if fs.stat(restore_journal_path(node), follow=False) is not None:
+            notes.append(f"a restore was interrupted (journal {restore_journal_path(node)}): applying "
+                         "finishes it first")
     return RestorePlan(
         archive=scan.path, archive_sha256=scan.sha256, node=node, node_name=node_name,
-        backup_node=manifest.node, created=manifest.created, only=names, steps=steps,
-        notes=tuple(notes),
+        backup_node=manifest.node, created=manifest.created, only=names, steps=tuple(steps),
+        notes=tuple(notes), supersedes=supersedes,
     )
 
 
@@ -1612,21 +2188,94 @@ def plan_restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[st
     The archive is checked completely first. ``only`` restricts the restore to the
     files of some catalog entries (``["apiserver"]`` means ``apiserver.crt`` and
     ``apiserver.key``). Each step says whether the file would be created, replaced
-    or left alone, and flags files modified after the backup was taken.
+    or left alone, and flags files modified after the backup was taken and modes
+    or owners that would widen access.
+
+    A restore writes only inside the node's kubeadm directories as the operator,
+    kubeadm's config and kubeadm's layout name them (never a system directory),
+    with every parent resolved on the node; it never creates a symlink to a
+    directory. An interrupted renewal is superseded: its journal and staged files
+    are removed with the restore, once the restore writes every file it names.
 
     Raises :class:`~kubepki.UnsafeArchiveError` for a hostile archive (or one whose
     paths lie outside the node's kubeadm directories), :class:`~kubepki.BackupError`
-    for a damaged one, :class:`~kubepki.UnknownItemError` for an unknown name.
+    for a damaged one (a certificate beside another key included) or an interrupted
+    renewal it cannot supersede, :class:`~kubepki.UnknownItemError` for an unknown name.
     """
     return _plan(_load(path), Node.coerce(node), only)
 
 
 def _same(a: RestorePlan, b: RestorePlan) -> bool:
-    def key(p: RestorePlan) -> list[tuple[str, str, str | None, bool, str]]:
-        return [(s.path, s.action.value, s.current_sha256, s.changed_since_backup, s.detail)
+    def key(p: RestorePlan) -> list[tuple[str, str, str | None, bool, str, str | None]]:
+        return [(s.path, s.action.value, s.current_sha256, s.changed_since_backup, s.detail, s.permission_risk)
                 for s in p.steps]
 
-    return key(a) == key(b)
+    return key(a) == key(b) and a.supersedes == b.supersedes
+
+
+# -- the restore journal -------------------------------------------------------------------
+#
+# As a renewal's: every file is staged beside its target, the journal says "committing", the
+# renames follow, then the superseded renewal's files go, then the journal. Before the commit a
+# crash leaves the node as it was (the next writer deletes the staged files); after it, the
+# next writer (restore, backup, renewal) checks each staged file against the journal's SHA-256
+# and renames what is left, so a certificate and its key differ only until then.
+
+_RESTORE_STAGED_RE = re.compile(r"^\..+\.kubepki-[0-9a-f]{12}\.tmp$")
+
+
+def _staged_for(path: str) -> PurePosixPath:
+    p = PurePosixPath(path)
+    return p.parent / f".{p.name}.kubepki-{secrets.token_hex(6)}.tmp"
+
+
+def _write_restore_journal(fs: NodeFS, journal: PurePosixPath, state: str, archive: Path, *,
+                           files: Sequence[tuple[RestoreStep, PurePosixPath]], remove: Sequence[str]) -> None:
+    doc = {
+        "version": 1, "state": state, "pid": os.getpid(), "archive": str(archive),
+        "files": [{"target": s.path, "staged": str(staged), "type": s.type, "sha256": s.backup_sha256,
+                   "link_target": s.link_target} for s, staged in files],
+        "remove": list(remove),
+    }
+    fs.write_atomic(journal, json.dumps(doc, indent=1).encode() + b"\n", mode=0o600)
+
+
+def _remove(fs: NodeFS, path: PurePosixPath) -> None:
+    with contextlib.suppress(NodeError):
+        if fs.unlink(path):
+            fs.fsync_dir(path.parent)
+
+
+def _stage(fs: NodeFS, step: RestoreStep, data: bytes | None, staged: PurePosixPath, as_root: bool) -> None:
+    """Write a file's restored content (or symlink) at ``staged``: mode, owner, mtime from the start."""
+    try:
+        if step.type == _FILE:
+            assert data is not None  # noqa: S101 - files always carry data
+            fs.write_new(staged, data, mode=step.mode, uid=step.uid if as_root else None,
+                         gid=step.gid if as_root else None)
+        else:
+            fs.symlink(step.link_target or "", staged)
+            if as_root:
+                fs.chown(staged, step.uid, step.gid, follow=False)
+        with contextlib.suppress(NodeError):  # the content and mode are what matters
+            fs.set_mtime(staged, step.mtime, follow=False)
+    except NodeError as exc:
+        raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}", path=step.path) from None
+
+
+def _matches(fs: NodeFS, path: PurePosixPath, kind: str, sha: str | None, link: str | None) -> bool:
+    """Does ``path`` hold what the journal says (the content's SHA-256, or the link target)?"""
+    if kind == _SYMLINK:
+        return fs.readlink(path) == link
+    found = fs.read_file(path, limit=MAX_MEMBER_SIZE)
+    if found is None or found[0].is_symlink or found[2] is None:
+        return False
+    return hashlib.sha256(found[2]).hexdigest() == sha
+
+
+def _check_written(fs: NodeFS, step: RestoreStep) -> None:
+    if not _matches(fs, PurePosixPath(step.path), step.type, step.backup_sha256, step.link_target):
+        raise BackupError(f"{step.path} does not read back as restored", path=step.path)
 
 
 def _ensure_parents(fs: NodeFS, path: PurePosixPath, manifests_dir: PurePosixPath) -> None:
@@ -1637,102 +2286,247 @@ def _ensure_parents(fs: NodeFS, path: PurePosixPath, manifests_dir: PurePosixPat
         raise NodeError(exc.message, path=exc.path) from None
 
 
-def _stage_file(fs: NodeFS, step: RestoreStep, data: bytes | None,
-                manifests_dir: PurePosixPath, as_root: bool) -> PurePosixPath:
-    """Write a file's restored content beside it (its mode and owner from the start, fsynced)."""
-    path = PurePosixPath(step.path)
-    _ensure_parents(fs, path, manifests_dir)
-    assert data is not None  # noqa: S101 - files always carry data
-    tmp = path.parent / f".{path.name}.kubepki-{secrets.token_hex(6)}.tmp"
+def _commit_restore(node: Node, where: _Where, plan: RestorePlan, scan: _Scan,  # noqa: C901, PLR0912  -- stage, commit, rename, supersede: the journal's order
+                    pre: BackupInfo | None) -> list[str]:
+    fs = node.fs
+    as_root = fs.can_chown()
+    todo = plan.changes
+    ordered = [s for s in todo if s.type == _FILE] + [s for s in todo if s.type == _SYMLINK]
+    files = [(s, _staged_for(s.path)) for s in ordered]
+    journal = restore_journal_path(node)
+    dirs = sorted({PurePosixPath(s.path).parent for s in ordered} | {journal.parent})
     try:
-        fs.write_new(tmp, data, mode=step.mode, uid=step.uid if as_root else None,
-                     gid=step.gid if as_root else None)
+        for s in ordered:
+            problem = _place_problem(fs, where, s.path)
+            if problem is not None:
+                raise UnsafeArchiveError(f"no file restored: {s.path} {problem}", path=s.path)
+            _ensure_parents(fs, PurePosixPath(s.path), where.manifests_dir)
+        _ensure_parents(fs, journal, where.manifests_dir)
+        _write_restore_journal(fs, journal, "staging", plan.archive, files=files, remove=plan.supersedes)
     except NodeError as exc:
-        raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
-                        path=step.path) from None
-    return tmp
-
-
-def _write_step(fs: NodeFS, step: RestoreStep, staged: PurePosixPath | None,
-                manifests_dir: PurePosixPath, as_root: bool) -> None:
-    path = PurePosixPath(step.path)
-    _ensure_parents(fs, path, manifests_dir)
-    if step.type == _FILE:
-        assert staged is not None  # noqa: S101 - files are staged first
+        raise BackupError(f"no file restored: {exc.message}", path=exc.path) from None
+    checkpoint("journal-staging")
+    # Every file is staged before any is replaced: a full disk, a read-only mount or a
+    # permission error then stops the restore with nothing changed, never between a
+    # certificate and its key.
+    try:
+        for s, staged in files:
+            if s.type == _SYMLINK:
+                problem = _symlink_problem(fs, where, BackupMember(
+                    path=s.path, type=_SYMLINK, size=0, sha256=None, mode=s.mode, uid=s.uid, gid=s.gid,
+                    mtime=s.mtime, kind=s.kind, catalog_name=s.catalog_name, link_target=s.link_target), ())
+                if problem is not None:
+                    raise UnsafeArchiveError(f"no file restored: {s.path}: {problem}", path=s.path)
+            _stage(fs, s, scan.data.get(s.path), staged, as_root)
+            checkpoint(f"staged {s.path}")
+        for d in dirs:
+            fs.fsync_dir(d)
+        _write_restore_journal(fs, journal, "committing", plan.archive, files=files, remove=plan.supersedes)
+    except BaseException as exc:
+        for _s, staged in files:
+            _remove(fs, staged)
+        _remove(fs, journal)
+        if isinstance(exc, NodeError):
+            raise BackupError(f"no file restored: {exc.message}", path=exc.path) from None
+        raise
+    checkpoint("journal-committing")
+    written: list[str] = []
+    for s, staged in files:
         try:
-            fs.rename(staged, path)  # atomic: the old file until this instant
-        except NodeError as exc:
-            raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
-                            path=step.path) from None
-        fs.fsync_dir(path.parent)
-        with contextlib.suppress(NodeError):  # the content and mode are what matters
-            fs.set_mtime(path, step.mtime, follow=False)
+            fs.rename(staged, PurePosixPath(s.path))  # atomic: the old file until this instant
+            _check_written(fs, s)
+        except (NodeError, BackupError) as exc:
+            saved = f"; the state before the restore is in {pre.path}" if pre else ""
+            raise BackupError(
+                f"restore stopped at {s.path}: {exc.message}; {len(written)} of {len(files)} files "
+                f"were written; the journal {journal} lets the next kubepki restore, backup or renewal "
+                f"finish it{saved}", path=s.path) from None
+        written.append(s.path)
+        checkpoint(f"restored {s.path}")
+    for p in plan.supersedes:
+        _remove(fs, PurePosixPath(p))
+        checkpoint(f"superseded {p}")
+    for d in dirs:
+        fs.fsync_dir(d)
+    _remove(fs, journal)
+    checkpoint("journal-removed")
+    return written
+
+
+@attrs.frozen
+class _JournalFile:
+    target: PurePosixPath
+    staged: PurePosixPath
+    type: str
+    sha256: str | None
+    link_target: str | None
+
+
+def _parse_restore_journal(node: Node, where: _Where,
+                           raw: bytes) -> tuple[str, list[_JournalFile], list[PurePosixPath]]:
+    """The journal's state, files and paths to remove; ValueError naming what is wrong."""
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or doc.get("version") != 1 or doc.get("state") not in ("staging", "committing"):
+        raise ValueError("unknown version or state")
+    files: list[_JournalFile] = []
+    for e in doc["files"]:
+        target, staged, kind = e["target"], e["staged"], e["type"]
+        if not (isinstance(target, str) and isinstance(staged, str) and target.startswith("/")
+                and _name_problem(target[1:]) is None):
+            raise ValueError(f"bad target {quoted(target)}")
+        t, st = PurePosixPath(target), PurePosixPath(staged)
+        if st.parent != t.parent or not _RESTORE_STAGED_RE.match(st.name) or not st.name.startswith(f".{t.name}."):
+            raise ValueError(f"staged name {quoted(staged)} is not beside {target}")
+        if where.container(target) is None and target not in where.configs:
+            raise ValueError(f"{target} is outside the kubeadm directories")
+        if kind == _FILE and not (isinstance(e["sha256"], str) and _SHA_RE.match(e["sha256"])):
+            raise ValueError(f"no SHA-256 for {target}")
+        if kind == _SYMLINK and not isinstance(e["link_target"], str):
+            raise ValueError(f"no link target for {target}")
+        if kind not in (_FILE, _SYMLINK):
+            raise ValueError(f"type {quoted(kind)}")
+        files.append(_JournalFile(t, st, kind, e["sha256"] if kind == _FILE else None,
+                                  e["link_target"] if kind == _SYMLINK else None))
+    renewal = renewal_journal_path(node)
+    remove: list[PurePosixPath] = []
+    for r in doc["remove"]:
+        p = PurePosixPath(r) if isinstance(r, str) else None
+        ok = p is not None and (
+            p == renewal
+            or (p.parent == renewal.parent and p.name.startswith(f".{RENEWAL_JOURNAL_NAME}.kubepki-"))
+            or (p.name.startswith(".") and p.name.endswith(RENEWAL_STAGED_SUFFIX)
+                and where.container(str(p)) is not None and _name_problem(str(p)[1:]) is None))
+        if not ok or p is None:
+            raise ValueError(f"refusing to remove {quoted(r)}")
+        remove.append(p)
+    return doc["state"], files, remove
+
+
+def _settle_restore(node: Node) -> list[str]:  # noqa: C901, PLR0912  -- the journal's recovery cases, in commit order
+    """Finish (after its commit) or undo (before it) an interrupted restore; the caller holds
+    the node's lock. Returns the paths it put in place."""
+    fs = node.fs
+    journal = restore_journal_path(node)
+    with contextlib.suppress(NodeError):  # a journal write killed inside write_atomic leaves this
+        for name in fs.listdir(journal.parent):
+            if name.startswith(f".{RESTORE_JOURNAL_NAME}.kubepki-") and name.endswith(".tmp"):
+                _remove(fs, journal.parent / name)
+    try:
+        found = fs.read_file(journal, limit=_MAX_MANIFEST)
+    except NodeError as exc:
+        raise BackupError(f"cannot read the restore journal {journal}: {exc.message}", path=str(journal)) from None
+    if found is None:
+        return []
+    try:
+        state, files, remove = _parse_restore_journal(node, _allowed(node), found[2] or b"")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackupError(f"the restore journal {journal} is damaged ({exc}): restore the same backup "
+                          "again after deleting it", path=str(journal)) from None
+    present = {f.target: fs.stat(f.staged, follow=False) is not None for f in files}
+    if state == "staging":
+        for f in files:
+            _remove(fs, f.staged)
+        _remove(fs, journal)
+        return []
+    for f in files:  # every file is checked before any is renamed
+        where_from = f.staged if present[f.target] else f.target
+        if not _matches(fs, where_from, f.type, f.sha256, f.link_target):
+            raise BackupError(f"cannot finish the interrupted restore: {where_from} does not hold what "
+                              f"the journal {journal} records; restore the backup again", path=str(where_from))
+    completed = []
+    for f in files:
+        if present[f.target]:
+            fs.rename(f.staged, f.target)
+            completed.append(str(f.target))
+            checkpoint(f"resumed {f.target}")
+    for p in remove:
+        _remove(fs, p)
+    for d in sorted({f.target.parent for f in files}):
+        fs.fsync_dir(d)
+    _remove(fs, journal)
+    return completed
+
+
+def resume_restore(node: Node | str | os.PathLike[str], *, wait: float = 0.0,
+                   lock_held: bool = False) -> tuple[str, ...]:
+    """Finish a restore that was interrupted (killed, power loss); the paths it put in place.
+
+    Holds the node's lock (unless ``lock_held``: the caller holds it). Files staged
+    before the interrupted restore committed are deleted (nothing had been
+    replaced); after its commit, each remaining staged file is checked against
+    the SHA-256 its journal records and renamed into place, and the renewal it
+    superseded is cleared. :func:`apply_restore`, :func:`backup` and renewals do
+    this first on their own; empty when no restore was interrupted.
+    """
+    n = Node.coerce(node)
+    n.check_root()
+    if not _restore_pending(n):
+        return ()  # nothing to do: not even the lock is taken (it would touch the kubeconfig dir)
+    with contextlib.nullcontext() if lock_held else node_lock(n, wait=wait):
+        return tuple(_settle_restore(n))
+
+
+def _restore_pending(node: Node) -> bool:
+    """True when a restore journal, or a temporary of one, is on the node."""
+    journal = restore_journal_path(node)
+    try:
+        return node.fs.stat(journal, follow=False) is not None or any(
+            n.startswith(f".{RESTORE_JOURNAL_NAME}.kubepki-") for n in node.fs.listdir(journal.parent))
+    except NodeError:
+        return True  # let the settling say what is wrong
+
+
+def _refuse_unaccepted(plan: RestorePlan, accept_changed: bool, accept_permissions: bool) -> None:
+    risks = plan.permission_risks
+    changed = [r for r in plan.needs_acceptance if r not in risks]
+    reasons = ([] if accept_changed else changed) + ([] if accept_permissions else list(risks))
+    if not reasons:
         return
-    tmp = path.parent / f".{path.name}.kubepki-{secrets.token_hex(6)}.tmp"
-    try:
-        fs.symlink(step.link_target or "", tmp)
-        try:
-            if as_root:
-                fs.chown(tmp, step.uid, step.gid, follow=False)
-            fs.set_mtime(tmp, step.mtime, follow=False)
-            fs.rename(tmp, path)  # atomic: the old file or link until this instant
-        except BaseException:
-            with contextlib.suppress(NodeError):
-                fs.unlink(tmp)
-            raise
-    except NodeError as exc:
-        raise NodeError(f"{step.path}: {exc.message.removeprefix(f'{exc.path}: ')}",
-                        path=step.path) from None
-    fs.fsync_dir(path.parent)
+    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    which = [flag for flag, wanted in (("accept_changed=True", not accept_changed and changed),
+                                       ("accept_permissions=True", not accept_permissions and risks)) if wanted]
+    raise BackupError(f"restore refused: {reasons[0]}{more}; review the plan, then accept it "
+                      f"({' and '.join(which)})")
 
 
-def _check_written(fs: NodeFS, step: RestoreStep) -> None:
-    path = PurePosixPath(step.path)
-    if step.type == _SYMLINK:
-        ok = fs.readlink(path) == step.link_target
-    else:
-        ok = hashlib.sha256(fs.read_bytes(path, limit=MAX_MEMBER_SIZE)).hexdigest() == step.backup_sha256
-    if not ok:
-        raise BackupError(f"{step.path} does not read back as restored", path=step.path)
-
-
-def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backup: bool = True,  # noqa: C901, PLR0912, PLR0915  -- lock, re-check, back up, write: the order is the safety argument
-                  backup_dir: str | os.PathLike[str] | None = None,
+def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, accept_permissions: bool = False,
+                  take_backup: bool = True, backup_dir: str | os.PathLike[str] | None = None,
                   now: dt.datetime | None = None, lock_wait: float = 0.0) -> RestoreResult:
     """Carry out ``plan``: write each file atomically with its recorded mode and owner.
 
     Refuses (:class:`~kubepki.BackupError`, nothing written) when the plan flags
     files modified after the backup or a backup of another node, unless
-    ``accept_changed``. Holding the node lock, it re-reads the archive and the
-    node and refuses when either changed since the plan was made; takes a backup
-    of the current state into ``backup_dir`` (default: the archive's directory)
-    and verifies it, unless ``take_backup`` is False; then stages every file beside
-    its target (so a write that fails changes nothing), replaces the files (then
-    the symlinks), each read back after writing, creating
-    missing directories (0755, the manifests dir 0700). Owners are restored when
-    running as root on the node. Every write goes through the node's filesystem
-    (a local root or SSH); the archive and ``backup_dir`` are on this machine.
+    ``accept_changed``, and modes looser than kubeadm's or owners other than root
+    or the node's, unless ``accept_permissions``. Holding the node lock, it
+    finishes an interrupted restore, re-reads the archive and the node and
+    refuses when either changed since the plan was made; takes a backup of the
+    current state into ``backup_dir`` (default: the archive's directory) and
+    verifies it, unless ``take_backup`` is False; then journals the restore:
+    stages every file and symlink beside its target (so a write that fails
+    changes nothing), commits the journal, renames each into place (read back
+    after writing), removes the interrupted renewal the plan supersedes and drops
+    the journal. A crash after the commit is finished by the next restore,
+    backup or renewal (:func:`resume_restore`). Missing directories are created
+    (0755, the manifests dir 0700); owners are restored when running as root on
+    the node. Every write goes through the node's filesystem (a local root or
+    SSH); the archive and ``backup_dir`` are on this machine.
     """
     instance(plan, RestorePlan, "plan", "from plan_restore")
     node = plan.node
-    fs = node.fs
-    reasons = plan.needs_acceptance
-    if reasons and not accept_changed:
-        more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
-        raise BackupError(f"restore refused: {reasons[0]}{more}; review the plan, then accept "
-                          "it (accept_changed=True)")
+    _refuse_unaccepted(plan, accept_changed, accept_permissions)
     when = _utc(now)
     with node_lock(node, wait=lock_wait):
+        completed = _settle_restore(node)
         scan = _load(plan.archive)
         if scan.sha256 != plan.archive_sha256:
             raise BackupError(f"{plan.archive} changed since the plan was made; plan again",
                               path=str(plan.archive))
         fresh = _plan(scan, node, plan.only)
         if not _same(plan, fresh):
-            raise BackupError("the node's files changed since the plan was made; plan again")
-        todo = fresh.changes
+            first = "; an interrupted restore was finished first" if completed else ""
+            raise BackupError(f"the node's files changed since the plan was made{first}; plan again")
         pre: BackupInfo | None = None
-        if take_backup and todo:
+        if take_backup and fresh.changes:
             where = Path(backup_dir) if backup_dir is not None else plan.archive.parent
             try:
                 pre = _backup(node, where, when, allow_empty=True)
@@ -1741,85 +2535,59 @@ def apply_restore(plan: RestorePlan, *, accept_changed: bool = False, take_backu
                                   f"({exc.message}); free space, choose another backup_dir "
                                   "or skip it (take_backup=False)",
                                   path=exc.path) from None
-            report = verify_backup(pre.path)
-            if not report.ok:  # a backup that cannot be restored is no backup
+            # A backup that cannot be restored is no backup; a mismatched pair in it is the
+            # state being replaced (a killed renewal), recorded as it was.
+            damage = [p for p in _scan(pre.path, keep_data=False).problems if not p.pair]
+            if damage:
                 raise BackupError(f"no file restored: the backup of the current state "
-                                  f"{pre.path} does not verify: {report.problems[0]}",
+                                  f"{pre.path} does not verify: {damage[0].message}",
                                   path=str(pre.path))
             checkpoint("backup")
-        as_root = fs.can_chown()
-        manifests_dir = node.profile.manifests_dir
-        ordered = [s for s in todo if s.type == _FILE] + [s for s in todo if s.type == _SYMLINK]
-        written: list[str] = []
-        # Every file is staged beside its target before any is replaced: a full disk, a
-        # read-only mount or a permission error then stops the restore with nothing changed,
-        # never between a certificate and its key.
-        staged: dict[str, PurePosixPath] = {}
-        try:
-            for step in ordered:
-                if step.type == _FILE:
-                    try:
-                        staged[step.path] = _stage_file(fs, step, scan.data.get(step.path),
-                                                        manifests_dir, as_root)
-                    except NodeError as exc:
-                        raise BackupError(f"no file restored: {exc.message}", path=step.path) from None
-                    checkpoint(f"staged {step.path}")
-            for step in ordered:
-                try:
-                    _write_step(fs, step, staged.pop(step.path, None), manifests_dir, as_root)
-                    _check_written(fs, step)
-                except (NodeError, BackupError) as exc:
-                    saved = f"; the state before the restore is in {pre.path}" if pre else ""
-                    raise BackupError(
-                        f"restore stopped at {step.path}: {exc.message}; {len(written)} of "
-                        f"{len(ordered)} files were written{saved}. Planning again resumes",
-                        path=step.path) from None
-                written.append(step.path)
-                checkpoint(f"restored {step.path}")
-        finally:
-            for tmp in staged.values():
-                with contextlib.suppress(NodeError):
-                    fs.unlink(tmp)
+        written = (_commit_restore(node, _allowed(node), fresh, scan, pre)
+                   if fresh.changes or fresh.supersedes else [])
     return RestoreResult(plan=fresh, written=tuple(written), pre_restore_backup=pre)
 
 
 @overload
 def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
             only: Iterable[str] | None = ..., dry_run: Literal[True] = ...,
-            accept_changed: bool = ..., take_backup: bool = ...,
+            accept_changed: bool = ..., accept_permissions: bool = ..., take_backup: bool = ...,
             backup_dir: str | os.PathLike[str] | None = ...,
             now: dt.datetime | None = ...) -> RestorePlan: ...
 @overload
 def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
             only: Iterable[str] | None = ..., dry_run: Literal[False],
-            accept_changed: bool = ..., take_backup: bool = ...,
+            accept_changed: bool = ..., accept_permissions: bool = ..., take_backup: bool = ...,
             backup_dir: str | os.PathLike[str] | None = ...,
             now: dt.datetime | None = ...) -> RestoreResult: ...
 @overload
 def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
             only: Iterable[str] | None = ..., dry_run: bool,
-            accept_changed: bool = ..., take_backup: bool = ...,
+            accept_changed: bool = ..., accept_permissions: bool = ..., take_backup: bool = ...,
             backup_dir: str | os.PathLike[str] | None = ...,
             now: dt.datetime | None = ...) -> RestorePlan | RestoreResult: ...
 
 
 def restore(path: str | os.PathLike[str], node: Node | str | os.PathLike[str], *,
             only: Iterable[str] | None = None, dry_run: bool = True,
-            accept_changed: bool = False, take_backup: bool = True,
+            accept_changed: bool = False, accept_permissions: bool = False, take_backup: bool = True,
             backup_dir: str | os.PathLike[str] | None = None,
             now: dt.datetime | None = None) -> RestorePlan | RestoreResult:
     """Restore the archive at ``path`` onto ``node``; by default only plan it.
 
-    With ``dry_run`` (the default) this is :func:`plan_restore`; otherwise the plan
+    With ``dry_run`` (the default) this is :func:`plan_restore`; otherwise an
+    interrupted restore is finished first (:func:`resume_restore`) and the plan
     is applied with :func:`apply_restore` (see there for ``accept_changed``,
-    ``take_backup``, ``backup_dir`` and ``now``) and a :class:`RestoreResult`
+    ``accept_permissions``, ``take_backup``, ``backup_dir`` and ``now``) and a :class:`RestoreResult`
     returned.
     """
+    if not dry_run:  # an interrupted restore is finished first, so the plan sees the node as it is
+        resume_restore(node)
     plan = plan_restore(path, node, only=only)
     if dry_run:
         return plan
-    return apply_restore(plan, accept_changed=accept_changed, take_backup=take_backup,
-                         backup_dir=backup_dir, now=now)
+    return apply_restore(plan, accept_changed=accept_changed, accept_permissions=accept_permissions,
+                         take_backup=take_backup, backup_dir=backup_dir, now=now)
 
 
 def default_backup_dir(node: Node) -> Path:

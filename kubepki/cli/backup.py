@@ -72,6 +72,7 @@ examples:
   kubepki restore FILE --only apiserver         # just apiserver.crt and apiserver.key
   kubepki restore FILE --apply                  # back up the current state, then restore
   kubepki restore FILE --apply --accept-changed # also discard changes made after the backup
+  kubepki restore FILE --apply --accept-permissions  # also restore modes/owners that widen access
 
 exit status: 0 planned or restored, 2 the archive is damaged or unsafe, or the
 restore was refused or failed, 3 kubepki could not run (bad arguments, an unknown
@@ -173,6 +174,9 @@ def _register_restore(sub: Any) -> None:
     p.add_argument("--accept-changed", action="store_true",
                    help="apply even when files were modified after the backup or the backup "
                         "is of another node (those changes are discarded)")
+    p.add_argument("--accept-permissions", action="store_true",
+                   help="apply even when the backup gives a file a mode looser than kubeadm's or an "
+                        "owner other than root or the file's own (the plan marks them WIDENS ACCESS)")
     p.add_argument("--no-backup", dest="take_backup", action="store_false",
                    help="do not back up the current state before writing")
     p.add_argument("--backup-dir", metavar="DIR",
@@ -284,24 +288,32 @@ def _run_prune(args: argparse.Namespace) -> int:
 
 def _run_restore(args: argparse.Namespace) -> int:
     """Plan a restore; with --apply, carry it out."""
-    from kubepki.backups import apply_restore, plan_restore
+    from kubepki.backups import apply_restore, plan_restore, resume_restore
 
     node = node_from_args(args)
     out = Output.from_args(args)
+    if args.apply:  # finish an interrupted restore first: the plan then shows the node as it is
+        for path in resume_restore(node):
+            out.info(f"finished the interrupted restore of {path}")
     plan = plan_restore(args.file, node, only=args.only)
     if not args.apply:
         if args.output == "json":
             _json(plan.to_dict())
             return EXIT_OK
         hint = ["Dry run: nothing was written."]
-        if not plan.changes:
+        if not plan.changes and not plan.supersedes:
             hint.append("Nothing to restore: the node's files match the backup.")
         else:
             cmd = f"kubepki restore {shlex.quote(args.file)} --apply"
-            if plan.needs_acceptance:
+            risks = plan.permission_risks
+            if len(plan.needs_acceptance) > len(risks):
                 cmd += " --accept-changed"
                 hint.append("Files marked CHANGED SINCE THE BACKUP were modified after it was "
                             "taken; restoring discards those changes.")
+            if risks:
+                cmd += " --accept-permissions"
+                hint.append("Files marked WIDENS ACCESS would get a mode looser than kubeadm's or "
+                            "another owner; review them before accepting.")
             hint.append(f"To restore: {cmd}{_same_target(args)}")
         out.report(plan)
         out.info("\n" + "\n".join(hint))
@@ -309,7 +321,8 @@ def _run_restore(args: argparse.Namespace) -> int:
     if args.output == "table":
         out.report(plan, answer=False)
     with out.status(f"Restoring {len(plan.changes)} file(s) onto {node.fs.describe()}…"):
-        result = apply_restore(plan, accept_changed=args.accept_changed, take_backup=args.take_backup,
+        result = apply_restore(plan, accept_changed=args.accept_changed,
+                               accept_permissions=args.accept_permissions, take_backup=args.take_backup,
                                backup_dir=args.backup_dir)
     if args.output == "json":
         _json(result.to_dict())

@@ -22,6 +22,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         rename_noreplace as rename_noreplace,
         write_exclusive as write_exclusive,
     )
+    from kubepki.node._journals import (
+        RENEWAL_JOURNAL_NAME as RENEWAL_JOURNAL_NAME,
+        RENEWAL_STAGED_SUFFIX as RENEWAL_STAGED_SUFFIX,
+        RESTORE_JOURNAL_NAME as RESTORE_JOURNAL_NAME,
+        renewal_journal_path as renewal_journal_path,
+        renewal_staged_path as renewal_staged_path,
+        restore_journal_path as restore_journal_path,
+    )
     from kubepki.node._kubeadm_config import (
         ENCRYPTION_ALGORITHMS as ENCRYPTION_ALGORITHMS,
         KubeadmConfig as KubeadmConfig,
@@ -53,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         DEFAULT_DIRS as DEFAULT_DIRS,
         Node as Node,
         NodeProfile as NodeProfile,
+        normal_path as normal_path,
     )
     from kubepki.node._ssh import (
         SSHFS as SSHFS,
@@ -61,7 +70,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
 
 __getattr__, __dir__, __all__ = attach(
-        normal_path as normal_path,
     __name__,
     {
         "_fs": (
@@ -84,6 +92,14 @@ __getattr__, __dir__, __all__ = attach(
             "parse_duration",
             "KubeadmConfig",
             "parse_kubeadm_config",
+        ),
+        "_journals": (
+            "RENEWAL_JOURNAL_NAME",
+            "RENEWAL_STAGED_SUFFIX",
+            "RESTORE_JOURNAL_NAME",
+            "renewal_journal_path",
+            "renewal_staged_path",
+            "restore_journal_path",
         ),
         "_kubelet": (
             "KUBEADM_FLAGS",
@@ -110,6 +126,7 @@ __getattr__, __dir__, __all__ = attach(
             "CONFIG_CANDIDATES",
             "NodeProfile",
             "Node",
+            "normal_path",
         ),
         "_ssh": (
             "HostKeyError",
@@ -118,4 +135,3 @@ __getattr__, __dir__, __all__ = attach(
         ),
     },
 )
-            "normal_path",

@@ -179,7 +179,7 @@ def apply_kubelet_cleanup(
             assert backup_dir is not None  # noqa: S101 - checked above
             # as apply_renewal: a remote node's keys stay on the node unless the caller says otherwise
             on_node = backup_on_node if backup_on_node is not None else not isinstance(node.fs, LocalPaths)
-            backup_path = backup(node, backup_dir, now=now, on_node=on_node).path
+            backup_path = backup(node, backup_dir, now=now, on_node=on_node, lock_held=True).path
         removed = []
         for f in plan.files:
             node.fs.unlink(PurePosixPath(f.path))

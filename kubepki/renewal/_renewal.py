@@ -72,7 +72,18 @@ from kubepki.errors import (
     RenewalError,
     SignerError,
 )
-from kubepki.node import LocalPaths, Node, NodeFS, NodeProfile, atomic_write, makedirs, node_lock
+from kubepki.node import (
+    RENEWAL_JOURNAL_NAME,
+    RENEWAL_STAGED_SUFFIX,
+    LocalPaths,
+    Node,
+    NodeFS,
+    NodeProfile,
+    atomic_write,
+    makedirs,
+    node_lock,
+    renewal_journal_path,
+)
 from kubepki.pki import (
     KEY_USAGE_NAMES,
     LeafTemplate,
@@ -115,9 +126,9 @@ __all__ = [
 ]
 
 #: The journal's name in the certificate directory.
-JOURNAL_NAME = ".kubepki-renewal.json"
+JOURNAL_NAME = RENEWAL_JOURNAL_NAME
 #: Staged files are ``.<target name><STAGED_SUFFIX>`` beside their target.
-STAGED_SUFFIX = ".kubepki-new"
+STAGED_SUFFIX = RENEWAL_STAGED_SUFFIX
 #: Test hook: ``KUBEPKI_TEST_CRASH_AT=N`` makes a renewing (or restoring) process
 #: SIGKILL itself at its Nth write checkpoint (crash tests; never set it otherwise).
 CRASH_ENV = _CRASH_ENV
@@ -1301,7 +1312,7 @@ class _Group:
 
 
 def _journal(node: Node) -> PurePosixPath:
-    return node.profile.cert_dir / JOURNAL_NAME
+    return renewal_journal_path(node)
 
 
 def _staged(target: PurePosixPath) -> PurePosixPath:
@@ -1473,7 +1484,7 @@ def _backup(node: Node, backup_dir: str | os.PathLike[str], now: dt.datetime | N
         from kubepki.backups import backup
     except ImportError as exc:  # pragma: no cover - the backups module ships with kubepki
         raise RenewalError(f"cannot take a backup: {exc}") from None
-    info = backup(node, backup_dir, now=now, on_node=on_node)
+    info = backup(node, backup_dir, now=now, on_node=on_node, lock_held=True)  # the renewal holds it
     return Path(info.path)
 
 
@@ -1622,6 +1633,9 @@ def _lexists(fs: NodeFS, path: PurePosixPath) -> bool:
 
 def _roll_forward(node: Node) -> list[str]:  # noqa: C901  -- the journal's recovery cases, in commit order
     """Complete (or, before its commit, discard) an interrupted run; the names it completed."""
+    from kubepki.backups import resume_restore  # an interrupted restore is finished first
+
+    resume_restore(node, lock_held=True)
     fs = node.fs
     journal = _journal(node)
     # A journal write interrupted inside write_atomic leaves its temporary file.
