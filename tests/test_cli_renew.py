@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_plan_is_shown_and_nothing_written(root: Path, capsys: pytest.CaptureFix
 def test_apply_backs_up_renews_and_check_is_ok(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--apply: a backup under --root, kubeadm's messages, and `kubepki check` all ok."""
     code, out, err = run_cli(capsys, "renew", "all", "--root", str(root), "--now", NOW, "--apply",
-                             *FAST)
+                             "--force-invalid-times", *FAST)
     assert (code, err) == (0, "")
     assert "certificate for serving the Kubernetes API renewed" in out
     assert out.rstrip().endswith("so that they can use the new certificates.")
@@ -73,7 +74,7 @@ def test_apply_json_lists_plan_and_result(root: Path, capsys: pytest.CaptureFixt
                                           tmp_path: Path) -> None:
     """-o json with --apply prints the result with the plan inside; --backup-dir is honoured."""
     code, out, _ = run_cli(capsys, "renew", "all", "--root", str(root), "--now", NOW, "--apply",
-                           "--backup-dir", str(tmp_path / "bk"), "--expiring-within", "100d",
+                           "--force-invalid-times", "--backup-dir", str(tmp_path / "bk"), "--expiring-within", "100d",
                            "-o", "json", *FAST)
     data = json.loads(out)
     assert code == 0
@@ -136,7 +137,7 @@ def test_refused_items_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code, out, _ = run_cli(capsys, "renew", "all", "--root", str(root), "--now", NOW)
     assert code == 0 and "REFUSED" in out
     code, out, _ = run_cli(capsys, "renew", "all", "--root", str(root), "--now", NOW, "--apply",
-                           "--no-backup")
+                           "--force-invalid-times", "--no-backup")
     assert code == 2
     assert "not issued by the front-proxy-ca CA" in out
 
@@ -186,7 +187,7 @@ def test_csr_then_install_signed(root: Path, tmp_path: Path,
             (out_dir / f"{name}.csr").read_bytes(), (root / PKI / f"{ca}.crt").read_bytes(),
             (root / PKI / f"{ca}.key").read_bytes()))
     code, out, err = run_cli(capsys, "certs", "install-signed", str(out_dir), "--root", str(root),
-                             "--now", NOW, "--no-backup")
+                             "--now", NOW, "--no-backup", "--force-invalid-times")
     assert (code, err) == (0, ""), out
     assert "certificate for the front proxy client installed" in out
     assert (root / PKI / "front-proxy-client.crt").read_bytes() == (
@@ -205,16 +206,16 @@ def test_certs_switch_super_admin_and_kubeconfig_user(tmp_path: Path,
                            "--config", config, "--now", NOW)
     assert code == 0 and "switch" in out
     code, out, _ = run_cli(capsys, "certs", "switch-kubelet-conf", "--root", str(root),
-                           "--config", config, "--now", NOW, "--apply", "--no-backup")
+                           "--config", config, "--now", NOW, "--apply", "--force-invalid-times", "--no-backup")
     assert code == 0, out
     assert (root / "var/lib/kubelet/pki/kubelet-client-current.pem").is_symlink()
     code, out, _ = run_cli(capsys, "certs", "create-super-admin", "--root", str(root),
-                           "--config", config, "--now", NOW, "--apply", "--no-backup", *FAST)
+                           "--config", config, "--now", NOW, "--apply", "--force-invalid-times", "--no-backup", *FAST)
     assert code == 0, out
     assert (root / "etc/kubernetes/super-admin.conf").exists()
     code, out, _ = run_cli(capsys, "certs", "kubeconfig-user", "--client-name", "jane",
                            "--org", "devs", "--root", str(root), "--config", config,
-                           "--now", NOW, "--validity", "7d", *FAST)
+                           "--now", NOW, "--validity", "7d", "--force-invalid-times", *FAST)
     assert code == 0
     doc = yaml.safe_load(out)
     assert doc["users"][0]["name"] == "jane"
@@ -246,7 +247,7 @@ def test_resume_after_a_kill_mid_commit(root: Path, capsys: pytest.CaptureFixtur
     # Checkpoints: staging journal, 18 staged files, commit, admin.conf renamed, apiserver.key.
     env = {**os.environ, renewal.CRASH_ENV: "22"}
     proc = subprocess.run([sys.executable, "-m", "kubepki", "renew", "all", "--root", str(root),
-                           "--now", NOW, "--apply", "--no-backup", *FAST],
+                           "--now", NOW, "--apply", "--force-invalid-times", "--no-backup", *FAST],
                           cwd=REPO, env=env, capture_output=True, check=False)
     assert proc.returncode == -signal.SIGKILL
     journal = json.loads((root / PKI / renewal.JOURNAL_NAME).read_text())
@@ -287,3 +288,148 @@ def test_the_command_suggested_for_an_embedded_kubelet_conf_fixes_it(tmp_path: P
                          capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "kubelet-client-embedded" not in codes()
+
+
+# ------------------------------------------ the real clock, loops, FIFOs, umask (the adversarial review)
+
+
+def _live(tmp_path: Path) -> Path:
+    """A demo node issued 330 days before the real clock."""
+    from kubepki import testing
+
+    issued = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=330)
+    return testing.build_node(tmp_path / "live", issued_at=issued, key_algorithm="ECDSA-P256").root
+
+
+def _at(delta: dt.timedelta) -> str:
+    return (dt.datetime.now(dt.timezone.utc) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_apply_at_a_now_off_the_real_clock_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--now ahead (not yet valid) or 2h behind (a stale plan) with --apply: exit 2 with the reason, nothing
+    written; --force-invalid-times or --max-plan-age lets it through; the real time (control) exits 0."""
+    root = _live(tmp_path)
+    before = digests(root)
+    base = ("renew", "apiserver", "--root", str(root), "--apply", "--no-backup")
+    code, _, err = run_cli(capsys, *base, "--now", _at(dt.timedelta(days=30)))
+    assert code == 2 and err.startswith("kubepki: error: refusing to write certificates that are not valid at "
+                                        "the real time"), err
+    assert "--force-invalid-times" in err
+    code, _, err = run_cli(capsys, *base, "--now", _at(-dt.timedelta(hours=2)))
+    assert code == 2 and "behind the real clock" in err and "--max-plan-age" in err, err
+    assert digests(root) == before
+    code, _, err = run_cli(capsys, *base, "--now", _at(-dt.timedelta(hours=2)), "--max-plan-age", "3h")
+    assert (code, err) == (0, "")
+    code, _, err = run_cli(capsys, *base, "--now", _at(dt.timedelta(days=30)), "--force-invalid-times")
+    assert (code, err) == (0, "")
+    code, _, err = run_cli(capsys, *base)
+    assert (code, err) == (0, "")
+    code, _, err = run_cli(capsys, "certs", "kubeconfig-user", "--client-name", "jane", "--root", str(root),
+                           "--now", _at(dt.timedelta(days=30)), *FAST)
+    assert code == 2 and "not valid at the real time" in err
+
+
+def test_a_symlink_loop_at_one_item_exits_2_not_3(tmp_path: Path) -> None:
+    """`renew all --apply` with a looping apiserver.crt: exit 2 naming it, the other items renewed; negative
+    control: without the loop, exit 0."""
+    root = _live(tmp_path)
+    crt = root / PKI / "apiserver.crt"
+    crt.unlink()
+    os.symlink("apiserver.crt", crt)
+    argv = [sys.executable, "-m", "kubepki", "renew", "all", "--root", str(root), "--apply", "--no-backup"]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr == ""
+    assert "too many levels of symbolic links at /etc/kubernetes/pki/apiserver.crt" in proc.stdout
+    assert "certificate for serving the Kubernetes API renewed" not in proc.stdout
+    assert "certificate the apiserver uses to access etcd renewed" in proc.stdout
+    control = _live(tmp_path / "again")
+    argv[argv.index(str(root))] = str(control)
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _kubepki(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """kubepki in a child process that must finish within a minute (a blocking open would not)."""
+    return subprocess.run([sys.executable, "-m", "kubepki", *argv, "--root", str(root)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_fifo_at_the_journal_hangs_no_command(tmp_path: Path) -> None:
+    """A FIFO at <cert dir>/.kubepki-renewal.json: check, renew (plan), renew --apply and --resume all finish;
+    the plan says so, applying and resuming refuse (exit 2) and the FIFO is left alone."""
+    import stat
+
+    from kubepki.renewal import _renewal as renewal
+
+    root = _live(tmp_path)
+    fifo = root / PKI / renewal.JOURNAL_NAME
+    os.mkfifo(fifo)
+    check = _kubepki(root, "check")
+    assert "Traceback" not in check.stderr and check.returncode in (0, 1), check.stdout + check.stderr
+    plan = _kubepki(root, "renew", "all")
+    assert plan.returncode == 0 and f"/{PKI}/{renewal.JOURNAL_NAME} is not a regular file" in plan.stdout
+    for argv in (("renew", "all", "--apply", "--no-backup"), ("renew", "--resume")):
+        run = _kubepki(root, *argv)
+        assert run.returncode == 2, (argv, run.stdout + run.stderr)
+        assert "renewal journal" in run.stderr and "is not a regular file" in run.stderr, argv
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    fifo.unlink()
+    assert _kubepki(root, "renew", "all", "--apply", "--no-backup").returncode == 0  # control
+
+
+def test_a_fifo_at_a_staged_path_hangs_nothing_and_is_never_put_in_place(tmp_path: Path) -> None:
+    """A committed journal whose staged certificate is a FIFO: --resume and renew --apply refuse (exit 2) without
+    opening it, apiserver.crt untouched; negative control: a regular staged pair is completed."""
+    from kubepki.renewal import _renewal as renewal
+
+    root = _live(tmp_path)
+    crt, key = root / PKI / "apiserver.crt", root / PKI / "apiserver.key"
+    old = crt.read_bytes()
+    staged_crt, staged_key = root / PKI / ".apiserver.crt.kubepki-new", root / PKI / ".apiserver.key.kubepki-new"
+    journal = {"version": 1, "state": "committing", "started": "2026-12-01T00:00:00Z", "pid": 1,
+               "groups": [{"name": "apiserver", "check": "pair", "files": [
+                   {"staged": f"/{PKI}/.apiserver.key.kubepki-new", "target": f"/{PKI}/apiserver.key", "role": "key"},
+                   {"staged": f"/{PKI}/.apiserver.crt.kubepki-new", "target": f"/{PKI}/apiserver.crt",
+                    "role": "cert"}]}]}
+    (root / PKI / renewal.JOURNAL_NAME).write_text(json.dumps(journal))
+    os.mkfifo(staged_crt)
+    for argv in (("renew", "--resume"), ("renew", "all", "--apply", "--no-backup")):
+        run = _kubepki(root, *argv)
+        assert run.returncode == 2, (argv, run.stdout + run.stderr)
+        assert f"/{PKI}/.apiserver.crt.kubepki-new is not a regular file" in run.stderr, argv
+    assert crt.read_bytes() == old and not crt.is_symlink()
+    staged_crt.unlink()
+    staged_crt.write_bytes(old)
+    staged_key.write_bytes(key.read_bytes())
+    run = _kubepki(root, "renew", "--resume")
+    assert run.returncode == 0 and "Completed the interrupted renewal of: apiserver" in run.stdout, run.stderr
+    assert crt.read_bytes() == old and not (root / PKI / renewal.JOURNAL_NAME).exists()
+
+
+def test_install_signed_never_opens_a_fifo(root: Path, tmp_path: Path) -> None:
+    """A FIFO handed back as <name>.crt is refused (exit 2, not a regular file), in a child under a timeout."""
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    os.mkfifo(signed / "front-proxy-client.crt")
+    (signed / "front-proxy-client.key").write_bytes((root / PKI / "front-proxy-client.key").read_bytes())
+    run = _kubepki(root, "certs", "install-signed", str(signed), "--no-backup")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "front-proxy-client.crt is not a regular file" in run.stdout
+
+
+def test_csr_directories_are_0700_whatever_the_umask(root: Path, tmp_path: Path) -> None:
+    """renew --csr a/b/csrs under umask 000: every directory made is 0700, every file 0600; an existing parent
+    (negative control) keeps its mode."""
+    tmp_path.chmod(0o755)
+    out = tmp_path / "a" / "b" / "csrs"
+    code = ("import os, sys; os.umask(0); from kubepki.cli import main; "
+            f"sys.exit(main(['renew', '--csr', {str(out)!r}, 'apiserver', '--root', {str(root)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    for d in (tmp_path / "a", tmp_path / "a" / "b", out):
+        assert d.stat().st_mode & 0o777 == 0o700, d
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o600}
+    assert tmp_path.stat().st_mode & 0o777 == 0o755
+

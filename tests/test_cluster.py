@@ -212,7 +212,7 @@ def test_cluster_renewal_renews_each_node_and_keeps_shared_material(build: Build
     assert [len(p.work) for _, p in plan] == [11, 10, 10]  # super-admin.conf on cp1 only
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         plan.plans = ()  # type: ignore[misc]
-    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups")
+    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups", force_invalid_times=True)
     assert result.ok and result.failed is None
     assert list(result.backups) == ["cp1", "cp2", "cp3"]
     for node in demo.nodes:
@@ -242,7 +242,7 @@ def test_renewing_what_is_not_due_changes_nothing(build: Build) -> None:
     plan = plan_cluster_renewal(cluster, expiring_within=dt.timedelta(days=30), now=WHEN)
     assert not plan.changes_anything
     before = digests(demo, "pki/apiserver.crt")
-    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups")
+    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups", force_invalid_times=True)
     assert result.ok and result.changed == {} and result.backups == {}
     assert digests(demo, "pki/apiserver.crt") == before
     assert "Nothing to renew" in plan.table()
@@ -256,9 +256,10 @@ def test_mismatched_shared_material_blocks_renewal(build: Build) -> None:
     assert exit_status(plan) == 2
     before = digests(demo, "pki/apiserver.crt")
     with pytest.raises(RenewalError, match="refusing to renew"):
-        apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups")
+        apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups", force_invalid_times=True)
     assert digests(demo, "pki/apiserver.crt") == before
-    result = apply_cluster_renewal(plan, take_backup=False, allow_shared_mismatch=True)
+    result = apply_cluster_renewal(plan, take_backup=False, allow_shared_mismatch=True,
+                                   force_invalid_times=True)
     assert result.ok and set(result.changed) == {"cp1", "cp2", "cp3"}
 
 
@@ -269,7 +270,7 @@ def test_renewal_stops_at_the_first_failing_node(build: Build) -> None:
     cp2 = demo.node("cp2").path("/etc/kubernetes/pki/front-proxy-client.crt")
     cp2.write_bytes(cp2.read_bytes() + b"\n")
     before = digests(demo, "pki/front-proxy-client.crt")
-    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups")
+    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups", force_invalid_times=True)
     assert (result.failed, result.phase, result.not_attempted) == ("cp2", "renewal", ("cp3",))
     assert "changed since the plan" in (result.error or "")
     assert list(result.backups) == ["cp1", "cp2", "cp3"]  # every node backed up first
@@ -289,7 +290,7 @@ def test_failed_backup_renews_nothing(build: Build) -> None:
     blocker.write_text("a file where the backup directory should be")
     plan = plan_cluster_renewal(cluster, ["apiserver"], now=DUE)
     before = digests(demo, "pki/apiserver.crt")
-    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups")
+    result = apply_cluster_renewal(plan, backup_dir="/var/lib/kubepki/backups", force_invalid_times=True)
     assert (result.failed, result.phase, result.results) == ("cp3", "backup", {})
     assert digests(demo, "pki/apiserver.crt") == before
 
@@ -313,7 +314,7 @@ def test_cluster_plan_views(build: Build) -> None:
 def _renewed(cluster: Cluster, names: tuple[str, ...]) -> ClusterRenewalResult:
     """A ClusterRenewalResult naming ``names`` on every node (as apply_cluster_renewal returns)."""
     plan = plan_cluster_renewal(cluster, list(names), now=DUE)
-    return apply_cluster_renewal(plan, take_backup=False)
+    return apply_cluster_renewal(plan, take_backup=False, force_invalid_times=True)
 
 
 def test_rolling_restart_plan_goes_one_node_at_a_time(build: Build) -> None:

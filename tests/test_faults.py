@@ -61,7 +61,7 @@ from tests._hardening import (
     world_readable,
 )
 
-RENEW = ["renew", "all", "--now", NOW_ARG, "--apply"]
+RENEW = ["renew", "all", "--now", NOW_ARG, "--apply", "--force-invalid-times"]
 
 
 def fault() -> None:

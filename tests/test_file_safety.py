@@ -51,7 +51,7 @@ from tests._hardening import (
     run_process,
 )
 
-RENEW = ["renew", "all", "--now", NOW_ARG, "--apply"]
+RENEW = ["renew", "all", "--now", NOW_ARG, "--apply", "--force-invalid-times"]
 KCONF = "etc/kubernetes"
 
 
@@ -97,10 +97,10 @@ def test_new_keys_are_0600_whatever_the_umask(node: Path, tmp_path: Path) -> Non
     (node / KCONF / "super-admin.conf").unlink()
     with umask(0):
         run = run_cli(["renew", "apiserver", "--recreate-missing", "--root", str(node), "--now", NOW_ARG,
-                       "--apply", "--no-backup"])
+                       "--apply", "--force-invalid-times", "--no-backup"])
         assert run.code == 0, run
         run = run_cli(["certs", "create-super-admin", "--root", str(node), "--now", NOW_ARG, "--apply",
-                       "--no-backup"])
+                       "--force-invalid-times", "--no-backup"])
         assert run.code == 0, run
         run = run_cli(["renew", "--csr", str(tmp_path / "csr"), "all", "--root", str(node)])
         assert run.code == 0, run
@@ -340,7 +340,8 @@ def test_certificate_issued_by_another_ca_is_not_resigned(tmp_path: Path) -> Non
     (step,) = plan.steps
     assert step.refused and step.reason == "wrong-signer", step
     before = {p: (root / PKI / p).read_bytes() for p in ("apiserver.crt", "apiserver.key")}
-    run = run_cli(["renew", "apiserver", "--root", str(root), "--now", NOW_ARG, "--apply", "--no-backup"])
+    run = run_cli(["renew", "apiserver", "--root", str(root), "--now", NOW_ARG, "--apply", "--no-backup",
+                   "--force-invalid-times"])
     assert_clean(run, {2})
     assert "wrong-signer" in run.out or "not issued" in run.out or "REFUSED" in run.out, run
     assert {p: (root / PKI / p).read_bytes() for p in before} == before

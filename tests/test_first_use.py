@@ -61,7 +61,8 @@ def test_duplicate_remediation_per_node_fixes_the_finding(tmp_path: Path) -> Non
     per_node, whole = _suggested(str(finding["message"]))
     assert per_node[:2] == ["renew", "etcd-peer"] and whole[:2] == ["cluster", "renew"]
     for label in finding["nodes"]:
-        run = run_cli([*per_node, "--root", str(demo.node(label).root), "--now", NOW_ARG, "--no-backup"])
+        run = run_cli([*per_node, "--root", str(demo.node(label).root), "--now", NOW_ARG, "--no-backup",
+                       "--force-invalid-times"])
         assert run.code == 0, run
     assert _duplicate_finding(demo) is None
     item = kubepki.inspect(demo.node("cp3").root, now=WHEN)["etcd-peer"]
@@ -77,7 +78,7 @@ def test_duplicate_remediation_for_the_cluster_fixes_the_finding(tmp_path: Path)
     _per_node, whole = _suggested(str(finding["message"]))
     nodes = [a for n in demo.nodes if n.name in finding["nodes"]  # type: ignore[operator]
              for a in ("--node", f"{n.name}={n.root}")]
-    run = run_cli([*whole, *nodes, "--now", NOW_ARG, "--no-backup"])
+    run = run_cli([*whole, *nodes, "--now", NOW_ARG, "--no-backup", "--force-invalid-times"])
     assert run.code == 0, run
     assert _duplicate_finding(demo) is None
 
@@ -88,7 +89,7 @@ def test_plain_renewal_of_a_copy_refuses_and_writes_nothing(tmp_path: Path) -> N
     peer = demo.node("cp3").path("/etc/kubernetes/pki/etcd/peer.crt")
     before = peer.read_bytes()
     run = run_cli(["renew", "etcd-peer", "--apply", "--no-backup", "--root", str(demo.node("cp3").root),
-                   "--now", NOW_ARG])
+                   "--now", NOW_ARG, "--force-invalid-times"])
     assert run.code == 2, run
     assert "--reissue" in run.out + run.err
     assert peer.read_bytes() == before
@@ -104,7 +105,7 @@ def test_keep_attributes_forces_the_copy_and_the_finding_stays(tmp_path: Path) -
     demo = _copied_cluster(tmp_path)
     root = str(demo.node("cp3").root)
     run = run_cli(["renew", "etcd-peer", "--keep-attributes", "--apply", "--no-backup", "--root", root,
-                   "--now", NOW_ARG])
+                   "--now", NOW_ARG, "--force-invalid-times"])
     assert run.code == 0, run
     item = kubepki.inspect(root, now=WHEN)["etcd-peer"]
     assert item.has("unexpected-subject")
@@ -316,7 +317,7 @@ def test_one_backup_default_for_nodes_and_clusters(tmp_path: Path) -> None:
     """apply_cluster_renewal without backup_dir backs each node up where apply_renewal would."""
     demo = testing.build_cluster(tmp_path / "c", nodes=2, issued_at=WHEN - dt.timedelta(days=340))
     plan = kubepki.plan_cluster_renewal([n.root for n in demo.nodes], ["apiserver"], now=WHEN)
-    result = kubepki.apply_cluster_renewal(plan)
+    result = kubepki.apply_cluster_renewal(plan, force_invalid_times=True)
     assert result.ok, result
     for n in demo.nodes:
         (archive,) = (n.root / kubepki.backups.DEFAULT_BACKUP_DIR.lstrip("/")).iterdir()

@@ -46,7 +46,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     inventory = kubepki.inspect(node.root, now=NOW)
     info = kubepki.backup(node.root, base / "b")
     plan = kubepki.plan_renewal(node.root, ["all"], now=NOW)
-    result = kubepki.apply_renewal(plan, take_backup=False)
+    result = kubepki.apply_renewal(plan, take_backup=False, force_invalid_times=True)
     restore_plan = kubepki.plan_restore(info.path, node.root, only=["apiserver"])
     restore_result = kubepki.apply_restore(restore_plan, accept_changed=True, take_backup=False)
     return World(root=node.root, inventory=inventory, backup=info, plan=plan, result=result,

@@ -38,7 +38,7 @@ def test_the_real_expired_kubeadm_tree_recovers(tmp_path: Path) -> None:
     plan = kubepki.plan_recovery(node, now=NOW)
     names = [s.name for s in plan.work]
     assert "apiserver" in names and "kubelet.conf" in names
-    kubepki.apply_renewal(plan, backup_dir=tmp_path / "bk")
+    kubepki.apply_renewal(plan, backup_dir=tmp_path / "bk", force_invalid_times=True)
     after = kubepki.inspect(kubepki.Node(root, config=config_path("expired")), now=NOW)
     assert _errors(after) == set()
     pem = after["kubelet-client-current.pem"]
@@ -54,7 +54,7 @@ def test_an_expired_control_plane_with_its_rotated_pem(tmp_path: Path) -> None:
     plan = kubepki.plan_recovery(node.as_node(), now=NOW)
     step = next(s for s in plan.steps if s.name == "kubelet.conf")
     assert step.action.value == "switch" and any("a new one is signed by ca" in n for n in step.notes)
-    kubepki.apply_renewal(plan, take_backup=False)
+    kubepki.apply_renewal(plan, take_backup=False, force_invalid_times=True)
     after = kubepki.inspect(node.as_node(), now=NOW)
     assert _errors(after) == {("kubelet.crt", "expired")}
 
@@ -83,7 +83,7 @@ def test_an_expired_worker_is_told_how_and_the_way_works(tmp_path: Path, capsys:
     kubeconfig = capsys.readouterr().out
     worker.path("/etc/kubernetes/kubelet.conf").write_text(kubeconfig)
     assert main(["certs", "switch-kubelet-conf", "--root", str(worker.root), "--apply", "--no-backup",
-                 "--now", NOW.isoformat()]) == 0
+                 "--now", NOW.isoformat(), "--force-invalid-times"]) == 0
     capsys.readouterr()
     after = kubepki.inspect(worker.as_node(), now=NOW)
     assert _errors(after) == {("kubelet.crt", "expired")}
@@ -98,7 +98,7 @@ def test_recover_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert "kubelet.conf" in capsys.readouterr().out
     assert node.path("/etc/kubernetes/kubelet.conf").read_bytes() == before
     assert main(["certs", "recover", "--root", str(node.root), "--now", NOW.isoformat(), "--apply",
-                 "--backup-dir", str(tmp_path / "bk"), "-o", "json"]) == 0
+                 "--force-invalid-times", "--backup-dir", str(tmp_path / "bk"), "-o", "json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert "kubelet.conf" in result["changed"] and "apiserver" in result["changed"]
     plan = kubepki.plan_restarts(node.as_node(), kubepki.FromRenewal(result))

@@ -218,7 +218,7 @@ def test_every_command_in_table_and_json(scanner: Scanner, trees: dict[str, Path
             cli(scanner, ["restore", archive, *r, *o])
             cli(scanner, ["renew", "all", *r, "--now", NOW_ARG, *o])
             cli(scanner, ["restarts", "plan", "--changed", "apiserver", *r, *o])
-            cli(scanner, ["renew", "all", *r, "--now", NOW_ARG, "--apply", "--backup-dir",
+            cli(scanner, ["renew", "all", *r, "--now", NOW_ARG, "--apply", "--force-invalid-times", "--backup-dir",
                           str(tmp_path / f"{label}-b"), *o])
             scanner.learn(root)  # the new keys too
             cli(scanner, ["restore", archive, *r, "--apply", "--accept-changed", "--no-backup", *o])
@@ -284,7 +284,7 @@ def test_library_objects(scanner: Scanner, trees: dict[str, Path], tmp_path: Pat
     info = kubepki.backup(root, tmp_path / "b", now=NOW)
     scanner.add("backup", info)
     scanner.add("verify", kubepki.verify_backup(info.path))
-    result = kubepki.apply_renewal(plan, take_backup=False)
+    result = kubepki.apply_renewal(plan, take_backup=False, force_invalid_times=True)
     scanner.add("renewal", result)
     scanner.learn(root)
     restore_plan = kubepki.plan_restore(info.path, root)

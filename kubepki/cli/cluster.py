@@ -117,6 +117,8 @@ def register(sub: Any) -> None:
                        help="key algorithm of new keys (default: each item's current one)")
     add_attribute_options(renew)
     renew.add_argument("--apply", action="store_true", help="carry the plan out (default: only show it)")
+    renew.add_argument("--force-invalid-times", action="store_true",
+                       help="write certificates even when they are not valid at the real time (e.g. with --now)")
     renew.add_argument("--backup-dir", default=DEFAULT_BACKUP_DIR, metavar="NODE_DIR",
                        help=f"directory ON EACH NODE for its backup (default {DEFAULT_BACKUP_DIR}); "
                             "private keys never leave the nodes")
@@ -200,7 +202,8 @@ def run_renew(args: argparse.Namespace) -> int:
         result = apply_cluster_renewal(plan, backup_dir=None if args.no_backup else args.backup_dir,
                                        take_backup=not args.no_backup, backup_on_node=True,
                                        allow_shared_mismatch=args.allow_shared_mismatch,
-                                       wait=args.wait, workers=args.workers)
+                                       wait=args.wait, workers=args.workers,
+                                       force_invalid_times=args.force_invalid_times)
     emit(result.to_json() if args.output == "json" else result.table())
     return exit_status(result)
 

@@ -50,8 +50,13 @@ examples:
   kubepki certs install-signed /tmp/csrs         # install what it signed
   kubepki renew --resume                         # finish a renewal that was interrupted
 
-exit status: 0 plan shown or renewal done, 2 something refused or failed,
-3 bad arguments or kubepki could not run."""
+Certificates are written only when they are valid at the real time and the plan's
+time is at most --max-plan-age (1h) behind it; --now is for looking ahead, and
+applying with it needs --force-invalid-times when the certificates would not be valid now.
+
+exit status: 0 plan shown or renewal done, 2 something refused or failed (an item,
+a stale plan, certificates not valid at the real time), 3 bad arguments or kubepki
+could not run."""
 
 INSTALL_EXAMPLES = """\
 examples:
@@ -144,6 +149,7 @@ def register(sub: Any) -> None:
     inst.add_argument("dir", metavar="DIR", help="directory with <name>.crt and <name>.key")
     add_node_options(inst)
     add_now_option(inst)
+    _force_option(inst)
     _backup_options(inst)
     add_output_option(inst)
     inst.set_defaults(func=run_install)
@@ -182,6 +188,7 @@ def register(sub: Any) -> None:
     add_node_options(ku)
     add_now_option(ku)
     _issue_options(ku)
+    _force_option(ku)
     ku.set_defaults(func=run_kubeconfig_user)
     c.set_defaults(func=lambda args: _missing_action(c))
 
@@ -208,8 +215,20 @@ def _backup_options(p: argparse.ArgumentParser) -> None:
                    help="wait this long for another kubepki writing to the node (default: fail)")
 
 
+def _force_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force-invalid-times", action="store_true",
+                   help="write certificates even when they are not valid at the real time "
+                        "(expired or not yet valid, e.g. with --now) or the plan's time is older "
+                        "than --max-plan-age; refused without it")
+
+
 def _apply_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apply", action="store_true", help="carry the plan out (default: only show it)")
+    _force_option(p)
+    p.add_argument("--max-plan-age", type=parse_within, metavar="DURATION", default=None,
+                   help="refuse to apply when the plan's time (--now, else the time of planning) is "
+                        "further behind the real clock than this (default 1h): its certificates "
+                        "would be back-dated by that much")
     _backup_options(p)
 
 
@@ -289,8 +308,11 @@ def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, .
     first = "backing up first" if not args.no_backup else "no backup"
     try:
         with out.status(f"Renewing {len(plan.work)} item(s) on {plan.node_name or plan.root} ({first})…"):
-            result = renewal.apply_renewal(plan, backup_dir=_backup_dir(args),
-                                           take_backup=not args.no_backup, wait=_wait(args))
+            result = renewal.apply_renewal(
+                plan, backup_dir=_backup_dir(args), take_backup=not args.no_backup, wait=_wait(args),
+                force_invalid_times=args.force_invalid_times,
+                max_plan_age=args.max_plan_age if args.max_plan_age is not None else renewal.DEFAULT_MAX_PLAN_AGE,
+            )
     except NodeError as exc:
         return _refused(exc)
     if resumed:
@@ -318,7 +340,8 @@ def run_install(args: argparse.Namespace) -> int:
         with out.status(f"Checking and installing the certificates in {args.dir}…"):
             result = renewal.install_signed(node, args.dir, now=args.now,
                                             take_backup=not args.no_backup,
-                                            backup_dir=_backup_dir(args), wait=_wait(args))
+                                            backup_dir=_backup_dir(args), wait=_wait(args),
+                                            force_invalid_times=args.force_invalid_times)
     except (RenewalError, BackupError, NodeError) as exc:
         return _refused(exc)
     if args.output == "json":
@@ -380,6 +403,7 @@ def run_kubeconfig_user(args: argparse.Namespace) -> int:
         data = renewal.issue_kubeconfig(
             node, args.client_name, tuple(args.org), validity=args.validity, now=args.now,
             server=args.server, key_algorithm=args.key_algorithm,
+            force_invalid_times=args.force_invalid_times,
         )
     except RenewalError as exc:
         return _refused(exc)

@@ -823,6 +823,7 @@ def apply_cluster_renewal(
     wait: float = 0.0,
     workers: int | None = None,
     now: dt.datetime | None = None,
+    force_invalid_times: bool = False,
 ) -> ClusterRenewalResult:
     """Back up every node, then renew node by node; stop at the first failure.
 
@@ -838,6 +839,8 @@ def apply_cluster_renewal(
     the run, and the result says where and why. Raises
     :class:`~kubepki.RenewalError` before doing anything when the plan has
     blockers (differing shared material) and ``allow_shared_mismatch`` is False.
+    ``force_invalid_times`` is :func:`kubepki.apply_renewal`'s (certificates not valid
+    at the real clock, a plan older than its maximum age).
     """
     from kubepki.backups import backup
     from kubepki.renewal import apply_renewal
@@ -875,7 +878,8 @@ def apply_cluster_renewal(
     results: dict[str, RenewalResult] = {}
     for label, node_plan in pairs:
         try:
-            result = apply_renewal(node_plan, take_backup=False, wait=wait, workers=workers, now=now)
+            result = apply_renewal(node_plan, take_backup=False, wait=wait, workers=workers, now=now,
+                                   force_invalid_times=force_invalid_times)
         except KubepkiError as exc:
             return ClusterRenewalResult(nodes=plan.nodes, backups=backups, results=results, failed=label,
                                         error=str(exc), phase="renewal")

@@ -79,6 +79,10 @@ class FileStat:
     is_symlink: bool = False
     is_dir: bool = False
     is_file: bool = True
+    #: Device and inode, None when the transport does not tell (SFTP): two paths naming one
+    #: file (a hard link) have the same pair.
+    dev: int | None = None
+    ino: int | None = None
 
 
 @runtime_checkable
@@ -344,6 +348,8 @@ class LocalFS:
             is_symlink=stat_mod.S_ISLNK(st.st_mode),
             is_dir=stat_mod.S_ISDIR(st.st_mode),
             is_file=stat_mod.S_ISREG(st.st_mode),
+            dev=st.st_dev,
+            ino=st.st_ino,
         )
 
     def read_file(
@@ -376,7 +382,7 @@ class LocalFS:
             info = FileStat(
                 size=st.st_size, mode=stat_mod.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
                 mtime=st.st_mtime, is_symlink=target is not None, is_dir=stat_mod.S_ISDIR(st.st_mode),
-                is_file=stat_mod.S_ISREG(st.st_mode),
+                is_file=stat_mod.S_ISREG(st.st_mode), dev=st.st_dev, ino=st.st_ino,
             )
             if not info.is_file or st.st_size > limit:
                 return info, target, None

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
     from kubepki.renewal._renewal import (
         CRASH_ENV as CRASH_ENV,
+        DEFAULT_MAX_PLAN_AGE as DEFAULT_MAX_PLAN_AGE,
         JOURNAL_NAME as JOURNAL_NAME,
         REASONS as REASONS,
         STAGED_SUFFIX as STAGED_SUFFIX,
@@ -52,6 +53,7 @@ __getattr__, __dir__, __all__ = attach(
             "JOURNAL_NAME",
             "STAGED_SUFFIX",
             "CRASH_ENV",
+            "DEFAULT_MAX_PLAN_AGE",
             "Action",
             "REASONS",
             "PlannedFile",

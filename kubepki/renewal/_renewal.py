@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import errno
 import fnmatch
 import hashlib
 import ipaddress
 import json
 import os
+import stat as stat_mod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -65,16 +65,20 @@ from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.catalog import CatalogEntry, FileRole, Kind
 from kubepki.errors import (
     ConfigError,
+    InvalidTimeError,
     KubeconfigError,
     KubepkiError,
     NodeError,
     ParseError,
     RenewalError,
     SignerError,
+    StalePlanError,
+    os_reason,
 )
 from kubepki.node import (
     RENEWAL_JOURNAL_NAME,
     RENEWAL_STAGED_SUFFIX,
+    LocalFS,
     LocalPaths,
     Node,
     NodeFS,
@@ -104,6 +108,7 @@ from kubepki.versions import KubeVersion, describe_version
 
 __all__ = [
     "CRASH_ENV",
+    "DEFAULT_MAX_PLAN_AGE",
     "JOURNAL_NAME",
     "REASONS",
     "STAGED_SUFFIX",
@@ -132,6 +137,11 @@ STAGED_SUFFIX = RENEWAL_STAGED_SUFFIX
 #: Test hook: ``KUBEPKI_TEST_CRASH_AT=N`` makes a renewing (or restoring) process
 #: SIGKILL itself at its Nth write checkpoint (crash tests; never set it otherwise).
 CRASH_ENV = _CRASH_ENV
+
+#: How far behind the real clock a plan's time (``now``) may be when it is applied: its
+#: certificates start at ``now`` minus 5 minutes, so an older plan back-dates them by its
+#: age and shortens them as much (``apply_renewal(max_plan_age=)``, ``--max-plan-age``).
+DEFAULT_MAX_PLAN_AGE = dt.timedelta(hours=1)
 
 _MAX_FILE = 1 << 20
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -174,6 +184,8 @@ REASONS: Mapping[str, tuple[bool, str]] = {
                                "a missing node SAN): renewing would copy them; reissue it from the rules, or "
                                "keep_attributes to copy them anyway."),
     "check-failed": (True, "A signed certificate handed back failed a check (key, signer, attributes, time)."),
+    "aliased": (True, "A file it writes is also another file the catalog names (a symlink or a hard link "
+                      "between them): writing one would overwrite the other; make them separate files."),
 }
 
 
@@ -595,6 +607,41 @@ class _SignerInfo:
         return _catalog.get(self.name).path.removesuffix(".crt")
 
 
+
+def _read_regular(fs: NodeFS, path: PurePosixPath) -> bytes | None:
+    """The bytes of the regular file at ``path``, None when absent; NodeError otherwise.
+
+    One open, non-blocking, then fstat (``NodeFS.read_file``): a FIFO put where a file was
+    expected is reported, never read (a plain read blocks until a writer comes).
+    """
+    found = fs.read_file(path, limit=_MAX_FILE)
+    if found is None:
+        return None
+    st, _link, data = found
+    if not st.is_file:
+        raise NodeError(f"{path} is not a regular file", path=str(path))
+    if data is None or len(data) > _MAX_FILE:
+        raise NodeError(f"{path} is too large ({st.size} bytes)", path=str(path))
+    return data
+
+
+def _planned_file(fs: NodeFS, path: PurePosixPath, role: PlannedFileRole, default_mode: int) -> PlannedFile:
+    """What :meth:`_Reader.planned_file` returns; apply recomputes it to see a mode or owner changed."""
+    if role is PlannedFileRole.SYMLINK:
+        # The link itself is replaced (kubelet-client-current.pem, a symlink by design): never
+        # resolved, so a dangling or looping link is simply replaced.
+        st = fs.stat(path, follow=False)
+        target = path
+    else:
+        target = fs.resolve(path)
+        st = fs.stat(path)
+    if st is None:
+        return PlannedFile(path=str(path), target=str(target), role=role, mode=default_mode,
+                           uid=None, gid=None, exists=False)
+    return PlannedFile(path=str(path), target=str(target), role=role, mode=st.mode,
+                       uid=st.uid, gid=st.gid, exists=True)
+
+
 class _Reader:
     """Reads node files once, recording each one's SHA-256 for the plan's ``inputs``."""
 
@@ -606,32 +653,20 @@ class _Reader:
         self._signers: dict[str, _SignerInfo] = {}
 
     def read(self, path: PurePosixPath) -> bytes | None:
-        """The bytes at ``path``, None when absent; NodeError when unreadable."""
+        """The bytes at ``path``, None when absent; NodeError when unreadable or not a regular file."""
         key = str(path)
         if key not in self._data:
-            st = self.node.fs.stat(path)
-            if st is None:
-                data = None
-            elif not st.is_file:
-                raise NodeError(f"{path} is not a regular file", path=key)
-            else:
-                data = self.node.fs.read_bytes(path, limit=_MAX_FILE)
-                if len(data) > _MAX_FILE:
-                    raise NodeError(f"{path} is too large ({st.size} bytes)", path=key)
+            data = _read_regular(self.node.fs, path)
             self._data[key] = data
             self.inputs[key] = hashlib.sha256(data).hexdigest() if data is not None else None
         return self._data[key]
 
     def planned_file(self, path: PurePosixPath, role: PlannedFileRole, default_mode: int) -> PlannedFile:
-        """Where writing ``path`` lands and the mode/owner it keeps (kubeadm's mode when new)."""
-        fs = self.node.fs
-        target = fs.resolve(path)
-        st = fs.stat(path)
-        if st is None:
-            return PlannedFile(path=str(path), target=str(target), role=role, mode=default_mode,
-                               uid=None, gid=None, exists=False)
-        return PlannedFile(path=str(path), target=str(target), role=role, mode=st.mode,
-                           uid=st.uid, gid=st.gid, exists=True)
+        """Where writing ``path`` lands and the mode/owner it keeps (kubeadm's mode when new).
+
+        Raises :class:`NodeError` when ``path`` cannot be resolved (a symlink loop).
+        """
+        return _planned_file(self.node.fs, path, role, default_mode)
 
     def signer(self, name: str) -> _SignerInfo:
         if name not in self._signers:
@@ -791,7 +826,7 @@ def plan_renewal(
                        expiring_within=expiring_within, recreate_missing=recreate_missing,
                        reissue=reissue, keep_attributes=keep_attributes,
                        selected=[e.name for e in entries])
-    steps = tuple(ctx.step(e) for e in entries)
+    steps = _refuse_aliases(n, [ctx.step(e) for e in entries])
     notes = list(ctx.notes)
     if span > _RECOMMENDED_MAX_VALIDITY:
         notes.append(f"validity {span} is more than kubeadm's recommended maximum (8760h); "
@@ -801,8 +836,12 @@ def plan_renewal(
                      "certificate itself (kubelet.conf names kubelet-client-current.pem); see `kubepki check`")
     pending = _lexists(n.fs, _journal(n))
     if pending:
-        notes.append("an interrupted renewal left a journal: applying completes it first, "
-                     "then refuses this plan if that changed its files (plan again)")
+        journal = n.fs.stat(_journal(n), follow=False)
+        if journal is not None and not journal.is_file:
+            notes.append(f"{_journal(n)} is not a regular file: applying refuses until it is removed")
+        else:
+            notes.append("an interrupted renewal left a journal: applying completes it first, "
+                         "then refuses this plan if that changed its files (plan again)")
     return RenewalPlan(
         node=n, root=str(n.root), node_name=profile.name,
         kubernetes_version=str(profile.kubernetes_version), now=when,
@@ -811,6 +850,70 @@ def plan_renewal(
         validity_source=source, key_algorithm=key_algorithm, steps=steps,
         inputs=tuple(sorted(reader.inputs.items())), pending_journal=pending, notes=tuple(notes),
     )
+
+
+def _refuse_aliases(node: Node, steps: Sequence[PlanStep]) -> tuple[PlanStep, ...]:
+    """``steps``, those writing a file that is also another catalog file or another step's refused.
+
+    Two names are one file when they resolve to the same path inside the root (a
+    symlink, ``super-admin.conf -> admin.conf``) or share device and inode (a hard
+    link). Writing both in one commit would stage one file twice; writing one
+    silently replaces the other. ``kubelet-client-current.pem`` stays a symlink by
+    design: a step replacing that link itself (``PlannedFileRole.SYMLINK``) writes
+    no file through it and is not compared.
+    """
+    aliases = _Aliases(node.fs, {s.name for s in steps if s.writes})
+    for step in steps:
+        for f in step.files if step.writes else ():
+            if f.role is not PlannedFileRole.SYMLINK:
+                aliases.claim(step.name, PurePosixPath(f.path), writes=True)
+    for entry in node.profile.entries():
+        for cf in entry.files:
+            try:
+                path = node.path_of(entry, cf.role)
+            except KubepkiError:
+                continue
+            aliases.claim(entry.name, path, writes=False)
+    clashes = aliases.clashes
+    return tuple(
+        attrs.evolve(s, action=Action.SKIP, reason="aliased",
+                     message="; ".join(dict.fromkeys(clashes[s.name])) + ": the catalog's items are separate "
+                             "files, and writing one would change or unlink the other; make them separate, then renew")
+        if s.name in clashes else s
+        for s in steps
+    )
+
+
+class _Aliases:
+    """Which item first named each file (by resolved path, and by device and inode)."""
+
+    def __init__(self, fs: NodeFS, writing: set[str]) -> None:
+        self.fs = fs
+        self.writing = writing
+        self.owners: dict[tuple[object, ...], tuple[str, str]] = {}
+        #: item -> "<its path> and <other path> (<other item>) are one file (how)"
+        self.clashes: dict[str, list[str]] = {}
+
+    def claim(self, name: str, path: PurePosixPath, *, writes: bool) -> None:
+        """Record that ``name`` names ``path``; a clash when another name or path already named that file."""
+        try:
+            keys: list[tuple[object, ...]] = [("path", str(self.fs.resolve(path)))]
+            st = self.fs.stat(path)
+        except NodeError:
+            return  # unresolvable: the item itself is reported unusable
+        if st is not None and st.ino is not None:
+            keys.append(("inode", st.dev, st.ino))
+        for key in keys:
+            other_name, other_path = self.owners.setdefault(key, (name, str(path)))
+            if (other_name, other_path) == (name, str(path)) or (other_name == name and not writes):
+                continue
+            how = "a hard link" if key[0] == "inode" else "a symlink"
+            if writes:
+                self.clashes.setdefault(name, []).append(f"{path} and {other_path} ({other_name}) are one file ({how})")
+            if other_name in self.writing:
+                self.clashes.setdefault(other_name, []).append(
+                    f"{other_path} and {path} ({name}) are one file ({how})")
+            return
 
 
 @attrs.define
@@ -823,6 +926,8 @@ class _Existing:
     problem: str | None = None  # why it is unusable
     missing: bool = False
     notes: list[str] = attrs.Factory(list)
+    #: True when where the item's files are cannot be told (a symlink loop): nothing may be written.
+    unresolvable: bool = False
 
 
 class _PlanContext:
@@ -859,9 +964,14 @@ class _PlanContext:
     # -- the existing item ------------------------------------------------------------
 
     def existing(self, entry: CatalogEntry) -> _Existing:
-        if entry.kind is Kind.KUBECONFIG:
-            return self._existing_kubeconfig(entry)
-        return self._existing_pair(entry)
+        """The item as it is; a path that cannot be resolved makes it unusable, never an exception."""
+        try:
+            if entry.kind is Kind.KUBECONFIG:
+                return self._existing_kubeconfig(entry)
+            return self._existing_pair(entry)
+        except NodeError as exc:
+            # e.g. a symlink loop: reported for this item alone, as any unreadable file is.
+            return _Existing(problem=exc.message, unresolvable=True)
 
     def _pair_files(self, cert_path: PurePosixPath, key_path: PurePosixPath,
                     entry: CatalogEntry | None) -> list[PlannedFile]:
@@ -908,14 +1018,12 @@ class _PlanContext:
 
     def _existing_kubeconfig(self, entry: CatalogEntry) -> _Existing:  # noqa: C901, PLR0912  -- one case per kubeconfig credential layout
         path = self.node.path_of(entry)
-        out = _Existing()
+        out = _Existing(files=[self.reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)])
         try:
             data = self.reader.read(path)
         except NodeError as exc:
             out.problem = exc.message
-            out.files = [self.reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)]
             return out
-        out.files = [self.reader.planned_file(path, PlannedFileRole.KUBECONFIG, 0o600)]
         if data is None:
             out.missing = True
             return out
@@ -1016,6 +1124,9 @@ class _PlanContext:
 
     def without_existing(self, entry: CatalogEntry, existing: _Existing, base: PlanStep) -> PlanStep | None:
         """The step when the existing certificate is not renewed: reissued, missing, unusable."""
+        if existing.unresolvable:
+            return attrs.evolve(base, reason="unusable",
+                                message=f"{existing.problem}; fix the path by hand (nothing is written there)")
         if self.reissue and not existing.missing and existing.problem is None and entry.subject is not None:
             return self.recreate(entry, existing, base)
         if existing.missing or existing.problem is not None:
@@ -1328,6 +1439,8 @@ def apply_renewal(
     workers: int | None = None,
     now: dt.datetime | None = None,
     backup_on_node: bool | None = None,
+    force_invalid_times: bool = False,
+    max_plan_age: dt.timedelta | None = DEFAULT_MAX_PLAN_AGE,
 ) -> RenewalResult:
     """Carry out ``plan``: back up, then write every step's files crash-safely.
 
@@ -1341,13 +1454,24 @@ def apply_renewal(
     ``workers`` threads (default: one per CPU). ``now`` is only the result's
     ``finished_at`` clock; certificate times are the plan's.
 
+    Times are judged by the real clock, never by ``now`` nor the plan's ``now``:
+    a plan whose time is more than ``max_plan_age`` behind it (default
+    :data:`DEFAULT_MAX_PLAN_AGE`; None for no limit) raises
+    :class:`~kubepki.StalePlanError`, and certificates that would be expired or
+    not yet valid raise :class:`~kubepki.InvalidTimeError`; nothing is written
+    then. ``force_invalid_times`` writes the plan's times whatever the real clock
+    says (both checks off: a plan made with ``now=`` on purpose).
+
     Raises :class:`~kubepki.RenewalError` when the node changed since the plan
-    was made, :class:`~kubepki.SignerError` when a CA key no longer matches,
+    was made (content, mode, owner, where a path leads),
+    :class:`~kubepki.SignerError` when a CA key no longer matches,
     :class:`~kubepki.BackupError` when the backup fails (nothing is written then).
     Refused steps are not applied and are listed in the result's ``skipped``.
     """
     if take_backup and backup_dir is None:
         raise ConfigError("backup_dir is required (or pass take_backup=False)")
+    if max_plan_age is not None and (not isinstance(max_plan_age, dt.timedelta) or max_plan_age < dt.timedelta(0)):
+        raise ConfigError(f"max_plan_age must be a non-negative timedelta or None, not {max_plan_age!r}")
     node = plan.node
     with node_lock(node, wait=wait):
         resumed = _roll_forward(node)
@@ -1360,9 +1484,52 @@ def apply_renewal(
                 f"the node changed since the plan was made ({', '.join(changed[:3])}{more}"
                 f"{first}); plan again", path=changed[0],
             )
+        _check_times(plan, force_invalid_times=force_invalid_times, max_plan_age=max_plan_age)
         return _execute(plan, {}, backup_dir=backup_dir if take_backup else None,
                         workers=workers, now=now, resumed=resumed,
                         backup_on_node=_on_node(node, backup_on_node))
+
+
+def _check_times(plan: RenewalPlan, *, force_invalid_times: bool, max_plan_age: dt.timedelta | None) -> None:
+    """Refuse a plan too old for the real clock, or certificates not valid at it (unless forced)."""
+    real = _utc(None)  # the real clock: the plan's now= may be anything
+    if not plan.work or force_invalid_times:
+        return
+    if max_plan_age is not None and real - plan.now > max_plan_age:
+        raise StalePlanError(
+            f"the plan's time {iso(plan.now)} is {_age(real - plan.now)} behind the real clock "
+            f"({iso(real)}), more than the maximum of {_age(max_plan_age)}: its certificates would "
+            "be back-dated by that much and end that much sooner; plan again (or raise max_plan_age "
+            "or force it: force_invalid_times, --max-plan-age, --force-invalid-times)",
+        )
+    bad = [(step.name, why) for step in plan.work
+           if (why := _invalid_at(step.new_not_before, step.new_not_after, real))]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        shown = "; ".join(f"{name} ({why})" for name, why in bad[:3])
+        raise InvalidTimeError(
+            f"refusing to write certificates that are not valid at the real time {iso(real)}: "
+            f"{shown}{more} (the plan's time is {iso(plan.now)}); plan with the real time, or "
+            "force it (force_invalid_times, --force-invalid-times)", name=bad[0][0],
+        )
+
+
+def _invalid_at(not_before: dt.datetime | None, not_after: dt.datetime | None, when: dt.datetime) -> str:
+    """Why a certificate with these times is not valid at ``when`` (empty when it is)."""
+    if not_after is not None and not_after <= when:
+        return f"expired on {iso(not_after)}"
+    if not_before is not None and not_before > when:
+        return f"valid only from {iso(not_before)}"
+    return ""
+
+
+def _age(span: dt.timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds // 60} minutes" if seconds >= 60 else f"{seconds} seconds"
 
 
 def _on_node(node: Node, backup_on_node: bool | None) -> bool:
@@ -1372,19 +1539,50 @@ def _on_node(node: Node, backup_on_node: bool | None) -> bool:
 
 
 def _changed_inputs(node: Node, plan: RenewalPlan) -> list[str]:
+    """The plan's inputs whose content changed, then the files it writes whose mode, owner or target did.
+
+    A mode or owner set after planning is a change like any other: applying would
+    otherwise put the plan's back (each file keeps the mode and owner it had).
+    """
     out = []
     for path, digest in plan.inputs:
-        p = PurePosixPath(path)
         try:
-            st = node.fs.stat(p)
-            data = node.fs.read_bytes(p, limit=_MAX_FILE) if st is not None and st.is_file else None
+            data = _read_regular(node.fs, PurePosixPath(path))
         except NodeError:
             out.append(path)
             continue
         now_digest = hashlib.sha256(data).hexdigest() if data is not None else None
         if now_digest != digest:
             out.append(path)
+    for step in plan.work:
+        for f in step.files:
+            if f.path in out:
+                continue
+            try:
+                now = _planned_file(node.fs, PurePosixPath(f.path), f.role, f.mode)
+            except NodeError:
+                out.append(f.path)
+                continue
+            what = _file_change(f, now)
+            if what:
+                out.append(f"{f.path} ({what})")
     return out
+
+
+def _file_change(was: PlannedFile, now: PlannedFile) -> str:
+    """How a file to write differs from when it was planned (empty when it does not)."""
+    if was.exists != now.exists:
+        return "created" if now.exists else "removed"
+    if was.target != now.target:
+        return f"now leads to {now.target}"
+    if not was.exists:
+        return ""
+    changes = []
+    if was.mode != now.mode:
+        changes.append(f"mode {was.mode:04o} -> {now.mode:04o}")
+    if (was.uid, was.gid) != (now.uid, now.gid):
+        changes.append(f"owner {was.uid}:{was.gid} -> {now.uid}:{now.gid}")
+    return ", ".join(changes)
 
 
 @attrs.frozen
@@ -1574,6 +1772,12 @@ def _commit(node: Node, groups: Sequence[_Group], *, started: dt.datetime) -> No
     """Stage every file, commit the journal, rename, drop the journal."""
     fs = node.fs
     journal = _journal(node)
+    targets = [w.target for g in groups for w in g.writes]
+    if len(set(targets)) != len(targets):
+        # Two writes of one file would share a staged name: the second rename would fail
+        # after the first put the wrong content in place. Planning refuses aliases first.
+        twice = sorted({str(t) for t in targets if targets.count(t) > 1})
+        raise RenewalError(f"refusing to write {', '.join(twice)} twice in one renewal; plan again")
     dirs = {w.target.parent for g in groups for w in g.writes}
     for d in sorted(dirs):
         # e.g. /var/lib/kubelet/pki on a node whose kubelet never ran
@@ -1631,23 +1835,21 @@ def _lexists(fs: NodeFS, path: PurePosixPath) -> bool:
     return fs.stat(path, follow=False) is not None
 
 
-def _roll_forward(node: Node) -> list[str]:  # noqa: C901  -- the journal's recovery cases, in commit order
-    """Complete (or, before its commit, discard) an interrupted run; the names it completed."""
-    from kubepki.backups import resume_restore  # an interrupted restore is finished first
+def _load_journal(fs: NodeFS, journal: PurePosixPath) -> tuple[str, list[_Group]] | None:
+    """The state and groups of the journal at ``journal``; None when there is none.
 
-    resume_restore(node, lock_held=True)
-    fs = node.fs
-    journal = _journal(node)
-    # A journal write interrupted inside write_atomic leaves its temporary file.
-    for name in fs.listdir(journal.parent):
-        if fnmatch.fnmatchcase(name, f".{JOURNAL_NAME}.kubepki-*.tmp"):
-            _remove(fs, journal.parent / name)
+    Raises :class:`RenewalError` when it is not a regular file (never opened then), is
+    damaged, or names files it must not (a staged name that is not its target's, a
+    target twice).
+    """
     try:
         if not _lexists(fs, journal):
-            return []
-        raw = fs.read_bytes(journal, limit=_MAX_FILE)
+            return None
+        raw = _read_regular(fs, journal) or b""
     except NodeError as exc:
-        raise RenewalError(f"cannot read the renewal journal {journal}: {exc.message}") from None
+        # a FIFO or a directory there is reported, never opened for a blocking read
+        raise RenewalError(f"cannot read the renewal journal: {exc.message}; remove it "
+                           "if no renewal was interrupted", path=str(journal)) from None
     try:
         doc = json.loads(raw)
         state = doc["state"]
@@ -1664,6 +1866,29 @@ def _roll_forward(node: Node) -> list[str]:  # noqa: C901  -- the journal's reco
                            "before the renewal, then delete the journal") from None
     if staged_names != listed:
         raise RenewalError(f"the renewal journal {journal} names unexpected files; refusing")
+    targets = [w.target for g in groups for w in g.writes]
+    if len(set(targets)) != len(targets):
+        twice = sorted({str(t) for t in targets if targets.count(t) > 1})
+        raise RenewalError(f"the renewal journal {journal} names {', '.join(twice)} more than once; "
+                           "refusing (restore the backup taken before the renewal)")
+    return state, groups
+
+
+def _roll_forward(node: Node) -> list[str]:
+    """Complete (or, before its commit, discard) an interrupted run; the names it completed."""
+    from kubepki.backups import resume_restore  # an interrupted restore is finished first
+
+    resume_restore(node, lock_held=True)
+    fs = node.fs
+    journal = _journal(node)
+    # A journal write interrupted inside write_atomic leaves its temporary file.
+    for name in fs.listdir(journal.parent):
+        if fnmatch.fnmatchcase(name, f".{JOURNAL_NAME}.kubepki-*.tmp"):
+            _remove(fs, journal.parent / name)
+    loaded = _load_journal(fs, journal)
+    if loaded is None:
+        return []
+    state, groups = loaded
     if state == "staging":
         _discard_staged(fs, groups)
         _remove(fs, journal)
@@ -1675,6 +1900,8 @@ def _roll_forward(node: Node) -> list[str]:  # noqa: C901  -- the journal's reco
         pending = [w for w in g.writes if _lexists(fs, _staged(w.target))]
         if not pending:
             continue  # this item was complete before the interruption
+        for w in pending:
+            _check_staged_type(fs, w)
         _verify_group(fs, g)
         for w in pending:
             fs.rename(_staged(w.target), w.target)
@@ -1686,15 +1913,34 @@ def _roll_forward(node: Node) -> list[str]:  # noqa: C901  -- the journal's reco
     return completed
 
 
+def _check_staged_type(fs: NodeFS, w: _Write) -> None:
+    """A staged file left by an interrupted run is what its role stages (a file, or a symlink).
+
+    Anything else (a FIFO, a directory) is never opened nor renamed into place.
+    """
+    staged = _staged(w.target)
+    st = fs.stat(staged, follow=False)
+    if st is None:
+        return
+    wanted = st.is_symlink if w.role is PlannedFileRole.SYMLINK else (st.is_file and not st.is_symlink)
+    if not wanted:
+        kind = "a symlink" if w.role is PlannedFileRole.SYMLINK else "a regular file"
+        raise RenewalError(f"cannot complete the interrupted renewal: {staged} is not {kind}; "
+                           "restore the backup taken before it", path=str(staged))
+
+
 def _current(fs: NodeFS, target: PurePosixPath) -> bytes | None:
-    """What ``target`` will hold once the renames are done: the staged file, else the file."""
+    """What ``target`` will hold once the renames are done: the staged file, else the file.
+
+    None when that is unreadable or not a regular file (never opened then).
+    """
     for path in (_staged(target), target):
         try:
-            return fs.read_bytes(path, limit=_MAX_FILE)
-        except NodeError as exc:
-            if exc.errno == errno.ENOENT:
-                continue
+            data = _read_regular(fs, path)
+        except NodeError:
             return None
+        if data is not None:
+            return data
     return None
 
 
@@ -1783,7 +2029,11 @@ def switch_kubelet_conf(
     entry = _catalog.get("kubelet.conf")
     base = PlanStep(name=entry.name, kind=entry.kind, action=Action.SKIP,
                     long_name=entry.long_name, signer="ca")
-    step = _switch_step(ctx, entry, base)
+    try:
+        step = _switch_step(ctx, entry, base)
+    except NodeError as exc:  # a path that cannot be resolved (a symlink loop): this item is unusable
+        step = attrs.evolve(base, reason="unusable", message=exc.message)
+    (step,) = _refuse_aliases(n, [step])
     return RenewalPlan(
         node=n, root=str(n.root), node_name=profile.name,
         kubernetes_version=str(profile.kubernetes_version), now=when,
@@ -1829,7 +2079,8 @@ def plan_recovery(
             "as kubeadm's docs do) and put that file at this node's /etc/kubernetes/kubelet.conf")),)
     inputs = dict(full.inputs)
     inputs.update(kubelet.inputs)
-    return attrs.evolve(full, steps=full.steps + extra, inputs=tuple(sorted(inputs.items())), notes=tuple(notes))
+    return attrs.evolve(full, steps=_refuse_aliases(n, full.steps + extra), inputs=tuple(sorted(inputs.items())),
+                        notes=tuple(notes))
 
 
 def _switch_step(ctx: _PlanContext, entry: CatalogEntry, base: PlanStep) -> PlanStep:
@@ -2030,11 +2281,14 @@ def create_super_admin(
     base = PlanStep(name=entry.name, kind=entry.kind, action=Action.SKIP,
                     long_name=entry.long_name, signer=entry.signer)
     existing = ctx.existing(entry)
-    if not existing.missing:
+    if existing.unresolvable:
+        step = attrs.evolve(base, reason="unusable", message=f"{existing.problem}; fix the path by hand")
+    elif not existing.missing:
         step = attrs.evolve(base, reason="exists", files=tuple(existing.files),
                             message=f"{existing.files[0].path} exists; renew it instead")
     else:
         step = ctx.recreate(entry, existing, base, action=Action.CREATE)
+    (step,) = _refuse_aliases(n, [step])
     return RenewalPlan(
         node=n, root=str(n.root), node_name=profile.name,
         kubernetes_version=str(profile.kubernetes_version), now=when,
@@ -2054,6 +2308,7 @@ def issue_kubeconfig(
     server: str | None = None,
     key_algorithm: str | None = None,
     cluster_name: str | None = None,
+    force_invalid_times: bool = False,
 ) -> bytes:
     """A kubeconfig for ``client_name`` in groups ``orgs``, signed by the node's ``ca``.
 
@@ -2062,7 +2317,9 @@ def issue_kubeconfig(
     defaults to ``controlPlaneEndpoint`` (else the node's other kubeconfigs);
     ``validity`` to the config's, else 365 days, clamped to the CA's NotAfter.
     Nothing is written on the node. Raises :class:`~kubepki.SignerError` when
-    ``ca.key`` is absent or does not match ``ca.crt``.
+    ``ca.key`` is absent or does not match ``ca.crt``, and
+    :class:`~kubepki.InvalidTimeError` when the certificate (from ``now``) would not be
+    valid at the real time, unless ``force_invalid_times``.
     """
     if not client_name:
         raise ConfigError("client_name must not be empty")
@@ -2081,6 +2338,12 @@ def issue_kubeconfig(
     if isinstance(times, str):
         raise SignerError(times, name="ca")
     nb, na, _clamped = times
+    real = _utc(None)
+    why = _invalid_at(nb, na, real)
+    if why and not force_invalid_times:
+        raise InvalidTimeError(f"refusing to issue a certificate that is not valid at the real time "
+                               f"{iso(real)}: it would be {why} (now={iso(when)}); force it with "
+                               "force_invalid_times (--force-invalid-times)", name=client_name)
     if server is None:
         server, found_cluster, _note = _kubeconfig_target(_catalog.get("admin.conf"), profile, reader)
         cluster_name = cluster_name or found_cluster
@@ -2151,9 +2414,11 @@ def write_csrs(
                                "Use another directory or remove it", name=entry.name)
         jobs.append((entry, template, algo))
     try:
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NodeError(f"cannot create {out}: {exc.strerror}", path=str(out)) from None
+        # Through makedirs, each directory made gets its mode by chmod: Path.mkdir(parents=True)
+        # gives the parents 0777 minus the umask (0777 under umask 000) and the keys go inside.
+        makedirs(LocalFS("/"), PurePosixPath(out.absolute()), mode_for=lambda _d: 0o700)
+    except NodeError as exc:
+        raise NodeError(f"cannot create {out}: {exc.message}", path=str(out)) from None
     count = workers if workers is not None else (os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=max(1, min(count, len(jobs) or 1))) as pool:
         keys = list(pool.map(lambda job: issuing.generate_key(job[2]), jobs))
@@ -2175,13 +2440,15 @@ def install_signed(
     take_backup: bool = True,
     backup_dir: str | os.PathLike[str] | None = None,
     wait: float = 0.0,
+    force_invalid_times: bool = False,
 ) -> RenewalResult:
     """Install the ``<name>.crt`` + ``<name>.key`` pairs found in ``in_dir``.
 
     Each pair is checked before anything is written: the certificate matches the
     key, was issued by the CA the catalog names (as found on the node), carries
     the expected CN, O, SANs and usages (the existing certificate's, else the
-    catalog's), and is valid at ``now``. Pairs failing a check are refused
+    catalog's), and is valid at ``now`` and at the real time (unless
+    ``force_invalid_times``). Only regular files are read. Pairs failing a check are refused
     (``check-failed`` in the result's ``skipped``); the others are written as
     :func:`apply_renewal` writes (backup first, lock, journal). Kubeconfigs get
     the pair embedded and the current ``ca.crt`` re-embedded.
@@ -2207,10 +2474,11 @@ def install_signed(
         steps: list[PlanStep] = []
         materials: dict[str, _Material] = {}
         for entry in entries:
-            step, material = _install_step(ctx, entry, src)
+            step, material = _install_step(ctx, entry, src, force_invalid_times=force_invalid_times)
             steps.append(step)
             if material is not None:
                 materials[entry.name] = material
+        steps = list(_refuse_aliases(n, steps))
         plan = RenewalPlan(
             node=n, root=str(n.root), node_name=profile.name,
             kubernetes_version=str(profile.kubernetes_version), now=when,
@@ -2225,7 +2493,7 @@ def install_signed(
 
 
 def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912  -- one check per property of a handed-back certificate
-                  src: Path) -> tuple[PlanStep, _Material | None]:
+                  src: Path, *, force_invalid_times: bool = False) -> tuple[PlanStep, _Material | None]:
     base = PlanStep(name=entry.name, kind=entry.kind, action=Action.SKIP,
                     long_name=entry.long_name, signer=entry.signer)
 
@@ -2233,11 +2501,11 @@ def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912
         return attrs.evolve(base, reason="check-failed", message=f"{entry.name}: {why}"), None
 
     crt_path, key_path = src / f"{entry.name}.crt", src / f"{entry.name}.key"
-    try:
-        cert_data = crt_path.read_bytes()
-        key_data = key_path.read_bytes()
-    except OSError as exc:
-        return refuse(f"cannot read {exc.filename}: {exc.strerror}")
+    cert_data, key_data = _read_local_file(crt_path), _read_local_file(key_path)
+    if isinstance(cert_data, str):
+        return refuse(cert_data)
+    if isinstance(key_data, str):
+        return refuse(key_data)
     try:
         certs = load_certificates(cert_data, path=str(crt_path))
         key = load_private_key(key_data, path=str(key_path))
@@ -2260,6 +2528,8 @@ def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912
     except x509.ExtensionNotFound:
         pass
     expected, why, existing = _expected(ctx, entry)
+    if existing.unresolvable:
+        return refuse(f"{existing.problem}; fix the path by hand")
     if expected is None:
         return refuse(f"the expected attributes are unknown: {why}")
     got = LeafTemplate.from_certificate(cert)
@@ -2270,6 +2540,10 @@ def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912
         return refuse(f"expired on {iso(cert.not_valid_after_utc)}")
     if cert.not_valid_before_utc > ctx.now + issuing.BACKDATE:
         return refuse(f"valid only from {iso(cert.not_valid_before_utc)}")
+    real = _utc(None)
+    why = _invalid_at(cert.not_valid_before_utc, cert.not_valid_after_utc, real)
+    if why and not force_invalid_times:
+        return refuse(f"not valid at the real time {iso(real)}: {why} (--force-invalid-times installs it anyway)")
     files = list(existing.files)
     kubeconfig = existing.kubeconfig
     if entry.kind is Kind.KUBECONFIG and (kubeconfig is None or existing.problem is not None):
@@ -2293,3 +2567,31 @@ def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912
         kubeconfig=kubeconfig,
     )
     return step, _Material(cert_pem=cert_pem, key_pem=key_pem)
+
+
+def _read_local_file(path: Path) -> bytes | str:
+    """The bytes of the regular file ``path`` of this machine, or why it cannot be used.
+
+    Opened non-blocking and checked with fstat before reading: a FIFO handed back in
+    place of a certificate is refused, never read (a plain read would wait for a writer).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        return f"cannot read {path}: {os_reason(exc)}"
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            return f"{path} is not a regular file"
+        data = os.read(fd, _MAX_FILE + 1)
+        chunks = [data]
+        while data and sum(map(len, chunks)) <= _MAX_FILE:
+            data = os.read(fd, _MAX_FILE + 1)
+            chunks.append(data)
+    except OSError as exc:
+        return f"cannot read {path}: {os_reason(exc)}"
+    finally:
+        os.close(fd)
+    out = b"".join(chunks)
+    return out if len(out) <= _MAX_FILE else f"{path} is larger than {_MAX_FILE} bytes"
