@@ -34,6 +34,7 @@ from tests.test_ssh import Connector, connect, fleet, known_hosts  # noqa: F401 
 WHEN = dt.datetime(2026, 11, 28, 12, tzinfo=dt.timezone.utc)
 ROLES = (NodeRole.CONTROL_PLANE, NodeRole.WORKER, NodeRole.ETCD)
 FILE_RULE_IDS = {i for i in IDS if i.startswith(("1.1.", "4.1."))}
+MANIFESTS = "/etc/kubernetes/manifests"
 
 
 def _demo(tmp_path: Path, role: NodeRole = NodeRole.CONTROL_PLANE) -> Path:
@@ -222,23 +223,33 @@ def test_a_writable_directory_above_a_key_is_reported(mode: int, tmp_path: Path)
 
 
 def test_the_etcd_data_directory(tmp_path: Path) -> None:
-    """1.1.11: /var/lib/etcd (the manifest's --data-dir) 0755 fails, 0700 passes. 1.1.12: without an etcd
-    user (kubeadm's etcd runs as root) root:root is a WARN with no finding; with one, root:root fails and
-    etcd:etcd passes."""
+    """1.1.11: /var/lib/etcd (the manifest's --data-dir) 0755 fails, 0700 passes. 1.1.12: kubeadm's etcd runs
+    as root, so root:root is a WARN with no finding even when the node has an etcd user (the real-cluster
+    harness's host has one); another owner is a finding. With runAsUser/runAsGroup in the manifest, root:root
+    fails and that owner (etcd:etcd by /etc/passwd) passes."""
     root = _demo(tmp_path)
     data = _p(root, "/var/lib/etcd")
     data.mkdir(parents=True)
     data.chmod(0o755)
+    etc = _p(root, "/etc")
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\netcd:x:915:916::/var/lib/etcd:/bin/false\n")
+    (etc / "group").write_text("root:x:0:\netcd:x:917:\n")
     inv, report = _cis(root)
     assert report["1.1.11"].verdict is Verdict.FAIL and [f.severity for f in _findings(inv, "1.1.11")] == [
         Severity.ERROR]
     assert report["1.1.12"].verdict is Verdict.WARN and _findings(inv, "1.1.12") == []
+    assert "etcd runs as root" in report["1.1.12"].notes[0]
     data.chmod(0o700)
     inv, report = _cis(root)
     assert report["1.1.11"].verdict is Verdict.PASS and _findings(inv, "1.1.11") == []
-    etc = _p(root, "/etc")
-    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\netcd:x:915:916::/var/lib/etcd:/bin/false\n")
-    (etc / "group").write_text("root:x:0:\netcd:x:917:\n")
+    assert kubepki.cli.exit_status(inv) == 0  # the real-cluster node: kubeadm's data dir, the host's etcd user
+    os.chown(data, 915, 917)  # owned by a user etcd does not run as
+    inv, report = _cis(root)
+    assert report["1.1.12"].verdict is Verdict.FAIL
+    assert "chown root:root /var/lib/etcd" in _findings(inv, "1.1.12")[0].message
+    os.chown(data, 0, 0)
+    _edit(_p(root, f"{MANIFESTS}/etcd.yaml"), "  securityContext:\n",
+          "  securityContext:\n    runAsUser: 915\n    runAsGroup: 917\n")
     inv, report = _cis(root)
     assert report["1.1.12"].verdict is Verdict.FAIL
     assert "chown etcd:etcd /var/lib/etcd" in _findings(inv, "1.1.12")[0].message
@@ -256,7 +267,6 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
-MANIFESTS = "/etc/kubernetes/manifests"
 #: (id, manifest, the flag line kubeadm writes, the line that fails, severity, the failing flag is written)
 FLAG_CASES = [
     ("1.2.22", "kube-apiserver.yaml", "- --service-account-key-file=", "- --x-service-account-key-file=", "warning",

@@ -643,11 +643,10 @@ def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[PurePosixPath]) -> C
     notes: list[str] = []
     ctx.notes = notes
     want: tuple[int, int] | None = None
-    if rule.owner is not None:
+    if rule.owner == "etcd":
+        want = _etcd_owner(ctx, notes)
+    elif rule.owner is not None:
         want = ctx.user(rule.owner)
-        if want is None:
-            notes.append(f"there is no {rule.owner} user on this node: etcd runs as root (kubeadm's static pod), "
-                         "so root:root is what kubeadm writes; kube-bench reports FAIL here regardless")
     for target in targets:
         st = ctx.stat(target.path)
         if st is None:
@@ -661,14 +660,12 @@ def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[PurePosixPath]) -> C
                                                _mode_severity(rule, target, st), cis=rule.id)))
         if want is not None and (st.uid, st.gid) != want:
             f = attrs.evolve(f, ok=False, fix_owner=want)
+            asked = (f"{rule.owner}:{rule.owner}" if rule.owner == "root" else
+                     f"the user etcd runs as, {want[0]}:{want[1]}")
             findings.append((target.item, make(
-                "cis-file-owner", f"{target.path} is owned by {st.uid}:{st.gid}, the benchmark asks "
-                f"{rule.owner}:{rule.owner} ({want[0]}:{want[1]}); fix: chown {rule.owner}:{rule.owner} "
-                f"{target.path} (or `kubepki permissions fix --apply`)", cis=rule.id)))
-        elif want is None and rule.owner is not None and (st.uid, st.gid) != (0, 0):
-            findings.append((target.item, make(
-                "cis-file-owner", f"{target.path} is owned by {st.uid}:{st.gid}, neither {rule.owner} nor root; "
-                "chown it to the user etcd runs as", cis=rule.id)))
+                "cis-file-owner", f"{target.path} is owned by {st.uid}:{st.gid}, the benchmark asks {asked}; "
+                f"fix: chown {_owner_name(ctx, want)} {target.path} (or `kubepki permissions fix --apply`)",
+                cis=rule.id)))
         files.append(f)
         for directory in target.path.parents:
             if directory in seen_dirs:
@@ -691,12 +688,31 @@ def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[PurePosixPath]) -> C
                      "not present on this node: " + ", ".join(str(t.path) for t in targets))
     elif any(not f.ok for f in present if f.path in {str(t.path) for t in targets}):
         verdict = Verdict.FAIL if rule.scored else Verdict.WARN
-    elif any(not f.ok for f in present) or (want is None and rule.owner is not None):
-        verdict = Verdict.WARN  # the benchmark's own test passes; kubepki has a reason to look again
+    elif any(not f.ok for f in present) or (rule.owner == "etcd" and want == (0, 0)):
+        verdict = Verdict.WARN  # the benchmark's own test passes, or kubepki knows why it would not
     else:
         verdict = Verdict.PASS
     return CisResult(id=rule.id, text=rule.text, scored=rule.scored, verdict=verdict, files=tuple(files),
                      findings=tuple(findings), notes=tuple(notes))
+
+
+def _owner_name(ctx: _Ctx, ids: tuple[int, int]) -> str:
+    """``root:root``, ``etcd:etcd`` when the node's passwd names those ids so, else the numbers."""
+    if ids == (0, 0):
+        return "root:root"
+    return "etcd:etcd" if ctx.user("etcd") == ids else f"{ids[0]}:{ids[1]}"
+
+
+def _etcd_owner(ctx: _Ctx, notes: list[str]) -> tuple[int, int]:
+    """Who must own etcd's data directory: the user etcd runs as (1.1.12 says etcd:etcd, for an etcd that runs
+    as that user). kubeadm's static pod runs etcd as root unless the manifest sets runAsUser."""
+    etcd = ctx.manifest("etcd")
+    uid, gid = etcd.run_as if etcd is not None else (None, None)
+    if uid is None or uid == 0:
+        notes.append("etcd runs as root (kubeadm's static pod sets no runAsUser), so root:root is right for its "
+                     "data directory; kube-bench asks etcd:etcd and reports FAIL here regardless")
+        return (0, 0)
+    return (uid, gid if gid is not None else uid)
 
 
 def _mode_severity(rule: _FileRule, target: _Target, st: FileStat) -> Severity:

@@ -36,6 +36,9 @@ class StaticPodManifest:
     host_paths: Mapping[str, str]
     #: The 1-based line of the manifest where each flag of :attr:`flags` is written (for messages).
     flag_lines: Mapping[str, int] = attrs.field(factory=dict)
+    #: ``runAsUser`` and ``runAsGroup`` of the first container (else the pod's): None runs as the image's
+    #: user, root for kubeadm's images (kubeadm sets them only with its RootlessControlPlane gate).
+    run_as: tuple[int | None, int | None] = (None, None)
 
     @property
     def image_version(self) -> KubeVersion | None:
@@ -79,12 +82,24 @@ def parse_manifest(data: bytes, *, path: str | None = None) -> StaticPodManifest
     image = container.get("image")
     return StaticPodManifest(
         flag_lines=_flag_lines(data, flags),
+        run_as=_run_as(_map(spec.get("securityContext")), _map(container.get("securityContext"))),
         path=path,
         component=component,
         image=image if isinstance(image, str) else None,
         flags=flags,
         host_paths=host_paths,
     )
+
+
+def _run_as(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """The container's user and group ids: its own securityContext wins over the pod's (as the kubelet does)."""
+    def pick(key: str) -> int | None:
+        for ctx in (container, pod):
+            value = ctx.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+        return None
+    return pick("runAsUser"), pick("runAsGroup")
 
 
 def _flag_lines(data: bytes, flags: Mapping[str, str]) -> dict[str, int]:
