@@ -295,8 +295,14 @@ FLAG_CASES = [
 def test_flag_rule(cis_id: str, manifest: str, good: str, bad: str, severity: str,  # noqa: PLR0917
                    written: str | None, tmp_path: Path) -> None:
     """kubeadm's manifest passes (the control); the flag unset or wrong fails with a finding naming the
-    manifest (and the flag's line when it is written) and the kubeadm configuration field that sets it."""
-    root = _demo(tmp_path)
+    manifest (and the flag's line when it is written) and the kubeadm configuration field that sets it.
+    etcd's rules on a control-plane node and on an external etcd host alike."""
+    for role in (NodeRole.CONTROL_PLANE, NodeRole.ETCD) if manifest == "etcd.yaml" else (NodeRole.CONTROL_PLANE,):
+        _flag_case(cis_id, manifest, good, bad, severity, written, _demo(tmp_path, role))
+
+
+def _flag_case(cis_id: str, manifest: str, good: str, bad: str, severity: str,  # noqa: PLR0917
+               written: str | None, root: Path) -> None:
     inv, report = _cis(root)
     assert report[cis_id].verdict is Verdict.PASS and _findings(inv, cis_id) == []
     path = _p(root, f"{MANIFESTS}/{manifest}")
@@ -311,6 +317,20 @@ def test_flag_rule(cis_id: str, manifest: str, good: str, bad: str, severity: st
         assert finding.message.startswith(f"{MANIFESTS}/{manifest}:{line}: --{written}=")
     else:
         assert finding.message.startswith(f"{MANIFESTS}/{manifest} (not in the command): not set")
+
+
+def test_kubelet_certificate_authority(tmp_path: Path) -> None:
+    """1.2.5: kubeadm leaves --kubelet-certificate-authority unset: FAIL as in kube-bench, an info finding only
+    (the kubelets' self-signed serving certificates would be refused); set, it passes with no finding."""
+    root = _demo(tmp_path)
+    inv, report = _cis(root)
+    assert report["1.2.5"].verdict is Verdict.FAIL and _findings(inv, "1.2.5") == []
+    [(item, finding)] = report["1.2.5"].findings
+    assert (item, finding.severity) == ("apiserver", Severity.INFO) and "serverTLSBootstrap" in finding.message
+    _edit(_p(root, f"{MANIFESTS}/kube-apiserver.yaml"), "- --client-ca-file=",
+          "- --kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt\n    - --client-ca-file=")
+    _inv, report = _cis(root)
+    assert report["1.2.5"].verdict is Verdict.PASS and report["1.2.5"].findings == ()
 
 
 def test_cipher_suites_and_feature_gates(tmp_path: Path) -> None:
@@ -568,6 +588,27 @@ def test_hostile_passwd_and_manifests_give_findings_not_tracebacks(passwd: bytes
     _inv, report = _cis(root)
     assert {r.id for r in report.results} >= {"1.1.12", "2.2"}
     assert all(r.verdict in Verdict for r in report.results)
+
+
+@settings(max_examples=60, deadline=None)
+@given(record=st.one_of(st.binary(max_size=300), st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(
+        ["kind", "changes", "path", "target", "cis", "mode_before", "mode_after", "owner_before", "owner_after"]),
+        inner, max_size=9)), max_leaves=12).map(lambda d: json.dumps(
+            {"kind": "kubepki-permissions-undo", "changes": [d]}).encode())))
+def test_hostile_undo_records_are_refused_cleanly(record: bytes, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Any bytes, and any JSON shaped almost like a record, at the undo record's path: a plan, or a
+    ConfigError; never another exception."""
+    root = _hostile_root(tmp_path_factory)
+    path = _p(root, "/var/backups/kubepki/hostile.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(record)
+    try:
+        plan = plan_permissions_undo(root, "/var/backups/kubepki/hostile.json")
+    except ConfigError:
+        return
+    assert plan.restore and all(c.target.startswith("/") for c in plan.changes)
 
 
 _HOSTILE_ROOTS: dict[str, Path] = {}
