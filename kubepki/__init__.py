@@ -38,6 +38,7 @@ from kubepki.errors import (
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki import catalog, testing
+    from kubepki.autorenew import AutoRenewResult, auto_renew
     from kubepki.backups import (
         BackupInfo,
         BackupMember,
@@ -125,6 +126,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 
 #: Lazily loaded public names: name -> module that defines it.
 _LAZY: dict[str, str] = {
+    "AutoRenewResult": "kubepki.autorenew._autorenew",
+    "auto_renew": "kubepki.autorenew._autorenew",
     "BackupInfo": "kubepki.backups._backups",
     "BackupMember": "kubepki.backups._backups",
     "CatalogEntry": "kubepki.catalog",
@@ -210,12 +213,13 @@ _SUBMODULES: dict[str, str] = {
     "testing": "kubepki.testing",
     "timeline": "kubepki.inspection.timeline",
     **{name: f"kubepki.{name}" for name in (
-        "backups", "cluster", "inspection", "metrics", "node", "objects", "pki", "renewal", "restarts",
+        "autorenew", "backups", "cluster", "inspection", "metrics", "node", "objects", "pki", "renewal", "restarts",
     )},
 }
 
 __all__ = [
     "APIError",
+    "AutoRenewResult",
     "BackupError",
     "BackupInfo",
     "BackupMember",
@@ -284,6 +288,7 @@ __all__ = [
     "apply_restarts",
     "apply_restore",
     "approve_kubelet_csrs",
+    "auto_renew",
     "backup",
     "catalog",
     "check_live",

@@ -28,7 +28,7 @@ FLOORS: dict[str, int] = {
     "inspection": 5,
     "backups": 6, "objects": 6,
     "renewal": 7, "restarts": 7, "permissions": 7,
-    "cluster": 8, "metrics": 8, "testing": 8,
+    "cluster": 8, "metrics": 8, "testing": 8, "autorenew": 8,
     "cli": 9,
     "__main__": 10, "__init__": 10,
 }

@@ -39,6 +39,7 @@ COMMANDS.append(__import__("kubepki.cli.cluster", fromlist=["register"]))  # clu
 COMMANDS.append(__import__("kubepki.cli.kubelet", fromlist=["register"]))  # kubelet clean-up
 COMMANDS.append(__import__("kubepki.cli.csr", fromlist=["register"]))  # csr list, approve
 COMMANDS.append(__import__("kubepki.cli.permissions", fromlist=["register"]))  # permissions fix, undo
+COMMANDS.append(__import__("kubepki.cli.autorenew", fromlist=["register"]))  # auto-renew, history
 # Last: the completion script describes every command registered before it.
 COMMANDS.append(__import__("kubepki.cli.completion", fromlist=["register"]))
 

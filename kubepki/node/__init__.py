@@ -22,6 +22,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         rename_noreplace as rename_noreplace,
         write_exclusive as write_exclusive,
     )
+    from kubepki.node._history import (
+        HISTORY_KEEP as HISTORY_KEEP,
+        HISTORY_PATH as HISTORY_PATH,
+        History as History,
+        append_history as append_history,
+        read_history as read_history,
+    )
     from kubepki.node._journals import (
         RENEWAL_JOURNAL_NAME as RENEWAL_JOURNAL_NAME,
         RENEWAL_STAGED_SUFFIX as RENEWAL_STAGED_SUFFIX,
@@ -53,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
     from kubepki.node._manifests import (
         MANIFEST_FILES as MANIFEST_FILES,
+        HTTPProbe as HTTPProbe,
         StaticPodManifest as StaticPodManifest,
         parse_manifest as parse_manifest,
     )
@@ -116,7 +124,15 @@ __getattr__, __dir__, __all__ = attach(
             "LOCK_PATH",
             "node_lock",
         ),
+        "_history": (
+            "HISTORY_KEEP",
+            "HISTORY_PATH",
+            "History",
+            "append_history",
+            "read_history",
+        ),
         "_manifests": (
+            "HTTPProbe",
             "MANIFEST_FILES",
             "StaticPodManifest",
             "parse_manifest",

@@ -11,7 +11,7 @@ from kubepki.errors import ConfigError, ManifestError
 from kubepki.pki import load_one
 from kubepki.versions import KubeVersion
 
-__all__ = ["StaticPodManifest", "parse_manifest"]
+__all__ = ["HTTPProbe", "StaticPodManifest", "parse_manifest"]
 
 #: The manifest files kubeadm writes, by component.
 MANIFEST_FILES = {
@@ -20,6 +20,27 @@ MANIFEST_FILES = {
     "kube-controller-manager": "kube-controller-manager.yaml",
     "kube-scheduler": "kube-scheduler.yaml",
 }
+
+
+@attrs.frozen(kw_only=True)
+class HTTPProbe:
+    """One ``httpGet`` probe of a static pod's container, as the kubelet runs it."""
+
+    #: ``readiness``, ``startup`` or ``liveness``.
+    kind: str
+    #: None: the pod's IP, which for a host-network static pod is the node's (kubeadm always sets it).
+    host: str | None
+    port: int
+    path: str
+    #: ``HTTP`` or ``HTTPS`` (the kubelet does not verify the server's certificate).
+    scheme: str
+
+    @property
+    def url(self) -> str:
+        """The URL the kubelet would GET (``host`` None shown as 127.0.0.1)."""
+        host = self.host or "127.0.0.1"
+        shown = f"[{host}]" if ":" in host else host
+        return f"{self.scheme.lower()}://{shown}:{self.port}{self.path}"
 
 
 @attrs.frozen(kw_only=True)
@@ -39,6 +60,12 @@ class StaticPodManifest:
     #: ``runAsUser`` and ``runAsGroup`` of the first container (else the pod's): None runs as the image's
     #: user, root for kubeadm's images (kubeadm sets them only with its RootlessControlPlane gate).
     run_as: tuple[int | None, int | None] = (None, None)
+    #: The first container's HTTP probes by kind (``readiness``, ``startup``, ``liveness``).
+    probes: Mapping[str, HTTPProbe] = attrs.field(factory=dict)
+
+    def health_probe(self) -> HTTPProbe | None:
+        """The probe that says the component is serving: readiness, else startup, else liveness."""
+        return next((self.probes[k] for k in ("readiness", "startup", "liveness") if k in self.probes), None)
 
     @property
     def image_version(self) -> KubeVersion | None:
@@ -88,7 +115,29 @@ def parse_manifest(data: bytes, *, path: str | None = None) -> StaticPodManifest
         image=image if isinstance(image, str) else None,
         flags=flags,
         host_paths=host_paths,
+        probes=_probes(container),
     )
+
+
+def _probes(container: Mapping[str, Any]) -> dict[str, HTTPProbe]:
+    """The container's ``httpGet`` probes; a named port (kubeadm's ``probe-port``) is looked up in the
+    container's ``ports``. A probe whose port cannot be told is left out."""
+    named = {p["name"]: p.get("containerPort") for p in _list(container.get("ports"))
+             if isinstance(p, dict) and isinstance(p.get("name"), str)}
+    out: dict[str, HTTPProbe] = {}
+    for kind in ("readiness", "startup", "liveness"):
+        get = _map(_map(container.get(f"{kind}Probe")).get("httpGet"))
+        port = get.get("port")
+        if isinstance(port, str):
+            port = int(port) if port.isdigit() else named.get(port)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            continue
+        path, host, scheme = get.get("path", "/"), get.get("host"), get.get("scheme", "HTTP")
+        if not isinstance(path, str) or not path.startswith("/") or scheme not in ("HTTP", "HTTPS"):
+            continue
+        out[kind] = HTTPProbe(kind=kind, host=host if isinstance(host, str) and host else None, port=port,
+                              path=path, scheme=scheme)
+    return out
 
 
 def _run_as(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[int | None, int | None]:

@@ -16,6 +16,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         RestartMethod as RestartMethod,
         Timeouts as Timeouts,
     )
+    from kubepki.restarts._health import (
+        HealthCheck as HealthCheck,
+        check_health as check_health,
+        health_url as health_url,
+    )
     from kubepki.restarts._observe import (
         COMPONENT_ORDER as COMPONENT_ORDER,
         CombinedObserver as CombinedObserver,
@@ -77,6 +82,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        "_health": (
+            "HealthCheck",
+            "check_health",
+            "health_url",
+        ),
         "_observe": (
             "COMPONENT_ORDER",
             "component_from_name",
