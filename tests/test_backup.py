@@ -1649,3 +1649,19 @@ def test_backup_directories_are_0700_whatever_the_umask(single: Path, tmp_path: 
     for d in ("var/backups", "var/backups/x", "var/backups/x/y"):
         assert stat.S_IMODE((single / d).stat().st_mode) == 0o700, d
     assert stat.S_IMODE(info.path.stat().st_mode) == 0o600
+
+
+def test_a_mode_the_node_has_now_is_no_widening(single: Path, tmp_path: Path) -> None:
+    """An operator's 0640 key, kept by renewals, restores without acceptance; 0644 over it does not."""
+    key = single / PKI / "apiserver.key"
+    key.chmod(0o640)
+    archive = backups.backup(single, tmp_path / "out").path
+    key.write_bytes(_other_key(single))
+    plan = backups.plan_restore(archive, single)
+    assert plan.permission_risks == ()
+    key.chmod(0o600)
+    assert backups.plan_restore(archive, single).permission_risks == (
+        "/etc/kubernetes/pki/apiserver.key: mode 0640 is looser than kubeadm's 0600",)
+    key.chmod(0o604)
+    assert backups.plan_restore(archive, single).permission_risks == (
+        "/etc/kubernetes/pki/apiserver.key: mode 0640 is looser than kubeadm's 0600 and the node's 0604",)

@@ -2036,13 +2036,20 @@ def _owner_of_place(fs: NodeFS, path: PurePosixPath) -> tuple[int, int] | None:
 
 def _permission_risk(node: Node, where: _Where, m: BackupMember, data: bytes | None,
                      as_root: bool) -> str | None:
-    """Why restoring ``m`` would widen access, or None: a mode looser than kubeadm's, an owner
-    other than root or the file's (its directory's) current one."""
+    """Why restoring ``m`` would widen access, or None: a mode with bits neither kubeadm's mode
+    nor the node's file has, an owner other than root or the file's (its directory's) current one."""
     out = []
     if m.type == _FILE:
         ceiling = _ceiling(node, where, m, data)
-        if m.mode & ~ceiling:
-            out.append(f"mode {m.mode:04o} is looser than kubeadm's {ceiling:04o}")
+        try:
+            now = node.fs.stat(PurePosixPath(m.path), follow=False)
+        except NodeError:
+            now = None
+        # bits the file has now are no widening: a node kept 0640 by its operator restores as it is
+        allowed = ceiling | (now.mode if now is not None and now.is_file and not now.is_symlink else 0)
+        if m.mode & ~allowed:
+            also = f" and the node's {now.mode:04o}" if allowed != ceiling and now is not None else ""
+            out.append(f"mode {m.mode:04o} is looser than kubeadm's {ceiling:04o}{also}")
     if as_root:
         current = _owner_of_place(node.fs, PurePosixPath(m.path))
         uids = {0} | ({current[0]} if current else set())
