@@ -15,6 +15,10 @@ node's role, ``control-plane``, ``worker`` or ``etcd``, and empty for cluster ob
 - ``kubepki_item_error``: 1 when the item is expired, invalid or a required item is missing.
 - ``kubepki_findings``: findings per item, code and severity.
 - ``kubepki_inspection_timestamp_seconds`` and ``kubepki_inspection_exit_code`` per source.
+- From a node's auto-renew history (:func:`last_run` as a source): ``kubepki_auto_renew_last_run_timestamp_seconds``,
+  ``kubepki_auto_renew_last_run_success`` (1 renewed, verified or nothing due; 0 failed),
+  ``kubepki_auto_renew_last_run_rolled_back`` and
+  ``kubepki_auto_renew_last_run_apiserver_unanswered_seconds`` (labels ``node``, ``status``).
 
 >>> import datetime as dt, tempfile, kubepki
 >>> from kubepki import metrics, testing
@@ -31,9 +35,11 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
 
 from kubepki.errors import ConfigError, NodeError
 from kubepki.inspection import Status
@@ -41,7 +47,7 @@ from kubepki.inspection import Status
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["InventoryLike", "exposition", "registry", "serve", "write_textfile"]
+__all__ = ["InventoryLike", "LastRun", "exposition", "last_run", "registry", "serve", "write_textfile"]
 
 _BASE_LABELS = ("node", "role", "name", "path", "signer", "kind")
 _OBJECT_LABELS = ("namespace", "object_kind", "object", "key")
@@ -59,6 +65,31 @@ class InventoryLike(Protocol):
     def to_dict(self) -> dict[str, Any]:
         """JSON form with ``items``."""
         ...
+
+
+@attrs.frozen
+class LastRun:
+    """A node's newest auto-renew run (its history line), as a metrics source beside its inventory."""
+
+    node: str
+    record: Mapping[str, Any]
+    now: dt.datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """No items; the run under ``last_run``."""
+        return {"node": self.node, "items": [], "last_run": dict(self.record)}
+
+
+def last_run(node: Any) -> LastRun | None:
+    """The newest run in ``node``'s history (a :class:`~kubepki.Node` or a root), None when it has none."""
+    from kubepki.node import Node, read_history
+
+    n = Node.coerce(node)
+    record = read_history(n.fs).last
+    if record is None:
+        return None
+    return LastRun(node=str(record.get("node") or n.profile.name or ""), record=record,
+                   now=dt.datetime.now(dt.timezone.utc))
 
 
 def _check_inventories(inventories: object) -> None:
@@ -128,8 +159,12 @@ class _Collector:
                 "kubepki_inspection_exit_code", "kubepki check's exit status for the source (0, 1 or 2).",
                 labels=("node", "role", "source")),
         }
+        runs = _run_families(core)
         for inv in inventories:
             data = inv.to_dict()
+            if "last_run" in data:
+                _add_run(runs, str(data.get("node") or ""), data["last_run"])
+                continue
             node = str(data.get("node") or "")
             role = str(data.get("role") or "")
             source = str(data.get("root") or data.get("source") or "")
@@ -165,6 +200,39 @@ class _Collector:
                 for (code, severity), n in sorted(counts.items()):
                     fam["findings"].add_metric([*values, code, severity], float(n))
         yield from fam.values()
+        yield from (f for f in runs.values() if f.samples)
+
+
+def _run_families(core: Any) -> dict[str, Any]:
+    labels = ("node", "status")
+    return {
+        "when": core.GaugeMetricFamily("kubepki_auto_renew_last_run_timestamp_seconds",
+                                       "When the last auto-renew run finished (Unix time).", labels=labels),
+        "success": core.GaugeMetricFamily("kubepki_auto_renew_last_run_success",
+                                          "1 when the last auto-renew run succeeded (or had nothing due).",
+                                          labels=labels),
+        "rolled_back": core.GaugeMetricFamily("kubepki_auto_renew_last_run_rolled_back",
+                                              "1 when the last auto-renew run rolled its renewal back.",
+                                              labels=labels),
+        "down": core.GaugeMetricFamily("kubepki_auto_renew_last_run_apiserver_unanswered_seconds",
+                                       "Seconds the kube-apiserver did not answer during the last run.",
+                                       labels=labels),
+    }
+
+
+def _add_run(fam: dict[str, Any], node: str, run: Mapping[str, Any]) -> None:
+    values = [node, str(run.get("status") or "")]
+    try:
+        when = _epoch(run.get("finished_at") if isinstance(run.get("finished_at"), str) else None)
+    except ValueError:  # a history line someone edited
+        when = None
+    if when is not None:
+        fam["when"].add_metric(values, when)
+    fam["success"].add_metric(values, 1.0 if run.get("ok") is True else 0.0)
+    fam["rolled_back"].add_metric(values, 1.0 if run.get("rolled_back") is True else 0.0)
+    down = run.get("apiserver_unanswered_seconds")
+    if isinstance(down, int | float) and not isinstance(down, bool):
+        fam["down"].add_metric(values, float(down))
 
 
 def registry(source: Sequence[InventoryLike] | Callable[[], Sequence[InventoryLike]]) -> CollectorRegistry:

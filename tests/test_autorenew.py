@@ -291,3 +291,18 @@ def test_cli_exit_statuses_and_history(fresh: Path, due: Path, tmp_path: Path) -
     hist = run_cli(["history", "--root", str(due), "-o", "json", "-n", "1"])
     assert [r["status"] for r in json.loads(hist.out)["runs"]] == ["rollback-failed"]
     assert run_cli(["history", "--root", str(fresh)]).code == 0  # no runs: nothing failed
+
+
+def test_metrics_expose_the_last_run(fresh: Path, due: Path, tmp_path: Path) -> None:
+    """``kubepki metrics`` carries the node's last run: success 0 and rolled_back 1 after the failed run;
+    control: 1 and 0 after a run with nothing due; no auto-renew series on a node with no history."""
+    pytest.importorskip("prometheus_client")
+    assert "kubepki_auto_renew" not in run_cli(["metrics", "--root", str(fresh)]).out
+    auto_renew(fresh, apply=True)
+    auto_renew(due, apply=True, backup_dir=tmp_path / "b", timeout=FAST, health_wait=0.5)
+    good = run_cli(["metrics", "--root", str(fresh)]).out
+    bad = run_cli(["metrics", "--root", str(due)]).out
+    assert 'kubepki_auto_renew_last_run_success{node="cp1",status="nothing-due"} 1.0' in good
+    assert 'kubepki_auto_renew_last_run_rolled_back{node="cp1",status="nothing-due"} 0.0' in good
+    assert 'kubepki_auto_renew_last_run_success{node="cp1",status="rollback-failed"} 0.0' in bad
+    assert 'kubepki_auto_renew_last_run_rolled_back{node="cp1",status="rollback-failed"} 1.0' in bad

@@ -35,6 +35,10 @@ tests:
         values: '1x180'
       - series: 'kubepki_item_error{node="cp1",name="apiserver",path="/a.crt",signer="ca"}'
         values: '0x180'
+      - series: 'kubepki_auto_renew_last_run_success{node="cp1",status="rolled-back"}'
+        values: '0x180'
+      - series: 'kubepki_auto_renew_last_run_success{node="cp2",status="renewed"}'
+        values: '1x180'
     alert_rule_test:
       - eval_time: 2h
         alertname: KubepkiCertificateExpiresSoon
@@ -59,6 +63,14 @@ tests:
             exp_annotations:
               summary: "front-proxy-client on cp1 is expired, invalid or missing"
               description: "sudo kubepki check on cp1 lists the findings for /f.crt."
+      - eval_time: 2h
+        alertname: KubepkiAutoRenewFailed
+        exp_alerts:
+          - exp_labels: {severity: critical, node: cp1, status: rolled-back}
+            exp_annotations:
+              summary: "the last kubepki auto-renew on cp1 failed (rolled-back)"
+              description: "sudo kubepki history on cp1 says what failed and whether the rollback
+                brought the node back."
 """
 
 
@@ -85,8 +97,12 @@ def test_rules_name_series_kubepki_exports(tmp_path: Path) -> None:
     pytest.importorskip("prometheus_client")
     from kubepki import metrics
 
-    inv = kubepki.inspect(testing.build_node(tmp_path, issued_at=NOW).root, now=NOW)
-    exposed = set(re.findall(r"^(kubepki_\w+)\{", metrics.exposition([inv]), re.M))
+    root = testing.build_node(tmp_path, issued_at=NOW).root
+    inv = kubepki.inspect(root, now=NOW)
+    kubepki.auto_renew(root, apply=True, now=NOW)  # nothing due: one line in the node's history
+    run = metrics.last_run(root)
+    assert run is not None
+    exposed = set(re.findall(r"^(kubepki_\w+)\{", metrics.exposition([inv, run]), re.M))
     used = {m for g in _rules()["groups"] for r in g["rules"] for m in re.findall(r"kubepki_\w+", r["expr"])}
     assert used
     assert used <= exposed, used - exposed

@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
             found += [check_objects(Path(f), warn_within=args.warn_within) for f in args.objects]
             if args.kubeconfig:
                 found.append(check_live(args.kubeconfig, warn_within=args.warn_within))
+        run = metrics.last_run(node)  # the node's last auto-renew, when it has a history
+        if run is not None:
+            found.append(run)
         return found
 
     if args.serve:
