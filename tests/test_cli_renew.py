@@ -355,16 +355,25 @@ def _kubepki(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_a_fifo_at_the_journal_hangs_no_command(tmp_path: Path) -> None:
-    """A FIFO at <cert dir>/.kubepki-renewal.json: check, renew (plan), renew --apply and --resume all finish;
-    the plan says so, applying and resuming refuse (exit 2) and the FIFO is left alone."""
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
+def test_a_fifo_at_the_journal_hangs_no_command(tmp_path: Path, kind: str) -> None:
+    """A FIFO (or a directory, or a symlink) at <cert dir>/.kubepki-renewal.json: check, renew (plan), renew
+    --apply and --resume all finish; the plan says so, applying and resuming refuse (exit 2) and it is left
+    alone; negative control: once it is removed, --apply renews."""
+    import shutil
     import stat
 
     from kubepki.renewal import _renewal as renewal
 
     root = _live(tmp_path)
     fifo = root / PKI / renewal.JOURNAL_NAME
-    os.mkfifo(fifo)
+    if kind == "fifo":
+        os.mkfifo(fifo)
+    elif kind == "directory":
+        fifo.mkdir()
+    else:
+        (tmp_path / "elsewhere.json").write_text('{"version": 1, "state": "staging", "groups": []}')
+        os.symlink(tmp_path / "elsewhere.json", fifo)
     check = _kubepki(root, "check")
     assert "Traceback" not in check.stderr and check.returncode in (0, 1), check.stdout + check.stderr
     plan = _kubepki(root, "renew", "all")
@@ -373,8 +382,9 @@ def test_a_fifo_at_the_journal_hangs_no_command(tmp_path: Path) -> None:
         run = _kubepki(root, *argv)
         assert run.returncode == 2, (argv, run.stdout + run.stderr)
         assert "renewal journal" in run.stderr and "is not a regular file" in run.stderr, argv
-    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
-    fifo.unlink()
+    mode = os.lstat(fifo).st_mode
+    assert {"fifo": stat.S_ISFIFO, "directory": stat.S_ISDIR, "symlink": stat.S_ISLNK}[kind](mode)
+    shutil.rmtree(fifo) if kind == "directory" else fifo.unlink()
     assert _kubepki(root, "renew", "all", "--apply", "--no-backup").returncode == 0  # control
 
 

@@ -185,7 +185,7 @@ REASONS: Mapping[str, tuple[bool, str]] = {
                                "keep_attributes to copy them anyway."),
     "check-failed": (True, "A signed certificate handed back failed a check (key, signer, attributes, time)."),
     "aliased": (True, "A file it writes is also another file the catalog names (a symlink or a hard link "
-                      "between them): writing one would overwrite the other; make them separate files."),
+                      "between them): writing one would change or unlink the other; make them separate files."),
 }
 
 
@@ -1843,8 +1843,11 @@ def _load_journal(fs: NodeFS, journal: PurePosixPath) -> tuple[str, list[_Group]
     target twice).
     """
     try:
-        if not _lexists(fs, journal):
+        st = fs.stat(journal, follow=False)
+        if st is None:
             return None
+        if not st.is_file:  # a FIFO, a directory, a symlink: renewal writes none of these there
+            raise NodeError(f"{journal} is not a regular file", path=str(journal))
         raw = _read_regular(fs, journal) or b""
     except NodeError as exc:
         # a FIFO or a directory there is reported, never opened for a blocking read
