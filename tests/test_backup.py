@@ -1665,3 +1665,17 @@ def test_a_mode_the_node_has_now_is_no_widening(single: Path, tmp_path: Path) ->
     key.chmod(0o604)
     assert backups.plan_restore(archive, single).permission_risks == (
         "/etc/kubernetes/pki/apiserver.key: mode 0640 is looser than kubeadm's 0600 and the node's 0604",)
+
+
+def test_a_cert_dir_of_slash_is_not_walked(single: Path, tmp_path: Path) -> None:
+    """--client-ca-file=/ca.crt makes discovery's cert dir "/": the backup does not archive the
+    whole root (the same widening a restore refuses), it says so; the operator's cert dir works."""
+    (single / "etc/shadow").write_text("root:$6$secret:::\n")
+    _point_api_server_at(single, "/ca.crt")
+    info = backups.backup(single, tmp_path / "out")
+    assert "/: directory not backed up: too close to the root (name the node's directories if discovery is " \
+           "wrong)" in info.skipped
+    paths = {m.path for m in backups.verify_backup(info.path).members}
+    assert "/etc/shadow" not in paths and "/etc/kubernetes/pki/ca.key" not in paths
+    named = backups.backup(kubepki.Node(single, cert_dir="/etc/kubernetes/pki"), tmp_path / "named")
+    assert "/etc/kubernetes/pki/ca.key" in {m.path for m in backups.verify_backup(named.path).members}

@@ -1257,6 +1257,17 @@ class _Collector:
                 continue
             self.add(path, kind, st)
 
+    def tree(self, directory: PurePosixPath, kind: str) -> None:
+        """Walk ``directory`` recursively, unless it is one no kubeadm directory can be: a
+        manifest naming ``--client-ca-file=/ca.crt`` makes discovery's cert dir ``/``, and
+        walking it would archive the whole root (and fail on its size)."""
+        problem = _dir_problem(directory)
+        if problem is not None:
+            self.skipped.append((_printable(str(directory)), f"directory not backed up: {problem} (name the "
+                                                             "node's directories if discovery is wrong)"))
+            return
+        self.walk(directory, kind, recursive=True)
+
     def add(self, path: PurePosixPath, kind: str, st: FileStat | None = None) -> None:  # noqa: C901, PLR0912  -- one case per file type met while collecting a backup
         key = str(path)
         if key in self.found:
@@ -1356,15 +1367,15 @@ class _Collector:
 def _collect(node: Node, when: dt.datetime) -> tuple[_Manifest, list[_Found]]:
     profile = node.profile
     c = _Collector(node)
-    c.walk(profile.cert_dir, "other", recursive=True)
+    c.tree(profile.cert_dir, "other")
     # The catalog's kubeconfigs, then whatever other *.conf an operator keeps there.
     for entry in _catalog.CATALOG:
         if entry.location is _catalog.Location.KUBECONFIG_DIR:
             for f in entry.files:
                 c.add(profile.kubeconfig_dir / f.path, "kubeconfig")
     c.walk(profile.kubeconfig_dir, "kubeconfig", recursive=False, pattern=".conf")
-    c.walk(profile.kubelet_pki_dir, "other", recursive=True)
-    c.walk(profile.manifests_dir, "manifest", recursive=True)
+    c.tree(profile.kubelet_pki_dir, "other")
+    c.tree(profile.manifests_dir, "manifest")
     config_file: str | None = None
     # A config given with --config lives on the local machine, not on the node.
     if node.config is None and profile.config is not None and profile.config.path:
