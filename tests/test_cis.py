@@ -106,6 +106,17 @@ def test_a_world_readable_ca_key_fails_check_quiet(tmp_path: Path, capsys: pytes
     assert {"code": "cis-file-mode", "severity": "error", "cis": "1.1.21"}.items() <= ca["findings"][-1].items()
 
 
+def test_an_inventory_of_some_items_keeps_other_files_findings_out(tmp_path: Path) -> None:
+    """inspect(names=["apiserver"]) with ca.key 0666: no benchmark finding on apiserver (it is ca's);
+    control: the whole inventory has it on ca."""
+    root = _demo(tmp_path)
+    _p(root, "/etc/kubernetes/pki/ca.key").chmod(0o666)
+    some = kubepki.inspect(root, now=WHEN, names=["apiserver"])
+    assert [f for _i, f in some.findings if f.cis] == []
+    whole = kubepki.inspect(root, now=WHEN)
+    assert [(i.name, f.cis) for i, f in whole.findings if f.cis] == [("ca", "1.1.21")]
+
+
 # -- file rules, each with its negative control --------------------------------------------------
 
 #: (id, role, node path, a looser mode and its severity, a stricter mode that passes)

@@ -314,7 +314,8 @@ def _etcd_data_dir(ctx: _Ctx) -> list[_Target]:
     etcd = ctx.manifest("etcd")
     if etcd is None:
         return []
-    given = etcd.flags.get("data-dir") or etcd.host_paths.get("etcd-data") or "/var/lib/etcd"
+    # The hostPath behind the container's --data-dir is the node's directory (kubeadm mounts it at the same path).
+    given = etcd.host_paths.get("etcd-data") or etcd.flags.get("data-dir") or "/var/lib/etcd"
     return [_Target(path=PurePosixPath(given), item="etcd-server", secret=True)] if given.startswith("/") else []
 
 
@@ -786,21 +787,22 @@ def _flag_names(rule: _FlagRule) -> list[str]:
     return names or (["feature-gates"] if "RotateKubeletServerCertificate" in rule.text else [])
 
 
-def with_cis(items: Sequence[Any], report: CisReport) -> tuple[Any, ...]:
+def with_cis(items: Sequence[Any], report: CisReport, *, fallback: bool = True) -> tuple[Any, ...]:
     """``items`` (inventory items) with the report's warnings and errors on the items they belong to.
 
     Info findings (where the benchmark is stricter than kubeadm's own defaults and nothing is at risk)
-    stay in the benchmark view: a node as kubeadm leaves it checks clean.
+    stay in the benchmark view: a node as kubeadm leaves it checks clean. A finding whose item the node
+    lacks goes on its CA (``fallback``); without ``fallback`` (an inventory of some items only) it is left out.
     """
     from kubepki.inspection._findings import Status, status_for
 
     names = [item.name for item in items]
     # An item the node lacks (no ca on an etcd-only node): the finding goes on its CA, else the first item.
-    fallback = next((n for n in ("ca", "etcd-ca") if n in names), names[0] if names else "")
+    other = next((n for n in ("ca", "etcd-ca") if n in names), names[0] if names else "")
     extra: dict[str, list[Finding]] = {}
     for name, finding in report.findings:
-        if finding.severity.rank >= Severity.WARNING.rank:
-            extra.setdefault(name if name in names else fallback, []).append(finding)
+        if finding.severity.rank >= Severity.WARNING.rank and (name in names or fallback):
+            extra.setdefault(name if name in names else other, []).append(finding)
     out = []
     for item in items:
         more = extra.get(item.name)

@@ -321,7 +321,7 @@ def inspect(
     items = kubelet_findings(n, profile, [ctx.inspect_entry(e) for e in entries if wanted is None or e.name in wanted],
                              now=when, warn_within=warn_within)
     cis = evaluate(n, profile, files_by_path(items))  # the CIS benchmark's file and TLS rules (_cis)
-    items = with_cis(items, cis)
+    items = with_cis(items, cis, fallback=wanted is None)
     return Inventory(
         node=profile.name,
         root=str(n.root),
