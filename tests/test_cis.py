@@ -13,7 +13,6 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -633,8 +632,3 @@ def _hostile_root(factory: pytest.TempPathFactory) -> Path:
         _HOSTILE_ROOTS["root"] = root
     return _HOSTILE_ROOTS["root"]
 
-
-@pytest.fixture(autouse=True)
-def _no_leftover_threads() -> Iterator[None]:
-    yield
-    assert threading.active_count() < 20

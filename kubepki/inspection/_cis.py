@@ -747,7 +747,8 @@ def _flag_result(ctx: _Ctx, rule: _FlagRule) -> CisResult:
         manifest = ctx.manifest(rule.component)
         if manifest is None:
             return CisResult(id=rule.id, text=rule.text, scored=rule.scored, verdict=Verdict.INFO,
-                             notes=(f"no {rule.component} manifest on this node",))
+                             notes=(f"no {rule.component} manifest on this node (or none kubepki could parse: "
+                                    "see the inventory's notes)",))
         item = {"kube-apiserver": "apiserver", "kube-controller-manager": "controller-manager.conf",
                 "etcd": "etcd-server"}[rule.component]
         flags = manifest.flags
