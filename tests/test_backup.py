@@ -1679,3 +1679,37 @@ def test_a_cert_dir_of_slash_is_not_walked(single: Path, tmp_path: Path) -> None
     assert "/etc/shadow" not in paths and "/etc/kubernetes/pki/ca.key" not in paths
     named = backups.backup(kubepki.Node(single, cert_dir="/etc/kubernetes/pki"), tmp_path / "named")
     assert "/etc/kubernetes/pki/ca.key" in {m.path for m in backups.verify_backup(named.path).members}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.one_of(st.binary(max_size=300), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(
+        ["version", "state", "files", "remove", "target", "staged", "type", "sha256", "link_target", "groups"]),
+        inner, max_size=5), max_leaves=12).map(lambda doc: json.dumps(doc).encode())))
+def test_hostile_journals_are_refused_not_followed(single: Path, raw: bytes) -> None:
+    """Whatever bytes a restore or renewal journal holds: a result or a BackupError, and no file moves."""
+    journal = single / PKI / ".kubepki-restore.json"
+    renewal_journal = single / PKI / ".kubepki-renewal.json"
+    before = node_files(single)
+    journal.write_bytes(raw)
+    try:
+        backups.resume_restore(single)
+    except BackupError:
+        pass
+    journal.unlink(missing_ok=True)
+    after = {k: v for k, v in node_files(single).items() if not k.endswith(".kubepki-restore.json")}
+    assert after == before
+    renewal_journal.write_bytes(raw)
+    archive = single.parent / "hyp-archive.tar.gz"
+    if not archive.exists():
+        renewal_journal.rename(single.parent / "held")
+        backups.backup(single, single.parent / "hyp").path.rename(archive)
+        (single.parent / "held").rename(renewal_journal)
+    try:
+        plan = backups.plan_restore(archive, single)
+    except BackupError:
+        pass
+    else:
+        assert plan.supersedes[-1] == "/etc/kubernetes/pki/.kubepki-renewal.json"
+    renewal_journal.unlink()

@@ -2120,7 +2120,7 @@ def _superseded(node: Node, where: _Where, steps: Sequence[RestoreStep],
         targets = [f["target"] for g in doc["groups"] for f in g["files"]]
         if not all(isinstance(t, str) and t.startswith("/") and _name_problem(t[1:]) is None for t in targets):
             targets = None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         targets = None
     if targets is None:
         if only is not None:
@@ -2437,8 +2437,8 @@ def _settle_restore(node: Node) -> list[str]:  # noqa: C901, PLR0912  -- the jou
         return []
     try:
         state, files, remove = _parse_restore_journal(node, _allowed(node), found[2] or b"")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"the restore journal {journal} is damaged ({exc}): restore the same backup "
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise BackupError(f"the restore journal {journal} is damaged ({scrub(str(exc))}): restore the same backup "
                           "again after deleting it", path=str(journal)) from None
     present = {f.target: fs.stat(f.staged, follow=False) is not None for f in files}
     if state == "staging":

@@ -293,8 +293,9 @@ def _run_restore(args: argparse.Namespace) -> int:
     node = node_from_args(args)
     out = Output.from_args(args)
     if args.apply:  # finish an interrupted restore first: the plan then shows the node as it is
-        for path in resume_restore(node):
-            out.info(f"finished the interrupted restore of {path}")
+        finished = resume_restore(node)
+        if finished and args.output != "json":  # JSON output stays one document
+            out.info("\n".join(f"finished the interrupted restore of {p}" for p in finished))
     plan = plan_restore(args.file, node, only=args.only)
     if not args.apply:
         if args.output == "json":
