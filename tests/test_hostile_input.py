@@ -876,7 +876,8 @@ def test_backup_manifests(data: bytes) -> None:
 
 def _use_objects(inv: Any) -> None:
     inv.to_json(), inv.table(), inv._repr_html_(), repr(inv)
-    assert exit_status(inv) in (0, 1, 2)
+    code = exit_status(inv)
+    assert code in (0, 1, 2) or (code == 3 and not inv.items), code  # 3: nothing was checked
 
 
 @PROPERTY
