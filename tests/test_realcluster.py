@@ -1367,6 +1367,137 @@ def test_cri_restart_is_not_a_crash(real_cluster: RealCluster) -> None:
         _wait("the mirror pod to show the new container running", running, 20)
 
 
+def _short_lived(c: RealCluster) -> dict[str, int]:
+    """Renew every control-plane certificate for 72 hours only (valid now, due for any auto-renew --within
+    over 3 days) and return their file serials; the components pick them up as they would any renewal."""
+    proc = c.kubepki("renew", "all", "--validity", "72h", "--apply", "--no-backup", "-o", "json")
+    assert proc.returncode == 0, _explain(proc)
+    c.wait_ready(120)
+    return {n: c.file_serial(f) for n, f in (("apiserver", "apiserver.crt"), ("etcd-server", "etcd/server.crt"))}
+
+
+def test_auto_renew_renews_restarts_and_proves_it(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """``kubepki auto-renew --apply`` on certificates that expire in 3 days: exit 0, the history says
+    ``renewed``; judged independently: every socket serves the new file (served serial == file serial),
+    kube-controller-manager and kube-scheduler (which need a restart for their kubeconfigs) run in new
+    containers started after the run began, /readyz is ok. Control: ``--within 2d`` first finds nothing due
+    and writes nothing."""
+    c = real_cluster
+    old = _short_lived(c)
+    quiet = c.kubepki("auto-renew", "--within", "2d", "--apply", "--backup-dir", str(tmp_path), "-o", "json")
+    assert quiet.returncode == 0 and _json(quiet)["status"] == "nothing-due", _explain(quiet)
+    assert list(tmp_path.iterdir()) == [] and c.file_serial("apiserver.crt") == old["apiserver"]
+    c.wait_pods_ready(300)
+    before = {x.name: x for x in c.containers()}
+    started = time.time()
+    proc = c.kubepki("auto-renew", "--within", "7d", "--apply", "--backup-dir", str(tmp_path), "-o", "json",
+                     timeout=900)
+    assert proc.returncode == 0, _explain(proc)
+    doc = _json(proc)
+    assert doc["status"] == "renewed" and doc["ok"] is True, doc
+    assert {"apiserver", "etcd-server", "controller-manager.conf", "scheduler.conf"} <= set(doc["renewed"])
+    assert {"kube-controller-manager", "kube-scheduler"} <= set(doc["restarted"]), doc["restarted"]
+    assert all(h["healthy"] for h in doc["verification"]["health"]), doc["verification"]
+    assert doc["apiserver_unanswered_seconds"] is not None
+    # independent checks: the sockets, containerd, the apiserver
+    assert c.file_serial("apiserver.crt") != old["apiserver"] and c.file_serial("etcd/server.crt") != old["etcd-server"]
+    c.wait_pods_ready(300)
+    assert _served_matches_disk(c) == {}
+    after = {x.name: x for x in c.containers()}
+    for name in ("kube-controller-manager", "kube-scheduler"):
+        assert after[name].id != before[name].id and after[name].started_at > started, name
+    c.extract_admin()
+    assert c.api("/api/v1/namespaces/kube-system/pods").status == 200
+    history = c.kubepki("history", "-n", "1", "-o", "json")
+    assert history.returncode == 0, _explain(history)
+    assert [r["status"] for r in _json(history)["runs"]] == ["renewed"]
+
+
+def test_auto_renew_rolls_back_what_the_apiserver_cannot_load(real_cluster: RealCluster, tmp_path: Path) -> None:
+    """The same run with a test hook that, after the renewal, replaces apiserver.crt with a certificate for
+    another key (one the apiserver cannot load with apiserver.key): the check finds the apiserver serving
+    another certificate than the file, the backup is restored, and the node serves the certificates of
+    before again — judged by the served serial and /readyz; the result, its exit status (2) and the
+    history say ``rolled-back``."""
+    import kubepki
+    from kubepki.autorenew import RunStatus, auto_renew
+    from kubepki.cli import exit_status
+    from kubepki.node import Node, read_history
+    from kubepki.restarts import Timeouts
+
+    c = real_cluster
+    _short_lived(c)
+    c.wait_pods_ready(300)
+    served_before = c.served_serial(c.ports.apiserver)
+    assert served_before == c.file_serial("apiserver.crt")
+
+    def break_the_apiserver(_result: object) -> None:
+        other = c.pki / "front-proxy-client.crt"  # a valid certificate whose key is not apiserver.key
+        (c.pki / "apiserver.crt").write_bytes(other.read_bytes())
+
+    node = Node(c.root)
+    result = auto_renew(node, within=dt.timedelta(days=7), apply=True, backup_dir=tmp_path,
+                        timeout=Timeouts(stop=90, start=120, serve=30), after_renewal=break_the_apiserver)
+    assert result.status == RunStatus.ROLLED_BACK, (result.failure, result.rollback_verification)
+    assert "kube-apiserver" in (result.failure or ""), result.failure
+    assert exit_status(result) == 2
+    # independent: the file is the one of before again, and the apiserver serves it
+    assert c.file_serial("apiserver.crt") == served_before
+    c.wait_ready(120)
+    assert c.served_serial(c.ports.apiserver) == served_before
+    c.wait_pods_ready(300)
+    assert _served_matches_disk(c) == {}
+    last = read_history(node.fs).last
+    assert last is not None and last["status"] == "rolled-back" and last["rolled_back"] is True
+    assert kubepki.inspect(node)["apiserver"].status.value != "invalid"
+
+
+_COLLECTIONS = {
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
+    "Service": "/api/v1/namespaces/{ns}/services",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+    "DaemonSet": "/apis/apps/v1/namespaces/{ns}/daemonsets",
+}
+
+
+def test_deploy_manifests_pass_server_side_dry_run(real_cluster: RealCluster) -> None:
+    """Every object of deploy/kubernetes the core API knows goes through the real kube-apiserver's create
+    with ``dryRun=All&fieldValidation=Strict`` (admission, defaulting, schema; an unknown field is an error)
+    in the manifests' namespace, created for the test and deleted after it. Control: the metrics DaemonSet
+    with one misspelt field is refused. The ServiceMonitor and PrometheusRule need the Prometheus
+    Operator's CRDs, which this cluster does not have: the apiserver says it does not know their group
+    (asserted); tests/test_deploy.py checks them (promtool for the rules)."""
+    from tests.test_deploy import manifests
+
+    c = real_cluster
+    docs = manifests()
+    namespace = next(d for d in docs if d["kind"] == "Namespace")
+    created = c.api("/api/v1/namespaces", "POST", namespace)
+    assert created.status == 201, created.data[:500]
+    try:
+        for doc in docs:
+            if doc["kind"] == "Namespace":
+                continue
+            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                assert c.api("/apis/monitoring.coreos.com/v1").status == 404
+                continue
+            path = _COLLECTIONS[doc["kind"]].format(ns=doc["metadata"].get("namespace"))
+            answer = c.api(f"{path}?dryRun=All&fieldValidation=Strict", "POST", doc)
+            assert answer.status == 201, (doc["kind"], doc["metadata"]["name"], answer.data[:800])
+        broken = json.loads(json.dumps(next(d for d in docs if d["metadata"]["name"] == "kubepki-metrics"
+                                             and d["kind"] == "DaemonSet")))
+        broken["spec"]["template"]["spec"]["hostPIDD"] = True
+        refused = c.api(f"{_COLLECTIONS['DaemonSet'].format(ns='kubepki-system')}?dryRun=All&fieldValidation=Strict",
+                        "POST", broken)
+        assert refused.status in (400, 422) and b"hostPIDD" in refused.data, refused.data[:500]
+        # dry run: nothing was created
+        assert c.api("/apis/apps/v1/namespaces/kubepki-system/daemonsets").json()["items"] == []
+        assert c.api("/apis/rbac.authorization.k8s.io/v1/clusterroles/kubepki").status == 404
+    finally:
+        c.api("/api/v1/namespaces/kubepki-system", "DELETE")
+
+
 def test_renew_leaves_no_lock_file(real_cluster: RealCluster) -> None:
     """After ``renew --apply`` has finished, /etc/kubernetes holds only what kubeadm put there: no
     lock file is left behind (a finished writer holds no lock)."""
