@@ -1360,8 +1360,16 @@ def test_verify_finds_a_mismatched_pair(single: Path, tmp_path: Path) -> None:
         "/etc/kubernetes/pki/apiserver.crt and /etc/kubernetes/pki/apiserver.key",
         "/etc/kubernetes/admin.conf (its embedded client certificate and key)"]
     assert all("does not match the private key" in p for p in report.problems)
-    with pytest.raises(BackupError, match=r"apiserver\.crt and .*apiserver\.key: the certificate does not match"):
+    # The node holds that same broken pair: a plan writes nothing of it, so it is not refused.
+    assert backups.plan_restore(bad, single).changes == ()
+    backups.restore(good, single, dry_run=False, accept_changed=True, take_backup=False)
+    with pytest.raises(BackupError, match="would install a broken pair"):
         backups.plan_restore(bad, single)
+    with pytest.raises(BackupError, match=r"apiserver\.crt and .*apiserver\.key: the certificate does not match"):
+        backups.plan_restore(bad, single, only=["apiserver"])  # it would write the wrong key back
+    with pytest.raises(BackupError, match=r"admin\.conf \(its embedded"):
+        backups.plan_restore(bad, single, only=["admin.conf"])
+    assert backups.plan_restore(bad, single, only=["front-proxy-client"]).changes == ()  # the rest restores
 
 
 def test_verify_follows_the_kubelets_current_pem(single: Path, tmp_path: Path) -> None:

@@ -820,6 +820,8 @@ class _Scan:
     manifest: _Manifest | None = None
     data: dict[str, bytes] = attrs.Factory(dict)
     problems: list[_Problem] = attrs.Factory(list)
+    #: The member paths of each certificate/key pair that does not match, with its problem.
+    mismatched: list[tuple[frozenset[str], str]] = attrs.Factory(list)
 
     def add(self, message: str, *, unsafe: bool = False, pair: bool = False) -> None:
         self.problems.append(_Problem(scrub(message), unsafe, pair))
@@ -829,9 +831,11 @@ class _Scan:
         return any(p.unsafe for p in self.problems)
 
     def raise_for_problems(self) -> None:
-        if not self.problems:
+        """Raise for the first problem; a mismatched pair only stops a restore that writes it."""
+        problems = [p for p in self.problems if not p.pair]
+        if not problems:
             return
-        ordered = sorted(self.problems, key=lambda p: not p.unsafe)
+        ordered = sorted(problems, key=lambda p: not p.unsafe)
         first = ordered[0]
         more = len(ordered) - 1
         tail = f" (and {more} more problem{'s' if more > 1 else ''}; see `kubepki backup verify`)" \
@@ -1133,8 +1137,9 @@ def _follow(manifest: _Manifest, path: str) -> str:
     return path
 
 
-def _pairs_of(manifest: _Manifest) -> list[tuple[str, str, str]]:
-    """(name, certificate path, key path) of every catalog pair the archive holds."""
+def _pairs_of(manifest: _Manifest) -> list[tuple[tuple[str, ...], str, str]]:
+    """(the member paths involved, certificate path, key path) of every catalog pair the
+    archive holds; a symlink (kubelet-client-current.pem) is involved with its target."""
     dirs = {_catalog.Location.CERT_DIR: manifest.cert_dir,
             _catalog.Location.KUBECONFIG_DIR: manifest.kubeconfig_dir,
             _catalog.Location.KUBELET_PKI_DIR: manifest.kubelet_pki_dir}
@@ -1142,11 +1147,12 @@ def _pairs_of(manifest: _Manifest) -> list[tuple[str, str, str]]:
     for entry in _catalog.CATALOG:
         base = PurePosixPath(dirs[entry.location])
         files = {f.role: _follow(manifest, str(base / f.path)) for f in entry.files}
+        involved = (*(str(base / f.path) for f in entry.files), *files.values())
         if _catalog.FileRole.CERT in files and _catalog.FileRole.KEY in files:
-            out.append((entry.name, files[_catalog.FileRole.CERT], files[_catalog.FileRole.KEY]))
+            out.append((involved, files[_catalog.FileRole.CERT], files[_catalog.FileRole.KEY]))
         elif _catalog.FileRole.CERT_AND_KEY in files:
             both = files[_catalog.FileRole.CERT_AND_KEY]
-            out.append((entry.name, both, both))
+            out.append((involved, both, both))
     return out
 
 
@@ -1164,11 +1170,11 @@ def _check_pairs(scan: _Scan, manifest: _Manifest) -> None:
         except unreadable:
             return None  # not a pair kubepki can read: the hashes vouch for it being as it was
 
-    checked: list[tuple[str, bytes, bytes]] = []
-    for _name, cert_path, key_path in _pairs_of(manifest):
+    checked: list[tuple[tuple[str, ...], str, bytes, bytes]] = []
+    for involved, cert_path, key_path in _pairs_of(manifest):
         cert_pem, key_pem = scan.data.get(cert_path), scan.data.get(key_path)
         if cert_pem is not None and key_pem is not None:
-            checked.append((f"{cert_path} and {key_path}" if cert_path != key_path else cert_path,
+            checked.append((involved, f"{cert_path} and {key_path}" if cert_path != key_path else cert_path,
                             cert_pem, key_pem))
     kdir = PurePosixPath(manifest.kubeconfig_dir)
     for m in manifest.members:
@@ -1181,12 +1187,15 @@ def _check_pairs(scan: _Scan, manifest: _Manifest) -> None:
             continue
         cert, key = kc.client_certificate, kc.client_key
         if cert is not None and key is not None and cert.data is not None and key.data is not None:
-            checked.append((f"{m.path} (its embedded client certificate and key)", cert.data, key.data))
-    for what, cert_pem, key_pem in checked:
+            checked.append(((m.path,), f"{m.path} (its embedded client certificate and key)", cert.data,
+                            key.data))
+    for involved, what, cert_pem, key_pem in checked:
         keys = public(cert_pem, key_pem)
         if keys is not None and keys[0] != keys[1]:
-            scan.add(f"{what}: the certificate does not match the private key (taken during a "
-                     "renewal?); restoring it would install a broken pair", pair=True)
+            message = (f"{what}: the certificate does not match the private key (taken during a "
+                       "renewal?); restoring it would install a broken pair")
+            scan.add(message, pair=True)
+            scan.mismatched.append((frozenset(involved), scrub(message)))
 
 
 def verify_backup(path: str | os.PathLike[str]) -> VerifyReport:
@@ -2176,6 +2185,10 @@ def _plan(scan: _Scan, node: Node, only: Iterable[str] | None) -> RestorePlan:
     for m in chosen:
         s = _step(node, m, manifest.created, as_root)
         if s.action is not RestoreAction.UNCHANGED:
+            broken = [why for paths, why in scan.mismatched if m.path in paths]
+            if broken:  # a pair the node already holds as it is (unchanged) is not installed again
+                raise BackupError(f"{scan.path}: {broken[0]}; restore other items (only=) or another backup",
+                                  path=m.path)
             s = attrs.evolve(s, permission_risk=_permission_risk(node, where, m, scan.data.get(m.path), as_root))
         steps.append(s)
     notes = list(where.notes)
