@@ -1721,3 +1721,20 @@ def test_hostile_journals_are_refused_not_followed(single: Path, raw: bytes) -> 
     else:
         assert plan.supersedes[-1] == "/etc/kubernetes/pki/.kubepki-renewal.json"
     renewal_journal.unlink()
+
+
+def test_a_restarts_backup_first_makes_no_0777_parents(single: Path, tmp_path: Path) -> None:
+    """kubepki restarts' backup first goes through backup(): its directories are 0700 under umask 000."""
+    from kubepki.restarts import Changed, plan_restarts
+    from kubepki.restarts._restarts import _backup_first
+
+    node = kubepki.Node(single)
+    plan = plan_restarts(node, Changed(["apiserver"]), now=ISSUED)
+    assert plan.restarts
+    old = os.umask(0)
+    try:
+        path = _backup_first(plan, node, None, take_backup=True, backup_dir=tmp_path / "r" / "s")
+    finally:
+        os.umask(old)
+    assert path is not None and backups.verify_backup(path).ok
+    assert [stat.S_IMODE(d.stat().st_mode) for d in (tmp_path / "r", tmp_path / "r/s")] == [0o700, 0o700]

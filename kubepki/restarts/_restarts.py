@@ -1311,8 +1311,7 @@ def _backup_first(plan: RestartPlan, node: Node, progress: Progress | None, *, t
     from kubepki.backups import backup, default_backup_dir
 
     dest = Path(backup_dir) if backup_dir is not None else default_backup_dir(node)
-    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = str(backup(node, dest).path)
+    path = str(backup(node, dest).path)  # creates dest and its parents 0700, whatever the umask
     if progress is not None:
         progress(plan.steps[0], f"backed up the node to {path}")
     return path
