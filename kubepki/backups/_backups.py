@@ -502,9 +502,20 @@ class RestoreResult(Report):
     #: The backup of the node's state taken just before writing (None when skipped).
     pre_restore_backup: BackupInfo | None
 
+    @property
+    def changed(self) -> tuple[str, ...]:
+        """The catalog names whose files were written, sorted: what restart planning consumes
+        (``kubepki.plan_restarts(node, FromRenewal(result))``). Files of no catalog item (static pod
+        manifests, the kubeadm configuration) are in :attr:`written` only."""
+        written = set(self.written)
+        return tuple(sorted({s.catalog_name for s in self.plan.steps if s.catalog_name and s.path in written}))
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form; ``node`` and ``changed`` are what ``kubepki restarts plan --from-renewal`` reads."""
         return {
+            "kind": "RestoreResult",
+            "node": self.plan.node_name,
+            "changed": list(self.changed),
             "plan": self.plan.to_dict(),
             "written": list(self.written),
             "pre_restore_backup": (self.pre_restore_backup.to_dict()
@@ -2447,6 +2458,7 @@ def _settle_restore(node: Node) -> list[str]:  # noqa: C901, PLR0912  -- the jou
     except NodeError as exc:
         raise BackupError(f"cannot read the restore journal {journal}: {exc.message}", path=str(journal)) from None
     if found is None:
+        _sweep(node)
         return []
     try:
         state, files, remove = _parse_restore_journal(node, _allowed(node), found[2] or b"")
@@ -2458,6 +2470,7 @@ def _settle_restore(node: Node) -> list[str]:  # noqa: C901, PLR0912  -- the jou
         for f in files:
             _remove(fs, f.staged)
         _remove(fs, journal)
+        _sweep(node)
         return []
     for f in files:  # every file is checked before any is renamed
         where_from = f.staged if present[f.target] else f.target
@@ -2475,7 +2488,27 @@ def _settle_restore(node: Node) -> list[str]:  # noqa: C901, PLR0912  -- the jou
     for d in sorted({f.target.parent for f in files}):
         fs.fsync_dir(d)
     _remove(fs, journal)
+    _sweep(node)
     return completed
+
+
+def _sweep(node: Node) -> None:
+    """Remove the temporaries killed kubepki writers left in the kubeadm directories.
+
+    ``.<name>.kubepki-<12 hex>.tmp`` is only ever a restore's staged file or an atomic
+    write's temporary (a key among them); the caller holds the node's lock and any journal
+    is settled, so none of them is still needed. A renewal's ``.kubepki-new`` files
+    belong to its journal and are left to it.
+    """
+    fs = node.fs
+    where = _allowed(node)
+    for d in dict.fromkeys((*where.dirs, *(d / "etcd" for d in where.dirs))):
+        with contextlib.suppress(NodeError):
+            for name in fs.listdir(d):
+                if _RESTORE_STAGED_RE.match(name) and name != RESTORE_JOURNAL_NAME:
+                    st = fs.stat(d / name, follow=False)
+                    if st is not None and not st.is_dir:
+                        _remove(fs, d / name)
 
 
 def resume_restore(node: Node | str | os.PathLike[str], *, wait: float = 0.0,
