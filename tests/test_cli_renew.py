@@ -62,7 +62,9 @@ def test_apply_backs_up_renews_and_check_is_ok(root: Path, capsys: pytest.Captur
                              "--force-invalid-times", *FAST)
     assert (code, err) == (0, "")
     assert "certificate for serving the Kubernetes API renewed" in out
-    assert out.rstrip().endswith("so that they can use the new certificates.")
+    # kubepki's restart plan for what was written, not kubeadm's blanket line (tests/test_restart_advice.py)
+    assert "Done renewing certificates." in out and "kube-scheduler and etcd" not in out
+    assert out.rstrip().splitlines()[-1].startswith("To restart them: kubepki restarts apply --changed ")
     backups = list((root / "var/backups/kubepki").iterdir())
     assert len(backups) == 1 and backups[0].name.endswith(".tar.gz")
     assert f"Backup: {backups[0]}" in out

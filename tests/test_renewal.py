@@ -628,7 +628,8 @@ def test_result_is_what_restart_planning_needs(tmp_path: Path, demo_ecdsa: Path)
     assert data["renewed_at"] == "2027-09-01T12:00:00Z" and data["ok"] is True
     text = result.table()
     assert "certificate for serving the Kubernetes API renewed" in text
-    assert "You must restart the kube-apiserver" in text
+    # what needs a restart is kubepki.plan_restarts' answer, not kubeadm's blanket line
+    assert "Done renewing certificates." in text and "You must restart" not in text
     assert "written" in result._repr_html_()
 
 

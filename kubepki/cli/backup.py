@@ -22,6 +22,7 @@ from kubepki.cli._common import (
 )
 from kubepki.cli._exit import exit_status
 from kubepki.cli._output import Output
+from kubepki.cli._restart_advice import restart_advice
 from kubepki.cli.completion import suggest
 from kubepki.errors import BackupError, LockError
 
@@ -325,10 +326,11 @@ def _run_restore(args: argparse.Namespace) -> int:
         result = apply_restore(plan, accept_changed=args.accept_changed,
                                accept_permissions=args.accept_permissions, take_backup=args.take_backup,
                                backup_dir=args.backup_dir)
+    advice = restart_advice(args, node, result.changed)
     if args.output == "json":
-        _json(result.to_dict())
+        _json({**result.to_dict(), "restarts": advice.to_dict()})
     else:
-        out.info(result.table())
+        out.info(result.table() + "\n\n" + "\n".join(advice.lines()))
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ from kubepki.cli._common import (
 )
 from kubepki.cli._exit import exit_status
 from kubepki.cli._output import Output
+from kubepki.cli._restart_advice import RestartAdvice, restart_advice
 from kubepki.cli.completion import suggest
 from kubepki.errors import BackupError, ConfigError, NodeError, RenewalError
 
@@ -258,12 +259,15 @@ def run_renew(args: argparse.Namespace) -> int:
     try:
         if args.resume:
             result = renewal.resume_renewal(node, wait=_wait(args), now=args.now)
+            advice = restart_advice(args, node, result.changed if result else ())
             if args.output == "json":
-                emit(json.dumps(result.to_dict() if result else {"resumed": []}, indent=2))
+                emit(json.dumps({**(result.to_dict() if result else {"resumed": []}),
+                                 "restarts": advice.to_dict()}, indent=2))
             elif result is None:
                 out.info("No interrupted renewal to complete.")
             else:
-                out.info(f"Completed the interrupted renewal of: {', '.join(result.resumed) or 'nothing'}")
+                out.info(f"Completed the interrupted renewal of: {', '.join(result.resumed) or 'nothing'}\n\n"
+                         + "\n".join(advice.lines()))
             return EXIT_OK
         if args.csr:
             with out.status(f"Writing keys and CSRs into {args.csr}…"):
@@ -317,17 +321,19 @@ def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, .
         return _refused(exc)
     if resumed:
         result = attrs.evolve(result, resumed=tuple(sorted({*resumed, *result.resumed})))
+    advice = restart_advice(args, plan.node, (*result.changed, *result.resumed))
     if args.output == "json":
         # The result at the top (what `kubepki restart` and other consumers read), the plan inside.
-        emit(json.dumps({**result.to_dict(), "plan": plan.to_dict()}, indent=2))
+        emit(json.dumps({**result.to_dict(), "restarts": advice.to_dict(), "plan": plan.to_dict()}, indent=2))
     else:
-        _report(out, result)
+        _report(out, result, advice)
     return exit_status(result)
 
 
-def _report(out: Output, result: Any) -> None:
-    """A run's report: with --quiet, only when something was refused."""
+def _report(out: Output, result: Any, advice: RestartAdvice) -> None:
+    """A run's report, then the restarts it implies: with --quiet, only when something was refused."""
     out.report(result, answer=not result.ok)
+    (out.result if not result.ok else out.info)("\n" + "\n".join(advice.lines()))
 
 
 def run_install(args: argparse.Namespace) -> int:
@@ -344,10 +350,11 @@ def run_install(args: argparse.Namespace) -> int:
                                             force_invalid_times=args.force_invalid_times)
     except (RenewalError, BackupError, NodeError) as exc:
         return _refused(exc)
+    advice = restart_advice(args, node, result.changed)
     if args.output == "json":
-        emit(result.to_json())
+        emit(json.dumps({**result.to_dict(), "restarts": advice.to_dict()}, indent=2))
     else:
-        _report(out, result)
+        _report(out, result, advice)
     return exit_status(result)
 
 

@@ -101,7 +101,9 @@ def register(sub: Any) -> None:
         add_node_options(a)
         src = a.add_mutually_exclusive_group(required=True)
         src.add_argument("--changed", nargs="+", metavar="NAME", help="catalog names whose files changed")
-        src.add_argument("--from-renewal", metavar="FILE", help="a renewal result as JSON ({\"changed\": [...]})")
+        src.add_argument("--from-renewal", metavar="FILE",
+                         help="a renewal or restore result as JSON ({\"changed\": [...]}: "
+                              "kubepki renew, certs or restore --apply -o json)")
         src.add_argument("--detect", action="store_true", help="restart what is found stale now")
         a.add_argument("--policy", choices=("safe", "minimal"), default="safe",
                        help="safe: restart every reader (default); minimal: rely on hot reloads and verify")

@@ -563,12 +563,10 @@ class RenewalResult(Report):
             out.append(Line([f"Backup: {self.backup}{' (on the node)' if self.backup_on_node else ''}"]))
         if self.changed:
             out += [Line([]), Line(["Files written:"]), *(Line([f"  {p}"]) for p in self.files)]
-            # kubeadm's closing line, word for word, unless only the kubelet's credentials changed
-            tail = (" You must restart the kubelet, so that it can use the new certificate."
-                    if set(self.changed) <= {"kubelet.conf"} else
-                    " You must restart the kube-apiserver, kube-controller-manager, "
-                    "kube-scheduler and etcd, so that they can use the new certificates.")
-            out += [Line([]), Line([Cell("Done renewing certificates.", "strong"), tail])]
+            # Not kubeadm's blanket "restart the kube-apiserver, kube-controller-manager, kube-scheduler
+            # and etcd": what needs a restart depends on what was written (kubepki.plan_restarts, which
+            # the command line prints next).
+            out += [Line([]), Line([Cell("Done renewing certificates.", "strong")])]
         elif not self.resumed:
             out.append(Line(["Nothing was written."]))
         return out

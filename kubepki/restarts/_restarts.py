@@ -577,13 +577,14 @@ class RenewalLike(Protocol):
 
 @attrs.frozen
 class FromRenewal:
-    """Source: what a renewal changed.
+    """Source: what a renewal (or a restore) changed.
 
     ``result`` is an object with ``.changed`` (and optionally ``.node`` or
-    ``.node_name`` and ``.files``, such as :class:`kubepki.RenewalResult`), a
+    ``.node_name`` and ``.files``, such as :class:`kubepki.RenewalResult`, or
+    ``.written`` and ``.plan``, such as :class:`kubepki.backups.RestoreResult`), a
     mapping with those keys, or the path of a JSON file holding one (``kubepki
-    renew ... -o json``). Written files not named in ``changed`` are mapped to
-    their catalog names.
+    renew ... -o json``, ``kubepki restore FILE --apply -o json``). Written files
+    not named in ``changed`` are mapped to their catalog names.
     """
 
     result: RenewalLike | Mapping[str, Any] | str | os.PathLike[str]
@@ -781,11 +782,21 @@ def _renewal_fields(renewal: Any) -> tuple[list[str], list[str], str | None, str
     if isinstance(data, Mapping):
         changed, files = data.get("changed"), data.get("files", ())
         node = data.get("node") or data.get("node_name")
+        if data.get("kind") == "RestoreResult" or (changed is None and "written" in data):
+            # A restore's JSON (kubepki restore --apply -o json): its written paths count as changed too,
+            # and a restore printed before it carried "changed" names its node in its plan.
+            files = data.get("written", ())
+            changed = () if changed is None else changed
+            plan = data.get("plan")
+            node = node or (plan.get("node") if isinstance(plan, Mapping) else None)
     elif hasattr(data, "changed"):
-        changed, files = data.changed, getattr(data, "files", ())
+        changed = data.changed
+        files = getattr(data, "files", None) or getattr(data, "written", ())
         node = getattr(data, "node", None) or getattr(data, "node_name", None)
+        plan = getattr(data, "plan", None)
+        node = node or getattr(plan, "node_name", None)
     else:
-        raise ConfigError(f"{where or 'renewal'}: expected a renewal result with 'changed'", path=where)
+        raise ConfigError(f"{where or 'renewal'}: expected a renewal or restore result with 'changed'", path=where)
     if isinstance(changed, str) or not isinstance(changed, Iterable):
         raise ConfigError(f"{where or 'renewal'}: 'changed' must be a list of catalog names", path=where)
     names = [str(n) for n in changed]
