@@ -1376,7 +1376,15 @@ def _short_lived(c: RealCluster) -> dict[str, int]:
     return {n: c.file_serial(f) for n, f in (("apiserver", "apiserver.crt"), ("etcd-server", "etcd/server.crt"))}
 
 
-def test_auto_renew_renews_restarts_and_proves_it(real_cluster: RealCluster, tmp_path: Path) -> None:
+def _report(request: pytest.FixtureRequest, text: str) -> None:
+    """Print a measured figure in the test run's output (through the terminal reporter: not captured)."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"[figure] {text}")
+
+
+def test_auto_renew_renews_restarts_and_proves_it(real_cluster: RealCluster, tmp_path: Path,
+                                                  request: pytest.FixtureRequest) -> None:
     """``kubepki auto-renew --apply`` on certificates that expire in 3 days: exit 0, the history says
     ``renewed``; judged independently: every socket serves the new file (served serial == file serial),
     kube-controller-manager and kube-scheduler (which need a restart for their kubeconfigs) run in new
@@ -1408,12 +1416,16 @@ def test_auto_renew_renews_restarts_and_proves_it(real_cluster: RealCluster, tmp
         assert after[name].id != before[name].id and after[name].started_at > started, name
     c.extract_admin()
     assert c.api("/api/v1/namespaces/kube-system/pods").status == 200
+    _report(request, f"auto-renew (minimal, manifest): {len(doc['renewed'])} renewed, restarted "
+                     f"{','.join(doc['restarted'])}, durations {doc['durations']}, kube-apiserver unanswered "
+                     f"{doc['apiserver_unanswered_seconds']} s")
     history = c.kubepki("history", "-n", "1", "-o", "json")
     assert history.returncode == 0, _explain(history)
     assert [r["status"] for r in _json(history)["runs"]] == ["renewed"]
 
 
-def test_auto_renew_rolls_back_what_the_apiserver_cannot_load(real_cluster: RealCluster, tmp_path: Path) -> None:
+def test_auto_renew_rolls_back_what_the_apiserver_cannot_load(real_cluster: RealCluster, tmp_path: Path,
+                                                              request: pytest.FixtureRequest) -> None:
     """The same run with a test hook that, after the renewal, replaces apiserver.crt with a certificate for
     another key (one the apiserver cannot load with apiserver.key): the check finds the apiserver serving
     another certificate than the file, the backup is restored, and the node serves the certificates of
@@ -1437,7 +1449,10 @@ def test_auto_renew_rolls_back_what_the_apiserver_cannot_load(real_cluster: Real
 
     node = Node(c.root)
     result = auto_renew(node, within=dt.timedelta(days=7), apply=True, backup_dir=tmp_path,
-                        timeout=Timeouts(stop=90, start=120, serve=30), after_renewal=break_the_apiserver)
+                        timeout=Timeouts(stop=90, start=120, serve=30), health_wait=90,
+                        after_renewal=break_the_apiserver)
+    _report(request, f"auto-renew rollback: failure {result.failure!r}; durations "
+                     f"{dict(result.durations)}; kube-apiserver unanswered {result.apiserver_unanswered_seconds} s")
     assert result.status == RunStatus.ROLLED_BACK, (result.failure, result.rollback_verification)
     assert "kube-apiserver" in (result.failure or ""), result.failure
     assert exit_status(result) == 2
