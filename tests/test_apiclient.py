@@ -63,6 +63,9 @@ class APIStub(ThreadingHTTPServer):
         self.token = token
         self.forbidden = forbidden
         self.requests: list[tuple[str, dict[str, str], bool, bool]] = []  # path, query, client cert?, token?
+        #: POSTs received (path, body), and the statuses to answer them with, in turn (then 201).
+        self.posts: list[tuple[str, bytes]] = []
+        self.post_statuses: list[int] = []
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
@@ -107,6 +110,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _status(self, code: int, reason: str, message: str) -> None:
         self._send(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
                           "reason": reason, "code": code})
+
+    def do_POST(self) -> None:
+        """Record a create; answer with the next configured status (429 with Retry-After 0), else 201."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.posts.append((self.path, body))
+        status = self.server.post_statuses.pop(0) if self.server.post_statuses else 201
+        if status == 429:
+            data = b'{"kind":"Status","code":429,"message":"too many requests"}'
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        self._send(status, {**json.loads(body), "metadata": {"name": "made", "namespace": "default"}})
 
     def do_GET(self) -> None:
         """Answer a list request."""
@@ -517,3 +535,20 @@ def test_cli_prints_the_insecure_warning(tmp_path: Path, api: APIStub, pki: PKI,
     out, err = capsys.readouterr()
     assert code == 2 and "note: insecure-skip-tls-verify" in out
     assert err == "kubepki: warning: insecure-skip-tls-verify: the API server's certificate is not verified\n"
+
+
+def test_post_json_creates_and_retries_with_the_same_body(tmp_path: Path, api: APIStub, pki: PKI) -> None:
+    """A create answered 429 is sent again with its own body (it once went out with the 429's error body);
+    control: a create answered 201 at once is sent once."""
+    from kubepki.objects import KubeClient
+
+    kc = write_kubeconfig(tmp_path / "admin.conf", api.url, embedded_user(pki), ca=pem(pki.root))
+    event = {"apiVersion": "v1", "kind": "Event", "reason": "KubepkiCertificatesRenewed"}
+    api.post_statuses = [429]
+    with KubeClient.from_kubeconfig(kc) as client:
+        made = client.post_json("/api/v1/namespaces/default/events", event)
+        assert made["metadata"]["name"] == "made" and made["reason"] == "KubepkiCertificatesRenewed"
+        assert [json.loads(b) for _, b in api.posts] == [event, event]
+        api.posts.clear()
+        client.post_json("/api/v1/namespaces/default/events", event)
+        assert len(api.posts) == 1

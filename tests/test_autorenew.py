@@ -306,3 +306,16 @@ def test_metrics_expose_the_last_run(fresh: Path, due: Path, tmp_path: Path) -> 
     assert 'kubepki_auto_renew_last_run_rolled_back{node="cp1",status="nothing-due"} 0.0' in good
     assert 'kubepki_auto_renew_last_run_success{node="cp1",status="rollback-failed"} 0.0' in bad
     assert 'kubepki_auto_renew_last_run_rolled_back{node="cp1",status="rollback-failed"} 1.0' in bad
+
+
+def test_node_event_says_what_a_run_did(due: Path, fresh: Path, tmp_path: Path) -> None:
+    """A failed run is a Warning Event on its Node naming the failure; a run with nothing due has none."""
+    from kubepki.autorenew import node_event
+
+    failed = auto_renew(due, apply=True, backup_dir=tmp_path / "b", timeout=FAST, health_wait=0.5, history=None)
+    event = node_event(failed, "uid-1")
+    assert event is not None
+    assert event["type"] == "Warning" and event["reason"] == "KubepkiRenewalFailed"
+    assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Node", "name": "cp1", "uid": "uid-1"}
+    assert failed.failure is not None and failed.failure[:100] in event["message"]
+    assert node_event(auto_renew(fresh, apply=True, history=None)) is None

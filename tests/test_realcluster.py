@@ -1392,14 +1392,19 @@ def test_auto_renew_renews_restarts_and_proves_it(real_cluster: RealCluster, tmp
     and writes nothing."""
     c = real_cluster
     old = _short_lived(c)
-    quiet = c.kubepki("auto-renew", "--within", "2d", "--apply", "--backup-dir", str(tmp_path), "-o", "json")
+    events = ("/api/v1/namespaces/default/events?fieldSelector="
+              "involvedObject.kind%3DNode%2Creason%3DKubepkiCertificatesRenewed")
+    already = len(c.api(events).json()["items"])
+    quiet = c.kubepki("auto-renew", "--within", "2d", "--apply", "--event", "--backup-dir", str(tmp_path), "-o",
+                      "json")
     assert quiet.returncode == 0 and _json(quiet)["status"] == "nothing-due", _explain(quiet)
+    assert len(c.api(events).json()["items"]) == already  # control: nothing done, no Event
     assert list(tmp_path.iterdir()) == [] and c.file_serial("apiserver.crt") == old["apiserver"]
     c.wait_pods_ready(300)
     before = {x.name: x for x in c.containers()}
     started = time.time()
-    proc = c.kubepki("auto-renew", "--within", "7d", "--apply", "--backup-dir", str(tmp_path), "-o", "json",
-                     timeout=900)
+    proc = c.kubepki("auto-renew", "--within", "7d", "--apply", "--event", "--backup-dir", str(tmp_path), "-o",
+                     "json", timeout=900)
     assert proc.returncode == 0, _explain(proc)
     doc = _json(proc)
     assert doc["status"] == "renewed" and doc["ok"] is True, doc
@@ -1422,6 +1427,11 @@ def test_auto_renew_renews_restarts_and_proves_it(real_cluster: RealCluster, tmp
     history = c.kubepki("history", "-n", "1", "-o", "json")
     assert history.returncode == 0, _explain(history)
     assert [r["status"] for r in _json(history)["runs"]] == ["renewed"]
+    # the Event on the Node, as `kubectl describe node` shows it (the renewed admin.conf posted it)
+    (event,) = c.api(events).json()["items"][already:]
+    assert event["involvedObject"]["name"] == c.node_name and event["type"] == "Normal", event
+    assert event["involvedObject"]["uid"] == c.api(f"/api/v1/nodes/{c.node_name}").json()["metadata"]["uid"]
+    assert "verified them in use" in event["message"] and event["source"]["component"] == "kubepki"
 
 
 def test_auto_renew_rolls_back_what_the_apiserver_cannot_load(real_cluster: RealCluster, tmp_path: Path,

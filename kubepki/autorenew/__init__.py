@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         RunStatus as RunStatus,
         Verification as Verification,
         auto_renew as auto_renew,
+        node_event as node_event,
     )
 
 __getattr__, __dir__, __all__ = attach(
@@ -26,6 +27,7 @@ __getattr__, __dir__, __all__ = attach(
             "RunStatus",
             "Verification",
             "auto_renew",
+            "node_event",
         ),
     },
 )

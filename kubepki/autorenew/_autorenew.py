@@ -38,7 +38,7 @@ from kubepki.catalog import Component
 from kubepki.errors import ConfigError, KubepkiError, NodeError
 from kubepki.node import HISTORY_PATH, LocalPaths, Node, append_history
 
-__all__ = ["DEFAULT_WITHIN", "AutoRenewResult", "DueItem", "RunStatus", "Verification", "auto_renew"]
+__all__ = ["DEFAULT_WITHIN", "AutoRenewResult", "DueItem", "RunStatus", "Verification", "auto_renew", "node_event"]
 
 #: Renew what expires within this (kubeadm's leaves live a year; two months leaves time to notice a failure).
 DEFAULT_WITHIN = dt.timedelta(days=60)
@@ -338,6 +338,7 @@ def auto_renew(  # noqa: PLR0915  -- one operation's options, phase after phase
     health_wait: float = _HEALTH_WAIT,
     wait: float = 0.0,
     after_renewal: Callable[[Any], object] | None = None,
+    event: Any = None,
 ) -> AutoRenewResult:
     """Renew what is due on ``node``, restart what needs it, verify, and roll back if it does not verify.
 
@@ -350,7 +351,9 @@ def auto_renew(  # noqa: PLR0915  -- one operation's options, phase after phase
     gets one JSON line per applied run. ``health_host`` replaces the health probes'
     own host. ``after_renewal(result)`` runs between the renewal and the restarts
     (a hook for tests and site checks: an exception it raises is a failure that is
-    rolled back). ``now`` is the clock the due dates are judged by.
+    rolled back). ``now`` is the clock the due dates are judged by. ``event`` (a
+    :class:`~kubepki.objects.KubeClient`) records an applied run that did something
+    as a Kubernetes Event on the node's Node object (``kubectl describe node``).
 
     Raises :class:`~kubepki.ConfigError` for bad arguments and a node that is not a
     local root when ``apply`` is set (the rollback restores from a local archive).
@@ -378,7 +381,7 @@ def auto_renew(  # noqa: PLR0915  -- one operation's options, phase after phase
         result = made(finished_at=utc(None), status=RunStatus.NOTHING_DUE,
                                  renewal_plan=due_plan, durations={"total": time.monotonic() - t0},
                                  notes=tuple(due_plan.notes))
-        return _recorded(n, result, history)
+        return _recorded(n, result, history, None)
     plan = plan_renewal(n, "all", now=clock) if renew_all else due_plan
     due = tuple(DueItem(name=s.name, not_after=s.old_not_after, aligned=s.name not in due_names) for s in plan.work)
     restart_plan = plan_restarts(n, Changed(tuple(s.name for s in plan.work)), policy=policy, method=method)
@@ -388,7 +391,7 @@ def auto_renew(  # noqa: PLR0915  -- one operation's options, phase after phase
                                  renewal_plan=plan, restart_plan=restart_plan, durations=durations,
                                  failure="the renewal plan refuses " + ", ".join(s.name for s in plan.refused),
                                  notes=tuple(plan.notes))
-        return _recorded(n, result, history) if apply else result
+        return _recorded(n, result, history, event) if apply else result
     if not apply:
         return made(finished_at=utc(None), status=RunStatus.PLANNED, due=due,
                                renewal_plan=plan, restart_plan=restart_plan, durations=durations,
@@ -432,7 +435,7 @@ def auto_renew(  # noqa: PLR0915  -- one operation's options, phase after phase
         rollback_verification=rollback_verification, backup=backup, durations=durations,
         apiserver_unanswered_seconds=watch.unanswered if watch.watched else None,
         notes=(*plan.notes, *notes))
-    return _recorded(n, result, history)
+    return _recorded(n, result, history, event)
 
 
 def _restart_and_verify(n: Node, renewal: Any, after_renewal: Callable[[Any], object] | None, planned: Any, *,
@@ -486,9 +489,63 @@ def _roll_back(n: Node, backup: str | None, renewal: Any, *, policy: str, method
     return report, _verify(n, report, written, host=health_host, health_wait=health_wait), []
 
 
-def _recorded(n: Node, result: AutoRenewResult, history: str | PurePosixPath | None) -> AutoRenewResult:
-    """``result`` with its history line appended (applied runs only); a history that cannot be written is a note."""
-    if not result.apply or history is None:
+#: The Event reason and type of each status.
+_EVENTS = {
+    RunStatus.RENEWED: ("KubepkiCertificatesRenewed", "Normal"),
+    RunStatus.ROLLED_BACK: ("KubepkiRenewalRolledBack", "Warning"),
+    RunStatus.ROLLBACK_FAILED: ("KubepkiRenewalFailed", "Warning"),
+    RunStatus.REFUSED: ("KubepkiRenewalRefused", "Warning"),
+}
+
+
+def node_event(result: AutoRenewResult, node_uid: str | None = None) -> dict[str, Any] | None:
+    """The core/v1 Event that says what ``result`` did, on its Node (None: nothing to say, e.g. nothing due)."""
+    if result.status not in _EVENTS or not result.node:
+        return None
+    reason, kind = _EVENTS[result.status]
+    if result.status == RunStatus.RENEWED:
+        message = (f"kubepki renewed {len(result.renewal.changed)} certificate(s), restarted "
+                   f"{', '.join(result.restarted) or 'nothing'} and verified them in use (backup {result.backup})")
+    else:
+        message = f"kubepki auto-renew {result.status}: {result.failure}"
+    when = iso(result.finished_at, timespec="seconds")
+    involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "name": result.node}
+    if node_uid:
+        involved["uid"] = node_uid
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{result.node}.kubepki-", "namespace": "default"},
+        "involvedObject": involved, "reason": reason, "type": kind, "message": message[:1024],
+        "source": {"component": "kubepki", "host": result.node}, "reportingComponent": "kubepki",
+        "reportingInstance": result.node, "firstTimestamp": when, "lastTimestamp": when, "count": 1,
+    }
+
+
+def _post_event(client: Any, result: AutoRenewResult) -> str | None:
+    """Post the run's Event; what went wrong, or None."""
+    from urllib.parse import quote
+
+    if node_event(result) is None:
+        return None
+    try:
+        uid = client.get_json(f"/api/v1/nodes/{quote(str(result.node), safe='')}").get("metadata", {}).get("uid")
+        client.post_json("/api/v1/namespaces/default/events", node_event(result, uid if isinstance(uid, str) else None))
+    except KubepkiError as exc:
+        return f"the Event was not recorded: {exc}"
+    return None
+
+
+def _recorded(n: Node, result: AutoRenewResult, history: str | PurePosixPath | None,
+              event: Any) -> AutoRenewResult:
+    """``result`` with its history line appended (applied runs only) and its Event posted; a history or an
+    Event that cannot be written is a note."""
+    if not result.apply:
+        return result
+    if event is not None:
+        said = _post_event(event, result)
+        if said is not None:
+            result = attrs.evolve(result, notes=(*result.notes, said))
+    if history is None:
         return result
     path = PurePosixPath(history)
     if not path.is_absolute():

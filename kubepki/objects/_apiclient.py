@@ -429,6 +429,24 @@ class KubeClient:
         return cls(server, context=tls, token=token, timeout=timeout, auth=auth, notes=notes,
                    tls_server_name=sni if isinstance(sni, str) and sni else None)
 
+    @classmethod
+    def in_cluster(cls, *, timeout: float = 30.0,
+                   account: str | os.PathLike[str] = "/var/run/secrets/kubernetes.io/serviceaccount") -> KubeClient:
+        """A client with the pod's service account, as client-go's ``rest.InClusterConfig`` builds it:
+        ``$KUBERNETES_SERVICE_HOST``/``_PORT``, the account's ``token`` and ``ca.crt``.
+        Raises :class:`~kubepki.ConfigError` outside a pod (no such variables or files)."""
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+        if not host or not port:
+            raise ConfigError("not in a pod: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set")
+        where = Path(account)
+        try:
+            token = (where / "token").read_text().strip()
+            tls = ssl.create_default_context(cafile=str(where / "ca.crt"))
+        except OSError as exc:
+            raise ConfigError(f"no service account at {where}: {exc.strerror or exc}") from None
+        shown = f"[{host}]" if ":" in host else host
+        return cls(f"https://{shown}:{port}", context=tls, token=token, timeout=timeout, auth="service-account")
+
     # -- requests ----------------------------------------------------------------------
 
     def _connection(self) -> _Connection:
@@ -451,6 +469,11 @@ class KubeClient:
         object changed since it was read)."""
         return self._object(self._request("PUT", path, body=json.dumps(body).encode()), "PUT", path)
 
+    def post_json(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``body`` as JSON to ``path`` (a create, e.g. an Event); the object the server answers with.
+        Raises :class:`APIError` for any status but 200 and 201."""
+        return self._object(self._request("POST", path, body=json.dumps(body).encode(), ok=(200, 201)), "POST", path)
+
     def _object(self, response: http.client.HTTPResponse, method: str, path: str) -> dict[str, Any]:
         try:
             data = response.read(_MAX_OBJECT_BODY + 1)
@@ -469,7 +492,7 @@ class KubeClient:
         return obj
 
     def _request(self, method: str, path: str, *, query: Mapping[str, str] | None = None,
-                 body: bytes | None = None) -> http.client.HTTPResponse:
+                 body: bytes | None = None, ok: tuple[int, ...] = (200,)) -> http.client.HTTPResponse:
         url = self._prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
         headers = {"Accept": "application/json", "User-Agent": f"kubepki/{__version__}"}
         if body is not None:
@@ -491,14 +514,14 @@ class KubeClient:
                 if reused and attempt == 0:
                     continue  # the server closed an idle keep-alive connection
                 raise APIError(f"cannot reach {self.server}: {_os_reason(exc)}", url=path) from None
-            if response.status == 200:
+            if response.status in ok:
                 return response
-            body = response.read(_MAX_ERROR_BODY)
+            answer = response.read(_MAX_ERROR_BODY)  # not ``body``: a retry sends the request's body again
             response.close()
             if response.status in (429, 503) and attempt < 3:
                 time.sleep(_retry_after(response.getheader("Retry-After")))
                 continue
-            raise APIError(_status_message(response.status, body, self.server, path), status=response.status,
+            raise APIError(_status_message(response.status, answer, self.server, path), status=response.status,
                            url=path)
         raise APIError(f"{self.server} kept answering 429/503 to {path}", url=path)  # pragma: no cover
 
