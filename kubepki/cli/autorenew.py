@@ -77,6 +77,11 @@ def register(sub: Any) -> None:
                    help="how long the restarted components may take to answer their health probes (default 120)")
     p.add_argument("--health-host", default=None, metavar="HOST",
                    help="reach the health probes at this host instead of the manifests' own")
+    p.add_argument("--event", action="store_true",
+                   help="record a run that did something as an Event on the node's Node object")
+    p.add_argument("--event-kubeconfig", metavar="FILE",
+                   help="credentials for --event (default: the pod's service account in a pod, else "
+                        "/etc/kubernetes/admin.conf under --root)")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another kubepki writing to the node (default: fail)")
     _endpoint_options(p)
@@ -106,6 +111,20 @@ def _runtime(args: argparse.Namespace) -> Any:
     return None
 
 
+def _event_client(args: argparse.Namespace) -> Any:
+    """The API client --event posts with (built before the run: a bad kubeconfig stops it before any write)."""
+    import os
+    from pathlib import Path
+
+    from kubepki.objects import KubeClient
+
+    if args.event_kubeconfig:
+        return KubeClient.from_kubeconfig(args.event_kubeconfig)
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return KubeClient.in_cluster()
+    return KubeClient.from_kubeconfig(Path(args.root) / "etc/kubernetes/admin.conf")
+
+
 def run_auto_renew(args: argparse.Namespace) -> int:
     """Plan, or with --apply run, one auto-renewal."""
     from kubepki.autorenew import auto_renew
@@ -115,13 +134,16 @@ def run_auto_renew(args: argparse.Namespace) -> int:
     node = node_from_args(args)
     history = None if args.no_history else PurePosixPath(args.history) if args.history else HISTORY_PATH
     runtime = _runtime(args)
+    client = _event_client(args) if args.event and args.apply else None
     try:
         result = auto_renew(
             node, within=args.within, renew_all=args.renew_all, policy=args.policy, method=args.method,
             apply=args.apply, backup_dir=args.backup_dir, history=history, now=args.now, runtime=runtime,
             proc=args.proc, served_host=args.host, ports=dict(args.port) or None, health_host=args.health_host,
-            timeout=args.timeout, health_wait=args.health_wait, wait=args.wait)
+            timeout=args.timeout, health_wait=args.health_wait, wait=args.wait, event=client)
     finally:
+        if client is not None:
+            client.close()
         close = getattr(runtime, "close", None)
         if close is not None:
             close()
