@@ -14,34 +14,58 @@ before the command and after it (``kubepki check --demo -q``); see
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from kubepki._version import __version__
-from kubepki.cli import _common, check, demo, metrics
+from kubepki.cli import _common
 from kubepki.cli._common import error
-from kubepki.cli._exit import exit_status, json_document
 from kubepki.errors import KubepkiError
 
 __all__ = ["EXIT_ERROR", "build_parser", "exit_status", "json_document", "main", "plain_text"]
 
 EXIT_ERROR = _common.EXIT_ERROR
 
-#: Modules with ``register(subparsers)``; each sets ``func`` on its parser.
-COMMANDS = [check, demo, metrics]
-COMMANDS.append(__import__("kubepki.cli.backup", fromlist=["register"]))  # backup, restore
-COMMANDS.append(__import__("kubepki.cli.secrets", fromlist=["register"]))  # secrets check, probe
-COMMANDS.append(__import__("kubepki.cli.renew", fromlist=["register"]))  # renew, certs
-COMMANDS.append(__import__("kubepki.cli.restarts", fromlist=["register"]))  # restarts, verify-served
-COMMANDS.append(__import__("kubepki.cli.cluster", fromlist=["register"]))  # cluster check, renew, restarts
-COMMANDS.append(__import__("kubepki.cli.kubelet", fromlist=["register"]))  # kubelet clean-up
-COMMANDS.append(__import__("kubepki.cli.csr", fromlist=["register"]))  # csr list, approve
-COMMANDS.append(__import__("kubepki.cli.permissions", fromlist=["register"]))  # permissions fix, undo
-COMMANDS.append(__import__("kubepki.cli.autorenew", fromlist=["register"]))  # auto-renew, history
-# Last: the completion script describes every command registered before it.
-COMMANDS.append(__import__("kubepki.cli.completion", fromlist=["register"]))
+#: The command modules of this package (``register(subparsers)`` sets ``func`` on each
+#: parser), with the top-level commands each registers. A command line names one of
+#: them, so :func:`main` imports and registers that module alone: ``kubepki check``
+#: never loads renewal or backups. tests/test_cli_lazy.py checks the names against
+#: the full parser.
+COMMANDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("check", ("check",)),
+    ("demo", ("demo",)),
+    ("metrics", ("metrics",)),
+    ("backup", ("backup", "restore")),
+    ("secrets", ("secrets", "probe")),
+    ("renew", ("renew", "certs")),
+    ("restarts", ("restarts", "verify-served")),
+    ("cluster", ("cluster",)),
+    ("kubelet", ("kubelet",)),
+    ("csr", ("csr",)),
+    ("permissions", ("permissions",)),
+    ("autorenew", ("auto-renew", "history")),
+    # Last: the completion script describes every command registered before it.
+    ("completion", ("completion",)),
+)
+
+
+def __getattr__(name: str) -> object:
+    # exit_status and json_document live in _exit, which loads the report classes (attrs):
+    # imported when asked for, so building the parser does not pay for them (PEP 562).
+    if name in ("exit_status", "json_document"):
+        from kubepki.cli import _exit
+
+        return getattr(_exit, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"kubepki.cli.{name}")
+
 
 EXAMPLES = """\
 examples:
@@ -89,8 +113,9 @@ def plain_text(text: str) -> str:
     return _LITERAL.sub(r"\1", _ROLE.sub(role, text))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full argument parser; with ``command`` (a top-level command's name), only that command's."""
+    modules = [m for m, names in COMMANDS if command is None or command in names]
     parser = _Parser(
         prog="kubepki",
         description="Inspect, back up, renew and roll out the certificates of kubeadm clusters.",
@@ -100,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kubepki {__version__}")
     _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in COMMANDS:
-        module.register(sub)
+    for module in modules:
+        _module(module).register(sub)
     for sub_parser in _descendants(parser):
         _global_options(sub_parser, top=False)
     return parser
@@ -138,9 +163,19 @@ def _descendants(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
     return out
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The top-level command ``argv`` names, when it is one (else None: the full parser answers)."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):  # the global options before a command take no values
+            return word if any(word in names for _, names in COMMANDS) else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    parser = build_parser()
+    parser = build_parser(_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:

@@ -6,10 +6,22 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kubepki.catalog import NodeRole
 from kubepki.errors import ConfigError
-from kubepki.node import Node, parse_duration
+
+if TYPE_CHECKING:
+    from kubepki.node import Node
+
+#: The values of :class:`kubepki.NodeRole`, spelt out so that building the parser imports
+#: neither the catalog nor attrs (tests/test_cli_lazy.py checks they agree).
+ROLES = ("control-plane", "worker", "etcd")
+#: :data:`kubepki.inspection.DEFAULT_WARN_WITHIN`, spelt out for the same reason.
+DEFAULT_WARN_WITHIN = dt.timedelta(days=30)
+#: :data:`kubepki.backups.DEFAULT_BACKUP_DIR`, spelt out: the backups' module loads the node's.
+DEFAULT_BACKUP_DIR = "/var/backups/kubepki"
+#: :data:`kubepki.autorenew.DEFAULT_WITHIN`, spelt out: the auto-renew module loads renewal's.
+DEFAULT_RENEW_WITHIN = dt.timedelta(days=60)
 
 EXIT_OK = 0
 EXIT_WARNING = 1
@@ -28,7 +40,7 @@ def add_node_options(parser: argparse.ArgumentParser) -> None:
                    "(default /etc/kubernetes)")
     g.add_argument("--config", metavar="KUBEADM_CONFIG", help="a kubeadm configuration file "
                    "(default: discovered on the node, if any)")
-    g.add_argument("--role", choices=[r.value for r in NodeRole], help="what the node is: decides "
+    g.add_argument("--role", choices=ROLES, help="what the node is: decides "
                    "which certificates it must have (default: discovered from its manifests and files)")
 
 
@@ -96,6 +108,8 @@ def parse_now(text: str) -> dt.datetime:
 
 def parse_within(text: str) -> dt.timedelta:
     """Parse a duration option such as ``30d`` or ``720h``."""
+    from kubepki.node import parse_duration  # on use: kubepki.node brings YAML and cryptography
+
     try:
         return parse_duration(text)
     except ConfigError as exc:
@@ -104,6 +118,8 @@ def parse_within(text: str) -> dt.timedelta:
 
 def node_from_args(args: argparse.Namespace) -> Node:
     """The node the node options describe; checks the root exists."""
+    from kubepki.node import Node
+
     root = Path(args.root)
     config = getattr(args, "config", None)
     if config is not None and not Path(config).is_file():

@@ -10,19 +10,22 @@ see :func:`kubepki.cli.main`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from kubepki._report import Outcome
 from kubepki.cli._common import EXIT_ERROR, EXIT_OK, EXIT_PROBLEM, EXIT_WARNING
+
+if TYPE_CHECKING:
+    from kubepki._report import Outcome
 
 __all__ = ["EXIT_STATUS", "exit_status", "json_document"]
 
-#: The exit status of each outcome.
-EXIT_STATUS: Mapping[Outcome, int] = {
-    Outcome.OK: EXIT_OK,
-    Outcome.WARNING: EXIT_WARNING,
-    Outcome.FAILED: EXIT_PROBLEM,
-    Outcome.INCOMPLETE: EXIT_ERROR,
+#: The exit status of each outcome, by its value (``Outcome.OK.value``...): the report
+#: classes (attrs) stay unimported until a command has a report to judge.
+EXIT_STATUS: Mapping[str, int] = {
+    "ok": EXIT_OK,
+    "warning": EXIT_WARNING,
+    "failed": EXIT_PROBLEM,
+    "incomplete": EXIT_ERROR,
 }
 
 
@@ -33,7 +36,7 @@ class _Judged(Protocol):
 
 def exit_status(report: _Judged) -> int:
     """The exit status a command gives for ``report`` (an inventory, plan or result)."""
-    return EXIT_STATUS[report.outcome]
+    return EXIT_STATUS[report.outcome.value]
 
 
 def json_document(report: Any) -> dict[str, Any]:

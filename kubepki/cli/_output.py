@@ -29,14 +29,14 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from kubepki._report import Report, Span
+if TYPE_CHECKING:  # at run time a command imports its reports itself; the parser needs none
+    from kubepki._report import Report, Span
 
 __all__ = [
     "STYLES",
     "Output",
-    "Span",
     "color_wanted",
 ]
 

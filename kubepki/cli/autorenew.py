@@ -48,8 +48,7 @@ history could not be read."""
 
 def register(sub: Any) -> None:
     """Add ``auto-renew`` and ``history``."""
-    from kubepki.autorenew import DEFAULT_WITHIN
-    from kubepki.backups import DEFAULT_BACKUP_DIR
+    from kubepki.cli._common import DEFAULT_BACKUP_DIR, DEFAULT_RENEW_WITHIN as DEFAULT_WITHIN
     from kubepki.cli.restarts import _endpoint_options
 
     p = sub.add_parser("auto-renew", help="renew what is due, restart, verify, roll back on failure",

@@ -6,10 +6,10 @@ import argparse
 import datetime as dt
 import json
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubepki._report import Outcome, render_text
 from kubepki.cli._common import (
+    DEFAULT_WARN_WITHIN,
     add_node_options,
     add_now_option,
     add_output_option,
@@ -18,7 +18,9 @@ from kubepki.cli._common import (
 )
 from kubepki.cli._exit import exit_status, json_document
 from kubepki.cli._output import Output
-from kubepki.inspection import DEFAULT_WARN_WITHIN, Inventory, findings_blocks, inspect
+
+if TYPE_CHECKING:
+    from kubepki.inspection import Inventory
 
 DESCRIPTION = "Inspect a node's certificates, keys and kubeconfigs: kubeadm's expiry tables, then kubepki's findings."
 EXAMPLES = """\
@@ -54,6 +56,8 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Inspect and print; the exit status follows the inventory."""
+    from kubepki.inspection import inspect  # here, not at the top: the parser is built without it
+
     out = Output.from_args(args)
     if args.demo:
         from kubepki import testing
@@ -70,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _report(inv: Inventory, output: str, out: Output, *, benchmark: bool = False) -> int:
+    from kubepki._report import Outcome, render_text
+    from kubepki.inspection import findings_blocks
+
     if benchmark and inv.cis is not None:
         # The benchmark view; the exit status is the inventory's, which carries the same findings.
         if output == "json":

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubepki.backups import DEFAULT_BACKUP_DIR  # each node's backup: a node path, as for one node
-from kubepki.cli._common import (
+from kubepki.cli._common import (  # DEFAULT_BACKUP_DIR: each node's backup, a node path as for one node
+    DEFAULT_BACKUP_DIR,
     EXIT_OK,
     add_attribute_options,
     add_now_option,

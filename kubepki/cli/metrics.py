@@ -9,9 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kubepki.cli._common import add_node_options, node_from_args, parse_within
+from kubepki.cli._common import DEFAULT_WARN_WITHIN, add_node_options, node_from_args, parse_within
 from kubepki.cli._output import Output
-from kubepki.inspection import DEFAULT_WARN_WITHIN, inspect
 
 DESCRIPTION = "Prometheus metrics of a node's certificates: print them, write a textfile, or serve /metrics."
 EXAMPLES = """\
@@ -50,6 +49,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print, write or serve the metrics."""
     from kubepki import metrics
+    from kubepki.inspection import inspect
 
     node = node_from_args(args)
     out = Output.from_args(args)

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kubepki.backups import DEFAULT_BACKUP_DIR
 from kubepki.catalog import CATALOG
 from kubepki.cli._common import (
+    DEFAULT_BACKUP_DIR,
     EXIT_ERROR,
     EXIT_OK,
     EXIT_PROBLEM,

@@ -14,7 +14,6 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from kubepki._report import Outcome
 from kubepki.cli._common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -238,7 +237,7 @@ def _apply(args: argparse.Namespace, node: Node, runtime: Runtime | None) -> int
     from kubepki.restarts import Timeouts, apply_restarts
 
     plan = _plan(args, node, runtime if args.detect else None)
-    if plan.outcome is Outcome.INCOMPLETE:
+    if plan.outcome.value == "incomplete":  # Outcome.INCOMPLETE; _report is not imported to parse
         _show(args, plan)
         _error("nothing was observed running on this node: nothing restarted (--proc and the runtime options "
                "say where to look)")

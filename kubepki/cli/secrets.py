@@ -8,9 +8,15 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from kubepki.cli._common import EXIT_ERROR, add_now_option, add_output_option, emit, parse_within
+from kubepki.cli._common import (
+    DEFAULT_WARN_WITHIN,
+    EXIT_ERROR,
+    add_now_option,
+    add_output_option,
+    emit,
+    parse_within,
+)
 from kubepki.cli._exit import exit_status, json_document
-from kubepki.inspection import DEFAULT_WARN_WITHIN
 
 if TYPE_CHECKING:
     from kubepki.objects import ObjectInventory
