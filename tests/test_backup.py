@@ -1743,3 +1743,32 @@ def test_a_restarts_backup_first_makes_no_0777_parents(single: Path, tmp_path: P
         os.umask(old)
     assert path is not None and backups.verify_backup(path).ok
     assert [stat.S_IMODE(d.stat().st_mode) for d in (tmp_path / "r", tmp_path / "r/s")] == [0o700, 0o700]
+
+
+def test_a_restored_kubeadm_config_that_moves_the_cert_dir_needs_acceptance(victim: tuple[Path, Path]) -> None:
+    """Archive A's kubeadm config with certificatesDir /opt/evil would let archive B write there: A is
+    restored only when accepted; the same config naming the current cert dir needs nothing."""
+    root, top = victim
+    moved = [reg("etc/kubernetes/kubeadm-config.yaml", b"apiVersion: kubeadm.k8s.io/v1beta4\n"
+                 b"kind: ClusterConfiguration\ncertificatesDir: /opt/evil\n")]
+    config = "/etc/kubernetes/kubeadm-config.yaml"
+    path = craft(top / "a.tar.gz", moved, manifest=manifest_doc(moved, config_file=config))
+    plan = backups.plan_restore(path, root)
+    assert plan.permission_risks == ("/etc/kubernetes/kubeadm-config.yaml: it sets certificatesDir '/opt/evil' "
+                                     "(the cert dir here is /etc/kubernetes/pki): later restores would write there",)
+    with pytest.raises(BackupError, match="accept_permissions=True"):
+        backups.apply_restore(plan)
+    assert not (root / "etc/kubernetes/kubeadm-config.yaml").exists()
+    same = [reg("etc/kubernetes/kubeadm-config.yaml", b"apiVersion: kubeadm.k8s.io/v1beta4\n"
+                b"kind: ClusterConfiguration\ncertificatesDir: /etc/kubernetes/pki\n")]
+    ok = craft(top / "b.tar.gz", same, manifest=manifest_doc(same, config_file=config))
+    assert backups.plan_restore(ok, root).permission_risks == ()
+
+
+@pytest.mark.parametrize("cert_dir", ["/var/lib/kubelet", "/etc/default", "/var/lib/etcd/member"])
+def test_directories_that_run_things_are_never_a_cert_dir(victim: tuple[Path, Path], cert_dir: str) -> None:
+    """The kubelet's own directory (config.yaml), /etc/default (its flags), etcd's data: never written."""
+    root, top = victim
+    members = [reg(f"{cert_dir.lstrip('/')}/config.yaml", b"staticPodPath: /tmp\n")]
+    path = craft(top / "a.tar.gz", members, manifest=manifest_doc(members, cert_dir=cert_dir))
+    assert_refused_here(path, kubepki.Node(root, cert_dir=cert_dir), top, match="not inside")

@@ -1853,17 +1853,24 @@ def prune_backups(directory: str | os.PathLike[str], keep: int, *,
 # operator, kubeadm's config and kubeadm's layout, and never lie in a system directory.
 _SYSTEM_DIRS = tuple(PurePosixPath(d) for d in (
     "/bin", "/boot", "/dev", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/sbin",
-    "/sys", "/usr", "/etc/cron.d", "/etc/cron.daily", "/etc/cron.hourly", "/etc/cron.monthly",
-    "/etc/cron.weekly", "/etc/init.d", "/etc/ld.so.conf.d", "/etc/pam.d", "/etc/profile.d",
-    "/etc/security", "/etc/ssh", "/etc/sudoers.d", "/etc/systemd", "/etc/udev", "/run/systemd",
-    "/var/spool/cron",
+    "/sys", "/usr", "/etc/apt", "/etc/containerd", "/etc/cron.d", "/etc/cron.daily", "/etc/cron.hourly",
+    "/etc/cron.monthly", "/etc/cron.weekly", "/etc/crio", "/etc/default", "/etc/docker", "/etc/init.d",
+    "/etc/ld.so.conf.d", "/etc/logrotate.d", "/etc/modprobe.d", "/etc/modules-load.d", "/etc/pam.d",
+    "/etc/polkit-1", "/etc/profile.d", "/etc/rc.d", "/etc/security", "/etc/ssh", "/etc/sudoers.d",
+    "/etc/sysconfig", "/etc/sysctl.d", "/etc/systemd", "/etc/tmpfiles.d", "/etc/udev", "/etc/update-motd.d",
+    "/etc/xdg", "/run/systemd", "/var/lib/containerd", "/var/lib/docker", "/var/lib/etcd", "/var/spool/cron",
 ))
+# Directories that hold a kubeadm directory but must not be one: the kubelet's own (its
+# config.yaml and flags decide what it runs), and the roots of /var.
+_NOT_THEMSELVES = tuple(PurePosixPath(d) for d in ("/var/lib", "/var/lib/kubelet", "/var/log", "/var/spool"))
 
 
 def _dir_problem(d: PurePosixPath) -> str | None:
     """Why a restore must not write into ``d``, or None."""
     if len(d.parts) < 3:  # "/", "/etc", "/pki"
         return "too close to the root"
+    if d in _NOT_THEMSELVES:
+        return f"{d} itself holds more than certificates"
     for system in _SYSTEM_DIRS:
         if d == system or system in d.parents:
             return f"inside the system directory {system}"
@@ -1879,6 +1886,8 @@ class _Where:
     configs: frozenset[str]
     manifests_dir: PurePosixPath
     notes: tuple[str, ...]
+    #: The cert dir a restore writes; None when the operator's kubeadm config (not the node's) says.
+    cert_dir: PurePosixPath | None = None
 
     def container(self, path: str) -> int | None:
         """The index of the (innermost) directory ``path`` lies in, lexically."""
@@ -1921,7 +1930,8 @@ def _allowed(node: Node) -> _Where:
         dirs.append(d)
         real.append(resolved)
     return _Where(dirs=tuple(dirs), real=tuple(real), configs=frozenset(CONFIG_CANDIDATES),
-                  manifests_dir=wanted["static pod manifests dir"], notes=tuple(notes))
+                  manifests_dir=wanted["static pod manifests dir"], notes=tuple(notes),
+                  cert_dir=wanted["cert dir"] if node.config is None and node.cert_dir is None else None)
 
 
 def _place_problem(fs: NodeFS, where: _Where, path: str) -> str | None:
@@ -2088,7 +2098,31 @@ def _permission_risk(node: Node, where: _Where, m: BackupMember, data: bytes | N
         if m.uid not in uids or m.gid not in gids:
             known = f"{current[0]}:{current[1]}" if current else "0:0"
             out.append(f"owner {m.uid}:{m.gid} is neither root nor the node's {known}")
+    moved = _moves_cert_dir(where, m, data)
+    if moved is not None:
+        out.append(moved)
     return "; ".join(out) or None
+
+
+def _moves_cert_dir(where: _Where, m: BackupMember, data: bytes | None) -> str | None:
+    """Why restoring the kubeadm config ``m`` changes where later restores write, or None.
+
+    The node's kubeadm config names the cert dir a restore may write (see :func:`_allowed`), and
+    an archive can hold that config: restoring one with another ``certificatesDir`` moves it for
+    every later archive, so it is accepted explicitly, as a widened mode is.
+    """
+    if where.cert_dir is None or data is None or m.path not in where.configs:
+        return None
+    from kubepki.node import parse_kubeadm_config
+
+    try:
+        wanted = parse_kubeadm_config(data, path=m.path).certificates_dir
+    except KubepkiError:
+        return None
+    if wanted and PurePosixPath(wanted) != where.cert_dir:
+        return (f"it sets certificatesDir {quoted(wanted)} (the cert dir here is {where.cert_dir}): later "
+                "restores would write there")
+    return None
 
 
 def _symlink_problem(fs: NodeFS, where: _Where, m: BackupMember, members: Iterable[str]) -> str | None:
