@@ -29,6 +29,7 @@ from kubepki.errors import (
     ConfigError,
     KubepkiError,
     LockError,
+    RenewalError,
     UnknownItemError,
     UnsafeArchiveError,
 )
@@ -1517,7 +1518,9 @@ def test_kill_a_restore_at_every_checkpoint(renewed: tuple[Path, Path], tmp_path
 
 
 def test_a_renewal_finishes_an_interrupted_restore(renewed: tuple[Path, Path]) -> None:
-    """A renewal is a writer too: under its lock it completes the restore before writing anything."""
+    """A renewal is a writer too: under its lock it completes the restore before writing anything; a plan
+    made on the half-restored tree is then refused as stale, and ``renew --apply`` (which finishes the
+    restore before planning) renews in one run."""
     root, archive = renewed
     plan = backups.plan_restore(archive, root)
     files = len(plan.changes)
@@ -1527,16 +1530,25 @@ def test_a_renewal_finishes_an_interrupted_restore(renewed: tuple[Path, Path]) -
                          crash_at=1 + files + 1 + first_cert + 1)
     assert done.returncode == -signal.SIGKILL
     assert not all(pairs_match(root).values())
-    renew = ("renew", "all", "--apply", "--no-backup", "--key-algorithm", "ECDSA-P256", "--root", str(root))
-    # The renewal planned on the half-restored tree: it finishes the restore, then refuses its stale plan.
-    done = kubepki_child(*renew)
-    assert done.returncode == 2 and "plan again" in done.stderr, done.stderr
+    # A plan made on the half-restored tree: applying it finishes the restore, then refuses the stale plan.
+    stale = kubepki.plan_renewal(root)
+    with pytest.raises(RenewalError, match="plan again"):
+        kubepki.apply_renewal(stale, take_backup=False, force_invalid_times=True)
     assert not kubepki_temporaries(root)
     assert all(pairs_match(root).values())
     assert backups.plan_restore(archive, root).changes == ()
-    done = kubepki_child(*renew)
+    # The command line finishes an interrupted restore before it plans: one run renews.
+    kubepki.apply_renewal(kubepki.plan_renewal(root), take_backup=False)  # the tree differs from the archive again
+    plan = backups.plan_restore(archive, root)
+    files = len(plan.changes)
+    first_cert = next(i for i, s in enumerate(plan.changes) if s.path.endswith(".crt"))
+    done = kubepki_child("restore", str(archive), "--apply", "--accept-changed", "--no-backup", "--root", str(root),
+                         crash_at=1 + files + 1 + first_cert + 1)
+    assert done.returncode == -signal.SIGKILL and not all(pairs_match(root).values())
+    done = kubepki_child("renew", "all", "--apply", "--no-backup", "--key-algorithm", "ECDSA-P256", "--root",
+                         str(root))
     assert done.returncode == 0, done.stderr
-    assert all(pairs_match(root).values())
+    assert all(pairs_match(root).values()) and not kubepki_temporaries(root)
 
 
 def test_a_damaged_restore_journal_is_refused_not_guessed(single: Path, tmp_path: Path) -> None:

@@ -1981,12 +1981,18 @@ def resume_renewal(node: Node | str | os.PathLike[str], *, wait: float = 0.0,
                    now: dt.datetime | None = None) -> RenewalResult | None:
     """Complete a renewal that was interrupted (killed, power loss); None when none was.
 
-    Holds the node's lock. Files staged before the interrupted run committed are
-    deleted (the old files were never touched); after its commit, the remaining
-    renames are done once each staged certificate is checked against its key.
+    Holds the node's lock. An interrupted restore is finished first
+    (:func:`~kubepki.backups.resume_restore`). Files staged before the interrupted run
+    committed are deleted (the old files were never touched); after its commit, the
+    remaining renames are done once each staged certificate is checked against its key.
     """
+    from kubepki.backups import resume_restore
+
     n = Node.coerce(node)
     n.check_root()
+    # An interrupted restore is finished too, so that a renewal planned next sees the settled tree (it
+    # used to be finished only by the apply, which then refused its own plan as made on a changed node).
+    resume_restore(n, wait=wait)
     if not _lexists(n.fs, _journal(n)):
         return None
     with node_lock(n, wait=wait):
