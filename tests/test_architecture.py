@@ -28,9 +28,10 @@ FLOORS: dict[str, int] = {
     "inspection": 5,
     "backups": 6, "objects": 6,
     "renewal": 7, "restarts": 7, "permissions": 7,
-    "cluster": 8, "metrics": 8, "testing": 8, "autorenew": 8,
-    "cli": 9,
-    "__main__": 10, "__init__": 10,
+    "metrics": 8, "testing": 8, "autorenew": 8,
+    "cluster": 9,
+    "cli": 10,
+    "__main__": 11, "__init__": 11,
 }
 GENERATED = "_cri_api"
 #: private top-level modules every package may import (the shared helpers)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from kubepki.cli._common import (  # DEFAULT_BACKUP_DIR: each node's backup, a n
     add_now_option,
     add_output_option,
     emit,
+    error,
     parse_within,
 )
 from kubepki.cli._exit import exit_status, json_document
@@ -36,9 +38,14 @@ examples:
   kubepki cluster check --node cp1=ssh://root@10.0.0.11/ --node cp2=ssh://root@10.0.0.12/ \\
       --node cp3=ssh://root@10.0.0.13/ --identity ~/.ssh/kubepki
   kubepki cluster check --node cp1=/srv/nodes/cp1 --node cp2=/srv/nodes/cp2 -o json
+  kubepki cluster trust --node ... --worker ...    # does every TLS edge's each side trust the other?
   kubepki cluster renew all --node ... --expiring-within 30d          # the plan
   kubepki cluster renew all --node ... --expiring-within 30d --apply  # back up all, renew each
   kubepki cluster restarts plan --node ... --from-renewal renewal.json
+  kubepki cluster restarts apply --node ... --from-renewal renewal.json          # dry run
+  kubepki cluster restarts apply --node ... --from-renewal renewal.json --apply  # one node at a time
+  kubepki cluster auto-renew --node ...                      # what is due on each node
+  kubepki cluster auto-renew --node ... --apply              # node by node, each proven before the next
 
 exit status: 0 all well, 1 warnings only, 2 something expired, invalid, differing
 between nodes or failed, 3 kubepki could not run (bad arguments, unreachable setup)."""
@@ -82,7 +89,7 @@ def _connection_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: Any) -> None:
-    """Add ``cluster`` with ``check``, ``renew`` and ``restarts plan``."""
+    """Add ``cluster`` with ``check``, ``renew``, ``restarts plan``, ``restarts apply`` and ``auto-renew``."""
     p = sub.add_parser("cluster", help="inspect, renew and roll restarts across control-plane nodes",
                        description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,6 +106,7 @@ def register(sub: Any) -> None:
                        help="warn about items expiring within this (default 30d)")
     add_output_option(check)
     check.set_defaults(func=run_check)
+    _register_trust(actions)
 
     renew = actions.add_parser("renew", help="plan (or with --apply, do) the renewal on every node",
                                description="Plan the renewal on every node; with --apply back up "
@@ -147,6 +155,8 @@ def register(sub: Any) -> None:
     plan.add_argument("--method", metavar="METHOD", help="how to restart static pods (default: manifest)")
     add_output_option(plan)
     plan.set_defaults(func=run_restarts_plan)
+    _register_restarts_apply(r_actions)
+    _register_auto_renew(actions)
     for parser, name in ((p, "cluster"), (restarts, "cluster restarts")):
         parser.set_defaults(func=_usage(parser, name))
 
@@ -229,3 +239,206 @@ def run_restarts_plan(args: argparse.Namespace) -> int:
         plan = plan_cluster_restarts(cluster, changed, policy=args.policy, method=args.method)
     emit(plan.to_json() if args.output == "json" else plan.table())
     return EXIT_OK
+
+
+RESTARTS_APPLY_DESCRIPTION = """\
+Carry the rolling restart plan out, one node at a time (a dry run unless --apply): each node's
+restarts (on the node itself over SSH: kubepki restarts apply runs there and verifies), then the
+node must be healthy before the next starts; the first node that fails stops the roll."""
+
+AUTO_RENEW_DESCRIPTION = """\
+kubepki auto-renew on every node in order: each node renews what is due, restarts, proves it and
+rolls itself back on failure, where its keys are (over SSH kubepki auto-renew runs on the node, with
+its backup on the node). The first node that is not renewed and proven stops the run; the nodes after
+it are not touched. Without --apply every node is planned and nothing is written."""
+
+
+def _remote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote-command", default="kubepki", metavar="COMMAND",
+                   help="how kubepki is started on nodes reached over SSH (default kubepki; e.g. "
+                        "'python3 -m kubepki')")
+    p.add_argument("--proc", default="/proc", metavar="DIR",
+                   help="each node's /proc, as seen where kubepki runs for it (default /proc)")
+    p.add_argument("--restart-timeout", type=float, default=None, metavar="SECONDS",
+                   help="limit for each restart wait on a node (default: stop 90, start 120, serve 60)")
+
+
+def _register_restarts_apply(r_actions: Any) -> None:
+    a = r_actions.add_parser("apply", help="roll the restarts, one node at a time (dry run unless --apply)",
+                             description=RESTARTS_APPLY_DESCRIPTION, epilog=EXAMPLES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _connection_options(a)
+    source = a.add_mutually_exclusive_group(required=True)
+    source.add_argument("--changed", nargs="+", metavar="NAME", help="catalog names changed on every node")
+    source.add_argument("--from-renewal", metavar="FILE",
+                        help="the JSON of `kubepki cluster renew --apply -o json`")
+    a.add_argument("--policy", choices=("safe", "minimal"), default="safe",
+                   help="safe: restart every reader (default); minimal: only those that never reload")
+    a.add_argument("--method", choices=("manifest", "docker", "cri"), default=None,
+                   help="how to restart static pods (default: manifest)")
+    a.add_argument("--apply", action="store_true", help="really restart (default: show what would be done)")
+    a.add_argument("--health-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long each node may take to be healthy after its restarts (default 300)")
+    a.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
+                   help="how often a node's health is asked (default 2)")
+    a.add_argument("--no-backup", action="store_true", help="do not back each node up before its restarts")
+    _remote_options(a)
+    add_output_option(a)
+    a.set_defaults(func=run_restarts_apply)
+
+
+def _register_auto_renew(actions: Any) -> None:
+    from kubepki.cli._common import DEFAULT_RENEW_WITHIN as DEFAULT_WITHIN  # the parser loads no renewal
+
+    p = actions.add_parser("auto-renew", help="auto-renew node by node, each proven before the next",
+                           description=AUTO_RENEW_DESCRIPTION, epilog=EXAMPLES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    _connection_options(p)
+    add_now_option(p)
+    p.add_argument("--within", type=parse_within, default=DEFAULT_WITHIN, metavar="DURATION",
+                   help=f"renew what expires within this (default {DEFAULT_WITHIN.days}d)")
+    p.add_argument("--all", dest="renew_all", action="store_true",
+                   help="once anything is due on a node, renew every item of it together")
+    p.add_argument("--policy", choices=("minimal", "safe"), default="minimal",
+                   help="minimal: restart only what does not reload by itself, and verify (default); "
+                        "safe: restart every reader")
+    p.add_argument("--method", choices=("manifest", "docker", "cri"), default="manifest",
+                   help="how static pods are restarted (default manifest)")
+    p.add_argument("--apply", action="store_true", help="really renew and restart (default: show the plans)")
+    p.add_argument("--backup-dir", default=None, metavar="NODE_DIR",
+                   help=f"directory ON EACH NODE for its backup (default {DEFAULT_BACKUP_DIR}); "
+                        "private keys never leave the nodes")
+    p.add_argument("--history", default=None, metavar="NODE_PATH",
+                   help="each node's history file (default /var/lib/kubepki/history.jsonl)")
+    p.add_argument("--no-history", action="store_true", help="do not record the runs")
+    p.add_argument("--health-wait", type=float, default=120.0, metavar="SECONDS",
+                   help="how long a node's restarted components may take to answer their health probes "
+                        "(default 120)")
+    p.add_argument("--lock-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another kubepki writing to a node (default: fail)")
+    _remote_options(p)
+    add_output_option(p)
+    p.set_defaults(func=run_auto_renew)
+
+
+def _restart_for(args: argparse.Namespace) -> Any:
+    """Each node's restarts: apply_restarts here for a local root, kubepki on the node over SSH."""
+    from kubepki.cluster import ssh_restart
+    from kubepki.node import LocalPaths
+    from kubepki.restarts import Timeouts, apply_restarts
+
+    dry_run = not args.apply
+    options = ["--proc", args.proc] if args.proc != "/proc" else []
+    if args.restart_timeout is not None:
+        options += ["--timeout", f"{args.restart_timeout:g}"]
+    if args.no_backup:
+        options.append("--no-backup")
+    remote = ssh_restart(shlex.split(args.remote_command), options=options, dry_run=dry_run)
+
+    def restart(plan: Any, node: Any) -> Any:
+        if isinstance(node.fs, LocalPaths):
+            return apply_restarts(plan, node=node, dry_run=dry_run, proc=args.proc,
+                                  timeout=Timeouts() if args.restart_timeout is None else args.restart_timeout,
+                                  take_backup=not args.no_backup)
+        return remote(plan, node)
+
+    return restart
+
+
+def _health_for(plan: Any) -> Any:
+    """A node is healthy when every component its plan touches answers its own health probe (a local
+    root); over SSH the node's own kubepki restarts apply has already waited for its components and
+    verified what they serve, and the probes' addresses (often 127.0.0.1) are the node's own."""
+    from kubepki.node import LocalPaths
+    from kubepki.restarts import check_health
+
+    components = {turn.label: [s.component for s in turn.plan.steps if s.action.value in ("restart", "wait")]
+                  for turn in plan}
+
+    def health(label: str, node: Any) -> bool:
+        if not isinstance(node.fs, LocalPaths) or not components.get(label):
+            return True
+        return all(h.healthy is not False for h in check_health(node, components[label], timeout=3.0))
+
+    return health
+
+
+def run_restarts_apply(args: argparse.Namespace) -> int:
+    """Roll the restarts one node at a time (a dry run unless --apply)."""
+    from kubepki.cluster import apply_cluster_restarts, plan_cluster_restarts
+
+    changed: dict[str, list[str]] | list[str] = (_changed_from(args.from_renewal) if args.from_renewal
+                                                 else list(args.changed))
+    with _cluster(args) as cluster:
+        plan = plan_cluster_restarts(cluster, changed, policy=args.policy, method=args.method)
+        report = apply_cluster_restarts(plan, health=_health_for(plan), dry_run=not args.apply,
+                                        health_timeout=args.health_timeout, poll=args.poll,
+                                        restart=_restart_for(args))
+    if args.output == "json":
+        emit(json.dumps({**report.to_dict(), "plan": plan.to_dict()}, indent=2))
+    else:
+        emit(plan.table() + "\n" + report.table())
+        if not args.apply:
+            emit("dry run: nothing was restarted; add --apply to roll the restarts")
+    return exit_status(report)
+
+
+def run_auto_renew(args: argparse.Namespace) -> int:
+    """Auto-renew every node in order; with --apply, stop at the first node that fails."""
+    from kubepki.cluster import cluster_auto_renew
+    from kubepki.node import HISTORY_PATH
+
+    history = None if args.no_history else (args.history or str(HISTORY_PATH))
+    with _cluster(args) as cluster:
+        result = cluster_auto_renew(
+            cluster, within=args.within, renew_all=args.renew_all, policy=args.policy, method=args.method,
+            apply=args.apply, backup_dir=args.backup_dir, history=history, now=args.now, proc=args.proc,
+            timeout=args.restart_timeout, health_wait=args.health_wait, wait=args.lock_wait,
+            command=shlex.split(args.remote_command))
+    emit(result.to_json() if args.output == "json" else result.table())
+    if result.failed is not None:
+        error(f"stopped at {result.failed}: {result.error}")
+    return exit_status(result)
+
+
+TRUST_DESCRIPTION = """\
+Every TLS connection of the cluster, judged from the files each side loads: every kubeconfig on
+every node -> the kube-apiservers, kube-apiserver -> etcd, -> every kubelet, -> aggregated APIs
+(front-proxy), etcd peer <-> peer, etcd's healthcheck client -> etcd. For each: is the client's
+certificate issued by a CA the server trusts (client-auth), and the server's by one the client
+trusts (server-auth)? Bundles of several CAs are understood; expired certificates and missing
+clientAuth/serverAuth usages are broken too."""
+
+TRUST_EPILOG = """examples:
+  kubepki cluster trust --node cp1=ssh://root@10.0.0.11/ --node cp2=ssh://root@10.0.0.12/ \\
+      --node cp3=ssh://root@10.0.0.13/ --worker w1=ssh://root@10.0.0.21/ --identity ~/.ssh/kubepki
+  kubepki cluster trust --node cp1=/srv/nodes/cp1 --node cp2=/srv/nodes/cp2 --problems
+  kubepki cluster trust --node ... -o json     # every edge, both directions, with the files judged
+
+exit status: 0 every edge trusted, 2 an edge is broken, 3 an edge or a node could not be judged
+(a file missing or unreadable, a node unreachable) or kubepki could not run."""
+
+
+def _register_trust(actions: Any) -> None:
+    t = actions.add_parser("trust", help="check that every TLS edge's two sides trust each other",
+                           description=TRUST_DESCRIPTION, epilog=TRUST_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    _connection_options(t)
+    add_now_option(t)
+    t.add_argument("--problems", action="store_true",
+                   help="list only the edges that are broken or could not be judged (JSON lists all)")
+    add_output_option(t)
+    t.set_defaults(func=run_trust)
+
+
+def run_trust(args: argparse.Namespace) -> int:
+    """Judge every TLS edge of the cluster; exit 2 when one is broken, 3 when one could not be judged."""
+    from kubepki.cluster import check_trust
+
+    with _cluster(args) as cluster:
+        report = check_trust(cluster, now=args.now, workers=args.workers)
+    if args.output == "json":
+        emit(json.dumps(json_document(report), indent=2))
+    else:
+        emit(report.table(problems_only=args.problems))
+    return exit_status(report)

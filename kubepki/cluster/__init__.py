@@ -1,4 +1,4 @@
-"""Clusters: every control-plane node, shared material compared, node-by-node renewal and restarts."""
+"""Clusters: every control-plane node, shared material compared, node-by-node renewal, restarts and auto-renew."""
 
 from __future__ import annotations
 
@@ -7,6 +7,12 @@ from typing import TYPE_CHECKING
 from kubepki._lazy import attach
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from kubepki.cluster._autorenew import (
+        ClusterAutoRenewResult as ClusterAutoRenewResult,
+        RemoteAutoRenewReport as RemoteAutoRenewReport,
+        RemoteAutoRenewRequest as RemoteAutoRenewRequest,
+        cluster_auto_renew as cluster_auto_renew,
+    )
     from kubepki.cluster._cluster import (
         CLUSTER_CODES as CLUSTER_CODES,
         ChangedSpec as ChangedSpec,
@@ -34,6 +40,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
 __getattr__, __dir__, __all__ = attach(
     __name__,
     {
+        "_autorenew": (
+            "ClusterAutoRenewResult",
+            "RemoteAutoRenewReport",
+            "RemoteAutoRenewRequest",
+            "cluster_auto_renew",
+        ),
         "_cluster": (
             "CLUSTER_CODES",
             "Cluster",
