@@ -18,7 +18,7 @@ inventory item it belongs to, with the benchmark id and the command that fixes i
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -245,6 +245,10 @@ class _Ctx:
         #: node path -> (item name, ItemFile) from the inventory: modes and owners read once already.
         self.files = files
         self._stats: dict[PurePosixPath, FileStat | None] = {}
+        # Three rules walk the PKI directory: each listing and lstat is done once, its error kept to
+        # be raised again, so every rule still notes what it could not read.
+        self._listings: dict[PurePosixPath, list[str] | NodeError] = {}
+        self._lstats: dict[PurePosixPath, FileStat | NodeError | None] = {}
         self.notes: list[str] = []
         self._users: dict[str, tuple[int, int]] | None = None
 
@@ -263,6 +267,30 @@ class _Ctx:
                     self.notes.append(f"could not stat {path}: {exc.message}")
                     self._stats[path] = None
         return self._stats[path]
+
+    def listdir(self, directory: PurePosixPath) -> list[str]:
+        """``node.fs.listdir``, once per directory per evaluation."""
+        if directory not in self._listings:
+            try:
+                self._listings[directory] = list(self.node.fs.listdir(directory))
+            except NodeError as exc:
+                self._listings[directory] = exc
+        found = self._listings[directory]
+        if isinstance(found, NodeError):
+            raise found
+        return found
+
+    def lstat(self, path: PurePosixPath) -> FileStat | None:
+        """``node.fs.stat(path, follow=False)``, once per path per evaluation."""
+        if path not in self._lstats:
+            try:
+                self._lstats[path] = self.node.fs.stat(path, follow=False)
+            except NodeError as exc:
+                self._lstats[path] = exc
+        found = self._lstats[path]
+        if isinstance(found, NodeError):
+            raise found
+        return found
 
     def item_for(self, path: PurePosixPath, default: str) -> str:
         known = self.files.get(str(path))
@@ -335,14 +363,14 @@ def _pki(ctx: _Ctx, suffix: str | None) -> list[_Target]:
     while pending and len(found) < _MAX_ENTRIES:
         directory, depth = pending.pop()
         try:
-            names = ctx.node.fs.listdir(directory)
+            names = ctx.listdir(directory)
         except NodeError as exc:
             ctx.notes.append(f"could not list {directory}: {exc.message}")
             continue
         for name in names:
             path = directory / name
             try:
-                lst = ctx.node.fs.stat(path, follow=False)
+                lst = ctx.lstat(path)
             except NodeError as exc:
                 ctx.notes.append(f"could not stat {path}: {exc.message}")
                 continue
@@ -625,7 +653,7 @@ def evaluate(node: Node, profile: NodeProfile, files: Mapping[str, tuple[str, An
     as the inventory read them, so a mode or owner read once is not read again."""
     ctx = _Ctx(node, profile, files)
     results: list[CisResult] = []
-    seen_dirs: set[PurePosixPath] = set()
+    seen_dirs: set[str] = set()
     rules: list[_FileRule | _FlagRule] = [*_FILE_RULES, *_FLAG_RULES]
     for rule in sorted(rules, key=lambda r: IDS.index(r.id)):
         if profile.role not in rule.roles:
@@ -637,7 +665,7 @@ def evaluate(node: Node, profile: NodeProfile, files: Mapping[str, tuple[str, An
     return CisReport(benchmark=BENCHMARK, node=profile.name, role=profile.role, results=tuple(results))
 
 
-def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[PurePosixPath]) -> CisResult:  # noqa: C901, PLR0912  -- one branch per way a file fails
+def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[str]) -> CisResult:
     targets = rule.targets(ctx)
     files: list[CisFile] = []
     findings: list[tuple[str, Finding]] = []
@@ -668,10 +696,7 @@ def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[PurePosixPath]) -> C
                 f"fix: chown {_owner_name(ctx, want)} {target.path} (or `kubepki permissions fix --apply`)",
                 cis=rule.id)))
         files.append(f)
-        for directory in target.path.parents:
-            if directory in seen_dirs:
-                continue
-            seen_dirs.add(directory)
+        for directory in _parents(target.path, seen_dirs):
             dst = ctx.stat(directory)
             if dst is not None and dst.is_dir and dst.mode & 0o022 and not dst.mode & 0o1000:
                 fixed = dst.mode & ~0o022
@@ -683,11 +708,12 @@ def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[PurePosixPath]) -> C
                     f"{target.path} whatever its own mode; fix: chmod {format(fixed, '04o')} {directory} "
                     "(or `kubepki permissions fix --apply`)", cis=rule.id)))
     present = [f for f in files if f.exists]
+    named = {str(t.path) for t in targets}
     if not present:
         verdict = Verdict.INFO
         notes.append("nothing to check on this node" if not targets else
                      "not present on this node: " + ", ".join(str(t.path) for t in targets))
-    elif any(not f.ok for f in present if f.path in {str(t.path) for t in targets}):
+    elif any(not f.ok for f in present if f.path in named):
         verdict = Verdict.FAIL if rule.scored else Verdict.WARN
     elif any(not f.ok for f in present) or (rule.owner == "etcd" and want == (0, 0)):
         verdict = Verdict.WARN  # the benchmark's own test passes, or kubepki knows why it would not
@@ -695,6 +721,23 @@ def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[PurePosixPath]) -> C
         verdict = Verdict.PASS
     return CisResult(id=rule.id, text=rule.text, scored=rule.scored, verdict=verdict, files=tuple(files),
                      findings=tuple(findings), notes=tuple(notes))
+
+
+def _parents(path: PurePosixPath, seen: set[str]) -> Iterator[PurePosixPath]:
+    """``path.parents`` (nearest first) not in ``seen``, each added to it: string work, as this runs
+    for every file of every rule (PurePosixPath hashing was most of the evaluation's time)."""
+    text = str(path)
+    if not text.startswith("/") or text.startswith("//"):  # not a plain node path: pathlib's own parents
+        for parent in path.parents:
+            if str(parent) not in seen:
+                seen.add(str(parent))
+                yield parent
+        return
+    while text != "/":
+        text = text.rsplit("/", 1)[0] or "/"
+        if text not in seen:
+            seen.add(text)
+            yield PurePosixPath(text)
 
 
 def _owner_name(ctx: _Ctx, ids: tuple[int, int]) -> str:

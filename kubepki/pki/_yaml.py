@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -30,9 +31,67 @@ def load_documents(
         raise error(f"file too large ({len(data)} bytes)", path=path)
     check_events(data, path=path, error=error)
     try:
-        return [d for d in yaml.load_all(data, Loader=_Loader) if d is not None]
+        try:
+            return [d for d in _load_all(data) if d is not None]
+        except RecursionError:  # the fast path's own recursion: the full constructor decides
+            return [d for d in yaml.load_all(data, Loader=_Loader) if d is not None]
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         raise error(f"not valid YAML: {error_line(exc)}", path=path) from None
+
+
+_STR, _MAP, _SEQ = "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+#: The scalar types kubeadm's files hold, built by SafeLoader's own constructors.
+_SCALARS: dict[str, Callable[[Any, yaml.ScalarNode], Any]] = {
+    "tag:yaml.org,2002:int": yaml.SafeLoader.construct_yaml_int,
+    "tag:yaml.org,2002:bool": yaml.SafeLoader.construct_yaml_bool,
+    "tag:yaml.org,2002:null": yaml.SafeLoader.construct_yaml_null,
+    "tag:yaml.org,2002:float": yaml.SafeLoader.construct_yaml_float,
+}
+
+
+class _Slow(Exception):
+    """A node the fast constructor leaves to PyYAML's (merge keys, non-string keys, other tags)."""
+
+
+def _load_all(data: bytes) -> list[Any]:
+    """``yaml.load_all(data, Loader=_Loader)``, equal in result, built without PyYAML's constructor
+    for plain maps, lists, strings and numbers: its per-node bookkeeping was most of the time
+    spent reading kubeconfigs and manifests (tests/test_yaml_fast.py compares the two)."""
+    loader = _Loader(data)
+    try:
+        docs = []
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:  # check_node said there is one
+                break
+            try:
+                docs.append(_construct(loader, node))
+            except _Slow:
+                docs.append(loader.construct_document(node))
+        return docs
+    finally:
+        loader.dispose()
+
+
+def _construct(loader: Any, node: yaml.Node) -> Any:
+    tag, kind = node.tag, type(node)
+    if kind is yaml.ScalarNode:
+        if tag == _STR:
+            return node.value
+        build = _SCALARS.get(tag)
+        if build is None:
+            raise _Slow
+        return build(loader, node)  # type: ignore[arg-type]
+    if kind is yaml.MappingNode and tag == _MAP:
+        out: dict[str, Any] = {}
+        for key, value in node.value:
+            if type(key) is not yaml.ScalarNode or key.tag != _STR:  # "<<" is a merge key: not str
+                raise _Slow
+            out[key.value] = _construct(loader, value)
+        return out
+    if kind is yaml.SequenceNode and tag == _SEQ:
+        return [_construct(loader, item) for item in node.value]
+    raise _Slow
 
 
 def check_events(data: bytes, *, path: str | None = None, error: type[ParseError] = ParseError) -> None:
