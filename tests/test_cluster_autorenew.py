@@ -110,6 +110,44 @@ def test_a_node_with_nothing_due_lets_the_next_one_run(tmp_path: Path) -> None:
     assert changes(before["cp3"], snapshot(demo.node("cp3").root)) == []
 
 
+def _healthcheck_client_due(tmp_path: Path) -> testing.DemoCluster:
+    """Two fresh nodes whose etcd-healthcheck-client only is due: under ``minimal`` nothing restarts for it
+    (etcdctl and the probes read it per run), so an applied run can succeed on a demo tree."""
+    demo = testing.build_cluster(tmp_path / "c", nodes=2, issued_at=_now() - dt.timedelta(days=1))
+    for n in demo.nodes:
+        reissue(n.root, "etcd/healthcheck-client", "etcd/ca", now=_now() - dt.timedelta(days=340))
+    return demo
+
+
+def test_each_node_is_proven_before_the_next(tmp_path: Path) -> None:
+    """The success path: cp1 renewed and passing ``health`` while cp2 still has its old certificate; then cp2.
+    Control: a cp1 that never passes ``health`` stops the run there, cp2 untouched."""
+    demo = _healthcheck_client_due(tmp_path)
+    cert = "etc/kubernetes/pki/etcd/healthcheck-client.crt"
+    old = {n.name: (n.root / cert).read_bytes() for n in demo.nodes}
+    seen: list[tuple[str, bool]] = []
+
+    def health(label: str, _node: kubepki.Node) -> bool:
+        renewed = {n.name: (n.root / cert).read_bytes() != old[n.name] for n in demo.nodes}
+        seen.append((label, renewed["cp2"]))
+        return True
+
+    result = cluster_auto_renew(Cluster([n.as_node() for n in demo.nodes]), apply=True, health=health, poll=0.01,
+                                history=None, **FAST)
+    assert result.ok, result.text()
+    assert [r.status for r in result.results.values()] == [RunStatus.RENEWED, RunStatus.RENEWED]
+    assert seen == [("cp1", False), ("cp2", True)] and list(result.healthy_after) == ["cp1", "cp2"]
+    assert all((n.root / cert).read_bytes() != old[n.name] for n in demo.nodes)
+
+    demo = _healthcheck_client_due(tmp_path / "again")
+    before = snapshot(demo.node("cp2").root)
+    result = cluster_auto_renew(Cluster([n.as_node() for n in demo.nodes]), apply=True, history=None,
+                                health=lambda label, _node: label != "cp1", health_timeout=0.1, poll=0.01, **FAST)
+    assert (result.failed, result.not_attempted) == ("cp1", ("cp2",))
+    assert "not healthy within" in (result.error or "")
+    assert changes(before, snapshot(demo.node("cp2").root)) == []
+
+
 def test_bad_arguments_are_config_errors_before_anything(tmp_path: Path) -> None:
     demo = _due_cluster(tmp_path, nodes=2)
     before = {n.name: snapshot(n.root) for n in demo.nodes}

@@ -278,7 +278,8 @@ def cluster_auto_renew(
     nothing due) stops the run: it has rolled itself back, and the nodes after it
     are not touched. ``health(label, node)``, when given, must also return True
     within ``health_timeout`` seconds (polled every ``poll``) after a node renewed
-    something, before the next node starts.
+    something, before the next node starts; a node that never does stops the run
+    too, left as its own run left it (renewed, and proven by its own checks).
 
     Raises :class:`~kubepki.ConfigError` for bad arguments (checked on the first
     node before anything is written).
