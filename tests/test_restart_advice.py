@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kubepki import testing
 from kubepki.cli import build_parser, main
 from kubepki.cli.restarts import run_apply
+from kubepki.errors import ConfigError
+from kubepki.restarts import FromRenewal, plan_restarts
 from tests.kubeadm_trees import config_path, materialize
 from tests.test_cli_renew import _sign
 
@@ -231,3 +234,23 @@ def test_recover_restarts_the_static_pods_and_the_kubelet(demo: Path, capsys: py
     assert "kubelet.conf" in doc["changed"]
     assert doc["restarts"]["restart"] == [*STATIC_PODS, "kubelet"]
     _runs_the_same_plan(doc["restarts"]["command"], _steps(doc["restarts"]["plan"]), capsys)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    | st.sampled_from(["front-proxy-client", "RestoreResult", "cp1", "/etc/kubernetes/pki/ca.crt"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["kind", "node", "changed", "written", "files", "plan", "node_name"]), inner, max_size=5),
+    max_leaves=12))
+def test_any_result_json_gives_a_plan_or_a_config_error(demo: Path, tmp_path: Path, doc: object) -> None:
+    """A renewal or restore result is untrusted JSON: `restarts plan --from-renewal` plans from it or refuses
+    it with a ConfigError, never a traceback."""
+    saved = tmp_path / "result.json"
+    saved.write_text(json.dumps(doc))
+    try:
+        plan = plan_restarts(demo, FromRenewal(str(saved)))
+    except ConfigError:
+        return
+    assert isinstance(doc, dict)
+    assert set(plan.changed) <= {"front-proxy-client", "ca"}

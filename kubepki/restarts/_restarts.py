@@ -797,10 +797,16 @@ def _renewal_fields(renewal: Any) -> tuple[list[str], list[str], str | None, str
         node = node or getattr(plan, "node_name", None)
     else:
         raise ConfigError(f"{where or 'renewal'}: expected a renewal or restore result with 'changed'", path=where)
-    if isinstance(changed, str) or not isinstance(changed, Iterable):
+    if isinstance(changed, str | Mapping) or not isinstance(changed, Iterable):
         raise ConfigError(f"{where or 'renewal'}: 'changed' must be a list of catalog names", path=where)
-    names = [str(n) for n in changed]
-    paths = [str(f) for f in (files or ())] if not isinstance(files, str) else [files]
+    names = list(changed)
+    files = [files] if isinstance(files, str) else files or ()
+    if isinstance(files, Mapping) or not isinstance(files, Iterable):
+        raise ConfigError(f"{where or 'renewal'}: 'files' and 'written' must be lists of node paths", path=where)
+    paths = list(files)
+    if not all(isinstance(n, str) for n in names) or not all(isinstance(p, str) for p in paths):
+        # JSON is untrusted input: a number or an object where a name or a path belongs is refused, not str()-ed
+        raise ConfigError(f"{where or 'renewal'}: catalog names and paths must be strings", path=where)
     node_name = node if isinstance(node, str) else getattr(node, "name", None)
     return names, paths, node_name, where
 
