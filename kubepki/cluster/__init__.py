@@ -36,6 +36,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         RemoteRestartRequest as RemoteRestartRequest,
         ssh_restart as ssh_restart,
     )
+    from kubepki.cluster._trust import (
+        Direction as Direction,
+        EdgeKind as EdgeKind,
+        TrustCheck as TrustCheck,
+        TrustEdge as TrustEdge,
+        TrustFile as TrustFile,
+        TrustReport as TrustReport,
+        Verdict as Verdict,
+        check_trust as check_trust,
+    )
 
 __getattr__, __dir__, __all__ = attach(
     __name__,
@@ -68,6 +78,16 @@ __getattr__, __dir__, __all__ = attach(
             "RemoteRestartRequest",
             "RemoteRestartReport",
             "ssh_restart",
+        ),
+        "_trust": (
+            "Direction",
+            "EdgeKind",
+            "TrustCheck",
+            "TrustEdge",
+            "TrustFile",
+            "TrustReport",
+            "Verdict",
+            "check_trust",
         ),
     },
 )
