@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -279,9 +280,10 @@ def test_alerts_and_dashboard_use_series_kubepki_exports(tmp_path: Path) -> None
 
 
 def test_the_containerfile_installs_from_what_it_copies(tmp_path: Path) -> None:
-    """The Containerfile's COPY lines are enough to install kubepki: the same pip install, run here from a
-    directory holding only those files, gives a working ``kubepki`` (no container engine can pull its
-    python base image here, so the build itself is not run)."""
+    """The Containerfile's COPY lines are enough to build kubepki: a wheel built here from a directory holding
+    only those files contains the package and the ``kubepki`` entry point, and runs (no container engine can
+    pull its python base image here, so the image build itself is not run). The wheel is built, never
+    installed: installing it would replace this machine's kubepki."""
     text = (DEPLOY / "Containerfile").read_text()
     copies = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ") and "--from" not in line]
     src = tmp_path / "src"
@@ -295,10 +297,20 @@ def test_the_containerfile_installs_from_what_it_copies(tmp_path: Path) -> None:
             else:
                 shutil.copy(repo / name, target)
     assert "ENTRYPOINT [\"kubepki\"]" in text and "'.[metrics]'" in text
-    prefix = tmp_path / "install"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--prefix", str(prefix), "."], cwd=src, check=True, capture_output=True, timeout=300)
-    run = subprocess.run([str(prefix / "bin/kubepki"), "--version"], capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PYTHONPATH": next(str(p) for p in prefix.rglob("site-packages"))},
-                         check=False)
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(wheels), "."], cwd=src, check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("kubepki-*.whl")
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(unpacked)
+        entry_points = next(n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt"))
+    assert "kubepki = kubepki.cli:main" in (unpacked / entry_points).read_text()
+    assert (unpacked / "kubepki/py.typed").is_file()
+    run = subprocess.run([sys.executable, "-m", "kubepki", "--version"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONPATH": str(unpacked)}, cwd=tmp_path, check=False)
     assert run.returncode == 0 and run.stdout.startswith("kubepki "), run
+    where = subprocess.run([sys.executable, "-c", "import kubepki; print(kubepki.__file__)"], capture_output=True,
+                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(unpacked)}, cwd=tmp_path,
+                           check=True).stdout.strip()
+    assert Path(where).is_relative_to(unpacked), where  # the wheel's kubepki ran, not this checkout's
