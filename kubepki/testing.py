@@ -165,15 +165,25 @@ def generate_key(algorithm: str) -> DemoKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
 
 
-def _generate_many(algorithm: str, count: int) -> list[DemoKey]:
+def _generate_many(algorithm: str, count: int, jobs: int | None = None) -> list[DemoKey]:
+    """``count`` new keys, on ``jobs`` threads (default: one per CPU)."""
     if count <= 0:
         return []
-    workers = min(count, os.cpu_count() or 1)
+    workers = min(count, _jobs(jobs))
     if workers == 1 or algorithm.startswith("ECDSA"):  # EC keys take microseconds
         return [generate_key(algorithm) for _ in range(count)]
     # OpenSSL releases the GIL while it searches for primes, so threads help.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kubepki-keygen") as pool:
         return list(pool.map(generate_key, [algorithm] * count))
+
+
+def _jobs(jobs: int | None) -> int:
+    """Key-generation threads: ``jobs``, or one per CPU; a ConfigError unless a positive int."""
+    if jobs is None:
+        return os.cpu_count() or 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs must be a positive number of threads, not {jobs!r}")
+    return jobs
 
 
 class KeyPool:
@@ -197,20 +207,20 @@ class KeyPool:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def fill(self, count: int) -> None:
-        """Make sure the pool holds at least ``count`` keys."""
+    def fill(self, count: int, *, jobs: int | None = None) -> None:
+        """Make sure the pool holds at least ``count`` keys (generated on ``jobs`` threads, default one per CPU)."""
         with self._lock:
-            self._fill_locked(count)
+            self._fill_locked(count, jobs)
 
-    def _fill_locked(self, count: int) -> None:
-        self._keys.extend(_generate_many(self.algorithm, count - len(self._keys)))
+    def _fill_locked(self, count: int, jobs: int | None = None) -> None:
+        self._keys.extend(_generate_many(self.algorithm, count - len(self._keys), jobs))
 
-    def take(self, count: int) -> tuple[DemoKey, ...]:
-        """``count`` keys, all different from one another."""
+    def take(self, count: int, *, jobs: int | None = None) -> tuple[DemoKey, ...]:
+        """``count`` keys, all different from one another (any missing generated on ``jobs`` threads)."""
         if count <= 0:
             return ()
         with self._lock:
-            self._fill_locked(count)
+            self._fill_locked(count, jobs)
             size = len(self._keys)
             start = self._cursor
             self._cursor = (start + count) % size
@@ -234,10 +244,11 @@ def key_pool(algorithm: str) -> KeyPool:
 class _KeySource:
     """The keys of one build: reserved up front, each handed out once."""
 
-    def __init__(self, budget: Mapping[str, int], *, fresh: bool) -> None:
+    def __init__(self, budget: Mapping[str, int], *, fresh: bool, jobs: int | None = None) -> None:
         self._reserved: dict[str, collections.deque[DemoKey]] = {}
         for algorithm, count in budget.items():
-            keys = _generate_many(algorithm, count) if fresh else key_pool(algorithm).take(count)
+            keys = (_generate_many(algorithm, count, jobs) if fresh
+                    else key_pool(algorithm).take(count, jobs=jobs))
             self._reserved[algorithm] = collections.deque(keys)
 
     def next(self, algorithm: str) -> DemoKey:
@@ -421,6 +432,7 @@ def build_cluster(
     workers: int | Sequence[str] = 0,
     etcd_nodes: int | Sequence[str] = 0,
     kubelet_config: Mapping[str, Any] | None = None,
+    jobs: int | None = None,
 ) -> DemoCluster:
     """Write a kubeadm cluster of control-plane nodes (and workers) under ``dest``, one root per node.
 
@@ -465,7 +477,8 @@ def build_cluster(
     kubeconfigs before 1.34.
 
     ``defects`` builds flaws in (see :class:`DefectKind`); ``fresh_keys`` bypasses
-    the process-wide :func:`key_pool`.
+    the process-wide :func:`key_pool`. Keys the build needs are generated up front on
+    ``jobs`` threads (default: one per CPU; RSA key generation releases the GIL).
 
     Raises :class:`~kubepki.ConfigError` for invalid options, for a key algorithm
     the version does not offer, and for a defect that does not apply to its item.
@@ -479,8 +492,9 @@ def build_cluster(
         pod_subnet=pod_subnet, dns_domain=dns_domain, first_address=first_address, workers=workers,
         etcd_nodes=etcd_nodes, kubelet_config=kubelet_config,
     )
+    _jobs(jobs)  # refused before anything is written
     resolved = tuple(_resolve_defect(d, opts) for d in defects)
-    return _Builder(opts, resolved, fresh_keys=fresh_keys).build()
+    return _Builder(opts, resolved, fresh_keys=fresh_keys, jobs=jobs).build()
 
 
 def build_node(
@@ -508,6 +522,7 @@ def build_node(
     fresh_keys: bool = False,
     role: NodeRole | str = NodeRole.CONTROL_PLANE,
     kubelet_config: Mapping[str, Any] | None = None,
+    jobs: int | None = None,
 ) -> DemoNode:
     """Write one node at ``dest/<name>`` and return it.
 
@@ -526,7 +541,7 @@ def build_node(
         kubelet_serving=kubelet_serving, write_config=write_config and r is not NodeRole.ETCD, defects=defects,
         cluster_name=cluster_name, control_plane_endpoint=control_plane_endpoint,
         service_subnet=service_subnet, pod_subnet=pod_subnet, dns_domain=dns_domain,
-        first_address=first_address, fresh_keys=fresh_keys, kubelet_config=kubelet_config,
+        first_address=first_address, fresh_keys=fresh_keys, kubelet_config=kubelet_config, jobs=jobs,
     )
     return cluster.first
 
@@ -965,7 +980,8 @@ def _host_port(address: str, port: int) -> str:
 class _Builder:
     """Builds the trees of one cluster."""
 
-    def __init__(self, opts: _Options, defects: tuple[Defect, ...], *, fresh_keys: bool) -> None:
+    def __init__(self, opts: _Options, defects: tuple[Defect, ...], *, fresh_keys: bool,
+                 jobs: int | None = None) -> None:
         self.opts = opts
         self.defects = defects
         self._node_defects: dict[tuple[str, str], set[DefectKind]] = collections.defaultdict(set)
@@ -991,7 +1007,7 @@ class _Builder:
                 )
         self.entries = tuple(e for e in catalog.entries(version=opts.version)
                              if any(opts.applies(e, n) for n in opts.nodes))
-        self.keys = _KeySource(self._budget(), fresh=fresh_keys)
+        self.keys = _KeySource(self._budget(), fresh=fresh_keys, jobs=jobs)
         self._impostors: dict[str, _Issued] = {}
 
     def _budget(self) -> dict[str, int]:

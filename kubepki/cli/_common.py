@@ -89,6 +89,24 @@ def add_now_option(parser: argparse.ArgumentParser) -> None:
                         help="evaluate as of this time (default: the current time; UTC if no zone)")
 
 
+def add_jobs_option(parser: argparse.ArgumentParser) -> None:
+    """``--jobs N``: threads that generate new keys."""
+    parser.add_argument("--jobs", type=parse_jobs, default=None, metavar="N",
+                        help="generate new keys on N threads (default: one per CPU; RSA key generation "
+                             "runs in parallel)")
+
+
+def parse_jobs(text: str) -> int:
+    """Parse ``--jobs``: a positive number of threads."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number of threads: {text!r}")
+    return jobs
+
+
 def add_output_option(parser: argparse.ArgumentParser) -> None:
     """``-o table|json``."""
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table",

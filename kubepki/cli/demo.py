@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from kubepki.cli._common import add_deprecated
+from kubepki.cli._common import add_deprecated, add_jobs_option
 from kubepki.cli._output import Output
 from kubepki.errors import ConfigError
 
@@ -38,6 +38,7 @@ def register(sub: Any) -> None:
                    help="how long ago the certificates were issued (default 300d)")
     p.add_argument("--external-ca", action="store_true", help="no ca.key (external CA mode)")
     p.add_argument("--external-etcd", action="store_true", help="no local etcd certificates")
+    add_jobs_option(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         cluster = testing.build_cluster(
             dest, nodes=args.nodes, version=args.version, key_algorithm=args.key_algorithm,
             issued_at=dt.datetime.now(dt.timezone.utc) - age, external_ca=args.external_ca,
-            external_etcd=args.external_etcd,
+            external_etcd=args.external_etcd, jobs=args.jobs,
         )
     out.info("\n".join(f"{node.name}\t{node.address}\t{node.root}" for node in cluster.nodes))
     return 0

@@ -23,6 +23,7 @@ from kubepki.cli._common import (
     EXIT_OK,
     EXIT_PROBLEM,
     add_attribute_options,
+    add_jobs_option,
     add_node_options,
     add_now_option,
     add_output_option,
@@ -225,6 +226,7 @@ def _force_option(p: argparse.ArgumentParser) -> None:
 
 def _apply_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apply", action="store_true", help="carry the plan out (default: only show it)")
+    add_jobs_option(p)
     _force_option(p)
     p.add_argument("--max-plan-age", type=parse_within, metavar="DURATION", default=None,
                    help="refuse to apply when the plan's time (--now, else the time of planning) is "
@@ -272,7 +274,7 @@ def run_renew(args: argparse.Namespace) -> int:
         if args.csr:
             with out.status(f"Writing keys and CSRs into {args.csr}…"):
                 paths = renewal.write_csrs(node, args.csr, args.names or ("all",),
-                                           key_algorithm=args.key_algorithm)
+                                           key_algorithm=args.key_algorithm, workers=args.jobs)
             if args.output == "json":
                 emit(json.dumps({"written": [str(p) for p in paths]}, indent=2))
             else:
@@ -314,7 +316,7 @@ def _plan_or_apply(plan: Any, args: argparse.Namespace, *, resumed: tuple[str, .
         with out.status(f"Renewing {len(plan.work)} item(s) on {plan.node_name or plan.root} ({first})…"):
             result = renewal.apply_renewal(
                 plan, backup_dir=_backup_dir(args), take_backup=not args.no_backup, wait=_wait(args),
-                force_invalid_times=args.force_invalid_times,
+                force_invalid_times=args.force_invalid_times, workers=getattr(args, "jobs", None),
                 max_plan_age=args.max_plan_age if args.max_plan_age is not None else renewal.DEFAULT_MAX_PLAN_AGE,
             )
     except NodeError as exc:

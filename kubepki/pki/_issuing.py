@@ -45,9 +45,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kubepki.errors import ConfigError, KubeconfigError, SignerError
+from kubepki.errors import ConfigError, KubeconfigError, ParseError, SignerError
 from kubepki.pki._certs import KEY_USAGE_NAMES, PrivateKey, PublicKey, key_algorithm, public_key_der
 from kubepki.pki._kubeconfig import Kubeconfig
+from kubepki.pki._yaml import load_one
 
 __all__ = [
     "BACKDATE",
@@ -532,13 +533,20 @@ def edit_kubeconfig(
             mapping[key] = value
         if text is not None:
             text = _text_edit(text, key, old, value)
-    if text is not None:
-        try:
-            if yaml.safe_load(text) == doc:
-                return text
-        except yaml.YAMLError:
-            pass
+    if text is not None and _reads_back(text, doc):
+        return text
     return dump_kubeconfig(doc)
+
+
+def _reads_back(text: bytes, doc: Mapping[str, Any]) -> bool:
+    """Whether ``text`` parses, as kubepki reads kubeconfigs (libyaml), to exactly ``doc``.
+
+    Not ``yaml.safe_load``: the pure-Python parser took most of a renewal's own time.
+    """
+    try:
+        return bool(load_one(text) == doc)
+    except ParseError:
+        return False
 
 
 def _text_edit(text: bytes, key: str, old: Any, new: str | None) -> bytes | None:
@@ -590,10 +598,6 @@ def rename_kubeconfig_fields(
             text = None
             continue
         text = text.replace(needle, f"{new_key}: {new_value}".encode())
-    if text is not None:
-        try:
-            if yaml.safe_load(text) == doc:
-                return text
-        except yaml.YAMLError:
-            pass
+    if text is not None and _reads_back(text, doc):
+        return text
     return dump_kubeconfig(doc)
