@@ -268,9 +268,9 @@ def test_external_etcd(tmp_path: Path) -> None:
     assert len(report.edges_of("etcd-peer")) == 6 and all(e.verdict is Verdict.TRUSTED
                                                           for e in report.edges_of("etcd-peer"))
     assert not [e for e in report.edges_of("apiserver-kubelet") if e.server_node.startswith("e")]
-    flags = {k: v for k, v in (line.strip().removeprefix("- --").split("=", 1) for line in
-             (roots["cp1"] / "etc/kubernetes/manifests/kube-apiserver.yaml").read_text().splitlines()
-             if line.strip().startswith("- --etcd-"))}
+    manifest = (roots["cp1"] / "etc/kubernetes/manifests/kube-apiserver.yaml").read_text().splitlines()
+    flags = dict(line.strip().removeprefix("- --").split("=", 1) for line in manifest
+                 if line.strip().startswith("- --etcd-"))
     for cp in ("cp1", "cp2"):  # an etcd client certificate from the etcd CA, and that CA, where the flags say
         for flag, source in (("etcd-certfile", "healthcheck-client.crt"), ("etcd-cafile", "ca.crt")):
             target = roots[cp] / flags[flag].lstrip("/")
