@@ -75,9 +75,11 @@ from kubepki.node import (
     LocalPaths,
     Node,
     NodeFS,
+    NotRegularFile,
     fsync_dir,
     makedirs,
     node_lock,
+    open_regular,
     rename_noreplace,
     renewal_journal_path,
     renewal_staged_path,
@@ -855,44 +857,12 @@ class _Scan:
         raise cls(f"{self.path}: {first.message}{tail}", path=str(self.path))
 
 
-def _file_type(mode: int) -> str:
-    """What a non-regular file is, in a message's words."""
-    for test, what in ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISDIR, "a directory"),
-                       (stat_mod.S_ISSOCK, "a socket"), (stat_mod.S_ISCHR, "a character device"),
-                       (stat_mod.S_ISBLK, "a block device")):
-        if test(mode):
-            return what
-    return "not a regular file"  # pragma: no cover - every other type is listed above
-
-
-class _NotRegular(OSError):
-    """A local path that is not a regular file (a FIFO would block a plain open or read)."""
-
-
-def _open_regular(path: Path) -> io.BufferedReader:
-    """``path`` opened for reading when it is a regular file; :class:`_NotRegular` otherwise.
-
-    ``O_NONBLOCK`` makes opening a FIFO return at once; the type is then read from the
-    open descriptor (no race with a rename), and only a regular file is read.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise _NotRegular(errno.EINVAL, f"{_file_type(st.st_mode)}, not a regular file", str(path))
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _read_raw(scan: _Scan) -> bytes | None:
     limit = _MAX_TAR + (1 << 20)
     try:
-        with _open_regular(scan.path) as fh:
+        with open_regular(scan.path) as fh:
             raw = fh.read(limit + 1)
-    except _NotRegular as exc:
+    except NotRegularFile as exc:
         scan.add(f"cannot read the archive: {exc.strerror}")
         return None
     except OSError as exc:
@@ -1764,7 +1734,7 @@ def _backup_on_node(node: Node, dest: PurePosixPath, when: dt.datetime) -> Backu
 def _read_info(path: Path) -> BackupInfo | None:
     """The manifest summary of one archive, decompressing only its beginning."""
     try:
-        with _open_regular(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        with open_regular(path) as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
             size = os.fstat(raw.fileno()).st_size
             head = gz.read(_MAX_MANIFEST + 64 * 1024)  # bounded: PAX headers included
         with tarfile.open(fileobj=io.BytesIO(head), mode="r:") as tf:

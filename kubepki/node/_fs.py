@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import secrets
 import stat as stat_mod
@@ -37,10 +38,55 @@ from kubepki.errors import LockError, NodeError, node_error
 
 __all__ = [
     "CommandResult", "CommandRunner", "Connection", "FileStat", "LocalFS", "LocalPaths", "NodeFS",
-    "atomic_write", "makedirs", "node_path", "read_optional", "rename_noreplace", "write_exclusive",
+    "NotRegularFile", "atomic_write", "file_type", "makedirs", "node_path", "open_regular", "read_optional",
+    "read_regular", "rename_noreplace", "write_exclusive",
 ]
 
 _MAX_LINKS = 40
+
+
+def file_type(mode: int) -> str:
+    """What a non-regular file is, in a message's words (``a FIFO``, ``a directory``...)."""
+    for test, what in ((stat_mod.S_ISFIFO, "a FIFO"), (stat_mod.S_ISDIR, "a directory"),
+                       (stat_mod.S_ISSOCK, "a socket"), (stat_mod.S_ISCHR, "a character device"),
+                       (stat_mod.S_ISBLK, "a block device"), (stat_mod.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return what
+    return "not a regular file"  # pragma: no cover - every other type is listed above
+
+
+class NotRegularFile(OSError):
+    """A local path that is not a regular file (a FIFO would block a plain open or read)."""
+
+
+def open_regular(path: str | os.PathLike[str]) -> io.BufferedReader:
+    """The local file ``path`` opened for reading when it is a regular file; :class:`NotRegularFile` otherwise.
+
+    ``O_NONBLOCK`` makes opening a FIFO return at once; the type is then read from the
+    open descriptor (no race with a rename), and only a regular file is handed back.
+    Every file of this machine kubepki reads on a user's word (an archive, a result's
+    JSON, a certificate handed back) is opened this way.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotRegularFile(errno.EINVAL, f"{file_type(st.st_mode)}, not a regular file", os.fspath(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str | os.PathLike[str], *, limit: int) -> bytes:
+    """The bytes of the local regular file ``path``, at most ``limit``; :class:`NotRegularFile` for anything
+    else, ``OSError`` (``EFBIG``) when it is larger."""
+    with open_regular(path) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", os.fspath(path))
+    return data
 
 
 def node_path(path: str | PurePosixPath) -> PurePosixPath:

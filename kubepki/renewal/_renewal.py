@@ -44,12 +44,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import errno
 import fnmatch
 import hashlib
 import ipaddress
 import json
 import os
-import stat as stat_mod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -83,9 +83,11 @@ from kubepki.node import (
     Node,
     NodeFS,
     NodeProfile,
+    NotRegularFile,
     atomic_write,
     makedirs,
     node_lock,
+    read_regular,
     renewal_journal_path,
 )
 from kubepki.pki import (
@@ -2579,26 +2581,13 @@ def _install_step(ctx: _PlanContext, entry: CatalogEntry,  # noqa: C901, PLR0912
 def _read_local_file(path: Path) -> bytes | str:
     """The bytes of the regular file ``path`` of this machine, or why it cannot be used.
 
-    Opened non-blocking and checked with fstat before reading: a FIFO handed back in
-    place of a certificate is refused, never read (a plain read would wait for a writer).
+    A FIFO handed back in place of a certificate is refused, never read (node.read_regular).
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        return read_regular(path, limit=_MAX_FILE)
+    except NotRegularFile as exc:
+        return f"{path} is {exc.strerror}"
     except OSError as exc:
+        if exc.errno == errno.EFBIG:
+            return f"{path} is larger than {_MAX_FILE} bytes"
         return f"cannot read {path}: {os_reason(exc)}"
-    try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode):
-            return f"{path} is not a regular file"
-        data = os.read(fd, _MAX_FILE + 1)
-        chunks = [data]
-        while data and sum(map(len, chunks)) <= _MAX_FILE:
-            data = os.read(fd, _MAX_FILE + 1)
-            chunks.append(data)
-    except OSError as exc:
-        return f"cannot read {path}: {os_reason(exc)}"
-    finally:
-        os.close(fd)
-    out = b"".join(chunks)
-    return out if len(out) <= _MAX_FILE else f"{path} is larger than {_MAX_FILE} bytes"

@@ -65,7 +65,7 @@ from kubepki._clock import utc as _utc
 from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.catalog import CatalogEntry, Component, Consumer, Kind, Reload
 from kubepki.errors import ConfigError, KubepkiError
-from kubepki.node import MANIFEST_FILES, Node
+from kubepki.node import MANIFEST_FILES, Node, read_regular
 from kubepki.restarts._context import (
     HELD_MANIFESTS_DIR,
     Method,
@@ -766,13 +766,17 @@ def _as_method(value: Method | str) -> Method:
     return method
 
 
+#: The largest renewal or restore result read from a file (one is a few KiB per item).
+_MAX_RESULT = 16 << 20
+
+
 def _renewal_fields(renewal: Any) -> tuple[list[str], list[str], str | None, str | None]:
     """(changed names, written paths, node, where) from a renewal result, mapping or JSON file."""
     where = None
     if isinstance(renewal, str | os.PathLike):
         where = os.fspath(renewal)
         try:
-            data: Any = json.loads(Path(where).read_text())
+            data: Any = json.loads(read_regular(where, limit=_MAX_RESULT))  # a FIFO is refused, never read
         except OSError as exc:
             raise ConfigError(f"cannot read renewal result {where!r}: {exc.strerror or exc}", path=where) from None
         except ValueError as exc:
