@@ -1379,8 +1379,10 @@ def _short_lived(c: RealCluster) -> dict[str, int]:
 def _report(request: pytest.FixtureRequest, text: str) -> None:
     """Print a measured figure in the test run's output (through the terminal reporter: not captured)."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None:
-        reporter.write_line(f"[figure] {text}")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line(f"[figure] {text}")
 
 
 def test_auto_renew_renews_restarts_and_proves_it(real_cluster: RealCluster, tmp_path: Path,
