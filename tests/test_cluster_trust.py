@@ -33,6 +33,7 @@ from kubepki.cluster import (
     check_trust,
 )
 from kubepki.pki import load_certificate
+from tests import sshd
 from tests.kubeadm_trees import materialize
 
 WHEN = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
@@ -554,3 +555,42 @@ def test_cli_could_not_judge_is_three(mixed: dict[str, Path], capsys: pytest.Cap
     (mixed["cp1"] / PKI / "apiserver.crt").unlink()
     assert main(_cli(mixed)) == 3
     assert "not judged" in capsys.readouterr().out
+
+
+def test_kubeconfig_naming_a_ca_file(mixed: dict[str, Path], other: testing.DemoCluster) -> None:
+    """w1's kubelet.conf names /etc/kubernetes/pki/ca.crt instead of embedding it: B's ca.crt there now
+    breaks w1's kubelet.conf towards every API server (server-auth) besides its kubelet (client-auth)."""
+    conf = mixed["w1"] / "etc/kubernetes/kubelet.conf"
+    doc = yaml.safe_load(conf.read_text())
+    cluster = doc["clusters"][0]["cluster"]
+    del cluster["certificate-authority-data"]
+    cluster["certificate-authority"] = "pki/ca.crt"  # relative: to the kubeconfig's directory, as kubectl
+    conf.write_text(yaml.safe_dump(doc))
+    assert_healthy(trust(mixed))  # negative control: the same CA through the file
+    copy_in(other, mixed, "w1", "pki/ca.crt")
+    report = trust(mixed)
+    assert failing(report) == {**edges([f"w1 kubelet.conf -> {cp} kube-apiserver" for cp in CPS], {SERVER}),
+                               **edges([f"{cp} kube-apiserver -> w1 kubelet" for cp in CPS], {CLIENT})}
+    bundle = next(e for e in report.broken if e.kind is EdgeKind.KUBECONFIG).server_auth.bundle
+    assert bundle is not None and (bundle.path, bundle.via) == ("/etc/kubernetes/pki/ca.crt",
+                                                                "kubelet.conf certificate-authority")
+
+
+@pytest.mark.skipif(sshd.SKIP_REASON is not None, reason=sshd.SKIP_REASON or "")
+def test_over_ssh(tmp_path: Path, other: testing.DemoCluster) -> None:
+    """The same judgement through SFTP: two control planes served by their own sshd."""
+    demo = testing.build_cluster(tmp_path / "served", nodes=2, issued_at=WHEN)
+    with sshd.fleet(tmp_path / "sshd", 2) as fleet:
+        known_hosts = fleet.known_hosts(tmp_path / "known_hosts")
+        targets = {n.name: f"ssh://root@127.0.0.1:{s.port}{n.root}"
+                   for n, s in zip(demo.nodes, fleet.servers, strict=True)}
+        with Cluster.from_targets(targets, key=fleet.client_key, known_hosts=known_hosts) as cluster:
+            report = check_trust(cluster, now=NOW)
+        assert_healthy(report)
+        local = trust({n.name: n.root for n in demo.nodes})
+        assert len(report) == 26 and report.to_dict()["edges"] == local.to_dict()["edges"]  # node paths alike
+        shutil.copyfile(other.node("cp2").root / PKI / "etcd/peer.crt", demo.node("cp2").root / PKI / "etcd/peer.crt")
+        with Cluster.from_targets(targets, key=fleet.client_key, known_hosts=known_hosts) as cluster:
+            report = check_trust(cluster, now=NOW)
+        assert failing(report) == {"cp2 etcd -> cp1 etcd": {CLIENT}, "cp1 etcd -> cp2 etcd": {SERVER}}
+        assert report.broken[0].client_auth.certificate is not None

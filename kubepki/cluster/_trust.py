@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import enum
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
@@ -54,6 +55,7 @@ from kubepki import catalog as _catalog
 from kubepki._clock import utc as _utc
 from kubepki._report import Cell, Line, Outcome, Report, Table, render_text
 from kubepki.catalog import Component, FileRole, Kind, NodeRole
+from kubepki.cluster._cluster import Cluster, _reach, _workers
 from kubepki.errors import KubepkiError
 from kubepki.node import Node, NodeProfile
 from kubepki.pki import (
@@ -721,7 +723,7 @@ def _etcd_edges(members: Sequence[_NodeView], now: dt.datetime) -> Iterator[Trus
 
 
 def check_trust(
-    cluster: Any,
+    cluster: Cluster | Sequence[Node | str | os.PathLike[str]],
     *,
     now: dt.datetime | None = None,
     workers: int | None = None,
@@ -732,8 +734,6 @@ def check_trust(
     Nodes are read concurrently (``workers`` at once, default all up to 16). A node that cannot be
     reached is in ``errors`` and its edges are missing, so the report is then incomplete.
     """
-    from kubepki.cluster._cluster import Cluster, _reach, _workers
-
     c = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
     when = _utc(now)
 
