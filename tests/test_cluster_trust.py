@@ -385,41 +385,69 @@ def test_wrong_usage_is_broken(tmp_path: Path) -> None:
     assert "clientAuth" in report.broken[0].client_auth.reason
 
 
-def test_intermediate_in_the_certificate_file_is_followed(mixed: dict[str, Path]) -> None:
-    """A leaf issued by an intermediate CA, the intermediate beside it in the file: trusted through it."""
+def _chain(pki: Path, *, mid_ca: bool = True, mid_usage: list[str] | None = None) -> tuple[bytes, bytes]:
+    """(leaf PEM, intermediate PEM): a front-proxy client issued by an intermediate under front-proxy-ca."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    pki = mixed["cp1"] / PKI
     root = load_certificate((pki / "front-proxy-ca.crt").read_bytes())
     root_key = serialization.load_pem_private_key((pki / "front-proxy-ca.key").read_bytes(), None)
     mid_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    oids = {"clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH, "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH}
 
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: object,
-              ca: bool) -> x509.Certificate:
-        b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer).public_key(key.public_key())
+    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: object, *,
+              ca: bool, usage: list[str] | None) -> x509.Certificate:
+        b = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+             .issuer_name(issuer).public_key(key.public_key())
              .serial_number(x509.random_serial_number()).not_valid_before(WHEN)
              .not_valid_after(WHEN + dt.timedelta(days=30))
              .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if not ca:
-            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        if usage is not None:
+            b = b.add_extension(x509.ExtendedKeyUsage([oids[u] for u in usage]), critical=False)
         return b.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
 
-    mid = issue("front-proxy-intermediate", mid_key, root.subject, root_key, True)
-    leaf = issue("front-proxy-client", leaf_key, mid.subject, mid_key, False)
+    mid = issue("front-proxy-intermediate", mid_key, root.subject, root_key, ca=mid_ca, usage=mid_usage)
+    leaf = issue("front-proxy-client", leaf_key, mid.subject, mid_key, ca=False, usage=["clientAuth"])
     pem = serialization.Encoding.PEM
-    (pki / "front-proxy-client.crt").write_bytes(leaf.public_bytes(pem) + mid.public_bytes(pem))
+    return leaf.public_bytes(pem), mid.public_bytes(pem)
+
+
+FROM_CP1 = [f"cp1 kube-apiserver -> {cp} aggregated-apis" for cp in CPS]
+
+
+def test_intermediate_in_the_certificate_file_is_followed(mixed: dict[str, Path]) -> None:
+    """A leaf issued by an intermediate CA, the intermediate beside it in the file: trusted through it."""
+    pki = mixed["cp1"] / PKI
+    leaf, mid = _chain(pki)
+    (pki / "front-proxy-client.crt").write_bytes(leaf + mid)
     report = trust(mixed)
     assert_healthy(report)
     assert report.edges_of("front-proxy")[0].client_auth.issuer == "CN=front-proxy-ca"
     # negative control: the leaf without its intermediate chains to nothing
-    (pki / "front-proxy-client.crt").write_bytes(leaf.public_bytes(pem))
-    assert failing(trust(mixed)) == edges([f"cp1 kube-apiserver -> {cp} aggregated-apis" for cp in CPS], {CLIENT})
+    (pki / "front-proxy-client.crt").write_bytes(leaf)
+    assert failing(trust(mixed)) == edges(FROM_CP1, {CLIENT})
+
+
+@pytest.mark.parametrize(("mid_ca", "mid_usage", "why"), [
+    (False, None, "the intermediate front-proxy-intermediate (key "),
+    (True, ["serverAuth"], "extended key usage has no clientAuth"),
+    (True, ["clientAuth", "serverAuth"], None),
+])
+def test_intermediate_must_be_a_ca_for_the_usage(mixed: dict[str, Path], mid_ca: bool, mid_usage: list[str] | None,
+                                                 why: str | None) -> None:
+    """Go refuses an intermediate that is not a CA, or whose extended key usage lacks the leaf's."""
+    pki = mixed["cp1"] / PKI
+    leaf, mid = _chain(pki, mid_ca=mid_ca, mid_usage=mid_usage)
+    (pki / "front-proxy-client.crt").write_bytes(leaf + mid)
+    report = trust(mixed)
+    if why is None:
+        assert_healthy(report)
+        return
+    assert failing(report) == edges(FROM_CP1, {CLIENT})
+    reason = report.broken[0].client_auth.reason
+    assert why in reason and ("is not a CA" in reason) is not mid_ca
 
 
 # -- what could not be judged ---------------------------------------------------------------------

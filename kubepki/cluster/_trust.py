@@ -29,10 +29,10 @@ A node without a component's manifest (a tree without ``/etc/kubernetes/manifest
 by kubeadm's default files for that component, and the report says so in its notes.
 
 "Issued by" is what Go's ``crypto/x509`` checks: the signature verifies with a CA's key and
-the names match (through intermediates the certificate file carries), every certificate on
-the way is valid at ``now``, and the leaf's extended key usage allows the direction
-(``clientAuth``, ``serverAuth``; a leaf without the extension allows any). A bundle of
-several CAs trusts what any of them issued.
+the names match (through intermediates the certificate file carries, each a CA), every
+certificate on the way is valid at ``now``, and the extended key usage of each that has one
+allows the direction (``clientAuth``, ``serverAuth``). A bundle of several CAs trusts what
+any of them issued.
 """
 
 from __future__ import annotations
@@ -508,14 +508,33 @@ def _time_problem(cert: x509.Certificate, what: str, now: dt.datetime) -> str | 
     return None
 
 
-def _usage_problem(cert: x509.Certificate, direction: Direction) -> str | None:
+def _usage_problem(cert: x509.Certificate, direction: Direction, what: str = "its") -> str | None:
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
-        return None  # Go: a leaf without the extension may be used for anything
+        return None  # Go: a certificate without the extension may be used for anything
     if _USAGE[direction] in eku or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku:
         return None
-    return f"its extended key usage has no {_USAGE_NAME[direction]}"
+    return f"{what} extended key usage has no {_USAGE_NAME[direction]}"
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _signer_problem(ca: x509.Certificate, what: str, direction: Direction, now: dt.datetime, *,
+                    intermediate: bool) -> str | None:
+    """Why Go's ``crypto/x509`` would not accept ``ca`` above a leaf: out of its validity; an intermediate
+    that is not a CA; an extended key usage without the direction's (Go checks it along the whole
+    chain, the trusted root too). Key usage bits are not checked: Go ignores them on CAs."""
+    if (problem := _time_problem(ca, what, now)) is not None:
+        return problem
+    if intermediate and not _is_ca(ca):
+        return f"{what} is not a CA (basicConstraints)"
+    return _usage_problem(ca, direction, f"{what}'s")
 
 
 def _judge(direction: Direction, cert: _Loaded, bundle: _Loaded, now: dt.datetime) -> TrustCheck:
@@ -536,16 +555,17 @@ def _judge(direction: Direction, cert: _Loaded, bundle: _Loaded, now: dt.datetim
     for _hop in range(len(intermediates) + 1):
         issuers = [ca for ca in bundle.certs if signed_by(current, ca)]
         if issuers:
-            valid = [ca for ca in issuers if _time_problem(ca, "", now) is None]
-            if not valid:
-                ca = issuers[0]
-                return check(Verdict.BROKEN, f"{_time_problem(ca, f'its issuing CA {_describe_ca(ca)}', now)}")
-            return check(Verdict.TRUSTED, f"issued by {_describe_ca(valid[0])}",
-                         issuer=valid[0].subject.rfc4514_string())
+            problems = [_signer_problem(ca, f"its issuing CA {_describe_ca(ca)}", direction, now, intermediate=False)
+                        for ca in issuers]
+            good = [ca for ca, p in zip(issuers, problems, strict=True) if p is None]
+            if not good:
+                return check(Verdict.BROKEN, str(problems[0]))
+            return check(Verdict.TRUSTED, f"issued by {_describe_ca(good[0])}",
+                         issuer=good[0].subject.rfc4514_string())
         step = next((c for c in intermediates if signed_by(current, c)), None)
         if step is None:
             break
-        problem = _time_problem(step, f"the intermediate {_describe_ca(step)}", now)
+        problem = _signer_problem(step, f"the intermediate {_describe_ca(step)}", direction, now, intermediate=True)
         if problem is not None:
             return check(Verdict.BROKEN, problem)
         intermediates.remove(step)
