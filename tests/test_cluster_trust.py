@@ -622,3 +622,18 @@ def test_over_ssh(tmp_path: Path, other: testing.DemoCluster) -> None:
             report = check_trust(cluster, now=NOW)
         assert failing(report) == {"cp2 etcd -> cp1 etcd": {CLIENT}, "cp1 etcd -> cp2 etcd": {SERVER}}
         assert report.broken[0].client_auth.certificate is not None
+
+
+def test_kubelet_client_pem_from_another_cluster(mixed: dict[str, Path], other: testing.DemoCluster) -> None:
+    """w2's rotated client PEM (kubelet.conf names kubelet-client-current.pem, a symlink) from B: w2's
+    kubelet is refused by every API server; its serving side and everything else stay trusted."""
+    link = mixed["w2"] / "var/lib/kubelet/pki/kubelet-client-current.pem"
+    target = mixed["w2"] / os.readlink(link).lstrip("/")
+    b_link = other.node("w2").root / "var/lib/kubelet/pki/kubelet-client-current.pem"
+    shutil.copyfile(other.node("w2").root / os.readlink(b_link).lstrip("/"), target)
+    report = trust(mixed)
+    assert failing(report) == edges([f"w2 kubelet.conf -> {cp} kube-apiserver" for cp in CPS], {CLIENT})
+    check = report.broken[0].client_auth
+    assert check.certificate is not None
+    assert check.certificate.path == "/var/lib/kubelet/pki/kubelet-client-current.pem"
+    assert check.certificate.via == "kubelet.conf client-certificate"
