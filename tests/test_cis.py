@@ -14,6 +14,7 @@ import os
 import re
 import threading
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -600,13 +601,16 @@ def test_hostile_passwd_and_manifests_give_findings_not_tracebacks(passwd: bytes
     assert all(r.verdict in Verdict for r in report.results)
 
 
+def _record_like(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function, not a lambda: hypothesis reads an extend lambda's source to check it recurses.
+    keys = ["kind", "changes", "path", "target", "cis", "mode_before", "mode_after", "owner_before", "owner_after"]
+    return st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(keys), inner, max_size=9))
+
+
 @settings(max_examples=60, deadline=None)
 @given(record=st.one_of(st.binary(max_size=300), st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12)),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(
-        ["kind", "changes", "path", "target", "cis", "mode_before", "mode_after", "owner_before", "owner_after"]),
-        inner, max_size=9)), max_leaves=12).map(lambda d: json.dumps(
-            {"kind": "kubepki-permissions-undo", "changes": [d]}).encode())))
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=12)), _record_like,
+    max_leaves=12).map(lambda d: json.dumps({"kind": "kubepki-permissions-undo", "changes": [d]}).encode())))
 def test_hostile_undo_records_are_refused_cleanly(record: bytes, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Any bytes, and any JSON shaped almost like a record, at the undo record's path: a plan, or a
     ConfigError; never another exception."""
