@@ -218,10 +218,14 @@ def test_cri_method_restarts_a_stale_scheduler(containerd: Containerd, runtime: 
 
 def test_cri_restarts_in_a_row_do_not_feed_the_kubelets_back_off(
         containerd: Containerd, runtime: CRIRuntime, node: Node) -> None:
-    """Three cri restarts in a row under a kubelet that backs off like the real one: none is held back.
+    """Three cri restarts in a row under a kubelet that backs off like the real one: none is held back
+    beyond the moment its stopped container is removed.
 
     The test kubelet applies CrashLoopBackOff to exited containers (30 s, doubling); the start
-    timeout is shorter, so a restart that left an exited container behind would fail.
+    timeout is shorter, so a restart that left an exited container behind would fail. A kubelet
+    sync that falls between the stop and the removal (milliseconds; longer on a loaded machine)
+    may see the exited container once and hold that start back until the removal, as the real
+    kubelet would until its next PLEG event: counted, but it must not cost the restart its start.
     """
     with CRIKubelet(containerd, [SCHEDULER], backoff=30) as kubelet:
         seen = {_one(runtime, "kube-scheduler").id}
@@ -230,8 +234,10 @@ def test_cri_restarts_in_a_row_do_not_feed_the_kubelets_back_off(
             report = apply_restarts(plan, runtime=runtime, observer=runtime, timeout=FAST, take_backup=False)
             assert report.ok, report.table()
             seen.add(_one(runtime, "kube-scheduler").id)
-        assert len(seen) == 4 and kubelet.held_back == {}
+        assert len(seen) == 4  # each restart started a new container within FAST.start, under the 30 s back-off
         assert kubelet.attempts["kube-scheduler-cp1"] == 3
+        current = _one(runtime, "kube-scheduler").id
+        assert [c for c in seen - {current} if runtime.container(c) is not None] == []  # no exited one is left
 
 
 def test_stopping_without_removing_feeds_the_back_off(containerd: Containerd, runtime: CRIRuntime) -> None:

@@ -461,8 +461,8 @@ def _with_unknown_key_type(cert_pem: bytes) -> bytes:
 
 def test_a_name_attribute_with_an_unknown_string_tag_is_refused_not_raised(tmp_path: Path) -> None:
     """etcd-ca with one byte of its subject's string tag changed (hypothesis found it in CI: tag 83): cryptography
-    raises on ``cert.subject`` (KeyError in cryptography 48, ValueError in 51). load_certificate refuses it as bad-certificate, check_chain and
-    inspect turn it into a finding; control: the unchanged seed etcd-ca parses."""
+    raises on ``cert.subject`` (KeyError in cryptography 48, ValueError in 51). load_certificate refuses it as
+    bad-certificate, check_chain and inspect turn it into a finding; control: the unchanged seed etcd-ca parses."""
     odd = (Path(__file__).parent / "fixtures/hostile/unknown-name-tag.pem").read_bytes()
     with pytest.raises((KeyError, ValueError)):
         x509.load_pem_x509_certificate(odd).subject  # noqa: B018
