@@ -143,3 +143,18 @@ def test_exit_status_and_json_document_are_still_exported() -> None:
     assert cli.json_document is _exit.json_document
     with pytest.raises(AttributeError):
         cli.no_such_name  # noqa: B018
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_import_inspection_loads_nothing_until_used() -> None:
+    """``import kubepki.inspection`` is a table of names; the X.509 stack, YAML and attrs wait for use."""
+    modules = _modules_after("import kubepki.inspection")
+    assert sorted(m for m in modules if m.startswith(("cryptography", "yaml", "attr", "kubepki.inspection._"))) == []
+    used = _modules_after("from kubepki.inspection import inspect")  # control: using it loads it
+    assert {"kubepki.inspection._inventory", "cryptography.x509", "yaml"} <= used
+    assert sorted(m for m in used if m.startswith((*OTHER_COMMANDS, "rich", "docker", "paramiko", "pandas"))) == []
