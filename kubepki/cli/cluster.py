@@ -107,6 +107,7 @@ def register(sub: Any) -> None:
     add_output_option(check)
     check.set_defaults(func=run_check)
     _register_trust(actions)
+    _register_rotate_ca(actions)
 
     renew = actions.add_parser("renew", help="plan (or with --apply, do) the renewal on every node",
                                description="Plan the renewal on every node; with --apply back up "
@@ -442,3 +443,119 @@ def run_trust(args: argparse.Namespace) -> int:
     else:
         emit(report.table(problems_only=args.problems))
     return exit_status(report)
+
+
+ROTATE_DESCRIPTION = """\
+Rotate the cluster CA (--ca ca) on every node, in four phases, each planned, then applied with
+`next --apply` and verified (every TLS edge still trusted) before the next:
+
+  prepare     a new CA staged on every control plane beside the PKI; nothing in use changes
+  trust-both  every trust point (kube-apiserver and KCM --client-ca-file, KCM --root-ca-file, the
+              kubelets' clientCAFile, every kubeconfig's certificate-authority-data) trusts old + new
+              through pki/ca-bundle.crt; ca.crt stays one certificate (KCM signs with it)
+  reissue     ca.crt/ca.key become the new CA; every certificate the old CA signed is re-signed
+  drop-old    the old CA leaves every bundle; the flags point at ca.crt again
+
+The rotation's state is on the control planes, so status and next resume anywhere; abort undoes the
+latest phase, until drop-old starts. Only --no-restart (node directories with no running components:
+the plan lists the restarts a running node needs) is done yet."""
+
+ROTATE_EPILOG = """\
+examples:
+  kubepki cluster rotate-ca status --node cp1=/srv/cp1 --node cp2=/srv/cp2 --worker w1=/srv/w1
+  kubepki cluster rotate-ca plan --node ... --no-restart              # the next phase's changes
+  kubepki cluster rotate-ca next --node ... --no-restart --apply      # back up, apply, verify
+  kubepki cluster rotate-ca abort --node ... --apply                  # undo the latest phase
+
+exit status: 0 verified (or nothing to report), 2 a check failed after apply, 3 kubepki could not
+run (bad arguments, a phase out of order, files not in kubeadm's layout)."""
+
+
+def _register_rotate_ca(actions: Any) -> None:
+    p = actions.add_parser("rotate-ca", help="rotate the cluster CA phase by phase, both CAs trusted between",
+                           description=ROTATE_DESCRIPTION, epilog=ROTATE_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="rotate_action", metavar="ACTION", parser_class=type(p))
+    p.set_defaults(func=_usage(p, "cluster rotate-ca"))
+    for name, helptext, func in (
+            ("plan", "show the next phase's changes on every node", run_rotate_next),
+            ("next", "show (with --apply: carry out and verify) the next phase", run_rotate_next),
+            ("status", "where the rotation stands, from the control planes' records", run_rotate_status),
+            ("abort", "undo the latest phase (with --apply), back to the previous verified one", run_rotate_abort)):
+        a = sub.add_parser(name, help=helptext, description=ROTATE_DESCRIPTION, epilog=ROTATE_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _connection_options(a)
+        a.add_argument("--ca", choices=("ca",), default="ca",
+                       help="the CA to rotate: ca, the cluster CA (front-proxy-ca, etcd-ca and --sa: not yet)")
+        if name in ("plan", "next"):
+            a.add_argument("--no-restart", action="store_true",
+                           help="apply the file changes only and list the restarts a running node needs "
+                                "(required: kubepki does not restart components during a rotation yet)")
+            a.add_argument("--new-ca-cert", metavar="FILE", help="prepare: the new CA's certificate (PEM)")
+            a.add_argument("--new-ca-key", metavar="FILE", help="prepare: the new CA's private key (PEM)")
+        if name == "next":
+            a.add_argument("--apply", action="store_true", help="carry the phase out (default: only show it)")
+            a.add_argument("--backup-dir", default=DEFAULT_BACKUP_DIR, metavar="NODE_DIR",
+                           help=f"directory ON EACH NODE for its backup (default {DEFAULT_BACKUP_DIR})")
+        if name == "abort":
+            a.add_argument("--apply", action="store_true", help="undo the phase (default: only say which)")
+        add_output_option(a)
+        a.set_defaults(func=func, rotate_action=name)
+
+
+def _read_local(path: str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    from kubepki.node import read_regular
+
+    try:
+        return read_regular(path, limit=1 << 20)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path!r} cannot be read: {exc.strerror or exc}", path=path) from None
+
+
+def _emit_report(args: argparse.Namespace, report: Any) -> int:
+    emit(json.dumps(json_document(report), indent=2) if args.output == "json" else report.table()
+         if hasattr(report, "table") else report.text())
+    return exit_status(report)
+
+
+def run_rotate_next(args: argparse.Namespace) -> int:
+    """Plan the rotation's next phase; with ``next --apply``, back up, apply and verify it."""
+    from kubepki.cluster import apply_rotation, plan_rotation
+
+    if not args.no_restart:
+        raise ConfigError("give --no-restart: kubepki applies a rotation's file changes only, for now, and "
+                          "lists the restarts each node needs")
+    with _cluster(args) as cluster:
+        plan = plan_rotation(cluster, new_ca_cert=_read_local(args.new_ca_cert, "--new-ca-cert"),
+                             new_ca_key=_read_local(args.new_ca_key, "--new-ca-key"))
+        if args.rotate_action == "plan" or not args.apply:
+            return _emit_report(args, plan)
+        result = apply_rotation(plan, backup_dir=args.backup_dir)
+    if args.output != "json":
+        emit(plan.table())
+    return _emit_report(args, result)
+
+
+def run_rotate_status(args: argparse.Namespace) -> int:
+    """Where the rotation stands."""
+    from kubepki.cluster import rotation_status
+
+    with _cluster(args) as cluster:
+        status = rotation_status(cluster)
+    return _emit_report(args, status)
+
+
+def run_rotate_abort(args: argparse.Namespace) -> int:
+    """Undo the latest phase (with --apply)."""
+    from kubepki.cluster import abort_rotation, rotation_status
+
+    with _cluster(args) as cluster:
+        if not args.apply:
+            status = rotation_status(cluster)
+            latest = status.applying or status.phase
+            emit(f"abort would undo {latest.value}" if latest else "no rotation under way: nothing to abort")
+            return EXIT_OK
+        result = abort_rotation(cluster)
+    return _emit_report(args, result)

@@ -36,6 +36,18 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         RemoteRestartRequest as RemoteRestartRequest,
         ssh_restart as ssh_restart,
     )
+    from kubepki.cluster._rotate import (
+        PHASES as PHASES,
+        Phase as Phase,
+        RotationChange as RotationChange,
+        RotationPlan as RotationPlan,
+        RotationResult as RotationResult,
+        RotationStatus as RotationStatus,
+        abort_rotation as abort_rotation,
+        apply_rotation as apply_rotation,
+        plan_rotation as plan_rotation,
+        rotation_status as rotation_status,
+    )
     from kubepki.cluster._trust import (
         Direction as Direction,
         EdgeKind as EdgeKind,
@@ -78,6 +90,18 @@ __getattr__, __dir__, __all__ = attach(
             "RemoteRestartRequest",
             "RemoteRestartReport",
             "ssh_restart",
+        ),
+        "_rotate": (
+            "PHASES",
+            "Phase",
+            "RotationChange",
+            "RotationPlan",
+            "RotationResult",
+            "RotationStatus",
+            "plan_rotation",
+            "apply_rotation",
+            "rotation_status",
+            "abort_rotation",
         ),
         "_trust": (
             "Direction",
