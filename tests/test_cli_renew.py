@@ -427,7 +427,7 @@ def test_install_signed_never_opens_a_fifo(root: Path, tmp_path: Path) -> None:
     (signed / "front-proxy-client.key").write_bytes((root / PKI / "front-proxy-client.key").read_bytes())
     run = _kubepki(root, "certs", "install-signed", str(signed), "--no-backup")
     assert run.returncode == 2, run.stdout + run.stderr
-    assert "front-proxy-client.crt is not a regular file" in run.stdout
+    assert "front-proxy-client.crt is a FIFO, not a regular file" in run.stdout
 
 
 def test_csr_directories_are_0700_whatever_the_umask(root: Path, tmp_path: Path) -> None:
