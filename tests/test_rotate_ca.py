@@ -10,6 +10,7 @@ apply resumes to the same end state.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from kubepki import testing
 from kubepki.cli import main
@@ -35,7 +37,7 @@ from kubepki.cluster import (
     rotation_status,
 )
 from kubepki.errors import ConfigError
-from kubepki.pki import load_certificates, signed_by
+from kubepki.pki import load_certificates, load_private_key, public_key_der, signed_by
 from tests._hardening import snapshot
 from tests.kubeadm_trees import materialize
 
@@ -194,6 +196,11 @@ def assert_rotated(roots: dict[str, Path], old: x509.Certificate, new: x509.Cert
         assert leaves, name
         for where, cert in leaves.items():
             assert signed_by(cert, new) and not signed_by(cert, old), (name, where)
+        pem = root / "var/lib/kubelet/pki/kubelet-client-current.pem"
+        if pem.is_symlink():  # the link kept, its target re-signed over the same key
+            data = (root / os.readlink(pem).lstrip("/")).read_bytes()
+            assert public_key_der(load_private_key(data)) == public_key_der(
+                load_certificates(data)[0].public_key())  # type: ignore[arg-type]
         for where, certs in trust_files(root).items():
             assert old not in certs, (name, where)
         assert not list((root / PKI).glob(".kubepki-rotation-ca-*"))  # staged copies and undo records gone
@@ -340,6 +347,59 @@ def test_given_new_ca_is_the_one_staged_and_signing(roots: dict[str, Path], pris
         assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
     assert ca_of(roots["w2"]) == load_certificates(cert)[0]
     assert_rotated(roots, ca_of(pristine.first.root), load_certificates(cert)[0])
+
+
+# -- damaged records: a typed error, never a traceback, and nothing written ---------------------------
+
+
+def _record_values() -> st.SearchStrategy[object]:
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20),
+                        st.sampled_from([p.value for p in PHASES]))
+    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=200), st.dictionaries(
+    st.sampled_from(["kind", "phase", "applying", "old_ca_pem", "old_ca_sha256", "new_ca_sha256", "history"]),
+    _record_values(), max_size=7).map(lambda d: json.dumps({"kind": "CARotationState", **d}).encode())))
+def test_a_damaged_record_is_a_config_error(roots: dict[str, Path], data: bytes) -> None:
+    state = roots["cp2"] / PKI / ".kubepki-rotation-ca.json"
+    state.write_bytes(data)
+    before = trees(roots)
+    c = cluster(roots)
+    for call in (lambda: rotation_status(c), lambda: plan_rotation(c), lambda: abort_rotation(c)):
+        with contextlib.suppress(ConfigError):  # a ConfigError, or a status: never another exception
+            call()
+    assert trees(roots) == before
+
+
+def test_a_damaged_record_names_what_is_damaged(roots: dict[str, Path]) -> None:
+    c = cluster(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    assert rotation_status(c).phase is Phase.PREPARE  # positive control: the record as written reads back
+    state = roots["cp2"] / PKI / ".kubepki-rotation-ca.json"
+    doc = json.loads(state.read_text())
+    state.write_text(json.dumps({**doc, "phase": ["prepare"], "old_ca_pem": "-----BEGIN CERTIFICATE-----"}))
+    with pytest.raises(ConfigError, match=r"cp2:.*damaged rotation record \(phase, old_ca_pem\)"):
+        rotation_status(c)
+
+
+def test_a_damaged_undo_record_is_refused_before_any_write(roots: dict[str, Path]) -> None:
+    c = cluster(roots)
+    for _ in range(2):
+        assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    undo = roots["w2"] / PKI / ".kubepki-rotation-ca-undo-trust-both.json"
+    doc = json.loads(undo.read_text())
+    doc["files"][0]["before"] = "not base64!"
+    undo.write_text(json.dumps(doc))
+    before = trees(roots)
+    with pytest.raises(ConfigError, match="damaged undo record"):
+        abort_rotation(c)
+    assert trees(roots) == before  # cp1's undo was not replayed first: every record is checked up front
+    undo.write_text("{")
+    with pytest.raises(ConfigError, match="damaged undo record"):
+        abort_rotation(c)
 
 
 def cli(roots: dict[str, Path], action: str, *extra: str) -> list[str]:

@@ -26,6 +26,7 @@ Components are not restarted here (``--no-restart``): each plan lists the restar
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import enum
 import hashlib
@@ -48,7 +49,7 @@ from kubepki.backups import backup
 from kubepki.catalog import FileRole, Kind, NodeRole
 from kubepki.cluster._cluster import Cluster
 from kubepki.cluster._trust import TrustReport, check_trust
-from kubepki.errors import ConfigError
+from kubepki.errors import ConfigError, KubepkiError
 from kubepki.node import Node, node_lock
 from kubepki.pki import (
     LeafTemplate,
@@ -91,6 +92,7 @@ class Phase(str, enum.Enum):
 
 #: The phases in the order they are applied.
 PHASES: tuple[Phase, ...] = tuple(Phase)
+_PHASE_NAMES = frozenset(p.value for p in PHASES)
 
 #: What each phase needs restarted on a running node (kubepki restarts nothing with ``--no-restart``).
 _RESTARTS: dict[Phase, tuple[str, ...]] = {
@@ -341,7 +343,57 @@ def _record(site: _Site) -> dict[str, Any] | None:
                           path=str(site.state)) from None
     if not isinstance(doc, dict) or doc.get("kind") != "CARotationState":
         raise ConfigError(f"{site.label}:{site.state} is not a rotation record", path=str(site.state))
+    bad = [k for k in ("old_ca_pem", "old_ca_sha256", "new_ca_sha256") if not isinstance(doc.get(k), str)]
+    bad += [k for k in ("phase", "applying")
+            if doc.get(k) is not None and (not isinstance(doc.get(k), str) or doc.get(k) not in _PHASE_NAMES)]
+    if not isinstance(doc.get("history", []), list) or not all(isinstance(h, dict) for h in doc.get("history", [])):
+        bad.append("history")
+    if isinstance(doc.get("old_ca_pem"), str):
+        try:
+            load_certificate(doc["old_ca_pem"].encode(), path=str(site.state))
+        except (KubepkiError, UnicodeError):
+            bad.append("old_ca_pem")
+    if bad:
+        raise ConfigError(f"{site.label}:{site.state} is a damaged rotation record ({', '.join(bad)})",
+                          path=str(site.state))
     return doc
+
+
+@attrs.frozen
+class _Undo:
+    path: PurePosixPath
+    before: bytes | None
+    mode: int
+    uid: int | None
+    gid: int | None
+
+
+def _undo_record(site: _Site, phase: Phase) -> list[_Undo] | None:
+    """The node's undo record of ``phase``, every entry checked before one is used; None when absent."""
+    path = site.undo(phase)
+    data = site.read(path)
+    if data is None:
+        return None
+    out = []
+    try:
+        doc = json.loads(data)
+        if not isinstance(doc, dict) or doc.get("kind") != "CARotationUndo" or doc.get("phase") != phase.value:
+            raise ValueError("not an undo record of this phase")
+        for entry in doc["files"]:
+            node_path = PurePosixPath(entry["path"])
+            before = entry["before"]
+            if not node_path.is_absolute() or (before is not None and not isinstance(before, str)):
+                raise ValueError("an entry's path or content")
+            ints = [entry[k] for k in ("mode", "uid", "gid")]
+            if before is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                              for i in ints):
+                raise ValueError("an entry's mode or owner")
+            out.append(_Undo(node_path, base64.b64decode(before, validate=True) if before is not None else None,
+                             ints[0] if before is not None else 0, ints[1], ints[2]))
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ConfigError(f"{site.label}:{path} is a damaged undo record ({exc}): restore the backup taken "
+                          "before the phase", path=str(path)) from None
+    return out
 
 
 def _phase_of(value: Any) -> Phase | None:
@@ -478,6 +530,8 @@ class _Planner:
 
     def add(self, site: _Site, path: PurePosixPath, action: str, why: str, *, data: bytes | None = None,
             mode: int = 0o644) -> None:
+        if action == "write":
+            path = site.node.fs.resolve(path)  # a symlinked file is written where it points, the link kept
         self.changes.append(RotationChange(node=site.label, path=str(path), action=action, why=why, data=data,
                                            mode=mode))
 
@@ -882,20 +936,18 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, now: dt.datetime 
         raise ConfigError("drop-old has started: the old CA is being dropped; finish it with next --apply, "
                           "or restore the backups to go back")
     previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
+    undos = {site.label: _undo_record(site, target) for site in sites}  # all read and checked before any write
     for site in sites:
         with node_lock(site.node):
-            data = site.read(site.undo(target))
-            if data is not None:
-                undo = json.loads(data)
-                for entry in reversed(undo["files"]):
-                    path = PurePosixPath(entry["path"])
-                    if entry["before"] is None:
-                        site.node.fs.unlink(path)
+            undo = undos[site.label]
+            if undo is not None:
+                chown = site.node.fs.can_chown()
+                for entry in reversed(undo):
+                    if entry.before is None:
+                        site.node.fs.unlink(entry.path)
                     else:
-                        chown = site.node.fs.can_chown()
-                        site.node.fs.write_atomic(path, base64.b64decode(entry["before"]), mode=entry["mode"],
-                                                  uid=entry["uid"] if chown else None,
-                                                  gid=entry["gid"] if chown else None)
+                        site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
+                                                  uid=entry.uid if chown else None, gid=entry.gid if chown else None)
                 site.node.fs.unlink(site.undo(target))
             if site.control_plane:
                 if previous is None:
