@@ -36,7 +36,8 @@ from kubepki.cluster import (
     plan_rotation,
     rotation_status,
 )
-from kubepki.errors import ConfigError
+from kubepki.errors import ConfigError, LockError
+from kubepki.node import Node, node_lock
 from kubepki.pki import load_certificates, load_private_key, public_key_der, signed_by
 from tests._hardening import snapshot
 from tests.kubeadm_trees import materialize
@@ -277,6 +278,31 @@ def test_skipping_trust_both_breaks_edges(roots: dict[str, Path]) -> None:
     assert any(p.startswith("broken TLS edge cp1 admin.conf") for p in result.problems)
     status = rotation_status(c)
     assert status.applying is Phase.REISSUE and status.phase is Phase.TRUST_BOTH  # not verified
+    # the unverified phase is what abort undoes: the old CA signs again, and every edge holds
+    ca_key = (roots["cp1"] / PKI / "ca.key").read_bytes()
+    assert abort_rotation(c).ok
+    assert (roots["cp1"] / PKI / "ca.key").read_bytes() != ca_key
+    assert_trusted(roots)
+    assert rotation_status(c).applying is None
+
+
+def test_abort_from_reissue_brings_the_old_signer_back(roots: dict[str, Path]) -> None:
+    c = cluster(roots)
+    old_key = (roots["cp1"] / PKI / "ca.key").read_bytes()
+    for _ in range(2):
+        assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    after_trust_both = trees(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    assert (roots["cp1"] / PKI / "ca.key").read_bytes() != old_key
+    result = abort_rotation(c)
+    assert result.ok and result.phase is Phase.REISSUE and result.trust.broken == ()
+    assert (roots["cp1"] / PKI / "ca.key").read_bytes() == old_key
+    assert {p for n in changed(after_trust_both, trees(roots)).values() for p in n} == {
+        f"/{PKI}/.kubepki-rotation-ca.json"}
+    assert rotation_status(c).phase is Phase.TRUST_BOTH
+    for _ in range(2):  # and the rotation goes on from there
+        assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    assert rotation_status(c).next_phase is None
 
 
 def test_abort_from_trust_both_restores_every_byte(roots: dict[str, Path]) -> None:
@@ -300,6 +326,20 @@ def test_abort_from_trust_both_restores_every_byte(roots: dict[str, Path]) -> No
     assert abort_rotation(c).phase is Phase.PREPARE
     assert trees(roots) == original  # byte for byte, modes and owners too
     assert rotation_status(c).active is False
+
+
+def test_a_node_locked_by_another_run_stops_the_phase_before_any_write(roots: dict[str, Path]) -> None:
+    c = cluster(roots)
+    plan = plan_rotation(c)
+    before = snapshot_all(roots)
+    with node_lock(Node(roots["w2"])), pytest.raises(LockError):
+        apply_rotation(plan, backup_dir=BACKUPS)
+    assert snapshot_all(roots) == before  # not even a backup: every lock is taken first
+    assert apply_rotation(plan, backup_dir=BACKUPS).ok  # positive control: the lock released, it applies
+
+
+def snapshot_all(roots: dict[str, Path]) -> dict[str, set[str]]:
+    return {n: {p for p in snapshot(r) if not p.endswith(".kubepki.lock")} for n, r in roots.items()}
 
 
 def test_abort_refused_once_drop_old_starts(roots: dict[str, Path]) -> None:
@@ -442,8 +482,10 @@ def run_cli(roots: dict[str, Path], *extra: str, crash_at: int | None = None) ->
     return proc.returncode
 
 
-CRASHES = [(Phase.PREPARE, n) for n in (1, 2, 5, 7)] + [(Phase.TRUST_BOTH, n) for n in (1, 2, 4, 9, 20, 33, 41)] + [
-    (Phase.REISSUE, n) for n in (2, 8, 17, 30, 37)]
+#: Checkpoints: each node's backup (5), each control plane's record (3), then each file in the plan's
+#: order (prepare 6, trust-both 31, reissue 29): the first, the first record, some writes, the last.
+CRASHES = [(Phase.PREPARE, n) for n in (1, 6, 9, 14)] + [(Phase.TRUST_BOTH, n) for n in (2, 7, 9, 20, 33, 39)] + [
+    (Phase.REISSUE, n) for n in (5, 8, 17, 30, 37)]
 
 
 @pytest.mark.parametrize(("phase", "crash_at"), CRASHES, ids=[f"{p.value}-{n}" for p, n in CRASHES])

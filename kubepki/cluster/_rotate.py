@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -785,52 +786,58 @@ def _history(record: dict[str, Any] | None, **entry: Any) -> list[dict[str, Any]
 
 
 def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | None = None) -> RotationResult:
-    """Carry out ``plan``: node by node, under the node's lock, back up, record the undo, write each file
-    atomically (mode and owner kept); then verify the cluster's trust and the phase's own checks.
+    """Carry out ``plan`` holding every node's lock: back every node up first, record on the control
+    planes that the phase is under way, then node by node record the undo and write each file atomically
+    (mode and owner kept); then verify the cluster's trust and the phase's own checks.
 
-    ``backup_dir`` is a directory on each node (a node path). The control planes' records say the phase
-    is under way before any file changes, and verified only when every check passed, so a crash or a
-    failed check leaves a phase that :func:`plan_rotation` plans again and :func:`abort_rotation` undoes.
-    Restarts nothing: :attr:`RotationPlan.restarts` lists what a running node needs.
+    ``backup_dir`` is a directory on each node (a node path). The phase is recorded as verified only when
+    every check passed, so a crash or a failed check leaves a phase that :func:`plan_rotation` plans again
+    and :func:`abort_rotation` undoes. Restarts nothing: :attr:`RotationPlan.restarts` lists what a
+    running node needs. Raises :class:`~kubepki.LockError` when a node's lock is taken (nothing written).
     """
     when = _utc(now)
     sites = _sites(plan.cluster)
-    status, record = _status(sites)
-    if status.next_phase is not plan.phase:
-        raise ConfigError(f"the plan is for {plan.phase.value}, but the rotation's next phase is "
-                          f"{status.next_phase.value if status.next_phase else 'none (done)'}: plan again")
-    doc: dict[str, Any] = dict(record or {})
-    doc.update({"kind": "CARotationState", "ca": _CA, "old_ca_pem": plan.old_ca_pem.decode(),
-                "old_ca_sha256": _sha(plan.old_ca_pem), "new_ca_sha256": _sha(plan.new_ca_pem),
-                "phase": status.phase.value if status.phase else None, "applying": plan.phase.value})
-    doc["history"] = _history(record, phase=plan.phase.value, event="started", at=when.isoformat())
-    backups: dict[str, str] = {}
-    for site in sites:
-        changes = [c for c in plan.changes if c.node == site.label]
-        with node_lock(site.node):
-            if changes or site.control_plane:
-                backups[site.label] = str(backup(site.node, backup_dir, now=when, on_node=True,
-                                                 lock_held=True).path)
+    with contextlib.ExitStack() as locks:
+        for site in sites:
+            locks.enter_context(node_lock(site.node))
+        status, record = _status(sites)  # under the locks: no other run moves the rotation meanwhile
+        if status.next_phase is not plan.phase:
+            raise ConfigError(f"the plan is for {plan.phase.value}, but the rotation's next phase is "
+                              f"{status.next_phase.value if status.next_phase else 'none (done)'}: plan again")
+        doc: dict[str, Any] = dict(record or {})
+        doc.update({"kind": "CARotationState", "ca": _CA, "old_ca_pem": plan.old_ca_pem.decode(),
+                    "old_ca_sha256": _sha(plan.old_ca_pem), "new_ca_sha256": _sha(plan.new_ca_pem),
+                    "phase": status.phase.value if status.phase else None, "applying": plan.phase.value})
+        doc["history"] = _history(record, phase=plan.phase.value, event="started", at=when.isoformat())
+        backups = {site.label: str(backup(site.node, backup_dir, now=when, on_node=True, lock_held=True).path)
+                   for site in sites}
+        for site in sites:
             if site.control_plane:
                 _save_record(site, doc)
-            _checkpoint("rotate-ca:recorded")
-            if any(c.action == "record" and c.path == str(site.undo(plan.phase)) for c in changes) \
-                    and site.node.fs.stat(site.undo(plan.phase)) is None:
-                # a resumed phase keeps the first record: it holds the files as they were before the phase
-                files = _undo_entries(site, [c for c in changes if c.action != "record"])
-                undo = {"kind": "CARotationUndo", "phase": plan.phase.value, "files": files}
-                site.node.fs.write_atomic(site.undo(plan.phase), json.dumps(undo).encode(), mode=0o600)
-            for ch in changes:
-                path = PurePosixPath(ch.path)
-                if ch.action == "record":
-                    continue
-                if ch.action == "remove":
-                    site.node.fs.unlink(path)
-                elif ch.data is not None:
-                    _write(site, path, ch.data, ch.mode)
-                _checkpoint("rotate-ca:file")
-            site.node.fs.fsync_dir(site.ca_crt.parent)
-    return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when)
+                _checkpoint("rotate-ca:recorded")
+        for site in sites:
+            _apply_node(site, plan)
+        return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when)
+
+
+def _apply_node(site: _Site, plan: RotationPlan) -> None:
+    changes = [c for c in plan.changes if c.node == site.label]
+    if any(c.action == "record" and c.path == str(site.undo(plan.phase)) for c in changes) \
+            and site.node.fs.stat(site.undo(plan.phase)) is None:
+        # a resumed phase keeps the first record: it holds the files as they were before the phase
+        files = _undo_entries(site, [c for c in changes if c.action != "record"])
+        undo = {"kind": "CARotationUndo", "phase": plan.phase.value, "files": files}
+        site.node.fs.write_atomic(site.undo(plan.phase), json.dumps(undo).encode(), mode=0o600)
+    for ch in changes:
+        path = PurePosixPath(ch.path)
+        if ch.action == "record":
+            continue
+        if ch.action == "remove":
+            site.node.fs.unlink(path)
+        elif ch.data is not None:
+            _write(site, path, ch.data, ch.mode)
+        _checkpoint("rotate-ca:file")
+    site.node.fs.fsync_dir(site.ca_crt.parent)
 
 
 def _verify(cluster: Cluster, phase: Phase, action: str, backups: dict[str, str], *, doc: dict[str, Any] | None,
@@ -845,10 +852,9 @@ def _verify(cluster: Cluster, phase: Phase, action: str, backups: dict[str, str]
             doc.update({"phase": phase.value, "applying": None})
         doc["history"] = _history(doc, phase=phase.value, event="verified" if not problems else "verify-failed",
                                   at=when.isoformat())
-        for site in sites:
+        for site in sites:  # the caller holds every node's lock
             if site.control_plane:
-                with node_lock(site.node):
-                    _save_record(site, doc)
+                _save_record(site, doc)
     return RotationResult(ca=_CA, phase=phase, action=action, backups=backups, trust=trust,
                           problems=tuple(problems))
 
@@ -921,24 +927,27 @@ def _site_problems(site: _Site, phase: Phase, new_sha: str, old_sha: str) -> lis
 
 def abort_rotation(cluster: Cluster | Sequence[Node | str], *, now: dt.datetime | None = None) -> RotationResult:
     """Undo the latest phase (the one under way, else the last verified one) on every node from its undo
-    record, byte for byte with modes and owners; the rotation is then at the previous verified phase
-    (none: aborting ``prepare`` removes the staged CA and the records). Refused once ``drop-old`` has
-    started: the old CA is then in the backups only."""
+    record, byte for byte with modes and owners, holding every node's lock; the rotation is then at the
+    previous verified phase (none: aborting ``prepare`` removes the staged CA and the records). Every undo
+    record is read and checked before anything is written. Refused once ``drop-old`` has started: the
+    old CA is then in the backups only. An abort killed half-way is finished by aborting again."""
     c = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
     when = _utc(now)
     sites = _sites(c)
-    status, record = _status(sites)
-    if record is None:
-        raise ConfigError("no rotation of ca is under way: nothing to abort")
-    target = status.applying or status.phase or Phase.PREPARE  # a record exists: prepare at least started
-    if target is Phase.DROP_OLD:
-        # drop-old removes the undo records with the old CA's key: from its start, forward is the only way
-        raise ConfigError("drop-old has started: the old CA is being dropped; finish it with next --apply, "
-                          "or restore the backups to go back")
-    previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
-    undos = {site.label: _undo_record(site, target) for site in sites}  # all read and checked before any write
-    for site in sites:
-        with node_lock(site.node):
+    with contextlib.ExitStack() as locks:
+        for site in sites:
+            locks.enter_context(node_lock(site.node))
+        status, record = _status(sites)
+        if record is None:
+            raise ConfigError("no rotation of ca is under way: nothing to abort")
+        target = status.applying or status.phase or Phase.PREPARE  # a record exists: prepare at least started
+        if target is Phase.DROP_OLD:
+            # drop-old removes the undo records with the old CA's key: from its start, forward is the only way
+            raise ConfigError("drop-old has started: the old CA is being dropped; finish it with next --apply, "
+                              "or restore the backups to go back")
+        previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
+        undos = {site.label: _undo_record(site, target) for site in sites}
+        for site in sites:
             undo = undos[site.label]
             if undo is not None:
                 chown = site.node.fs.can_chown()
@@ -948,7 +957,9 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, now: dt.datetime 
                     else:
                         site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
                                                   uid=entry.uid if chown else None, gid=entry.gid if chown else None)
+                    _checkpoint("rotate-ca:undone")
                 site.node.fs.unlink(site.undo(target))
+        for site in sites:  # the records last: an abort killed before this point is simply run again
             if site.control_plane:
                 if previous is None:
                     site.node.fs.unlink(site.state)
@@ -957,4 +968,4 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, now: dt.datetime 
                     doc.update({"phase": previous.value, "applying": None})
                     doc["history"] = _history(record, phase=target.value, event="aborted", at=when.isoformat())
                     _save_record(site, doc)
-    return _verify(c, target, "abort", {}, doc=None, when=when)
+        return _verify(c, target, "abort", {}, doc=None, when=when)
