@@ -342,6 +342,25 @@ def snapshot_all(roots: dict[str, Path]) -> dict[str, set[str]]:
     return {n: {p for p in snapshot(r) if not p.endswith(".kubepki.lock")} for n, r in roots.items()}
 
 
+def test_a_plan_whose_files_moved_is_refused(roots: dict[str, Path]) -> None:
+    c = cluster(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    plan = plan_rotation(c)
+    admin = roots["cp2"] / "etc/kubernetes/admin.conf"
+    admin.write_bytes(admin.read_bytes() + b"# another writer\n")
+    before = snapshot_all(roots)
+    with pytest.raises(ConfigError, match=r"cp2:/etc/kubernetes/admin.conf changed since the plan"):
+        apply_rotation(plan, backup_dir=BACKUPS)
+    assert snapshot_all(roots) == before
+    plan = plan_rotation(c)  # planned from the other writer's admin.conf: that is kept
+    (roots["w1"] / PKI / "ca-bundle.crt").write_bytes(b"")  # a create's path taken meanwhile
+    with pytest.raises(ConfigError, match=r"w1:/etc/kubernetes/pki/ca-bundle.crt changed"):
+        apply_rotation(plan, backup_dir=BACKUPS)
+    (roots["w1"] / PKI / "ca-bundle.crt").unlink()
+    assert apply_rotation(plan, backup_dir=BACKUPS).ok  # positive control: as planned again, it applies
+    assert admin.read_bytes().endswith(b"# another writer\n")
+
+
 def test_abort_refused_once_drop_old_starts(roots: dict[str, Path]) -> None:
     c = cluster(roots)
     for _ in range(4):

@@ -116,6 +116,9 @@ class RotationChange:
     data: bytes | None = attrs.field(default=None, repr=False, eq=False)
     #: The mode of a created file.
     mode: int = 0o644
+    #: The SHA-256 (hex) of the file the change was planned from (``write``, ``remove``); a ``create``'s
+    #: path must not exist. Apply refuses a plan whose files moved since (another writer).
+    planned_from: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (never the bytes: they may be a key)."""
@@ -533,8 +536,16 @@ class _Planner:
             mode: int = 0o644) -> None:
         if action == "write":
             path = site.node.fs.resolve(path)  # a symlinked file is written where it points, the link kept
+        planned_from = None
+        if action == "create" and (current := site.read(path)) is not None:  # a resumed phase wrote it already
+            if current == data:
+                return
+            action = "write"
+        if action in ("write", "remove"):
+            current = site.read(path)
+            planned_from = hashlib.sha256(current).hexdigest() if current is not None else None
         self.changes.append(RotationChange(node=site.label, path=str(path), action=action, why=why, data=data,
-                                           mode=mode))
+                                           mode=mode, planned_from=planned_from))
 
     def write_if_changed(self, site: _Site, path: PurePosixPath, before: bytes | None, after: bytes | None,
                          why: str) -> None:
@@ -809,6 +820,7 @@ def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | No
                     "old_ca_sha256": _sha(plan.old_ca_pem), "new_ca_sha256": _sha(plan.new_ca_pem),
                     "phase": status.phase.value if status.phase else None, "applying": plan.phase.value})
         doc["history"] = _history(record, phase=plan.phase.value, event="started", at=when.isoformat())
+        _check_fresh(sites, plan)
         backups = {site.label: str(backup(site.node, backup_dir, now=when, on_node=True, lock_held=True).path)
                    for site in sites}
         for site in sites:
@@ -818,6 +830,19 @@ def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | No
         for site in sites:
             _apply_node(site, plan)
         return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when)
+
+
+def _check_fresh(sites: Sequence[_Site], plan: RotationPlan) -> None:
+    """Refuse a plan one of whose files changed since it was made: it would overwrite that change."""
+    by_label = {s.label: s for s in sites}
+    for ch in plan.changes:
+        site = by_label.get(ch.node)
+        if site is None or ch.action == "record":
+            continue
+        current = site.read(PurePosixPath(ch.path))
+        now = hashlib.sha256(current).hexdigest() if current is not None else None
+        if now != ch.planned_from:
+            raise ConfigError(f"{ch.node}:{ch.path} changed since the plan was made: plan again", path=ch.path)
 
 
 def _apply_node(site: _Site, plan: RotationPlan) -> None:
