@@ -361,6 +361,25 @@ def test_a_plan_whose_files_moved_is_refused(roots: dict[str, Path]) -> None:
     assert admin.read_bytes().endswith(b"# another writer\n")
 
 
+def test_records_a_step_apart_say_the_phase_is_under_way(roots: dict[str, Path]) -> None:
+    """A run killed while saving the records (cp1 says trust-both verified, cp2 and cp3 still applying):
+    trust-both is under way, not verified, until next --apply verifies it again on every node."""
+    c = cluster(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    state = roots["cp2"] / PKI / ".kubepki-rotation-ca.json"
+    applying = json.loads(state.read_text())
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    for cp in ("cp2", "cp3"):
+        (roots[cp] / PKI / ".kubepki-rotation-ca.json").write_text(json.dumps({**applying, "applying": "trust-both"}))
+    status = rotation_status(c)
+    assert status.phase is Phase.PREPARE and status.applying is Phase.TRUST_BOTH
+    plan = plan_rotation(c)
+    assert plan.phase is Phase.TRUST_BOTH and all(ch.action == "record" for ch in plan.changes)  # all written
+    assert apply_rotation(plan, backup_dir=BACKUPS).ok
+    status = rotation_status(c)
+    assert status.phase is Phase.TRUST_BOTH and status.applying is None
+
+
 def test_abort_refused_once_drop_old_starts(roots: dict[str, Path]) -> None:
     c = cluster(roots)
     for _ in range(4):

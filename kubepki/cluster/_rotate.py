@@ -422,8 +422,13 @@ def _status(sites: Sequence[_Site]) -> tuple[RotationStatus, dict[str, Any] | No
     if len(olds) > 1:
         raise ConfigError(f"the control planes' rotation records name different old CAs: {sorted(records)}")
     phase, applying = _phase_of(best.get("phase")), _phase_of(best.get("applying"))
-    if any(rank(r) != rank(best) for r in records.values()) and applying is None:
-        applying = PHASES[PHASES.index(phase) + 1 if phase else 0]  # a step recorded on some nodes only
+    if any(rank(r) != rank(best) for r in records.values()):
+        # a run killed while saving the records: the phase verified on every node is the lowest, and the
+        # furthest any record got is under way (next re-applies it, idempotent; abort undoes it)
+        verified = min(rank(r)[0] for r in records.values())
+        furthest = max(max(rank(r)) for r in records.values())
+        phase = PHASES[verified] if verified >= 0 else None
+        applying = PHASES[furthest] if furthest > verified else None
     status = RotationStatus(ca=_CA, phase=phase, applying=applying, nodes=tuple(records),
                             new_ca=best.get("new_ca_sha256"), old_ca=best.get("old_ca_sha256"),
                             history=tuple(best.get("history") or ()))
