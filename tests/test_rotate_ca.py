@@ -521,9 +521,10 @@ def run_cli(roots: dict[str, Path], *extra: str, crash_at: int | None = None) ->
 
 
 #: Checkpoints: each node's backup (5), each control plane's record (3), then each file in the plan's
-#: order (prepare 6, trust-both 31, reissue 29): the first, the first record, some writes, the last.
+#: order (prepare 6, trust-both 31, reissue 29, drop-old 50): the first, the first record, some writes,
+#: the last.
 CRASHES = [(Phase.PREPARE, n) for n in (1, 6, 9, 14)] + [(Phase.TRUST_BOTH, n) for n in (2, 7, 9, 20, 33, 39)] + [
-    (Phase.REISSUE, n) for n in (5, 8, 17, 30, 37)]
+    (Phase.REISSUE, n) for n in (5, 8, 17, 30, 37)] + [(Phase.DROP_OLD, n) for n in (7, 20, 45, 58)]
 
 
 @pytest.mark.parametrize(("phase", "crash_at"), CRASHES, ids=[f"{p.value}-{n}" for p, n in CRASHES])
@@ -548,6 +549,9 @@ def test_sigkill_during_a_phase_resumes_to_the_same_end(roots: dict[str, Path], 
     status = rotation_status(c)
     assert status.phase is phase and status.applying is None
     assert_trusted(roots)
+    if phase is Phase.DROP_OLD:  # no way back from drop-old: resumed, it ends the rotation
+        assert_rotated(roots, old, ca_of(roots["cp1"]))
+        return
     assert abort_rotation(c).ok
     assert {p for n in changed(before, trees(roots)).values() for p in n} <= {f"/{PKI}/.kubepki-rotation-ca.json"}
     for _ in range(PHASES.index(phase), len(PHASES)):

@@ -505,6 +505,18 @@ def _staged(sites: Sequence[_Site]) -> tuple[bytes, bytes]:
     return found.pop()
 
 
+def _signing(sites: Sequence[_Site], new_sha: str) -> tuple[bytes, bytes]:
+    """The new CA as reissue left it, ``ca.crt`` and ``ca.key`` (drop-old removes the staged copies, so a
+    drop-old resumed after a crash reads them here)."""
+    for s in sites:
+        if s.control_plane and (crt := s.read(s.ca_crt)) is not None and (key := s.read(s.ca_key)) is not None:
+            if _sha(crt) != new_sha:
+                raise ConfigError(f"{s.label}:{s.ca_crt} is not the new CA the rotation's record names",
+                                  path=str(s.ca_crt))
+            return crt, key
+    raise ConfigError("no control plane holds ca.crt and ca.key")
+
+
 def _flag_edit(data: bytes, flag: str, old: str, new: str) -> bytes | None:
     """``data`` with the command line ``- --flag=old`` set to ``new``; None when the flag has another value."""
     pattern = re.compile(rb"^(\s*- " + re.escape(f"--{flag}=".encode()) + rb")(\S+)[ \t]*$", re.M)
@@ -752,6 +764,8 @@ def plan_rotation(
         new_pem, new_key = staged.pop()  # prepare resumed: keep the CA some nodes have already
     elif phase is Phase.PREPARE:
         new_pem, new_key = _new_ca(old_pem, when, new_ca_cert, new_ca_key)
+    elif phase is Phase.DROP_OLD:
+        new_pem, new_key = _signing(sites, str(record["new_ca_sha256"]) if record else "")
     else:
         new_pem, new_key = _staged(sites)
     planner = _Planner(sites, phase, when, old_pem=old_pem, new_pem=new_pem, new_key=new_key)
