@@ -559,6 +559,23 @@ def test_sigkill_during_a_phase_resumes_to_the_same_end(roots: dict[str, Path], 
     assert_rotated(roots, old, ca_of(roots["cp1"]))
 
 
+@pytest.mark.parametrize("crash_at", [1, 16, 31])
+def test_sigkill_during_abort_is_finished_by_aborting_again(roots: dict[str, Path], crash_at: int) -> None:
+    c = cluster(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    after_prepare = trees(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    env = {**os.environ, "KUBEPKI_TEST_CRASH_AT": str(crash_at)}
+    proc = subprocess.run([sys.executable, "-m", "kubepki", *cli(roots, "abort", "--apply")], check=False,
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9
+    assert rotation_status(c).phase is Phase.TRUST_BOTH  # the records are saved last
+    assert abort_rotation(c).ok
+    assert {p for n in changed(after_prepare, trees(roots)).values() for p in n} == {
+        f"/{PKI}/.kubepki-rotation-ca.json"}
+    assert rotation_status(c).phase is Phase.PREPARE
+
+
 def test_plan_type(roots: dict[str, Path]) -> None:
     plan = plan_rotation(cluster(roots))
     assert isinstance(plan, RotationPlan)
