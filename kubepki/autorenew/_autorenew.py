@@ -44,6 +44,8 @@ __all__ = ["DEFAULT_WITHIN", "AutoRenewResult", "DueItem", "RunStatus", "Verific
 DEFAULT_WITHIN = dt.timedelta(days=60)
 #: How long a restarted component may take to answer its health probe.
 _HEALTH_WAIT = 120.0
+#: How long a restarted component may take to run again (see auto_renew: the kubelet's back-off).
+_START_WAIT = 330.0
 
 
 class RunStatus:
@@ -346,7 +348,8 @@ def auto_renew(  # noqa: PLR0915  -- one operation's options, phase after phase
     written. With it: a backup into ``backup_dir`` (default ``/var/backups/kubepki``
     under the node's root), the renewal, the restarts (``policy``, ``method``,
     ``runtime``, ``proc``, ``served_host``, ``ports``, ``timeout`` as for
-    :func:`~kubepki.apply_restarts`), then the checks; a failed check restores the
+    :func:`~kubepki.apply_restarts`, except that a component may take 330 s to run again by
+    default: the kubelet's longest crash back-off), then the checks; a failed check restores the
     backup, restarts again and checks again. ``history`` (a node path; None: none)
     gets one JSON line per applied run. ``health_host`` replaces the health probes'
     own host. ``after_renewal(result)`` runs between the renewal and the restarts
@@ -397,7 +400,11 @@ def auto_renew(  # noqa: PLR0915  -- one operation's options, phase after phase
                                renewal_plan=plan, restart_plan=restart_plan, durations=durations,
                                notes=tuple(plan.notes))
 
-    timeouts = Timeouts() if timeout is None else Timeouts.coerce(timeout)
+    # An unattended run waits out the kubelet's crash back-off rather than roll back because of it: a
+    # static pod restarted through its manifest keeps its UID, so a component that exited by itself
+    # earlier (a lost lease) starts only when its back-off ends, up to MaxContainerBackOff, 300 s
+    # (pkg/kubelet/kubelet.go), plus the kubelet's 20 s look at the manifests.
+    timeouts = Timeouts(start=_START_WAIT) if timeout is None else Timeouts.coerce(timeout)
     fs = n.fs
     if backup_dir is None and isinstance(fs, LocalPaths):
         where: str | os.PathLike[str] = fs.host_path(PurePosixPath(DEFAULT_BACKUP_DIR))

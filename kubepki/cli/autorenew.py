@@ -71,7 +71,8 @@ def register(sub: Any) -> None:
                    help="the node's history file (default /var/lib/kubepki/history.jsonl)")
     p.add_argument("--no-history", action="store_true", help="do not record the run")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="limit for each restart wait (default: stop 90, start 120, serve 60)")
+                   help="limit for each restart wait (default: stop 90, start 330 — the kubelet's longest "
+                        "crash back-off —, serve 60)")
     p.add_argument("--health-wait", type=float, default=120.0, metavar="SECONDS",
                    help="how long the restarted components may take to answer their health probes (default 120)")
     p.add_argument("--health-host", default=None, metavar="HOST",

@@ -15,7 +15,7 @@ import os
 from pathlib import Path, PurePosixPath
 
 from kubepki.catalog import Component
-from kubepki.errors import RestartError
+from kubepki.errors import KubepkiError, RestartError
 from kubepki.node import MANIFEST_FILES, LocalPaths, Node, fsync_dir
 from kubepki.restarts import HELD_MANIFESTS_DIR, Instance, Method, RestartContext, Runtime
 
@@ -74,6 +74,7 @@ class ManifestMethod:
             ctx.wait(f"{component.value} to stop", ctx.timeouts.stop, lambda: not ctx.instances(component))
             ctx.say(f"{component.value} stopped")
         finally:
+            _forget_exits(ctx, component)
             ctx.say(f"moving {filename} back")
             _move(held, manifest)
             with contextlib.suppress(OSError):
@@ -83,6 +84,38 @@ class ManifestMethod:
 
 #: The ``manifest`` restart method.
 MANIFEST_METHOD = ManifestMethod()
+
+
+def _forget_exits(ctx: RestartContext, component: Component) -> None:
+    """Remove ``component``'s exited containers before its manifest goes back, when the node's runtime is at hand.
+
+    A static pod put back keeps its UID, so the kubelet's crash back-off (keyed on the pod and the
+    container, and applied while an *exited* container of that name is there: doBackOff in
+    kuberuntime_manager.go) still holds its start after a component that exited by itself — a
+    kube-controller-manager that lost its lease — for up to 300 s; without exited containers it
+    starts at once, as the cri method relies on. The runtime is the one given, else a socket under
+    the node's own root; none found: the kubelet's back-off is simply waited out.
+    """
+    runtime, made = ctx.runtime, False
+    if runtime is None:
+        from kubepki.restarts.methods._runtimes import detect_runtime
+
+        try:
+            runtime, made = detect_runtime(ctx.node.root, host=False), True
+        except KubepkiError:
+            return
+    try:
+        for dead in runtime.containers(include_stopped=True):
+            if dead.component is component and dead.state == "exited":
+                ctx.say(f"removing the exited container {dead.name} ({dead.id[:12]}) the kubelet's back-off "
+                        "would count")
+                runtime.remove(dead.id)
+    except KubepkiError as exc:  # a runtime that does not answer, or its own garbage collection first: not fatal
+        ctx.say(f"could not remove {component.value}'s exited containers: {exc}")
+    finally:
+        close = getattr(runtime, "close", None) if made else None
+        if close is not None:
+            close()
 
 
 def _local(node: Node, path: PurePosixPath) -> Path:
