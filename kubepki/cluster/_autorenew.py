@@ -15,7 +15,6 @@ proven on its own.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,8 +27,9 @@ from kubepki._clock import iso
 from kubepki._report import Block, Cell, Line, Outcome, Report, Table
 from kubepki.autorenew import DEFAULT_WITHIN, AutoRenewResult, RunStatus, auto_renew
 from kubepki.cluster._cluster import Cluster, HealthCheck
+from kubepki.cluster._remote import RemoteRun
 from kubepki.errors import ConfigError, KubepkiError
-from kubepki.node import HISTORY_PATH, CommandResult, CommandRunner, LocalPaths, Node
+from kubepki.node import HISTORY_PATH, CommandRunner, LocalPaths, Node
 
 __all__ = ["ClusterAutoRenewResult", "RemoteAutoRenewReport", "RemoteAutoRenewRequest", "cluster_auto_renew"]
 
@@ -70,26 +70,9 @@ class RemoteAutoRenewRequest:
 
 
 @attrs.frozen(kw_only=True)
-class RemoteAutoRenewReport:
-    """What ``kubepki auto-renew`` reported when run on a node over SSH."""
-
-    node: str | None
-    command: str
-    exit_status: int
-    #: The JSON the remote kubepki printed (its AutoRenewResult), None when it printed none.
-    output: Mapping[str, Any] | None = attrs.field(repr=False)
-    stderr: str = ""
-
-    @classmethod
-    def from_result(cls, node: str | None, result: CommandResult) -> RemoteAutoRenewReport:
-        """The report of a finished remote run: its exit status and the JSON it printed."""
-        try:
-            output = json.loads(result.stdout) if result.stdout.strip() else None
-        except ValueError:
-            output = None
-        return cls(node=node, command=result.command, exit_status=result.exit_status,
-                   output=output if isinstance(output, dict) else None,
-                   stderr=result.stderr.decode("utf-8", "replace"))
+class RemoteAutoRenewReport(RemoteRun):
+    """What ``kubepki auto-renew`` reported when run on a node over SSH (its :attr:`output`: the
+    AutoRenewResult)."""
 
     @property
     def status(self) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -21,7 +21,7 @@ from kubepki.node import CommandResult, CommandRunner, Node
 if TYPE_CHECKING:
     from kubepki.restarts import RestartPlan
 
-__all__ = ["RemoteRestartReport", "RemoteRestartRequest", "ssh_restart"]
+__all__ = ["RemoteRestartReport", "RemoteRestartRequest", "RemoteRun", "ssh_restart"]
 
 
 @attrs.frozen(kw_only=True)
@@ -56,19 +56,22 @@ class RemoteRestartRequest:
         return argv
 
 
+_Run = TypeVar("_Run", bound="RemoteRun")
+
+
 @attrs.frozen(kw_only=True)
-class RemoteRestartReport:
-    """What ``kubepki restarts apply`` reported when run on a node over SSH."""
+class RemoteRun:
+    """What a kubepki command run on a node over SSH with ``-o json`` reported."""
 
     node: str | None
     command: str
     exit_status: int
-    #: The JSON the remote kubepki printed (its RestartReport, or the plan in a dry run).
+    #: The JSON the remote kubepki printed, None when it printed none.
     output: Mapping[str, Any] | None = attrs.field(repr=False)
     stderr: str = ""
 
     @classmethod
-    def from_result(cls, node: str | None, result: CommandResult) -> RemoteRestartReport:
+    def from_result(cls: type[_Run], node: str | None, result: CommandResult) -> _Run:
         """The report of a finished remote run: its exit status and the JSON it printed."""
         try:
             output = json.loads(result.stdout) if result.stdout.strip() else None
@@ -77,6 +80,12 @@ class RemoteRestartReport:
         return cls(node=node, command=result.command, exit_status=result.exit_status,
                    output=output if isinstance(output, dict) else None,
                    stderr=result.stderr.decode("utf-8", "replace"))
+
+
+@attrs.frozen(kw_only=True)
+class RemoteRestartReport(RemoteRun):
+    """What ``kubepki restarts apply`` reported when run on a node over SSH (its :attr:`output`: the
+    RestartReport, or the plan in a dry run)."""
 
     @property
     def ok(self) -> bool:
