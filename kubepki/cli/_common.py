@@ -156,3 +156,12 @@ def emit(text: str) -> None:
 def error(message: str) -> None:
     """``kubepki: error: <message>`` on stderr, always on one line."""
     print(f"kubepki: error: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def add_auto_renew_restart_options(parser: argparse.ArgumentParser) -> None:
+    """``--policy`` and ``--method`` as auto-renew takes them, on one node and on a cluster."""
+    parser.add_argument("--policy", choices=("minimal", "safe"), default="minimal",
+                        help="minimal: restart only what does not reload by itself, and verify (default); "
+                             "safe: restart every reader")
+    parser.add_argument("--method", choices=("manifest", "docker", "cri"), default="manifest",
+                        help="how static pods are restarted (default manifest)")

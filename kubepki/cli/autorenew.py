@@ -10,6 +10,7 @@ from typing import Any
 from kubepki.cli._common import (
     EXIT_OK,
     EXIT_PROBLEM,
+    add_auto_renew_restart_options,
     add_node_options,
     add_now_option,
     add_output_option,
@@ -59,11 +60,7 @@ def register(sub: Any) -> None:
                    help=f"renew what expires within this (default {DEFAULT_WITHIN.days}d; e.g. 30d, 720h)")
     p.add_argument("--all", dest="renew_all", action="store_true",
                    help="once anything is due, renew every item together (keeps them aligned, as kubeadm advises)")
-    p.add_argument("--policy", choices=("minimal", "safe"), default="minimal",
-                   help="minimal: restart only what does not reload by itself, and verify (default); "
-                        "safe: restart every reader")
-    p.add_argument("--method", choices=("manifest", "docker", "cri"), default="manifest",
-                   help="how static pods are restarted (default manifest)")
+    add_auto_renew_restart_options(p)
     p.add_argument("--apply", action="store_true", help="really renew and restart (default: show the plan)")
     p.add_argument("--backup-dir", metavar="DIR",
                    help=f"where the backup taken first goes (default {DEFAULT_BACKUP_DIR} under --root)")

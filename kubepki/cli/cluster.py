@@ -19,6 +19,7 @@ from kubepki.cli._common import (  # DEFAULT_BACKUP_DIR: each node's backup, a n
     DEFAULT_BACKUP_DIR,
     EXIT_OK,
     add_attribute_options,
+    add_auto_renew_restart_options,
     add_now_option,
     add_output_option,
     emit,
@@ -300,11 +301,7 @@ def _register_auto_renew(actions: Any) -> None:
                    help=f"renew what expires within this (default {DEFAULT_WITHIN.days}d)")
     p.add_argument("--all", dest="renew_all", action="store_true",
                    help="once anything is due on a node, renew every item of it together")
-    p.add_argument("--policy", choices=("minimal", "safe"), default="minimal",
-                   help="minimal: restart only what does not reload by itself, and verify (default); "
-                        "safe: restart every reader")
-    p.add_argument("--method", choices=("manifest", "docker", "cri"), default="manifest",
-                   help="how static pods are restarted (default manifest)")
+    add_auto_renew_restart_options(p)
     p.add_argument("--apply", action="store_true", help="really renew and restart (default: show the plans)")
     p.add_argument("--backup-dir", default=None, metavar="NODE_DIR",
                    help=f"directory ON EACH NODE for its backup (default {DEFAULT_BACKUP_DIR}); "
