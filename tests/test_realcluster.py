@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import http.server
 import ipaddress
 import json
 import os
@@ -43,8 +42,9 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
+from tests.loadgen import AggregatedServer, aggregated_api as loadgen_aggregated_api, leaf, self_signed_ca
 from tests.realcluster import LOOPBACK, REPO, Container, RealCluster
 
 pytestmark = pytest.mark.realcluster
@@ -133,39 +133,6 @@ def reissue(cluster: RealCluster, base: str, ca: str, *, organizations: Sequence
     _write_atomic(crt_path.with_suffix(".key"), _key_pem(key), 0o600)
     _write_atomic(crt_path, _pem(cert))
     return cert
-
-
-def self_signed_ca(cn: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A new CA, unknown to the cluster."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return cert, key
-
-
-def leaf(ca: x509.Certificate, ca_key: Any, cn: str, *, server: bool = False, dns: Sequence[str] = (),
-         ips: Sequence[str] = ()) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A client (or server) certificate signed by ``ca``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-               .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
-    if dns or ips:
-        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
 
 
 def _same_container(a: Container, b: Container) -> bool:
@@ -529,95 +496,17 @@ def test_e1_apiserver_serving_certificate_hot_reload(real_cluster: RealCluster) 
     assert reloads == {"hot-fsnotify"}
 
 
-class _AggregatedServer:
-    """A loopback TLS server standing in for an aggregated API server: it records the serial of the client
-    certificate (front-proxy-client) each request came with, and closes every connection, so each
-    request the apiserver proxies is a new handshake."""
-
-    def __init__(self, tmp: Path, front_proxy_ca: Path, group: str) -> None:
-        ca, ca_key = self_signed_ca("kubepki-e2-server-ca")
-        cert, key = leaf(ca, ca_key, "localhost", server=True, dns=["localhost"])
-        (tmp / "srv.crt").write_bytes(_pem(cert))
-        (tmp / "srv.key").write_bytes(_key_pem(key))
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(tmp / "srv.crt"), str(tmp / "srv.key"))
-        ctx.verify_mode = ssl.CERT_OPTIONAL
-        ctx.load_verify_locations(str(front_proxy_ca))
-        self.serials: list[int] = []
-        #: (when, why) of each handshake that failed (an expired front-proxy-client, say)
-        self.failures: list[tuple[float, str]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                der = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
-                if der:
-                    outer.serials.append(x509.load_der_x509_certificate(der).serial_number)
-                if self.path.split("?")[0] == f"/apis/{group}/v1alpha1":
-                    body = json.dumps({"kind": "APIResourceList", "apiVersion": "v1",
-                                       "groupVersion": f"{group}/v1alpha1", "resources": []}).encode()
-                    self.send_response(200)
-                else:
-                    body = b'{"kind":"Status","apiVersion":"v1","status":"Failure","code":404}'
-                    self.send_response(404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-                self.close_connection = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            def get_request(self) -> tuple[socket.socket, Any]:
-                try:  # the handshake happens in accept(): record why it failed
-                    return super().get_request()
-                except ssl.SSLError as exc:
-                    outer.failures.append((time.time(), str(exc)))
-                    raise
-
-        self.httpd = Server((LOOPBACK, 0), Handler)
-        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-        self.port = int(self.httpd.server_address[1])
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def aggregated_api(real_cluster: RealCluster, tmp_path: Path) -> Iterator[tuple[_AggregatedServer, str]]:
-    """An APIService e2.kubepki.test/v1alpha1 served by :class:`_AggregatedServer` through an ExternalName
+def aggregated_api(real_cluster: RealCluster, tmp_path: Path) -> Iterator[tuple[AggregatedServer, str]]:
+    """An APIService e2.kubepki.test/v1alpha1 served by :class:`~tests.loadgen.AggregatedServer` (trusting the
+    front-proxy CA of extension-apiserver-authentication, re-read every few seconds) through an ExternalName
     Service ``localhost`` (the apiserver's default, non-endpoint routing resolves it to 127.0.0.1)."""
-    c = real_cluster
-    group = "e2.kubepki.test"
-    server = _AggregatedServer(tmp_path, c.pki / "front-proxy-ca.crt", group)
-    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubepki-e2", "namespace": "kube-system"},
-           "spec": {"type": "ExternalName", "externalName": "localhost",
-                    "ports": [{"port": server.port, "protocol": "TCP"}]}}
-    apisvc = {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
-              "metadata": {"name": f"v1alpha1.{group}"},
-              "spec": {"group": group, "version": "v1alpha1", "insecureSkipTLSVerify": True,
-                       "groupPriorityMinimum": 1000, "versionPriority": 15,
-                       "service": {"namespace": "kube-system", "name": "kubepki-e2", "port": server.port}}}
-    try:
-        assert c.api("/api/v1/namespaces/kube-system/services", "POST", svc).status == 201
-        assert c.api("/apis/apiregistration.k8s.io/v1/apiservices", "POST", apisvc).status == 201
-        yield server, f"/apis/{group}/v1alpha1"
-    finally:
-        c.api(f"/apis/apiregistration.k8s.io/v1/apiservices/v1alpha1.{group}", "DELETE")
-        c.api("/api/v1/namespaces/kube-system/services/kubepki-e2", "DELETE")
-        server.close()
+    with loadgen_aggregated_api(real_cluster, tmp_path, "e2.kubepki.test", "kubepki-e2") as server:
+        yield server, server.path
 
 
 def test_e2_front_proxy_client_hot_reload(real_cluster: RealCluster,
-                                          aggregated_api: tuple[_AggregatedServer, str]) -> None:
+                                          aggregated_api: tuple[AggregatedServer, str]) -> None:
     """E2: requests the apiserver proxies to an aggregated API present front-proxy-client.crt; after it is
     renewed, new connections present the new serial within seconds, with no restart."""
     c = real_cluster
@@ -1144,7 +1033,7 @@ def _e2b_what_kubepki_says(c: RealCluster, expired: x509.Certificate) -> None:
 
 
 def test_e2b_aggregated_api_outage_with_an_expired_front_proxy_client(
-        real_cluster: RealCluster, aggregated_api: tuple[_AggregatedServer, str]) -> None:
+        real_cluster: RealCluster, aggregated_api: tuple[AggregatedServer, str]) -> None:
     """The aggregated-API outage (E2b): kube-apiserver restarted (by the harness) with an EXPIRED
     front-proxy-client.crt (signed by front-proxy-ca, NotAfter yesterday) comes up ready with no
     complaint, but the aggregated API server rejects its certificate (the recording server's
