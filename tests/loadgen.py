@@ -675,7 +675,10 @@ class ServiceAccountToken:
     def get(self) -> str:
         """The token to send now, renewed first when due."""
         with self._lock:
-            due = not self._token or time.time() >= self._issued + 0.8 * (self._expires - self._issued)
+            now = time.time()
+            # the kubelet's rule: past 80 % of the lifetime, or older than 24 h
+            due = (not self._token or now >= self._issued + 0.8 * (self._expires - self._issued)
+                   or now - self._issued > 24 * 3600)
             if due:
                 try:
                     self._request()

@@ -13,7 +13,10 @@ changed and waits until every channel answers again.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import http.client
+import http.server
+import json
 import os
 import ssl
 import threading
@@ -42,6 +45,7 @@ from tests.loadgen import (
     Report,
     RequestFailed,
     RequestHeaderTrust,
+    ServiceAccountToken,
     Tally,
     cause_of,
     expect,
@@ -300,6 +304,76 @@ def test_refreshed_keeps_the_last_good_value() -> None:
             never.get()
     finally:
         never.close()
+
+
+class _TokenServer:
+    """A loopback TLS server answering TokenRequests for default/sa with tokens t1, t2, … that live
+    ``lifetime`` seconds (or 500 while :attr:`broken`), recording each requested expirationSeconds."""
+
+    def __init__(self, tmp: Path, lifetime: float) -> None:
+        ca, ca_key = self_signed_ca("token-server-ca")
+        cert, key = leaf(ca, ca_key, "localhost", server=True, ips=["127.0.0.1"])
+        crt_pem, key_pem = _pair_pem(cert, key)
+        (tmp / "token-srv.pem").write_bytes(crt_pem + key_pem)
+        self.ca_pem = _pem(ca)
+        self.broken = False
+        self.requested: list[int] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if outer.broken or self.path != "/api/v1/namespaces/default/serviceaccounts/sa/token":
+                    status, data = 500, b"broken"
+                else:
+                    outer.requested.append(body["spec"]["expirationSeconds"])
+                    expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=lifetime)
+                    data = json.dumps({"status": {"token": f"t{len(outer.requested)}",
+                                                  "expirationTimestamp": expires.isoformat()}}).encode()
+                    status = 201
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(tmp / "token-srv.pem"))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = int(self.httpd.server_address[1])
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_service_account_token_is_renewed_past_80_percent_of_its_lifetime(tmp_path: Path) -> None:
+    server = _TokenServer(tmp_path, lifetime=2.0)
+    try:
+        ca, ca_key = self_signed_ca("client-ca")
+        conf = tmp_path / "admin.conf"
+        _write_kubeconfig(conf, f"https://127.0.0.1:{server.port}", server.ca_pem,
+                          *_pair_pem(*leaf(ca, ca_key, "kubernetes-admin")))
+        token = ServiceAccountToken(Kubeconfig(conf, tmp_path), "default", "sa", lifetime=600)
+        assert token.get() == "t1"
+        assert token.get() == "t1" and token.renewals == 1  # not due before 80 % (1.6 s) of its life
+        time.sleep(1.7)
+        assert token.get() == "t2" and token.renewals == 2
+        server.broken = True
+        time.sleep(1.7)
+        assert token.get() == "t2" and token.renewals == 2  # a failed renewal keeps the token it has
+        server.broken = False
+        assert token.get() == "t3"  # ... and is tried again on the next request
+        assert server.requested == [600, 600, 600]
+        server.broken = True
+        with pytest.raises(RequestFailed, match="HTTP 500: broken"):  # no token at all: the request fails
+            ServiceAccountToken(Kubeconfig(conf, tmp_path), "default", "sa").get()
+    finally:
+        server.close()
 
 
 # --------------------------------------------------------------------------------------
