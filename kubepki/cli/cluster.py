@@ -484,6 +484,7 @@ def _register_rotate_ca(actions: Any) -> None:
         _connection_options(a)
         a.add_argument("--ca", choices=("ca",), default="ca",
                        help="the CA to rotate: ca, the cluster CA (front-proxy-ca, etcd-ca and --sa: not yet)")
+        _add_sa_options(a, name)
         if name in ("plan", "next"):
             a.add_argument("--no-restart", action="store_true",
                            help="apply the file changes only and list the restarts a running node needs "
@@ -519,6 +520,8 @@ def _emit_report(args: argparse.Namespace, report: Any) -> int:
 
 def run_rotate_next(args: argparse.Namespace) -> int:
     """Plan the rotation's next phase; with ``next --apply``, back up, apply and verify it."""
+    if getattr(args, "sa", False):
+        return _run_sa_next(args)
     from kubepki.cluster import apply_rotation, plan_rotation
 
     if not args.no_restart:
@@ -537,6 +540,8 @@ def run_rotate_next(args: argparse.Namespace) -> int:
 
 def run_rotate_status(args: argparse.Namespace) -> int:
     """Where the rotation stands."""
+    if getattr(args, "sa", False):
+        return _run_sa_status(args)
     from kubepki.cluster import rotation_status
 
     with _cluster(args) as cluster:
@@ -546,6 +551,8 @@ def run_rotate_status(args: argparse.Namespace) -> int:
 
 def run_rotate_abort(args: argparse.Namespace) -> int:
     """Undo the latest phase (with --apply)."""
+    if getattr(args, "sa", False):
+        return _run_sa_abort(args)
     from kubepki.cluster import abort_rotation, rotation_status
 
     with _cluster(args) as cluster:
@@ -555,4 +562,57 @@ def run_rotate_abort(args: argparse.Namespace) -> int:
             emit(f"abort would undo {latest.value}" if latest else "no rotation under way: nothing to abort")
             return EXIT_OK
         result = abort_rotation(cluster)
+    return _emit_report(args, result)
+
+
+# --------------------------------------------------------------------------------------
+# rotate-ca --sa: the service-account key pair (kubepki.cluster._rotate_sa)
+
+
+def _add_sa_options(a: argparse.ArgumentParser, action: str) -> None:
+    """``--sa`` (rotate sa.key/sa.pub instead of a CA) and, for plan and next, ``--force``."""
+    a.add_argument("--sa", action="store_true",
+                   help="rotate the service-account key pair (sa.key, sa.pub) instead of a CA")
+    if action in ("plan", "next"):
+        a.add_argument("--force", action="store_true",
+                       help="--sa drop-old: drop the old key before the longest token lifetime has passed "
+                            "(tokens it signed get 401)")
+
+
+def _run_sa_next(args: argparse.Namespace) -> int:
+    from kubepki.cluster import apply_sa_rotation, plan_sa_rotation
+
+    if not args.no_restart:
+        raise ConfigError("give --no-restart: kubepki applies a rotation's file changes only, for now, and "
+                          "lists the restarts each node needs")
+    if args.new_ca_cert or args.new_ca_key:
+        raise ConfigError("--new-ca-cert/--new-ca-key are for a CA; --sa generates the new key pair")
+    with _cluster(args) as cluster:
+        plan = plan_sa_rotation(cluster, force=args.force)
+        if args.rotate_action == "plan" or not args.apply:
+            return _emit_report(args, plan)
+        result = apply_sa_rotation(plan, backup_dir=args.backup_dir)
+    if args.output != "json":
+        emit(plan.table())
+    return _emit_report(args, result)
+
+
+def _run_sa_status(args: argparse.Namespace) -> int:
+    from kubepki.cluster import sa_rotation_status
+
+    with _cluster(args) as cluster:
+        status = sa_rotation_status(cluster)
+    return _emit_report(args, status)
+
+
+def _run_sa_abort(args: argparse.Namespace) -> int:
+    from kubepki.cluster import abort_sa_rotation, sa_rotation_status
+
+    with _cluster(args) as cluster:
+        if not args.apply:
+            status = sa_rotation_status(cluster)
+            latest = status.applying or status.phase
+            emit(f"abort would undo {latest.value} (sa)" if latest else "no rotation of sa under way: nothing to abort")
+            return EXIT_OK
+        result = abort_sa_rotation(cluster)
     return _emit_report(args, result)

@@ -48,6 +48,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         plan_rotation as plan_rotation,
         rotation_status as rotation_status,
     )
+    from kubepki.cluster._rotate_sa import (
+        SARotationPlan as SARotationPlan,
+        SARotationResult as SARotationResult,
+        SARotationStatus as SARotationStatus,
+        TokenLifetime as TokenLifetime,
+        abort_sa_rotation as abort_sa_rotation,
+        apply_sa_rotation as apply_sa_rotation,
+        plan_sa_rotation as plan_sa_rotation,
+        sa_rotation_status as sa_rotation_status,
+    )
     from kubepki.cluster._trust import (
         Direction as Direction,
         EdgeKind as EdgeKind,
@@ -102,6 +112,16 @@ __getattr__, __dir__, __all__ = attach(
             "apply_rotation",
             "rotation_status",
             "abort_rotation",
+        ),
+        "_rotate_sa": (
+            "SARotationPlan",
+            "SARotationResult",
+            "SARotationStatus",
+            "TokenLifetime",
+            "plan_sa_rotation",
+            "apply_sa_rotation",
+            "sa_rotation_status",
+            "abort_sa_rotation",
         ),
         "_trust": (
             "Direction",
