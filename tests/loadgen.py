@@ -353,10 +353,11 @@ class Kubeconfig:
                     + base64.b64decode(user["client-key-data"]))
             url = urllib.parse.urlsplit(cluster["server"])
             name, port = url.hostname or "", url.port or 443
-        except (ValueError, KeyError, TypeError, AttributeError, StopIteration, yaml.YAMLError) as exc:
+            context = _client_context(cadata, cert_and_key=pair, key_dir=self.key_dir, name=self.path.name)
+        except (ValueError, KeyError, TypeError, AttributeError, StopIteration, RecursionError, yaml.YAMLError,
+                ssl.SSLError) as exc:  # a kubeconfig kubectl could not use either: a failed request, with why
             raise RequestFailed(f"{self.path}: not a usable kubeconfig ({type(exc).__name__}: {exc})") from exc
         host, port = self.connect or (name, port)
-        context = _client_context(cadata, cert_and_key=pair, key_dir=self.key_dir, name=self.path.name)
         return _KubeconfigClient(host, port, context), name
 
     def request(self, path: str, method: str = "GET", body: Any = None, *,

@@ -29,6 +29,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.loadgen import (
     ADMIN,
@@ -241,6 +242,46 @@ def test_kubeconfig_is_read_before_every_request(
     conf.write_text("clusters: [not, a, kubeconfig")
     with pytest.raises(RequestFailed, match="not a usable kubeconfig"):
         kc.request(server.path)
+    # base64 that is no PEM, as CA data or as the client pair: refused by ssl, a failed request all the same
+    _write_kubeconfig(conf, f"https://127.0.0.1:{server.port}", "not a certificate", *client)
+    with pytest.raises(RequestFailed, match=r"not a usable kubeconfig \(SSLError"):
+        kc.request(server.path)
+    _write_kubeconfig(conf, f"https://127.0.0.1:{server.port}", server.server_ca_pem, b"no cert", b"no key")
+    with pytest.raises(RequestFailed, match=r"not a usable kubeconfig \(SSLError"):
+        kc.request(server.path)
+
+
+_JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                    max_size=4), max_leaves=12)
+_FIELDS = st.sampled_from(["current-context", "contexts", "clusters", "users", "server",
+                           "certificate-authority-data", "client-certificate-data", "client-key-data"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_kubeconfig_is_a_failed_request_with_its_cause(tmp_path: Path, data: st.DataObject) -> None:
+    """Untrusted bytes where the kubeconfig should be (whole files, or a valid one with a field replaced):
+    :class:`RequestFailed` naming the file, never another exception."""
+    ca, ca_key = self_signed_ca("fuzz-ca")
+    conf = tmp_path / "fuzz.conf"
+    _write_kubeconfig(conf, "https://127.0.0.1:1", _pem(ca), *_pair_pem(*leaf(ca, ca_key, "admin")))
+    Kubeconfig(conf, tmp_path).client()  # the control: as written, it loads
+    good = yaml.safe_load(conf.read_text())
+    if data.draw(st.booleans()):
+        conf.write_bytes(data.draw(st.binary(max_size=300)))
+    else:
+        field, value = data.draw(_FIELDS), data.draw(_JSONISH)
+        for holder in (good, good["clusters"][0]["cluster"], good["users"][0]["user"]):
+            if field in holder:
+                holder[field] = value
+        conf.write_text(yaml.safe_dump(good))
+    message = ""
+    try:
+        Kubeconfig(conf, tmp_path).client()  # a change kubectl would shrug off may still load
+    except RequestFailed as exc:
+        message = str(exc)
+    assert not message or message.startswith(f"{conf}: not a usable kubeconfig"), message
 
 
 def test_aggregated_server_takes_the_trust_of_the_moment(
