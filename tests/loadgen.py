@@ -489,11 +489,14 @@ class RequestHeaderTrust:
         ca = data.get("requestheader-client-ca-file")
         if not isinstance(ca, str) or "BEGIN CERTIFICATE" not in ca:
             raise RequestFailed("extension-apiserver-authentication has no requestheader-client-ca-file")
+        raw = data.get("requestheader-allowed-names") or "[]"
         try:
-            names = json.loads(data.get("requestheader-allowed-names") or "[]")
-        except ValueError as exc:
-            raise RequestFailed(f"requestheader-allowed-names is not JSON: {exc}") from exc
-        return cls(ca, tuple(str(n) for n in names or ()))
+            names = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            names = None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RequestFailed(f"requestheader-allowed-names is not a JSON list of names: {str(raw)[:80]!r}")
+        return cls(ca, tuple(names))
 
 
 class AggregatedServer:

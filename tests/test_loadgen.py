@@ -284,6 +284,30 @@ def test_a_damaged_kubeconfig_is_a_failed_request_with_its_cause(tmp_path: Path,
     assert not message or message.startswith(f"{conf}: not a usable kubeconfig"), message
 
 
+@settings(max_examples=200, deadline=None)
+@given(ca=st.one_of(st.just("-----BEGIN CERTIFICATE-----\nx\n"), _JSONISH), names=_JSONISH)
+def test_requestheader_trust_from_any_configmap_data(ca: Any, names: Any) -> None:
+    """Whatever extension-apiserver-authentication holds: a trust, or :class:`RequestFailed` (the server then
+    keeps the trust it had)."""
+    try:
+        trust = RequestHeaderTrust.from_configmap({"requestheader-client-ca-file": ca,
+                                                   "requestheader-allowed-names": names})
+    except RequestFailed:
+        return
+    assert trust.ca_pem == ca and all(isinstance(n, str) for n in trust.allowed_names)
+
+
+def test_requestheader_trust_reads_the_allowed_names() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"
+    data = {"requestheader-client-ca-file": pem, "requestheader-allowed-names": '["front-proxy-client"]'}
+    assert RequestHeaderTrust.from_configmap(data) == RequestHeaderTrust(pem, ("front-proxy-client",))
+    assert RequestHeaderTrust.from_configmap({"requestheader-client-ca-file": pem}).allowed_names == ()
+    with pytest.raises(RequestFailed, match="no requestheader-client-ca-file"):
+        RequestHeaderTrust.from_configmap({"client-ca-file": pem})
+    with pytest.raises(RequestFailed, match="not a JSON list"):
+        RequestHeaderTrust.from_configmap({**data, "requestheader-allowed-names": '{"a": 1}'})
+
+
 def test_aggregated_server_takes_the_trust_of_the_moment(
         tmp_path: Path, local_server: tuple[AggregatedServer, _Switch, Path, tuple[bytes, bytes]]) -> None:
     server, switch, conf, client = local_server
