@@ -251,6 +251,7 @@ class _Ctx:
         self._lstats: dict[PurePosixPath, FileStat | NodeError | None] = {}
         self.notes: list[str] = []
         self._users: dict[str, tuple[int, int]] | None = None
+        self._pki: tuple[list[tuple[_Target, str, bool]], list[str]] | None = None
 
     def stat(self, path: PurePosixPath) -> FileStat | None:
         """The inventory's facts for ``path`` when it has them, else one stat through the node."""
@@ -291,6 +292,12 @@ class _Ctx:
         if isinstance(found, NodeError):
             raise found
         return found
+
+    def pki_walk(self) -> tuple[list[tuple[_Target, str, bool]], list[str]]:
+        """:func:`_walk_pki`, once per evaluation (three rules look at the PKI directory)."""
+        if self._pki is None:
+            self._pki = _walk_pki(self)
+        return self._pki
 
     def item_for(self, path: PurePosixPath, default: str) -> str:
         known = self.files.get(str(path))
@@ -355,37 +362,50 @@ def _kubeconfigs(*names: str) -> Callable[[_Ctx], list[_Target]]:
 
 def _pki(ctx: _Ctx, suffix: str | None) -> list[_Target]:
     """Everything under the PKI directory (``find`` as kube-bench runs it), or the files ending in ``suffix``."""
+    walk, notes = ctx.pki_walk()
+    ctx.notes.extend(notes)  # each rule notes what the walk could not read
+    return [t for t, name, is_dir in walk
+            if suffix is None or (not is_dir and name.endswith(suffix))]
+
+
+def _walk_pki(ctx: _Ctx) -> tuple[list[tuple[_Target, str, bool]], list[str]]:
+    """The PKI directory's tree, walked once per evaluation: (target, name, is a directory) sorted by
+    path, and the notes of what could not be listed or stat'ed."""
     root = ctx.profile.cert_dir
-    found: list[_Target] = []
-    if suffix is None:
-        found.append(_Target(path=root, item="ca"))
+    root_s = str(root)
+    found: list[tuple[_Target, str, bool]] = [(_Target(path=root, item="ca"), root.name, True)]
+    notes: list[str] = []
     pending = [(root, 0)]
+    # The bound counts every entry (directories too), as 1.1.19 always did; the .crt and .key rules,
+    # which counted only their own files, now stop at the same entry (trees of more than 4096 only).
     while pending and len(found) < _MAX_ENTRIES:
         directory, depth = pending.pop()
         try:
             names = ctx.listdir(directory)
         except NodeError as exc:
-            ctx.notes.append(f"could not list {directory}: {exc.message}")
+            notes.append(f"could not list {directory}: {exc.message}")
             continue
+        # "etcd" anywhere below the PKI directory: its files belong to etcd-ca (string work: this runs per file).
+        under_etcd = "etcd" in str(directory)[len(root_s):].split("/")
         for name in names:
             path = directory / name
             try:
                 lst = ctx.lstat(path)
             except NodeError as exc:
-                ctx.notes.append(f"could not stat {path}: {exc.message}")
+                notes.append(f"could not stat {path}: {exc.message}")
                 continue
             if lst is None:
                 continue
-            default = "etcd-ca" if "etcd" in path.relative_to(root).parts else "ca"
+            default = "etcd-ca" if under_etcd or name == "etcd" else "ca"
             if lst.is_dir:
                 if depth < _MAX_DEPTH:
                     pending.append((path, depth + 1))
-                if suffix is None:
-                    found.append(_Target(path=path, item=default))
+                found.append((_Target(path=path, item=default), name, True))
                 continue
-            if suffix is None or name.endswith(suffix):
-                found.append(_Target(path=path, item=ctx.item_for(path, default), secret=name.endswith(".key")))
-    return sorted(found, key=lambda t: str(t.path))
+            found.append((_Target(path=path, item=ctx.item_for(path, default), secret=name.endswith(".key")),
+                          name, False))
+    found.sort(key=lambda f: str(f[0].path))
+    return found, notes
 
 
 def _kubelet_config(ctx: _Ctx) -> list[_Target]:
@@ -666,11 +686,11 @@ def evaluate(node: Node, profile: NodeProfile, files: Mapping[str, tuple[str, An
 
 
 def _file_result(ctx: _Ctx, rule: _FileRule, seen_dirs: set[str]) -> CisResult:
+    notes: list[str] = []
+    ctx.notes = notes  # before the targets: what they could not read is this rule's note
     targets = rule.targets(ctx)
     files: list[CisFile] = []
     findings: list[tuple[str, Finding]] = []
-    notes: list[str] = []
-    ctx.notes = notes
     want: tuple[int, int] | None = None
     if rule.owner == "etcd":
         want = _etcd_owner(ctx, notes)

@@ -14,6 +14,7 @@ the rest of the inventory.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
 import hashlib
@@ -44,7 +45,7 @@ from kubepki.inspection._findings import (
     worst_first,
 )
 from kubepki.inspection._kubelet import kubelet_findings
-from kubepki.node import Node, NodeProfile
+from kubepki.node import LocalFS, Node, NodeProfile
 from kubepki.pki import (
     CertFacts,
     Kubeconfig,
@@ -315,6 +316,12 @@ def inspect(
     n.check_root()
     when = _utc(now)
     wanted = None if names is None else {_catalog.get(x).name for x in names}
+    # Read-only from here on: each directory above the files read is resolved once, not once per file.
+    with n.fs.reading() if isinstance(n.fs, LocalFS) else contextlib.nullcontext():
+        return _inspect(n, when, warn_within, wanted)
+
+
+def _inspect(n: Node, when: dt.datetime, warn_within: dt.timedelta, wanted: set[str] | None) -> Inventory:
     profile = n.profile
     ctx = _Context(n, profile, when, warn_within)
     entries = profile.entries()
@@ -381,14 +388,15 @@ class _Context:
         if found is None:
             return _Loaded(ItemFile(path=str(path), role=role, exists=False))
         st, link, data = found
-        info = ItemFile(path=str(path), role=role, exists=True, size=st.size, mode=st.mode,
-                        uid=st.uid, gid=st.gid, mtime=st.mtime, link_target=link)
+        ok = data if st.is_file and data is not None and len(data) <= _MAX_FILE else None
+        info = ItemFile(path=str(path), role=role, exists=True, size=st.size if ok is None else len(ok),
+                        mode=st.mode, uid=st.uid, gid=st.gid, mtime=st.mtime, link_target=link,
+                        sha256=None if ok is None else hashlib.sha256(ok).hexdigest())
         if not st.is_file:
             return _Loaded(info, error=make("unreadable", f"{path} is not a regular file"))
-        if data is None or len(data) > _MAX_FILE:
+        if ok is None:
             return _Loaded(info, error=make("too-large", f"{path} is {st.size} bytes"))
-        info = attrs.evolve(info, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        return _Loaded(info, data=data)
+        return _Loaded(info, data=ok)
 
     def cert(self, data: bytes, shown: str) -> x509.Certificate:
         """load_certificate, parsed once per distinct content (CAs are read many times)."""

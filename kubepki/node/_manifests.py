@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,20 +152,22 @@ def _run_as(pod: Mapping[str, Any], container: Mapping[str, Any]) -> tuple[int |
     return pick("runAsUser"), pick("runAsGroup")
 
 
+#: ``--name`` as :func:`_flag_lines` reads it: ``\w`` is ``str.isalnum()`` or ``_``, so a name is the
+#: letters, digits, ``-``, ``_`` and ``.`` after the dashes, up to its end.
+_FLAG = re.compile(r"--([\w.-]*)")
+
+
 def _flag_lines(data: bytes, flags: Mapping[str, str]) -> dict[str, int]:
     """Where each flag is written: the first line holding ``--name`` followed by ``=``, a quote or its end."""
     lines = data.decode("utf-8", "replace").splitlines()
     out: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
-        start = text.find("--")
-        while start >= 0:
-            end = start + 2
-            while end < len(text) and (text[end].isalnum() or text[end] in "-_."):
-                end += 1
-            name = text[start + 2:end]
+        if "--" not in text:
+            continue
+        for m in _FLAG.finditer(text):
+            name, end = m.group(1), m.end()
             if name in flags and name not in out and (end == len(text) or text[end] in "=\"' "):
                 out[name] = number
-            start = text.find("--", end)
     return out
 
 
