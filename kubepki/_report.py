@@ -12,7 +12,6 @@ from :data:`HTML_COLOURS`, so nothing depends on re-reading the wording.
 from __future__ import annotations
 
 import enum
-import html
 import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -262,6 +261,8 @@ def render_text(blocks: Sequence[Block]) -> tuple[str, list[Span]]:
 
 
 def _html_cell(cell: Cell) -> str:
+    import html  # here: only HTML output needs it (html.entities is most of a text report's import)
+
     text = "<br>".join(html.escape(part) for part in cell.text.split("\n"))
     if cell.strong:
         text = f"<b>{text}</b>"
@@ -276,6 +277,8 @@ def _html_cell(cell: Cell) -> str:
 
 def render_html(table: Table, *, html_class: str | None = "kubepki") -> str:
     """``table`` as an escaped HTML table with its title as the caption."""
+    import html
+
     attr = f' class="{html.escape(html_class)}"' if html_class else ""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = "".join(

@@ -71,12 +71,22 @@ def test_build_parser_for_one_command_parses_as_the_full_one(tmp_path: Path) -> 
         cli.build_parser("check").parse_args(["renew", "all"])
 
 
+#: What ``check`` needs none of (issue 20): key generation and signing, the HTML escaper (text output).
+NOT_FOR_CHECK = ("kubepki.pki._issuing", "html", "kubepki.inspection.timeline", "kubepki.inspection.frames")
+
+
 def test_check_imports_no_other_command(tmp_path: Path) -> None:
     root = materialize("single-full", tmp_path / "n")
     status, modules = _loaded("check", "--root", str(root), "-o", "json")
     assert status == 0
     assert "kubepki.inspection._inventory" in modules  # it did inspect
     assert sorted(m for m in modules if m.startswith(OTHER_COMMANDS)) == []
+    floor = _modules_after("import cryptography.x509, yaml, attrs")  # what the dependencies load themselves
+    assert sorted(m for m in modules - floor if m.split(".")[0] in NOT_FOR_CHECK or m in NOT_FOR_CHECK) == []
+    # Controls: HTML output (a notebook's) does load the escaper, and a renewal loads key generation.
+    assert "html" in _modules_after(f"import kubepki\nkubepki.inspect({str(root)!r})._repr_html_()")
+    _, renew_modules = _loaded("renew", "all", "--root", str(root))
+    assert "kubepki.pki._issuing" in renew_modules
 
 
 def test_renew_loads_what_it_runs_negative_control(tmp_path: Path) -> None:
@@ -158,3 +168,31 @@ def test_import_inspection_loads_nothing_until_used() -> None:
     used = _modules_after("from kubepki.inspection import inspect")  # control: using it loads it
     assert {"kubepki.inspection._inventory", "cryptography.x509", "yaml"} <= used
     assert sorted(m for m in used if m.startswith((*OTHER_COMMANDS, "rich", "docker", "paramiko", "pandas"))) == []
+
+
+# -- loading the implementation with the collector paused ------------------------------------------
+
+
+_PROBE = """
+import gc, importlib.abc, json, sys
+seen = {}
+class Probe(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "kubepki.inspection._inventory":
+            seen["collector on while loading"] = gc.isenabled()
+        return None
+sys.meta_path.insert(0, Probe())
+if sys.argv[1] == "off":
+    gc.disable()
+from kubepki.inspection import inspect
+seen["collector on after"] = gc.isenabled()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize(("before", "after"), [("on", True), ("off", False)])
+def test_lazy_loading_pauses_the_collector_and_puts_it_back(before: str, after: bool) -> None:
+    out = subprocess.run([sys.executable, "-c", _PROBE, before], capture_output=True, text=True, check=True,
+                         cwd=REPO).stdout
+    seen = json.loads(out)
+    assert seen == {"collector on while loading": False, "collector on after": after}

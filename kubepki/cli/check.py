@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
-import tempfile
 from typing import TYPE_CHECKING, Any
 
 from kubepki.cli._common import (
@@ -58,8 +58,13 @@ def run(args: argparse.Namespace) -> int:
     """Inspect and print; the exit status follows the inventory."""
     from kubepki.inspection import inspect  # here, not at the top: the parser is built without it
 
+    # What is loaded now lives as long as the process: the collections the inspection triggers need
+    # not scan it again each time (a tenth of the command's CPU, docs/performance.md).
+    gc.freeze()
     out = Output.from_args(args)
     if args.demo:
+        import tempfile  # here: only the demo needs it (it loads shutil and random)
+
         from kubepki import testing
 
         now = args.now or dt.datetime.now(dt.timezone.utc)

@@ -9,6 +9,7 @@ from kubepki._lazy import attach
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki.pki._certs import (
         CERT_PARSE_ERRORS as CERT_PARSE_ERRORS,
+        KEY_ALGORITHMS as KEY_ALGORITHMS,
         KEY_USAGE_NAMES as KEY_USAGE_NAMES,
         MAX_PEM_BYTES as MAX_PEM_BYTES,
         CertFacts as CertFacts,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from kubepki.pki._issuing import (
         BACKDATE as BACKDATE,
         DEFAULT_VALIDITY as DEFAULT_VALIDITY,
-        KEY_ALGORITHMS as KEY_ALGORITHMS,
         KUBEADM_LEAF_KEY_USAGES as KUBEADM_LEAF_KEY_USAGES,
         IssuableKey as IssuableKey,
         LeafTemplate as LeafTemplate,
@@ -77,6 +77,7 @@ __getattr__, __dir__, __all__ = attach(
     {
         "_certs": (
             "CERT_PARSE_ERRORS",
+            "KEY_ALGORITHMS",
             "MAX_PEM_BYTES",
             "PrivateKey",
             "PublicKey",
@@ -98,7 +99,6 @@ __getattr__, __dir__, __all__ = attach(
             "fingerprint",
         ),
         "_issuing": (
-            "KEY_ALGORITHMS",
             "BACKDATE",
             "DEFAULT_VALIDITY",
             "IssuableKey",

@@ -29,6 +29,7 @@ from kubepki.errors import PEMError
 
 __all__ = [
     "CERT_PARSE_ERRORS",
+    "KEY_ALGORITHMS",
     "KEY_USAGE_NAMES",
     "MAX_PEM_BYTES",
     "CertFacts",
@@ -279,6 +280,11 @@ def public_key_der(key: PublicKey | PrivateKey) -> bytes:
     return public.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+#: The key algorithms kubeadm's ``encryptionAlgorithm`` names, spelt as :func:`key_algorithm` spells them
+#: (here, not in ``_issuing``: reading a kubeadm config needs the names, not the key generation).
+KEY_ALGORITHMS: tuple[str, ...] = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384")
 
 
 def key_algorithm(key: PublicKey | PrivateKey) -> str:

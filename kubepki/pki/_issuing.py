@@ -46,7 +46,7 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kubepki.errors import ConfigError, KubeconfigError, ParseError, SignerError
-from kubepki.pki._certs import KEY_USAGE_NAMES, PrivateKey, PublicKey, key_algorithm, public_key_der
+from kubepki.pki._certs import KEY_ALGORITHMS, KEY_USAGE_NAMES, PrivateKey, PublicKey, key_algorithm, public_key_der
 from kubepki.pki._kubeconfig import Kubeconfig
 from kubepki.pki._yaml import load_one
 
@@ -74,7 +74,6 @@ __all__ = [
 
 #: kubeadm's ``encryptionAlgorithm`` spellings, the only ones kubepki generates.
 #: kubeadm's ClusterConfiguration.encryptionAlgorithm values (v1beta4; RSA-2048 before it).
-KEY_ALGORITHMS: tuple[str, ...] = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384")
 #: kubeadm's ``CertificateBackdate``: NotBefore is the start time minus this.
 BACKDATE = dt.timedelta(minutes=5)
 #: kubeadm's ``CertificateValidityPeriod`` (8760h).
