@@ -24,7 +24,9 @@ in use at that moment, never a connection set up before a change:
   kubelet does; the trust is the ``kube-root-ca.crt`` ConfigMap re-read every
   few seconds, as the kubelet refreshes a projected volume; the server name
   verified is ``kubernetes.default.svc``; a SelfSubjectReview must name the
-  ServiceAccount.
+  ServiceAccount. It connects to the apiserver's own address: the
+  ``kubernetes`` Service's ClusterIP is not routed on these nodes (no
+  kube-proxy).
 
 :class:`LoadGenerator` is the context manager; :class:`Tally` the per-phase
 accounting; :class:`Report` what it returns. Every request loop stops by
