@@ -174,7 +174,7 @@ def _has_alias(data: bytes) -> bool | None:
 def test_every_alias_the_parser_sees_is_caught_by_the_precheck(text: str) -> None:
     data = text.encode()
     if _has_alias(data):
-        assert _yaml._TOKEN_START.search(data) is not None
+        assert _yaml.may_alias(data)
         with pytest.raises(ParseError, match="aliases"):
             _yaml.load_documents(data)
 
@@ -192,10 +192,10 @@ def test_precheck_on_kubeadm_manifests_and_a_real_alias(tmp_path: Path) -> None:
     root = materialize("single-full", tmp_path / "n")
     kcm = (root / "etc/kubernetes/manifests/kube-controller-manager.yaml").read_bytes()
     assert b"--controllers=*," in kcm
-    assert _yaml._TOKEN_START.search(kcm) is None  # "=*" starts no alias: no second parse
+    assert not _yaml.may_alias(kcm)  # "=*" starts no alias: no second parse
     assert _yaml.load_one(kcm)["kind"] == "Pod"
     for alias in (b"a: &x 1\nb: *x\n", b"*x", b"[*x]", b"{a: *x}", b"- *x\n", b"\xef\xbb\xbf*x"):
-        assert _yaml._TOKEN_START.search(alias) is not None, alias  # control: real aliases are caught
+        assert _yaml.may_alias(alias), alias  # control: real aliases are caught
     with pytest.raises(ParseError, match="aliases"):
         _yaml.load_documents(b"a: &x [1]\nb: *x\n")
 
@@ -239,3 +239,13 @@ def test_flag_lines_of_kubeadm_manifests(tmp_path: Path) -> None:
         assert m.flag_lines == _flag_lines_scan(data, dict(m.flags))
         assert set(m.flag_lines) == set(m.flags)  # control: every flag was found on its line
 
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"url: http://h/health?exclude=NOSPACE&serializable=true\n", False),  # etcd's probe: inside a scalar
+    (b"- --controllers=*,bootstrapsigner\n", False),
+    (b"a: &x 1\n", True), (b"&x", True), (b"a:\t*x", True), (b"[a,*x]", True), (b"a\x00*\x00x\x00", True),
+    (b"no marks at all", False),
+])
+def test_may_alias_cases(data: bytes, expected: bool) -> None:
+    assert _yaml.may_alias(data) is expected

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -95,12 +94,28 @@ def _construct(loader: Any, node: yaml.Node) -> Any:
     raise _Slow
 
 
-#: An ``&`` or ``*`` that may begin an anchor or an alias. libyaml starts a token only after a blank, a
-#: line break, a flow indicator, a ``:`` or the stream's start, so one inside a plain scalar after a
-#: letter, a digit or ``=`` (etcd's ``?exclude=NOSPACE&serializable=true``, ``--controllers=*,...``)
-#: cannot; anything else (UTF-16's NUL bytes too) gets the full check. tests/test_yaml_fast.py
-#: checks with hypothesis that every alias the parser sees is caught here.
-_TOKEN_START = re.compile(rb"(?:^|[^A-Za-z0-9=])[&*]")
+#: The bytes after which libyaml starts no token: letters, digits and ``=`` (see :func:`may_alias`).
+_IN_SCALAR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789=")
+
+
+def may_alias(data: bytes) -> bool:
+    """Whether an ``&`` or ``*`` in ``data`` may begin an anchor or an alias.
+
+    libyaml starts a token only after a blank, a line break, a flow indicator, a
+    ``:`` or the stream's start, so one inside a plain scalar after a letter, a digit
+    or ``=`` (etcd's ``?exclude=NOSPACE&serializable=true``, kube-controller-manager's
+    ``--controllers=*,...``) cannot; anything else (UTF-16's NUL bytes too) may.
+    tests/test_inspection_speed.py checks with hypothesis that every alias the parser
+    sees is caught. ``bytes.find``, not a regex: this runs on every file, and a regex
+    scan of a manifest costs more than the parse it saves.
+    """
+    for mark in (b"&", b"*"):
+        at = data.find(mark)
+        while at >= 0:
+            if at == 0 or data[at - 1] not in _IN_SCALAR:
+                return True
+            at = data.find(mark, at + 1)
+    return False
 
 
 def check_events(data: bytes, *, path: str | None = None, error: type[ParseError] = ParseError) -> None:
@@ -112,7 +127,7 @@ def check_events(data: bytes, *, path: str | None = None, error: type[ParseError
     """
     # Every level of nesting opens with one of these, so their count bounds the depth.
     bound = sum(data.count(c) for c in (b"[", b"{", b"-", b":", b"?"))
-    if bound <= MAX_DEPTH and _TOKEN_START.search(data) is None:
+    if bound <= MAX_DEPTH and not may_alias(data):
         return
     depth = 0
     try:
