@@ -363,9 +363,17 @@ def test_drop_old_waits_for_the_longest_token_lifetime(roots: dict[str, Path],
     assert waited.phase is Phase.DROP_OLD and not waited.forced
     assert not any(n.startswith("forced") for n in waited.notes)
     assert any("legacy Secret-based tokens" in n for n in waited.notes)  # the plan says so too
+    # a max lowered since reissue does not shorten the old key's last tokens: the recorded lifetime holds
+    manifests = [roots[cp] / "etc/kubernetes/manifests/kube-apiserver.yaml" for cp in CPS]
+    for m in manifests:
+        m.write_text(m.read_text().replace("max-token-expiration=2h", "max-token-expiration=1h"))
+    status = sa_rotation_status(c)
+    assert status.reissue_lifetime == dt.timedelta(hours=2) and status.drop_old_after == after
+    with pytest.raises(ConfigError, match="the kube-apiservers' flags when reissue was verified"):
+        plan_sa_rotation(c, now=after - dt.timedelta(minutes=1))
     # a longer max on one control plane only: the longest decides
-    manifest = roots["cp3"] / "etc/kubernetes/manifests/kube-apiserver.yaml"
-    manifest.write_text(manifest.read_text().replace("max-token-expiration=2h", "max-token-expiration=5h"))
+    manifest = manifests[2]
+    manifest.write_text(manifest.read_text().replace("max-token-expiration=1h", "max-token-expiration=5h"))
     assert sa_rotation_status(c).drop_old_after == NOW + dt.timedelta(hours=5, minutes=1)
     with pytest.raises(ConfigError, match="cp3: --service-account-max-token-expiration=5h0m0s"):
         plan_sa_rotation(c, now=after)
@@ -472,7 +480,8 @@ def _values() -> st.SearchStrategy[object]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(st.binary(max_size=200), st.dictionaries(
-    st.sampled_from(["phase", "applying", "old_pub_pem", "old_sha256", "new_sha256", "history", "reissued_at"]),
+    st.sampled_from(["phase", "applying", "old_pub_pem", "old_sha256", "new_sha256", "history", "reissued_at",
+                     "reissue_lifetime_seconds"]),
     _values(), max_size=7).map(lambda d: json.dumps({"kind": "SARotationState", **d}).encode())))
 def test_a_damaged_record_is_a_config_error(roots: dict[str, Path], data: bytes) -> None:
     (roots["cp2"] / STATE).write_bytes(data)
@@ -480,6 +489,42 @@ def test_a_damaged_record_is_a_config_error(roots: dict[str, Path], data: bytes)
     c = cluster(roots)
     for call in (lambda: sa_rotation_status(c), lambda: plan_sa_rotation(c), lambda: abort_sa_rotation(c)):
         with contextlib.suppress(ConfigError):  # a ConfigError, or a status: never another exception
+            call()
+    assert trees(roots) == before
+
+
+def test_drop_old_without_reissues_time_needs_force(roots: dict[str, Path]) -> None:
+    """Records that do not say when reissue was verified (written by hand, or by an older kubepki): the
+    wait cannot be counted, so drop-old needs --force; with the time recorded it is counted (control)."""
+    c = cluster(roots)
+    for _ in range(3):
+        apply_next(c)
+    later = NOW + dt.timedelta(seconds=(1 << 32) + 120)
+    assert plan_sa_rotation(c, now=later).phase is Phase.DROP_OLD  # positive control: the wait is over
+    for cp in CPS:
+        doc = json.loads((roots[cp] / STATE).read_text())
+        del doc["reissued_at"]
+        (roots[cp] / STATE).write_text(json.dumps(doc))
+    assert sa_rotation_status(c).drop_old_after is None
+    with pytest.raises(ConfigError, match="do not say when reissue was verified"):
+        plan_sa_rotation(c, now=later)
+    assert plan_sa_rotation(c, now=later, force=True).forced
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=300), st.builds(
+    lambda head, body: b"-----BEGIN " + head + b"-----\n" + body + b"\n-----END " + head + b"-----\n",
+    st.sampled_from([b"PUBLIC KEY", b"RSA PUBLIC KEY", b"CERTIFICATE"]), st.binary(max_size=120)
+    .map(base64.b64encode))))
+def test_untrusted_sa_pub_bytes_are_a_typed_error(roots: dict[str, Path], data: bytes) -> None:
+    """Whatever sa.pub holds, status, plan and a phase's verification give a finding or a KubepkiError."""
+    from kubepki.errors import KubepkiError
+
+    (roots["cp2"] / PKI / "sa.pub").write_bytes(data)
+    before = trees(roots)
+    c = cluster(roots)
+    for call in (lambda: sa_rotation_status(c), lambda: plan_sa_rotation(c)):
+        with contextlib.suppress(KubepkiError):
             call()
     assert trees(roots) == before
 
@@ -580,10 +625,17 @@ def run_cli(roots: dict[str, Path], action: str, *extra: str, crash_at: int | No
 
 
 #: Checkpoints of `next --apply`: each control plane's backup (3), each record (3), then each file in the
-#: plan's order (prepare 6, trust-both 3, reissue 6, drop-old 3 + 6 staged + 9 undo records): the first,
-#: the first record, writes in between, the last.
-CRASHES = [(Phase.PREPARE, n) for n in (1, 4, 7, 10, 12)] + [(Phase.TRUST_BOTH, n) for n in (2, 6, 7, 9)] + [
-    (Phase.REISSUE, n) for n in (3, 5, 7, 8, 12)] + [(Phase.DROP_OLD, n) for n in (4, 7, 8, 15, 24)]
+#: plan's order (prepare 6, trust-both 3, reissue 6, drop-old 3 + 6 staged + 9 undo records). Every one.
+CHECKPOINTS = {Phase.PREPARE: 12, Phase.TRUST_BOTH: 9, Phase.REISSUE: 12, Phase.DROP_OLD: 24}
+CRASHES = [(p, n) for p, total in CHECKPOINTS.items() for n in range(1, total + 1)]
+
+
+def test_the_crash_points_are_every_checkpoint(roots: dict[str, Path]) -> None:
+    """Negative control of the crash tests' count: one past the last checkpoint, no kill; the phase ends."""
+    c = cluster(roots)
+    for phase, total in CHECKPOINTS.items():
+        assert run_cli(roots, "next", "--no-restart", "--apply", "--force", crash_at=total + 1) == 0
+        assert sa_rotation_status(c).phase is phase
 
 
 @pytest.mark.parametrize(("phase", "crash_at"), CRASHES, ids=[f"{p.value}-{n}" for p, n in CRASHES])
@@ -622,7 +674,7 @@ def test_sigkill_during_a_phase_resumes_to_the_same_end(roots: dict[str, Path], 
         assert not list((roots[cp] / PKI).glob(".kubepki-rotation-sa-*"))
 
 
-@pytest.mark.parametrize("crash_at", [1, 3, 6])
+@pytest.mark.parametrize("crash_at", range(1, 7))  # every file of reissue's undo, on 3 nodes
 def test_sigkill_during_abort_is_finished_by_aborting_again(roots: dict[str, Path], crash_at: int) -> None:
     c = cluster(roots)
     for _ in range(2):

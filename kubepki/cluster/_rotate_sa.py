@@ -144,8 +144,11 @@ class SARotationStatus(Report):
     old_key: str | None = None
     #: When reissue was verified: the old key's last tokens are counted from then.
     reissued_at: dt.datetime | None = None
-    #: Each control plane's longest token lifetime (from its kube-apiserver's flags).
+    #: Each control plane's longest token lifetime (from its kube-apiserver's flags now).
     lifetimes: tuple[TokenLifetime, ...] = ()
+    #: The longest token lifetime when reissue was verified: the flags the old key's last tokens were
+    #: signed under (a flag lowered since does not shorten their lives).
+    reissue_lifetime: dt.timedelta | None = None
     history: tuple[dict[str, Any], ...] = ()
 
     @property
@@ -166,7 +169,8 @@ class SARotationStatus(Report):
     @property
     def token_lifetime(self) -> dt.timedelta | None:
         """The longest lifetime of a token any control plane's kube-apiserver signs (None: no control plane)."""
-        return max((t.longest for t in self.lifetimes), default=None)
+        known = [t.longest for t in self.lifetimes] + ([self.reissue_lifetime] if self.reissue_lifetime else [])
+        return max(known, default=None)
 
     @property
     def drop_old_after(self) -> dt.datetime | None:
@@ -185,10 +189,10 @@ class SARotationStatus(Report):
         out = []
         after = self.drop_old_after
         if after is not None and self.reissued_at is not None and self.phase is Phase.REISSUE:
-            worst = max(self.lifetimes, key=lambda t: t.longest)
             out.append(f"drop-old from {after.isoformat()} (reissue verified {self.reissued_at.isoformat()} + the "
-                       f"longest token lifetime {_human(worst.longest)}, {worst.node}: {worst.why}); count from "
-                       "kube-apiserver's restart after reissue if that came later; --force drops it sooner")
+                       f"longest token lifetime {_human(self.token_lifetime or dt.timedelta(0))}, {_worst(self)}); "
+                       "count from kube-apiserver's restart after reissue if that came later; --force drops it "
+                       "sooner")
         if self.active:
             out.append(_LEGACY)
         return tuple(out)
@@ -204,6 +208,8 @@ class SARotationStatus(Report):
                 "next": nxt.value if nxt else None, "nodes": list(self.nodes), "new_key": self.new_key,
                 "old_key": self.old_key, "reissued_at": self.reissued_at.isoformat() if self.reissued_at else None,
                 "token_lifetime_seconds": int(life.total_seconds()) if life is not None else None,
+                "reissue_lifetime_seconds": (int(self.reissue_lifetime.total_seconds())
+                                             if self.reissue_lifetime is not None else None),
                 "drop_old_after": after.isoformat() if after else None,
                 "lifetimes": [t.to_dict() for t in self.lifetimes], "notes": list(self.notes),
                 "history": list(self.history)}
@@ -425,6 +431,15 @@ def _record(site: _Site) -> dict[str, Any] | None:
                           path=str(site.state)) from None
     if not isinstance(doc, dict) or doc.get("kind") != "SARotationState":
         raise ConfigError(f"{site.label}:{site.state} is not a service-account rotation record", path=str(site.state))
+    bad = _damaged(doc, str(site.state))
+    if bad:
+        raise ConfigError(f"{site.label}:{site.state} is a damaged rotation record ({', '.join(bad)})",
+                          path=str(site.state))
+    return doc
+
+
+def _damaged(doc: dict[str, Any], where: str) -> list[str]:
+    """The fields of a rotation record that are not what apply writes."""
     bad = [k for k in ("old_pub_pem", "old_sha256", "new_sha256") if not isinstance(doc.get(k), str)]
     bad += [k for k in ("phase", "applying")
             if doc.get(k) is not None and (not isinstance(doc.get(k), str) or doc.get(k) not in _PHASE_NAMES)]
@@ -437,17 +452,17 @@ def _record(site: _Site) -> dict[str, Any] | None:
                 raise ValueError("naive")
         except (TypeError, ValueError):
             bad.append("reissued_at")
+    life = doc.get("reissue_lifetime_seconds")
+    if life is not None and (not isinstance(life, int) or isinstance(life, bool) or not 0 <= life <= 1 << 40):
+        bad.append("reissue_lifetime_seconds")
     if isinstance(doc.get("old_pub_pem"), str):
         try:
-            ids = [i for i, _ in _pub_blocks(doc["old_pub_pem"].encode(), str(site.state))]
+            ids = [i for i, _ in _pub_blocks(doc["old_pub_pem"].encode(), where)]
             if isinstance(doc.get("old_sha256"), str) and ids != [doc["old_sha256"]]:
                 bad.append("old_sha256")
         except (KubepkiError, UnicodeError):
             bad.append("old_pub_pem")
-    if bad:
-        raise ConfigError(f"{site.label}:{site.state} is a damaged rotation record ({', '.join(bad)})",
-                          path=str(site.state))
-    return doc
+    return bad
 
 
 def _phase_of(value: Any) -> Phase | None:
@@ -502,8 +517,11 @@ def _status(sites: Sequence[_Site]) -> tuple[SARotationStatus, dict[str, Any] | 
         applying = PHASES[furthest] if furthest > verified else None
     reissued = min((dt.datetime.fromisoformat(r["reissued_at"]) for r in records.values() if r.get("reissued_at")),
                    default=None) if phase in (Phase.REISSUE, Phase.DROP_OLD) else None
+    recorded = max((int(r["reissue_lifetime_seconds"]) for r in records.values()
+                    if r.get("reissue_lifetime_seconds") is not None), default=None)
     status = SARotationStatus(phase=phase, applying=applying, nodes=tuple(records), new_key=best.get("new_sha256"),
                               old_key=best.get("old_sha256"), reissued_at=reissued, lifetimes=lifetimes,
+                              reissue_lifetime=dt.timedelta(seconds=recorded) if recorded is not None else None,
                               history=tuple(best.get("history") or ()))
     return status, best
 
@@ -701,8 +719,14 @@ def plan_sa_rotation(
 def _drop_old_wait(status: SARotationStatus, when: dt.datetime, *, force: bool, notes: list[str]) -> bool:
     """Refuse drop-old before the longest token lifetime has passed since reissue (True: forced)."""
     after = status.drop_old_after
-    if after is None or when >= after or status.applying is Phase.DROP_OLD:  # a resumed drop-old waited already
+    if status.applying is Phase.DROP_OLD or (after is not None and when >= after):  # resumed: it waited already
         return False
+    if after is None:
+        if not force:
+            raise ConfigError("drop-old is refused: the records do not say when reissue was verified, so the old "
+                              "key's last tokens may be valid for the longest token lifetime; --force drops it now")
+        notes.append("forced: drop-old with reissue's time unrecorded: tokens the old key signed are refused (401)")
+        return True
     if not force:
         raise ConfigError(f"drop-old is refused until {after.isoformat()}: a token the old key signed may be "
                           f"valid until then ({_worst(status)}); --force drops it now, and such tokens get 401")
@@ -729,11 +753,11 @@ def _keys(cps: Sequence[_Site], phase: Phase, record: dict[str, Any] | None) -> 
 
 
 def _worst(status: SARotationStatus) -> str:
-    """The longest token lifetime's reason, for a refusal's message."""
-    if not status.lifetimes:
-        return "no control plane"
-    worst = max(status.lifetimes, key=lambda t: t.longest)
-    return f"{worst.node}: {worst.why}"
+    """The longest token lifetime's reason, for messages."""
+    worst = max(status.lifetimes, key=lambda t: t.longest, default=None)
+    if status.reissue_lifetime is not None and (worst is None or status.reissue_lifetime > worst.longest):
+        return "the kube-apiservers' flags when reissue was verified"
+    return f"{worst.node}: {worst.why}" if worst is not None else "no control plane"
 
 
 # --------------------------------------------------------------------------------------
@@ -850,6 +874,8 @@ def _verify(cluster: Cluster, phase: Phase, action: str, backups: dict[str, str]
             doc.update({"phase": phase.value, "applying": None})
             if phase is Phase.REISSUE:
                 doc["reissued_at"] = when.isoformat()
+                doc["reissue_lifetime_seconds"] = int(max(_lifetime(s).longest for s in _control_planes(sites))
+                                                      .total_seconds())
         doc["history"] = _history(doc, phase=phase.value, event="verified" if not problems else "verify-failed",
                                   at=when.isoformat())
         for site in _control_planes(sites):  # the caller holds every node's lock
@@ -983,6 +1009,7 @@ def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
                 doc.update({"phase": previous.value, "applying": None})
                 if target is Phase.REISSUE:
                     doc.pop("reissued_at", None)
+                    doc.pop("reissue_lifetime_seconds", None)
                 doc["history"] = _history(record, phase=target.value, event="aborted", at=when.isoformat())
                 _save_record(site, doc)
         return _verify(c, target, "abort", {}, doc=None, when=when)
