@@ -443,52 +443,71 @@ def run_trust(args: argparse.Namespace) -> int:
 
 
 ROTATE_DESCRIPTION = """\
-Rotate the cluster CA (--ca ca) on every node, in four phases, each planned, then applied with
-`next --apply` and verified (every TLS edge still trusted) before the next:
+Rotate a kubeadm CA (--ca ca, front-proxy-ca or etcd-ca; --sa for the service-account key pair) on
+every node, in four phases, each planned, then applied with `next --apply`, its restarts rolled node
+by node (each node healthy before the next), and verified (every TLS edge still trusted) before the next:
 
-  prepare     a new CA staged on every control plane beside the PKI; nothing in use changes
-  trust-both  every trust point (kube-apiserver and KCM --client-ca-file, KCM --root-ca-file, the
-              kubelets' clientCAFile, every kubeconfig's certificate-authority-data) trusts old + new
-              through pki/ca-bundle.crt; ca.crt stays one certificate (KCM signs with it)
-  reissue     ca.crt/ca.key become the new CA; every certificate the old CA signed is re-signed
-  drop-old    the old CA leaves every bundle; the flags point at ca.crt again
+  prepare     a new CA staged beside the old one on every node holding its key; nothing in use changes
+  trust-both  the CA file becomes old + new (the old first: it still signs); for ca, every kubeconfig's
+              certificate-authority-data too, and KCM's --cluster-signing-cert-file moves to a
+              one-certificate copy (kubernetes/kubeadm#1350)
+  reissue     the new CA signs: the bundle turns (new first), the key and the signing copy are the new
+              CA's, and every certificate the old CA signed is re-signed over its own key
+  drop-old    the CA file and the kubeconfigs hold the new CA alone; KCM signs from ca.crt again
 
-The rotation's state is on the control planes, so status and next resume anywhere; abort undoes the
-latest phase, until drop-old starts. Only --no-restart (node directories with no running components:
-the plan lists the restarts a running node needs) is done yet."""
+What restarts is what --policy says for the files each phase changes (minimal: only what does not
+reload by itself; kube-apiserver reloads ca.crt and front-proxy-ca.crt, so rotating them restarts no
+kube-apiserver). Wait between phases for what reloads late (the plan's notes: kube-root-ca.crt in
+every namespace, client-go's 5-minute certificate check). --no-restart applies the file changes only
+and lists the restarts (node directories with no running components). The state is on the nodes, so
+status and next resume anywhere; abort undoes the latest phase, until drop-old starts."""
 
 ROTATE_EPILOG = """\
 examples:
   kubepki cluster rotate-ca status --node cp1=/srv/cp1 --node cp2=/srv/cp2 --worker w1=/srv/w1
-  kubepki cluster rotate-ca plan --node ... --no-restart              # the next phase's changes
-  kubepki cluster rotate-ca next --node ... --no-restart --apply      # back up, apply, verify
-  kubepki cluster rotate-ca abort --node ... --apply                  # undo the latest phase
+  kubepki cluster rotate-ca plan --node ...                          # the next phase's changes, restarts
+  kubepki cluster rotate-ca next --node ... --apply                  # back up, apply, restart, verify
+  kubepki cluster rotate-ca next --node ... --ca etcd-ca --apply     # the etcd CA
+  kubepki cluster rotate-ca next --node ... --no-restart --apply     # files only: the plan lists restarts
+  kubepki cluster rotate-ca abort --node ... --apply                 # undo the latest phase
 
-exit status: 0 verified (or nothing to report), 2 a check failed after apply, 3 kubepki could not
-run (bad arguments, a phase out of order, files not in kubeadm's layout)."""
+exit status: 0 verified (or nothing to report), 2 a check or a restart failed after apply, 3 kubepki
+could not run (bad arguments, a phase out of order, files not in kubeadm's layout)."""
 
 
 def _register_rotate_ca(actions: Any) -> None:
-    p = actions.add_parser("rotate-ca", help="rotate the cluster CA phase by phase, both CAs trusted between",
+    from kubepki.cli._common import add_auto_renew_restart_options
+
+    p = actions.add_parser("rotate-ca", help="rotate a CA (or the sa key pair) phase by phase, both trusted between",
                            description=ROTATE_DESCRIPTION, epilog=ROTATE_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="rotate_action", metavar="ACTION", parser_class=type(p))
     p.set_defaults(func=_usage(p, "cluster rotate-ca"))
     for name, helptext, func in (
-            ("plan", "show the next phase's changes on every node", run_rotate_next),
-            ("next", "show (with --apply: carry out and verify) the next phase", run_rotate_next),
-            ("status", "where the rotation stands, from the control planes' records", run_rotate_status),
+            ("plan", "show the next phase's changes and restarts on every node", run_rotate_next),
+            ("next", "show (with --apply: carry out, restart and verify) the next phase", run_rotate_next),
+            ("status", "where the rotation stands, from the records on the nodes", run_rotate_status),
             ("abort", "undo the latest phase (with --apply), back to the previous verified one", run_rotate_abort)):
         a = sub.add_parser(name, help=helptext, description=ROTATE_DESCRIPTION, epilog=ROTATE_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _connection_options(a)
-        a.add_argument("--ca", choices=("ca",), default="ca",
-                       help="the CA to rotate: ca, the cluster CA (front-proxy-ca, etcd-ca and --sa: not yet)")
+        a.add_argument("--ca", choices=_ROTATION_CAS, default="ca",
+                       help="the CA to rotate: ca (the cluster CA, default), front-proxy-ca or etcd-ca")
         _add_sa_options(a, name)
-        if name in ("plan", "next"):
+        if name in ("plan", "next", "abort"):
             a.add_argument("--no-restart", action="store_true",
-                           help="apply the file changes only and list the restarts a running node needs "
-                                "(required: kubepki does not restart components during a rotation yet)")
+                           help="change the files only and list the restarts a running node needs "
+                                "(node directories with no running components)")
+            add_auto_renew_restart_options(a)
+            a.add_argument("--health-timeout", type=float, default=300.0, metavar="SECONDS",
+                           help="how long each node may take to be healthy after its restarts (default 300)")
+            a.add_argument("--kubeconfig", metavar="FILE",
+                           help="also bring the live objects in step through this API (kube-public/cluster-info, "
+                                "webhook and APIService caBundles carrying the CA); read at that moment, so "
+                                "admin.conf of a node root works through the rotation")
+        if name in ("plan", "next"):
+            a.add_argument("--again", action="store_true",
+                           help="after a finished rotation of this CA, start another (prepare)")
             a.add_argument("--new-ca-cert", metavar="FILE", help="prepare: the new CA's certificate (PEM)")
             a.add_argument("--new-ca-key", metavar="FILE", help="prepare: the new CA's private key (PEM)")
         if name == "next":
@@ -499,6 +518,10 @@ def _register_rotate_ca(actions: Any) -> None:
             a.add_argument("--apply", action="store_true", help="undo the phase (default: only say which)")
         add_output_option(a)
         a.set_defaults(func=func, rotate_action=name)
+
+
+#: The CAs ``--ca`` takes (kubepki.cluster.ROTATION_CAS, spelled here so that the parser loads no rotation code).
+_ROTATION_CAS = ("ca", "front-proxy-ca", "etcd-ca")
 
 
 def _read_local(path: str | None, what: str) -> bytes | None:
@@ -524,15 +547,14 @@ def run_rotate_next(args: argparse.Namespace) -> int:
         return _run_sa_next(args)
     from kubepki.cluster import apply_rotation, plan_rotation
 
-    if not args.no_restart:
-        raise ConfigError("give --no-restart: kubepki applies a rotation's file changes only, for now, and "
-                          "lists the restarts each node needs")
     with _cluster(args) as cluster:
-        plan = plan_rotation(cluster, new_ca_cert=_read_local(args.new_ca_cert, "--new-ca-cert"),
-                             new_ca_key=_read_local(args.new_ca_key, "--new-ca-key"))
+        plan = plan_rotation(cluster, ca=args.ca, new_ca_cert=_read_local(args.new_ca_cert, "--new-ca-cert"),
+                             new_ca_key=_read_local(args.new_ca_key, "--new-ca-key"), policy=args.policy,
+                             method=args.method, again=args.again)
         if args.rotate_action == "plan" or not args.apply:
             return _emit_report(args, plan)
-        result = apply_rotation(plan, backup_dir=args.backup_dir)
+        result = apply_rotation(plan, backup_dir=args.backup_dir, restart=not args.no_restart,
+                                health_timeout=args.health_timeout, kubeconfig=args.kubeconfig)
     if args.output != "json":
         emit(plan.table())
     return _emit_report(args, result)
@@ -545,7 +567,7 @@ def run_rotate_status(args: argparse.Namespace) -> int:
     from kubepki.cluster import rotation_status
 
     with _cluster(args) as cluster:
-        status = rotation_status(cluster)
+        status = rotation_status(cluster, ca=args.ca)
     return _emit_report(args, status)
 
 
@@ -557,11 +579,13 @@ def run_rotate_abort(args: argparse.Namespace) -> int:
 
     with _cluster(args) as cluster:
         if not args.apply:
-            status = rotation_status(cluster)
+            status = rotation_status(cluster, ca=args.ca)
             latest = status.applying or status.phase
-            emit(f"abort would undo {latest.value}" if latest else "no rotation under way: nothing to abort")
+            emit(f"abort would undo {latest.value} of {args.ca}" if latest
+                 else f"no rotation of {args.ca} under way: nothing to abort")
             return EXIT_OK
-        result = abort_rotation(cluster)
+        result = abort_rotation(cluster, ca=args.ca, restart=not args.no_restart, policy=args.policy,
+                                method=args.method, health_timeout=args.health_timeout, kubeconfig=args.kubeconfig)
     return _emit_report(args, result)
 
 

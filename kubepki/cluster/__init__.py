@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     )
     from kubepki.cluster._rotate import (
         PHASES as PHASES,
+        ROTATION_CAS as ROTATION_CAS,
         Phase as Phase,
         RotationChange as RotationChange,
         RotationPlan as RotationPlan,
@@ -103,6 +104,7 @@ __getattr__, __dir__, __all__ = attach(
         ),
         "_rotate": (
             "PHASES",
+            "ROTATION_CAS",
             "Phase",
             "RotationChange",
             "RotationPlan",

@@ -1,26 +1,36 @@
-"""Rotating the cluster CA (``ca``) across every node, phase by phase, with both CAs trusted between.
+"""Rotating a kubeadm CA (``ca``, ``front-proxy-ca`` or ``etcd-ca``) across every node, phase by phase.
 
-The phases, each planned (frozen), applied under each node's lock after each node's backup, and
-verified with :func:`~kubepki.cluster.check_trust`:
+Both CAs are trusted in between, and every phase is planned (frozen), applied under each node's lock
+after each node's backup, its restarts rolled node by node, and verified with
+:func:`~kubepki.cluster.check_trust` and the phase's own checks:
 
-1. ``prepare``: a new CA staged on every control plane beside the PKI
-   (``pki/.kubepki-rotation-ca-new.{crt,key}``, the key 0600); nothing in use changes.
-2. ``trust-both``: ``pki/ca-bundle.crt`` (old + new) on every node; kube-apiserver
-   ``--client-ca-file``, kube-controller-manager ``--client-ca-file`` and ``--root-ca-file``, and the
-   kubelet's ``clientCAFile`` are pointed at it; every kubeconfig's ``certificate-authority-data``
-   becomes the bundle. ``ca.crt`` itself stays one certificate: KCM's ``--cluster-signing-cert-file``
-   reads it and takes a single certificate (kubernetes/kubeadm#1350).
-3. ``reissue``: ``ca.crt``/``ca.key`` become the new CA (so KCM signs with it); every leaf the old CA
-   signed (apiserver, apiserver-kubelet-client, the kubeconfigs' client certificates, the kubelet's
-   client and CSR-issued serving certificates) is re-signed by the new CA over its own key.
-4. ``drop-old``: the flags and ``clientCAFile`` point at ``ca.crt`` again, the kubeconfigs carry the
-   new CA only, the bundle and the staged copies are removed; the old CA stays in the backups.
+1. ``prepare``: a new CA staged beside the old one on every node holding the CA's key
+   (``.kubepki-rotation-<ca>-new.{crt,key}``, the key 0600); nothing in use changes.
+2. ``trust-both``: the CA's certificate file becomes a bundle, the old CA first (so kubeadm, kubepki and
+   everything that signs with "the first certificate" still signs with the old key) and the new one
+   second; every component that reads the file trusts both, most of them without a restart
+   (kube-apiserver's ``--client-ca-file`` and ``--requestheader-client-ca-file`` are reloaded: E5, E8 in
+   the reference). For ``ca``, every kubeconfig's ``certificate-authority-data`` becomes the bundle too,
+   and kube-controller-manager's ``--cluster-signing-cert-file``/``-key-file`` move to a separate copy of
+   the old CA (``.kubepki-rotation-ca-signing.{crt,key}``): that flag takes one certificate
+   (kubernetes/kubeadm#1350).
+3. ``reissue``: the bundle's order turns (new first), the key file becomes the new key, the signing copy
+   the new CA; every leaf the old CA signed is re-signed by the new CA over its own key (for ``ca``: the
+   API server's certificates, every kubeconfig's client certificate, the kubelets' client and CSR-issued
+   serving certificates, issued directly since the old signer would sign the kubelet's next CSR).
+4. ``drop-old``: the CA file holds the new CA alone, the kubeconfigs carry it alone,
+   kube-controller-manager signs from ``ca.crt`` again, and the staged copies and undo records go; the
+   old CA stays in the backups.
 
-State lives on the control planes (``pki/.kubepki-rotation-ca.json``, written atomically), so
-:func:`rotation_status` and :func:`plan_rotation` need nothing else. Before changing a node, each phase
-writes that node's undo record (``pki/.kubepki-rotation-ca-undo-<phase>.json``, 0600: it holds the
+What each node must restart for a phase comes from :func:`~kubepki.plan_restarts` under the chosen policy
+(``minimal`` by default: a component that reloads the file by itself is verified, not restarted), from the
+catalog items the phase changed on that node. ``apply_rotation(..., restart=True)`` rolls them one node at
+a time, each healthy before the next; without it the plan lists them (``--no-restart``).
+
+State lives on the nodes holding the CA's key (``.kubepki-rotation-<ca>.json`` beside the CA, written
+atomically), so :func:`rotation_status` and :func:`plan_rotation` need nothing else. Before changing a node,
+each phase writes that node's undo record (``.kubepki-rotation-<ca>-undo-<phase>.json``, 0600: it holds the
 replaced keys), which :func:`abort_rotation` replays to return to the previous verified phase.
-Components are not restarted here (``--no-restart``): each plan lists the restarts a running node needs.
 """
 
 from __future__ import annotations
@@ -30,17 +40,19 @@ import binascii
 import contextlib
 import datetime as dt
 import enum
+import functools
 import hashlib
 import json
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kubepki import catalog as _catalog
 from kubepki._clock import utc as _utc
@@ -48,10 +60,19 @@ from kubepki._crash import checkpoint as _checkpoint
 from kubepki._report import Cell, Outcome, Report, Table
 from kubepki.backups import backup
 from kubepki.catalog import FileRole, Kind, NodeRole
-from kubepki.cluster._cluster import Cluster
+from kubepki.cluster._cluster import (
+    Cluster,
+    ClusterRestartPlan,
+    ClusterRestartReport,
+    HealthCheck,
+    apply_cluster_restarts,
+    plan_cluster_restarts,
+)
+from kubepki.cluster._remote import RemoteRestartReport, ssh_restart
+from kubepki.cluster._rotate_objects import ObjectSync, sync_objects
 from kubepki.cluster._trust import TrustReport, check_trust
 from kubepki.errors import ConfigError, KubepkiError
-from kubepki.node import Node, node_lock
+from kubepki.node import LocalPaths, Node, node_lock
 from kubepki.pki import (
     LeafTemplate,
     Signer,
@@ -70,16 +91,47 @@ from kubepki.pki import (
     signed_by,
 )
 
-__all__ = ["PHASES", "Phase", "RotationChange", "RotationPlan", "RotationResult", "RotationStatus",
-           "abort_rotation", "apply_rotation", "plan_rotation", "rotation_status"]
+if TYPE_CHECKING:
+    from kubepki.restarts import RestartPlan, RestartReport
 
-_CA = "ca"
-_PREFIX = ".kubepki-rotation-ca"
-_BUNDLE = "ca-bundle.crt"
+__all__ = ["PHASES", "ROTATION_CAS", "Phase", "RotationChange", "RotationPlan", "RotationResult",
+           "RotationStatus", "abort_rotation", "apply_rotation", "plan_rotation", "rotation_status"]
+
 _NEW_CA_VALIDITY = dt.timedelta(days=3650)  # kubeadm's CA lifetime
 _BACKDATE = dt.timedelta(minutes=5)  # kubeadm backdates NotBefore for clock skew
 _MAX = 1 << 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----\r?\n?", re.S)
+
+
+@attrs.frozen
+class _Spec:
+    """What rotating one CA touches."""
+
+    name: str
+    #: Catalog names of the certificates it signs that the rotation re-issues as files.
+    leaves: tuple[str, ...]
+    #: Whether the kubeconfigs trust it (certificate-authority-data) and carry client certificates it signs.
+    kubeconfigs: bool = False
+    #: (component, certificate flag, key flag) of a component that signs with it and takes one certificate.
+    signing: tuple[str, str, str] | None = None
+
+
+_SPECS: dict[str, _Spec] = {
+    "ca": _Spec("ca", ("apiserver", "apiserver-kubelet-client", "kubelet-server-current.pem"), kubeconfigs=True,
+                signing=("kube-controller-manager", "cluster-signing-cert-file", "cluster-signing-key-file")),
+    "front-proxy-ca": _Spec("front-proxy-ca", ("front-proxy-client",)),
+    "etcd-ca": _Spec("etcd-ca", ("etcd-server", "etcd-peer", "etcd-healthcheck-client", "apiserver-etcd-client")),
+}
+
+#: The CAs :func:`plan_rotation` rotates.
+ROTATION_CAS: tuple[str, ...] = tuple(_SPECS)
+
+
+def _spec(ca: str) -> _Spec:
+    if ca not in _SPECS:
+        raise ConfigError(f"unknown CA {ca!r}: kubepki rotates {', '.join(ROTATION_CAS)} "
+                          "(and the service-account key pair with --sa)")
+    return _SPECS[ca]
 
 
 class Phase(str, enum.Enum):
@@ -94,15 +146,6 @@ class Phase(str, enum.Enum):
 #: The phases in the order they are applied.
 PHASES: tuple[Phase, ...] = tuple(Phase)
 _PHASE_NAMES = frozenset(p.value for p in PHASES)
-
-#: What each phase needs restarted on a running node (kubepki restarts nothing with ``--no-restart``).
-_RESTARTS: dict[Phase, tuple[str, ...]] = {
-    Phase.PREPARE: (),
-    Phase.TRUST_BOTH: ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"),
-    Phase.REISSUE: ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"),
-    Phase.DROP_OLD: ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"),
-}
-
 
 @attrs.frozen(kw_only=True)
 class RotationChange:
@@ -190,8 +233,15 @@ class RotationPlan(Report):
     now: dt.datetime
     nodes: tuple[str, ...]
     changes: tuple[RotationChange, ...]
-    #: What each node must restart to load the changes (kubepki restarts nothing: ``--no-restart``).
+    #: The components each node restarts for the phase (node label -> components), from :attr:`restart_plan`.
     restarts: dict[str, tuple[str, ...]]
+    #: Each node's restarts as :func:`~kubepki.plan_restarts` planned them, rolled one node at a time.
+    restart_plan: ClusterRestartPlan = attrs.field(repr=False, eq=False)
+    #: The catalog items the phase changes on each node (kept in the record, so a resumed phase still
+    #: restarts what reads the files written before a crash).
+    items: dict[str, tuple[str, ...]] = attrs.field(factory=dict, repr=False)
+    #: Planned with ``again``: a prepare that starts another rotation after a finished one.
+    again: bool = False
     notes: tuple[str, ...] = ()
     #: The new CA (certificate and key PEM), staged by ``prepare`` or read from the staged copies.
     new_ca_pem: bytes = attrs.field(repr=False, eq=False)
@@ -224,7 +274,8 @@ class RotationPlan(Report):
         lines = [self.text().rstrip("\n")]
         for n in self.nodes:
             if self._restarts_of(n):
-                lines.append(f"restart on {n} (not done with --no-restart): {', '.join(self._restarts_of(n))}")
+                lines.append(f"restart on {n} (in this order, node by node; --no-restart leaves them to you): "
+                             f"{', '.join(self._restarts_of(n))}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines) + "\n"
 
@@ -241,6 +292,10 @@ class RotationResult(Report):
     backups: dict[str, str]
     trust: TrustReport = attrs.field(repr=False)
     problems: tuple[str, ...] = ()
+    #: The rolling restarts' report (None: nothing restarted, ``--no-restart``).
+    restarts: ClusterRestartReport | None = attrs.field(default=None, repr=False)
+    #: The live objects brought in step (None: no API given).
+    objects: ObjectSync | None = attrs.field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -256,6 +311,8 @@ class RotationResult(Report):
         """JSON-ready form."""
         return {"kind": "CARotationResult", "ca": self.ca, "phase": self.phase.value, "action": self.action,
                 "outcome": self.outcome.value, "backups": dict(self.backups), "problems": list(self.problems),
+                "restarts": self.restarts.to_dict() if self.restarts is not None else None,
+                "objects": self.objects.to_dict() if self.objects is not None else None,
                 "trust": {"edges": len(self.trust.edges), "broken": [e.name for e in self.trust.broken]}}
 
     def rows(self) -> Table:
@@ -268,6 +325,13 @@ class RotationResult(Report):
         head = (f"{self.action} {self.phase.value}: verified, {len(self.trust.edges)} TLS edges, none broken"
                 if self.ok else f"{self.action} {self.phase.value}: NOT verified")
         lines = [head, *(f"backup {n}: {p}" for n, p in self.backups.items())]
+        if self.restarts is not None:
+            lines += [f"restarted {n}: {'ok' if r.ok else 'FAILED'}"
+                      + (f", healthy after {self.restarts.healthy_after[n]:.1f} s"
+                         if n in self.restarts.healthy_after else "") for n, r in self.restarts.reports.items()]
+            lines += [f"not restarted (stopped before): {n}" for n in self.restarts.not_attempted]
+        if self.objects is not None:
+            lines += [f"updated {o}" for o in self.objects.updated]
         lines += [f"problem: {p}" for p in self.problems]
         return "\n".join(lines) + "\n"
 
@@ -278,10 +342,11 @@ class RotationResult(Report):
 
 @attrs.frozen
 class _Site:
-    """One node and the paths the rotation uses on it."""
+    """One node and the paths the rotation of one CA uses on it."""
 
     label: str
     node: Node
+    spec: _Spec
 
     @property
     def control_plane(self) -> bool:
@@ -289,33 +354,51 @@ class _Site:
 
     @property
     def ca_crt(self) -> PurePosixPath:
-        return self.node.path_of(_CA, FileRole.CERT)
+        return self.node.path_of(self.spec.name, FileRole.CERT)
 
     @property
     def ca_key(self) -> PurePosixPath:
-        return self.node.path_of(_CA, FileRole.KEY)
+        return self.node.path_of(self.spec.name, FileRole.KEY)
+
+    @functools.cached_property
+    def has_ca(self) -> bool:
+        """True when the node holds the CA's certificate (workers hold ``ca.crt`` only)."""
+        return self.node.fs.stat(self.ca_crt) is not None
+
+    @functools.cached_property
+    def signer(self) -> bool:
+        """True when the node holds the CA's key: where the new CA is staged and the record kept."""
+        return self.has_ca and self.node.fs.stat(self.ca_key) is not None
 
     def beside(self, name: str) -> PurePosixPath:
         return self.ca_crt.parent / name
 
     @property
+    def prefix(self) -> str:
+        return f".kubepki-rotation-{self.spec.name}"
+
+    @property
     def state(self) -> PurePosixPath:
-        return self.beside(f"{_PREFIX}.json")
+        return self.beside(f"{self.prefix}.json")
 
     @property
     def staged_crt(self) -> PurePosixPath:
-        return self.beside(f"{_PREFIX}-new.crt")
+        return self.beside(f"{self.prefix}-new.crt")
 
     @property
     def staged_key(self) -> PurePosixPath:
-        return self.beside(f"{_PREFIX}-new.key")
+        return self.beside(f"{self.prefix}-new.key")
 
     @property
-    def bundle(self) -> PurePosixPath:
-        return self.beside(_BUNDLE)
+    def signing_crt(self) -> PurePosixPath:
+        return self.beside(f"{self.prefix}-signing.crt")
+
+    @property
+    def signing_key(self) -> PurePosixPath:
+        return self.beside(f"{self.prefix}-signing.key")
 
     def undo(self, phase: Phase) -> PurePosixPath:
-        return self.beside(f"{_PREFIX}-undo-{phase.value}.json")
+        return self.beside(f"{self.prefix}-undo-{phase.value}.json")
 
     def read(self, path: PurePosixPath) -> bytes | None:
         found = self.node.fs.read_file(path, limit=_MAX)
@@ -326,9 +409,9 @@ class _Site:
         return found[2]
 
 
-def _sites(cluster: Cluster) -> list[_Site]:
+def _sites(cluster: Cluster, spec: _Spec) -> list[_Site]:
     # fresh Node objects: a profile is cached, and each phase changes what discovery reads
-    return [_Site(label, attrs.evolve(node)) for label, node in zip(cluster.labels, cluster.nodes, strict=True)]
+    return [_Site(label, attrs.evolve(node), spec) for label, node in zip(cluster.labels, cluster.nodes, strict=True)]
 
 
 def _sha(pem: bytes) -> str:
@@ -352,6 +435,10 @@ def _record(site: _Site) -> dict[str, Any] | None:
             if doc.get(k) is not None and (not isinstance(doc.get(k), str) or doc.get(k) not in _PHASE_NAMES)]
     if not isinstance(doc.get("history", []), list) or not all(isinstance(h, dict) for h in doc.get("history", [])):
         bad.append("history")
+    items = doc.get("items") or {}
+    if not isinstance(items, dict) or not all(isinstance(v, list) and all(isinstance(i, str) for i in v)
+                                              for v in items.values()):
+        bad.append("items")
     if isinstance(doc.get("old_ca_pem"), str):
         try:
             load_certificate(doc["old_ca_pem"].encode(), path=str(site.state))
@@ -409,10 +496,10 @@ def _phase_of(value: Any) -> Phase | None:
         raise ConfigError(f"unknown rotation phase in a record: {value!r}") from None
 
 
-def _status(sites: Sequence[_Site]) -> tuple[RotationStatus, dict[str, Any] | None]:
-    records = {s.label: r for s in sites if s.control_plane and (r := _record(s)) is not None}
+def _status(sites: Sequence[_Site], spec: _Spec) -> tuple[RotationStatus, dict[str, Any] | None]:
+    records = {s.label: r for s in sites if s.signer and (r := _record(s)) is not None}
     if not records:
-        return RotationStatus(ca=_CA, phase=None, applying=None, nodes=()), None
+        return RotationStatus(ca=spec.name, phase=None, applying=None, nodes=()), None
     # the record that got furthest decides (a crash may leave the nodes' records a step apart)
     def rank(r: dict[str, Any]) -> tuple[int, int]:
         p, a = _phase_of(r.get("phase")), _phase_of(r.get("applying"))
@@ -420,7 +507,7 @@ def _status(sites: Sequence[_Site]) -> tuple[RotationStatus, dict[str, Any] | No
     best = max(records.values(), key=rank)
     olds = {r.get("old_ca_sha256") for r in records.values()}
     if len(olds) > 1:
-        raise ConfigError(f"the control planes' rotation records name different old CAs: {sorted(records)}")
+        raise ConfigError(f"the nodes' {spec.name} rotation records name different old CAs: {sorted(records)}")
     phase, applying = _phase_of(best.get("phase")), _phase_of(best.get("applying"))
     if any(rank(r) != rank(best) for r in records.values()):
         # a run killed while saving the records: the phase verified on every node is the lowest, and the
@@ -429,16 +516,17 @@ def _status(sites: Sequence[_Site]) -> tuple[RotationStatus, dict[str, Any] | No
         furthest = max(max(rank(r)) for r in records.values())
         phase = PHASES[verified] if verified >= 0 else None
         applying = PHASES[furthest] if furthest > verified else None
-    status = RotationStatus(ca=_CA, phase=phase, applying=applying, nodes=tuple(records),
+    status = RotationStatus(ca=spec.name, phase=phase, applying=applying, nodes=tuple(records),
                             new_ca=best.get("new_ca_sha256"), old_ca=best.get("old_ca_sha256"),
                             history=tuple(best.get("history") or ()))
     return status, best
 
 
-def rotation_status(cluster: Cluster | Sequence[Node | str]) -> RotationStatus:
-    """Where the rotation of the cluster CA stands, read from the control planes' records alone."""
+def rotation_status(cluster: Cluster | Sequence[Node | str], *, ca: str = "ca") -> RotationStatus:
+    """Where the rotation of ``ca`` stands, read from the records on the nodes holding its key alone."""
     c = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
-    return _status(_sites(c))[0]
+    spec = _spec(ca)
+    return _status(_sites(c, spec), spec)[0]
 
 
 # --------------------------------------------------------------------------------------
@@ -453,13 +541,16 @@ def _one_cert(site: _Site, path: PurePosixPath, what: str) -> bytes:
     return data
 
 
-def _old_ca(sites: Sequence[_Site]) -> bytes:
-    pems = {s.label: _one_cert(s, s.ca_crt, "the cluster CA") for s in sites}
+def _old_ca(sites: Sequence[_Site], spec: _Spec) -> bytes:
+    pems = {s.label: _one_cert(s, s.ca_crt, f"the {spec.name} certificate") for s in sites if s.has_ca}
+    if not pems:
+        raise ConfigError(f"no node holds {spec.name}'s certificate")
     certs = {lbl: load_certificates(p) for lbl, p in pems.items()}
     if any(len(c) != 1 for c in certs.values()):
-        raise ConfigError("ca.crt must hold one certificate on every node (it is KCM's signing certificate)")
+        raise ConfigError(f"{spec.name}'s certificate file must hold one certificate on every node before a "
+                          "rotation starts (a bundle there is a rotation not finished, or not kubepki's)")
     if len({c[0].fingerprint(_sha256()) for c in certs.values()}) != 1:
-        raise ConfigError(f"ca.crt differs between the nodes ({', '.join(pems)}): make them agree first")
+        raise ConfigError(f"{spec.name} differs between the nodes ({', '.join(pems)}): make them agree first")
     return next(iter(pems.values()))
 
 
@@ -467,7 +558,7 @@ def _sha256() -> hashes.SHA256:
     return hashes.SHA256()
 
 
-def _new_ca(old_pem: bytes, now: dt.datetime, new_ca_cert: bytes | None,
+def _new_ca(spec: _Spec, old_pem: bytes, now: dt.datetime, new_ca_cert: bytes | None,
             new_ca_key: bytes | None) -> tuple[bytes, bytes]:
     if (new_ca_cert is None) != (new_ca_key is None):
         raise ConfigError("give both --new-ca-cert and --new-ca-key, or neither")
@@ -480,14 +571,14 @@ def _new_ca(old_pem: bytes, now: dt.datetime, new_ca_cert: bytes | None,
             ca = False
         if not ca:
             raise ConfigError("--new-ca-cert is not a CA certificate (basicConstraints CA:TRUE)")
-        Signer.from_key(_CA, cert, key, path="--new-ca-key")  # SignerError when they do not match
+        Signer.from_key(spec.name, cert, key, path="--new-ca-key")  # SignerError when they do not match
         if cert.fingerprint(_sha256()) == load_certificate(old_pem).fingerprint(_sha256()):
             raise ConfigError("--new-ca-cert is the CA in use")
         return cert_to_pem(cert), key_to_pem(key)  # type: ignore[arg-type]
     old = load_certificate(old_pem)
     key = generate_key(key_algorithm(old.public_key()))  # type: ignore[arg-type]
     cn = old.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    cert = self_signed_ca(str(cn[0].value) if cn else "kubernetes", key, not_before=now - _BACKDATE,
+    cert = self_signed_ca(str(cn[0].value) if cn else spec.name, key, not_before=now - _BACKDATE,
                           validity=_NEW_CA_VALIDITY)
     return cert_to_pem(cert), key_to_pem(key)
 
@@ -495,26 +586,32 @@ def _new_ca(old_pem: bytes, now: dt.datetime, new_ca_cert: bytes | None,
 def _staged(sites: Sequence[_Site]) -> tuple[bytes, bytes]:
     found = set()
     for s in sites:
-        if s.control_plane:
+        if s.signer:
             crt, key = s.read(s.staged_crt), s.read(s.staged_key)
             if crt is None or key is None:
                 raise ConfigError(f"{s.label}: the staged new CA is missing ({s.staged_crt}): abort and prepare again")
             found.add((crt, key))
     if len(found) != 1:
-        raise ConfigError("the staged new CA differs between the control planes: abort and prepare again")
+        raise ConfigError("the staged new CA differs between the nodes: abort and prepare again")
     return found.pop()
 
 
 def _signing(sites: Sequence[_Site], new_sha: str) -> tuple[bytes, bytes]:
-    """The new CA as reissue left it, ``ca.crt`` and ``ca.key`` (drop-old removes the staged copies, so a
-    drop-old resumed after a crash reads them here)."""
+    """The new CA as reissue left it, the CA file's first certificate and the key file (drop-old removes
+    the staged copies, so a drop-old resumed after a crash reads them here)."""
     for s in sites:
-        if s.control_plane and (crt := s.read(s.ca_crt)) is not None and (key := s.read(s.ca_key)) is not None:
-            if _sha(crt) != new_sha:
-                raise ConfigError(f"{s.label}:{s.ca_crt} is not the new CA the rotation's record names",
-                                  path=str(s.ca_crt))
-            return crt, key
-    raise ConfigError("no control plane holds ca.crt and ca.key")
+        if s.signer and (crt := s.read(s.ca_crt)) is not None and (key := s.read(s.ca_key)) is not None:
+            first = _first_pem(crt)
+            if _sha(first) != new_sha:
+                raise ConfigError(f"{s.label}:{s.ca_crt} does not start with the new CA the rotation's record "
+                                  "names", path=str(s.ca_crt))
+            return first, key
+    raise ConfigError("no node holds the CA's certificate and key")
+
+
+def _first_pem(data: bytes) -> bytes:
+    """The first certificate of ``data``, as PEM."""
+    return cert_to_pem(load_certificate(data))
 
 
 def _flag_edit(data: bytes, flag: str, old: str, new: str) -> bytes | None:
@@ -527,30 +624,19 @@ def _flag_edit(data: bytes, flag: str, old: str, new: str) -> bytes | None:
     return data[:m.start(2)] + new.encode() + data[m.end(2):]
 
 
-def _yaml_edit(data: bytes, key: str, old: str, new: str) -> bytes | None:
-    pattern = re.compile(rb"^(\s*" + re.escape(key.encode()) + rb":[ \t]*)(\S+)[ \t]*$", re.M)
-    matches = list(pattern.finditer(data))
-    if len(matches) != 1 or matches[0].group(2).decode().strip("\"'") != old:
-        return None
-    m = matches[0]
-    return data[:m.start(2)] + new.encode() + data[m.end(2):]
-
-
-_FLAGS = {"kube-apiserver": ("client-ca-file",),
-          "kube-controller-manager": ("client-ca-file", "root-ca-file")}
-
-
 class _Planner:
-    def __init__(self, sites: Sequence[_Site], phase: Phase, now: dt.datetime, *, old_pem: bytes,
+    def __init__(self, sites: Sequence[_Site], spec: _Spec, phase: Phase, now: dt.datetime, *, old_pem: bytes,
                  new_pem: bytes, new_key: bytes) -> None:
-        self.sites, self.phase, self.now = sites, phase, now
+        self.sites, self.spec, self.phase, self.now = sites, spec, phase, now
         self.old_pem, self.new_pem, self.new_key = old_pem, new_pem, new_key
         self.old, self.new = load_certificate(old_pem), load_certificate(new_pem)
         self.changes: list[RotationChange] = []
         self.notes: list[str] = []
+        #: The catalog items each node's changes touch: what its restarts are planned from.
+        self.items: dict[str, set[str]] = {}
 
     def add(self, site: _Site, path: PurePosixPath, action: str, why: str, *, data: bytes | None = None,
-            mode: int = 0o644) -> None:
+            mode: int = 0o644, item: str | None = None) -> None:
         if action == "write":
             path = site.node.fs.resolve(path)  # a symlinked file is written where it points, the link kept
         planned_from = None
@@ -563,14 +649,16 @@ class _Planner:
             planned_from = hashlib.sha256(current).hexdigest() if current is not None else None
         self.changes.append(RotationChange(node=site.label, path=str(path), action=action, why=why, data=data,
                                            mode=mode, planned_from=planned_from))
+        if item is not None:
+            self.items.setdefault(site.label, set()).add(item)
 
     def write_if_changed(self, site: _Site, path: PurePosixPath, before: bytes | None, after: bytes | None,
-                         why: str) -> None:
+                         why: str, *, item: str | None = None, mode: int = 0o644) -> None:
         if after is not None and after != before:
-            self.add(site, path, "write", why, data=after)
+            self.add(site, path, "write" if before is not None else "create", why, data=after, item=item, mode=mode)
 
-    def bundle(self) -> bytes:
-        return self.old_pem.rstrip(b"\n") + b"\n" + self.new_pem
+    def bundle(self, first: bytes, second: bytes) -> bytes:
+        return first.rstrip(b"\n") + b"\n" + second
 
     def plan(self) -> None:
         for site in self.sites:
@@ -579,41 +667,47 @@ class _Planner:
     # -- phases
 
     def _prepare(self, site: _Site) -> None:
-        if site.control_plane:
+        if site.signer:
             self.add(site, site.staged_crt, "create", "the new CA, staged", data=self.new_pem)
             self.add(site, site.staged_key, "create", "the new CA's key, staged", data=self.new_key, mode=0o600)
 
     def _trust_both(self, site: _Site) -> None:
-        bundle = self.bundle()
-        before = site.read(site.bundle)
-        if before != bundle:
-            self.add(site, site.bundle, "write" if before is not None else "create",
-                     "old + new CA: what every component trusts until drop-old", data=bundle)
-        self._point(site, str(site.ca_crt), str(site.bundle), "trust both CAs")
-        self._kubeconfigs(site, ca_pem=bundle, sign=False)
+        if site.has_ca:
+            self.write_if_changed(site, site.ca_crt, site.read(site.ca_crt), self.bundle(self.old_pem, self.new_pem),
+                                  "old + new CA, the old first (it still signs): what every reader trusts until "
+                                  "drop-old", item=self.spec.name)
+        self._signing_copy(site, self.old_pem, site.read(site.ca_key) if site.signer else None,
+                           "the old CA alone, for a signer that takes one certificate (kubernetes/kubeadm#1350)")
+        self._kubeconfigs(site, ca_pem=self.bundle(self.old_pem, self.new_pem), sign=False)
 
     def _reissue(self, site: _Site) -> None:
-        self.write_if_changed(site, site.ca_crt, site.read(site.ca_crt), self.new_pem,
-                              "the new CA: KCM's --cluster-signing-cert-file, kubeadm's signer")
-        if site.control_plane and site.read(site.ca_key) is not None:
+        if site.has_ca:
+            self.write_if_changed(site, site.ca_crt, site.read(site.ca_crt), self.bundle(self.new_pem, self.old_pem),
+                                  "new + old CA, the new first: the new CA signs from now on", item=self.spec.name)
+        if site.signer:
             self.write_if_changed(site, site.ca_key, site.read(site.ca_key), self.new_key,
-                                  "the new CA's key: KCM's --cluster-signing-key-file")
-        for name in ("apiserver", "apiserver-kubelet-client", "kubelet-server-current.pem"):
+                                  "the new CA's key", item=self.spec.name)
+        self._signing_copy(site, self.new_pem, self.new_key, "the new CA alone: the signer switches to it")
+        for name in self.spec.leaves:
             entry = _catalog.get(name)
             if not site.node.profile.has(entry):
                 continue
             path = site.node.path_of(entry, FileRole.CERT if entry.kind is Kind.CERTIFICATE else None)
             if site.node.fs.stat(path) is None:
                 continue
-            self._leaf_file(site, path, name)
+            self._leaf_file(site, path, name, item=name)
         self._kubeconfigs(site, ca_pem=None, sign=True)  # what they trust is trust-both's and drop-old's
 
     def _drop_old(self, site: _Site) -> None:
-        self._point(site, str(site.bundle), str(site.ca_crt), "back to ca.crt, the new CA alone")
+        if site.has_ca:
+            self.write_if_changed(site, site.ca_crt, site.read(site.ca_crt), self.new_pem,
+                                  "the new CA alone: the old one is trusted no more", item=self.spec.name)
+        self._point_signer(site, to_copy=False)
         self._kubeconfigs(site, ca_pem=self.new_pem, sign=False)
-        for path, why in ((site.bundle, "the old + new bundle, no longer named"),
-                          (site.staged_crt, "the staged copy, now ca.crt"),
-                          (site.staged_key, "the staged key, now ca.key")):
+        for path, why in ((site.signing_crt, "the signing copy, now the CA file itself"),
+                          (site.signing_key, "the signing copy's key, now the key file itself"),
+                          (site.staged_crt, "the staged copy, now the CA file"),
+                          (site.staged_key, "the staged key, now the key file")):
             if site.node.fs.stat(path, follow=False) is not None:
                 self.add(site, path, "remove", why)
         for phase in PHASES[:-1]:
@@ -622,45 +716,54 @@ class _Planner:
 
     # -- pieces
 
-    def _point(self, site: _Site, old: str, new: str, why: str) -> None:
-        prof = site.node.profile
-        for component, flags in _FLAGS.items():
-            manifest = prof.manifests.get(component)
-            if manifest is None or manifest.path is None:
-                if site.control_plane:
-                    self.notes.append(f"{site.label}: no {component} manifest: its {', '.join(flags)} are not "
-                                      "kubepki's to change")
+    def _signing_copy(self, site: _Site, cert_pem: bytes, key_pem: bytes | None, why: str) -> None:
+        """Point the component that signs with the CA at a one-certificate copy (``ca``: KCM), and write it."""
+        if self.spec.signing is None or not site.signer or key_pem is None:
+            return
+        if not self._point_signer(site, to_copy=True):
+            return
+        self.write_if_changed(site, site.signing_crt, site.read(site.signing_crt), cert_pem, why,
+                              item=self.spec.name)
+        self.write_if_changed(site, site.signing_key, site.read(site.signing_key), key_pem, why,
+                              item=self.spec.name, mode=0o600)
+
+    def _point_signer(self, site: _Site, *, to_copy: bool) -> bool:
+        """The signing component's flags -> the copy (or back to the CA files); False when it has none here."""
+        if self.spec.signing is None or not site.signer:
+            return False
+        component, cert_flag, key_flag = self.spec.signing
+        manifest = site.node.profile.manifests.get(component)
+        if manifest is None or manifest.path is None:
+            if site.control_plane and to_copy:
+                self.notes.append(f"{site.label}: no {component} manifest: its --{cert_flag} is not kubepki's to "
+                                  "point at a one-certificate copy")
+            return False
+        path = PurePosixPath(manifest.path)
+        before = site.read(path)
+        data = before
+        pairs = ((cert_flag, site.ca_crt, site.signing_crt), (key_flag, site.ca_key, site.signing_key))
+        for flag, own, copy in pairs:
+            old, new = (str(own), str(copy)) if to_copy else (str(copy), str(own))
+            value = manifest.flags.get(flag)
+            if data is None or value is None:
+                if to_copy:
+                    self.notes.append(f"{site.label}: {component} has no --{flag}: it does not sign here")
+                return False
+            if value == new:
                 continue
-            path = PurePosixPath(manifest.path)
-            before = site.read(path)
-            data = before
-            for flag in flags:
-                if data is None:
-                    break
-                value = manifest.flags.get(flag)
-                if value == new:
-                    continue
-                edited = _flag_edit(data, flag, old, new)
-                if edited is None:
-                    raise ConfigError(f"{site.label}:{path}: --{flag} is {value!r}, not {old!r} (kubeadm's layout)",
-                                      path=str(path))
-                data = edited
-            self.write_if_changed(site, path, before, data, f"{component} {' and '.join('--' + f for f in flags)}"
-                                  f" -> {new}: {why}")
-        kubelet = prof.kubelet
-        if kubelet.found and kubelet.config_path:
-            path = PurePosixPath(kubelet.config_path)
-            if kubelet.client_ca_file != new:
-                before = site.read(path)
-                edited = _yaml_edit(before or b"", "clientCAFile", old, new)
-                if edited is None:
-                    raise ConfigError(f"{site.label}:{path}: clientCAFile is {kubelet.client_ca_file!r}, not {old!r}",
-                                      path=str(path))
-                self.write_if_changed(site, path, before, edited, f"kubelet clientCAFile -> {new}: {why}")
-        elif prof.role in (NodeRole.CONTROL_PLANE, NodeRole.WORKER):
-            self.notes.append(f"{site.label}: no kubelet config.yaml: its clientCAFile is not kubepki's to change")
+            edited = _flag_edit(data, flag, old, new)
+            if edited is None:
+                raise ConfigError(f"{site.label}:{path}: --{flag} is {value!r}, not {old!r} (kubeadm's layout)",
+                                  path=str(path))
+            data = edited
+        self.write_if_changed(site, path, before, data,
+                              f"{component} --{cert_flag} and --{key_flag} -> "
+                              f"{'the one-certificate copy' if to_copy else 'the CA files again'}")
+        return True
 
     def _kubeconfigs(self, site: _Site, *, ca_pem: bytes | None, sign: bool) -> None:
+        if not self.spec.kubeconfigs:
+            return
         for entry in (e for e in _catalog.CATALOG if e.kind is Kind.KUBECONFIG):
             if not site.node.profile.has(entry):
                 continue
@@ -671,8 +774,9 @@ class _Planner:
             kc = parse_kubeconfig(before, path=str(path))
             user: dict[str, str | None] = {}
             cluster: dict[str, str | None] = {}
-            if ca_pem is not None and (kc.ca is None or kc.ca.data != ca_pem):
-                cluster = {"certificate-authority-data": b64(ca_pem), "certificate-authority": None}
+            # a kubeconfig naming a CA file (not kubeadm's layout) reads the CA file, which is the bundle
+            if ca_pem is not None and kc.ca is not None and kc.ca.data is not None and kc.ca.data != ca_pem:
+                cluster = {"certificate-authority-data": b64(ca_pem)}
             cred = kc.client_certificate
             if sign and cred is not None:
                 if cred.data is not None:
@@ -680,22 +784,27 @@ class _Planner:
                     if reissued is not None:
                         user = {"client-certificate-data": b64(reissued)}
                 elif cred.file is not None:
-                    self._leaf_file(site, cred.file, f"{entry.name}'s client certificate")
+                    real = site.node.fs.resolve(cred.file)
+                    # the kubelet holds its client certificate in memory and replaces it only by its own
+                    # rotation (the catalog's kubelet-managed): a file re-signed here takes a kubelet
+                    # restart, which kubelet.conf (the file that names it) plans
+                    item = entry.name
+                    self._leaf_file(site, real, f"{entry.name}'s client certificate", item=item)
             if user or cluster:
                 why = ("client certificate re-signed by the new CA" if user else "") + (
                     (", " if user and cluster else "") + "certificate-authority-data: "
-                    + ("old + new CA" if ca_pem == self.bundle() else "the new CA") if cluster else "")
-                self.add(site, path, "write", f"{entry.name}: {why}",
+                    + ("the new CA" if ca_pem == self.new_pem else "old + new CA") if cluster else "")
+                self.add(site, path, "write", f"{entry.name}: {why}", item=entry.name,
                          data=edit_kubeconfig(before, kc, user=user, cluster=cluster))
 
-    def _leaf_file(self, site: _Site, path: PurePosixPath, what: str) -> None:
+    def _leaf_file(self, site: _Site, path: PurePosixPath, what: str, *, item: str) -> None:
         real = site.node.fs.resolve(path)  # the kubelet's -current.pem is a symlink: its target is written
         before = site.read(real)
         if before is None:
             raise ConfigError(f"{site.label}: {what} {path} is missing", path=str(path))
         after = self._reissued(before)
         if after is not None:
-            self.add(site, real, "write", f"{what}: re-signed by the new CA", data=after)
+            self.add(site, real, "write", f"{what}: re-signed by the new CA", data=after, item=item)
 
     def _reissued(self, pem: bytes) -> bytes | None:
         """``pem`` (a certificate, maybe with its key) with the leaf re-signed by the new CA over its own key;
@@ -708,8 +817,9 @@ class _Planner:
         if signed_by(leaf, self.new):
             return None
         if not signed_by(leaf, self.old):
-            raise ConfigError(f"{leaf.subject.rfc4514_string()} is signed by neither the old nor the new CA")
-        signer = Signer.from_key(_CA, self.new, load_private_key(self.new_key))
+            raise ConfigError(f"{leaf.subject.rfc4514_string()} is signed by neither the old nor the new "
+                              f"{self.spec.name}")
+        signer = Signer.from_key(self.spec.name, self.new, load_private_key(self.new_key))
         lifetime = leaf.not_valid_after_utc - leaf.not_valid_before_utc
         not_after = min(self.now + lifetime, signer.not_after)
         cert = sign_leaf(LeafTemplate.from_certificate(leaf), leaf.public_key(),  # type: ignore[arg-type]
@@ -719,66 +829,131 @@ class _Planner:
         return cert_to_pem(cert) + rest
 
 
-def _restarts(sites: Sequence[_Site], phase: Phase, changes: Sequence[RotationChange]) -> dict[str, tuple[str, ...]]:
+def _restart_plan(cluster: Cluster, items: Mapping[str, set[str]], *, policy: str,
+                  method: str | None) -> ClusterRestartPlan:
+    """Each node's restarts for the catalog items the phase changed there, rolled in the cluster's order;
+    a static pod with no manifest on the node (a worker's kube-controller-manager) is not the node's."""
+    plan = plan_cluster_restarts(cluster, {label: sorted(items.get(label, ())) for label in cluster.labels},
+                                 policy=policy, method=method)
+    turns = []
+    for turn in plan:
+        manifests = cluster[turn.label].profile.manifests
+        steps = tuple(s for s in turn.plan.steps if s.component.value not in _STATIC_PODS
+                      or ((m := manifests.get(s.component.value)) is not None and m.path is not None))
+        turns.append(attrs.evolve(turn, plan=attrs.evolve(turn.plan, steps=steps)))
+    return attrs.evolve(plan, order=tuple(turns))
+
+
+_STATIC_PODS = frozenset({"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"})
+
+
+def _restarted(plan: ClusterRestartPlan) -> dict[str, tuple[str, ...]]:
+    from kubepki.restarts import Action
+
     out = {}
-    for site in sites:
-        if any(c.node == site.label for c in changes):
-            wanted = _RESTARTS[phase] if site.control_plane else tuple(c for c in _RESTARTS[phase] if c == "kubelet")
-            if wanted:
-                out[site.label] = wanted
+    for turn in plan:
+        comps = tuple(s.component.value for s in turn.plan.steps if s.action is Action.RESTART)
+        if comps:
+            out[turn.label] = comps
     return out
+
+
+def _join_hash(pem: bytes) -> str:
+    """kubeadm join's ``--discovery-token-ca-cert-hash`` for the CA in ``pem`` (SHA-256 of its SPKI)."""
+    spki = load_certificate(pem).public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def _the_new_ca(sites: Sequence[_Site], spec: _Spec, phase: Phase, record: dict[str, Any] | None, *,
+                old_pem: bytes, when: dt.datetime, new_ca_cert: bytes | None,
+                new_ca_key: bytes | None) -> tuple[bytes, bytes]:
+    """The new CA (certificate and key PEM) the phase works with: made or given for prepare, else staged."""
+    staged = {(crt, key) for s in sites if s.signer
+              and (crt := s.read(s.staged_crt)) is not None and (key := s.read(s.staged_key)) is not None}
+    if phase is Phase.PREPARE and record is not None and staged:
+        if len(staged) != 1:
+            raise ConfigError("the staged new CA differs between the nodes: abort and prepare again")
+        return staged.pop()  # prepare resumed: keep the CA some nodes have already
+    if phase is Phase.PREPARE:
+        return _new_ca(spec, old_pem, when, new_ca_cert, new_ca_key)
+    if phase is Phase.DROP_OLD:
+        return _signing(sites, str(record["new_ca_sha256"]) if record else "")
+    return _staged(sites)
+
+
+def _fresh(status: RotationStatus, record: dict[str, Any] | None) -> tuple[RotationStatus, dict[str, Any]]:
+    """A finished rotation's status and record as the start of another (its history kept)."""
+    doc = {"kind": "CARotationState", "history": list((record or {}).get("history") or [])}
+    return RotationStatus(ca=status.ca, phase=None, applying=None, nodes=()), doc
 
 
 def plan_rotation(
     cluster: Cluster | Sequence[Node | str],
     *,
+    ca: str = "ca",
     new_ca_cert: bytes | None = None,
     new_ca_key: bytes | None = None,
+    policy: str = "minimal",
+    method: str | None = None,
+    again: bool = False,
     now: dt.datetime | None = None,
 ) -> RotationPlan:
-    """The next phase of the rotation of the cluster CA: its changes on every node, frozen.
+    """The next phase of the rotation of ``ca`` (``ca``, ``front-proxy-ca`` or ``etcd-ca``): its changes on
+    every node and the restarts each node needs, frozen.
 
-    The phase follows from the control planes' records (see :func:`rotation_status`); a phase half
-    applied (a crash) is planned again from the files as they are. ``new_ca_cert``/``new_ca_key``
-    (PEM) give ``prepare`` the new CA; by default it generates one as kubeadm does (the old CA's CN
-    and key algorithm, ten years). Raises :class:`~kubepki.ConfigError` when the rotation is done, the
-    nodes disagree, or a file is not in kubeadm's layout.
+    The phase follows from the records on the nodes holding the CA's key (see :func:`rotation_status`); a
+    phase half applied (a crash) is planned again from the files as they are. ``new_ca_cert``/``new_ca_key``
+    (PEM) give ``prepare`` the new CA; by default it generates one as kubeadm does (the old CA's CN and key
+    algorithm, ten years). The restarts are :func:`~kubepki.plan_restarts`' under ``policy`` and ``method``
+    for what the phase changes on each node. Raises :class:`~kubepki.ConfigError` when the rotation is
+    done (``again=True`` starts another rotation of the same CA after a finished one), the nodes
+    disagree, or a file is not in kubeadm's layout.
     """
+    spec = _spec(ca)
     c = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
     when = _utc(now)
-    sites = _sites(c)
-    if not any(s.control_plane for s in sites):
-        raise ConfigError("a CA rotation needs the control-plane nodes (where the CA's key is)")
-    status, record = _status(sites)
+    sites = _sites(c, spec)
+    if not any(s.signer for s in sites):
+        raise ConfigError(f"a rotation of {spec.name} needs the nodes that hold its key (the control planes, "
+                          "or the etcd nodes for an external etcd's etcd-ca)")
+    status, record = _status(sites, spec)
+    if again and status.active and status.next_phase is None:
+        status, record = _fresh(status, record)
     phase = status.next_phase
     if phase is None:
-        raise ConfigError("the rotation of ca is complete (drop-old verified): nothing to do")
+        raise ConfigError(f"the rotation of {spec.name} is complete (drop-old verified): nothing to do; "
+                          "start another with again=True (--again)")
     if phase is not Phase.PREPARE and (new_ca_cert is not None or new_ca_key is not None):
         raise ConfigError("--new-ca-cert/--new-ca-key are for prepare; the new CA is staged already")
-    old_pem = _old_ca(sites) if record is None else str(record["old_ca_pem"]).encode()
-    staged = {(crt, key) for s in sites if s.control_plane
-              and (crt := s.read(s.staged_crt)) is not None and (key := s.read(s.staged_key)) is not None}
-    if phase is Phase.PREPARE and record is not None and staged:
-        if len(staged) != 1:
-            raise ConfigError("the staged new CA differs between the control planes: abort and prepare again")
-        new_pem, new_key = staged.pop()  # prepare resumed: keep the CA some nodes have already
-    elif phase is Phase.PREPARE:
-        new_pem, new_key = _new_ca(old_pem, when, new_ca_cert, new_ca_key)
-    elif phase is Phase.DROP_OLD:
-        new_pem, new_key = _signing(sites, str(record["new_ca_sha256"]) if record else "")
-    else:
-        new_pem, new_key = _staged(sites)
-    planner = _Planner(sites, phase, when, old_pem=old_pem, new_pem=new_pem, new_key=new_key)
+    old_pem = str(record["old_ca_pem"]).encode() if record is not None and "old_ca_pem" in record \
+        else _old_ca(sites, spec)
+    new_pem, new_key = _the_new_ca(sites, spec, phase, record, old_pem=old_pem, when=when, new_ca_cert=new_ca_cert,
+                                   new_ca_key=new_ca_key)
+    planner = _Planner(sites, spec, phase, when, old_pem=old_pem, new_pem=new_pem, new_key=new_key)
     planner.plan()
     touched = {c.node for c in planner.changes}
     for site in sites:  # the bookkeeping apply writes, listed so that the plan names every path it touches
         if site.label in touched and phase is not Phase.DROP_OLD:
             planner.add(site, site.undo(phase), "record", "the undo record abort replays (0600)")
-        if site.control_plane:
+        if site.signer:
             planner.add(site, site.state, "record", "the rotation record status and next read (0600)")
-    return RotationPlan(ca=_CA, phase=phase, now=when, nodes=tuple(s.label for s in sites),
-                        changes=tuple(planner.changes), restarts=_restarts(sites, phase, planner.changes),
-                        notes=tuple(planner.notes),
+    if phase is Phase.DROP_OLD and spec.name in ("ca", "front-proxy-ca"):
+        planner.notes.append("kube-system/extension-apiserver-authentication (what aggregated API servers trust) "
+                             "keeps the old CA: kube-apiserver adds CAs to it and never removes one; give "
+                             "--kubeconfig (kubeconfig=) and kubepki sets it to the new CA, or edit it")
+    if spec.name == "ca" and phase in (Phase.REISSUE, Phase.DROP_OLD):
+        planner.notes.append(f"kubeadm join --discovery-token-ca-cert-hash {_join_hash(new_pem)} (the new CA; "
+                             f"the old CA's {_join_hash(old_pem)} works until drop-old)")
+    items = {label: set(names) for label, names in planner.items.items()}
+    if record is not None and record.get("applying") == phase.value:
+        # resumed: the files written before the crash are planned no more, but their readers still restart
+        for label, names in (record.get("items") or {}).items():
+            items.setdefault(label, set()).update(names)
+    restarts = _restart_plan(c, items, policy=policy, method=method)
+    return RotationPlan(ca=spec.name, phase=phase, now=when, nodes=tuple(s.label for s in sites),
+                        changes=tuple(planner.changes), restarts=_restarted(restarts),
+                        notes=tuple(planner.notes), restart_plan=restarts,
+                        items={label: tuple(sorted(names)) for label, names in items.items()}, again=again,
                         new_ca_pem=new_pem, new_key_pem=new_key, old_ca_pem=old_pem, cluster=c)
 
 
@@ -815,40 +990,103 @@ def _history(record: dict[str, Any] | None, **entry: Any) -> list[dict[str, Any]
     return [*((record or {}).get("history") or []), entry]
 
 
-def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | None = None) -> RotationResult:
-    """Carry out ``plan`` holding every node's lock: back every node up first, record on the control
-    planes that the phase is under way, then node by node record the undo and write each file atomically
-    (mode and owner kept); then verify the cluster's trust and the phase's own checks.
+#: ``restart(node_plan, node)``: carries one node's restarts out (see :func:`~kubepki.cluster.apply_cluster_restarts`).
+RestartRunner = Callable[["RestartPlan", Node], "RestartReport | RemoteRestartReport"]
+
+
+def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | None = None, restart: bool = False,
+                   health: HealthCheck | None = None, runner: RestartRunner | None = None,
+                   health_timeout: float = 300.0,
+                   kubeconfig: str | os.PathLike[str] | None = None) -> RotationResult:
+    """Carry out ``plan`` holding every node's lock: back every node up first, record on the nodes holding
+    the CA's key that the phase is under way, then node by node record the undo and write each file
+    atomically (mode and owner kept); with ``restart``, roll :attr:`RotationPlan.restart_plan` one node at
+    a time, each healthy (``health``, default: every restarted component answers its own probe) before
+    the next; with ``kubeconfig`` (read at that moment: the rotation rewrites admin.conf), bring the live
+    objects carrying the CA in step (``kube-public/cluster-info``, webhook and APIService ``caBundle``s);
+    then verify the cluster's trust and the phase's own checks.
 
     ``backup_dir`` is a directory on each node (a node path). The phase is recorded as verified only when
     every check passed, so a crash or a failed check leaves a phase that :func:`plan_rotation` plans again
-    and :func:`abort_rotation` undoes. Restarts nothing: :attr:`RotationPlan.restarts` lists what a
-    running node needs. Raises :class:`~kubepki.LockError` when a node's lock is taken (nothing written).
+    and :func:`abort_rotation` undoes. ``runner`` replaces how one node's restarts are carried out (the
+    default: :func:`~kubepki.apply_restarts` on a local root, kubepki over SSH on a remote node). Raises
+    :class:`~kubepki.LockError` when a node's lock is taken (nothing written).
     """
+    spec = _spec(plan.ca)
     when = _utc(now)
-    sites = _sites(plan.cluster)
+    sites = _sites(plan.cluster, spec)
     with contextlib.ExitStack() as locks:
         for site in sites:
             locks.enter_context(node_lock(site.node))
-        status, record = _status(sites)  # under the locks: no other run moves the rotation meanwhile
+        status, record = _status(sites, spec)  # under the locks: no other run moves the rotation meanwhile
+        if plan.again and status.active and status.next_phase is None:
+            status, record = _fresh(status, record)
         if status.next_phase is not plan.phase:
             raise ConfigError(f"the plan is for {plan.phase.value}, but the rotation's next phase is "
                               f"{status.next_phase.value if status.next_phase else 'none (done)'}: plan again")
         doc: dict[str, Any] = dict(record or {})
-        doc.update({"kind": "CARotationState", "ca": _CA, "old_ca_pem": plan.old_ca_pem.decode(),
+        doc.update({"kind": "CARotationState", "ca": spec.name, "old_ca_pem": plan.old_ca_pem.decode(),
                     "old_ca_sha256": _sha(plan.old_ca_pem), "new_ca_sha256": _sha(plan.new_ca_pem),
-                    "phase": status.phase.value if status.phase else None, "applying": plan.phase.value})
+                    "phase": status.phase.value if status.phase else None, "applying": plan.phase.value,
+                    "items": {label: list(names) for label, names in plan.items.items()}})
         doc["history"] = _history(record, phase=plan.phase.value, event="started", at=when.isoformat())
         _check_fresh(sites, plan)
         backups = {site.label: str(backup(site.node, backup_dir, now=when, on_node=True, lock_held=True).path)
                    for site in sites}
         for site in sites:
-            if site.control_plane:
+            if site.signer:
                 _save_record(site, doc)
                 _checkpoint("rotate-ca:recorded")
         for site in sites:
             _apply_node(site, plan)
-        return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when)
+    # the restarts take each node's lock themselves (apply_restarts); meanwhile the record says "applying"
+    problems: list[str] = []
+    rolled = None
+    if restart and plan.restarts:
+        rolled = _roll(plan.restart_plan, health=health, runner=runner, health_timeout=health_timeout)
+        if not rolled.ok:
+            problems.append(f"the restarts stopped at {rolled.failed}: {rolled.error}")
+    objects = _sync(sites, spec, plan.old_ca_pem, plan.new_ca_pem, kubeconfig)
+    problems += objects.problems if objects is not None else ()
+    with contextlib.ExitStack() as locks:
+        for site in sites:
+            locks.enter_context(node_lock(site.node))
+        return _verify(plan.cluster, spec, plan.phase, "apply", backups, doc=doc, when=when, problems=problems,
+                       restarts=rolled, objects=objects)
+
+
+def _sync(sites: Sequence[_Site], spec: _Spec, old_pem: bytes, new_pem: bytes,
+          kubeconfig: str | os.PathLike[str] | None) -> ObjectSync | None:
+    """The live objects in step with the CA file as it is now on a node holding the key (None: no API)."""
+    if kubeconfig is None:
+        return None
+    want = next((load_certificates(data) for s in sites if s.signer and (data := s.read(s.ca_crt)) is not None), [])
+    return sync_objects(kubeconfig, ca=spec.name, want=want,
+                        rotated=[load_certificate(old_pem), load_certificate(new_pem)])
+
+
+def _roll(plan: ClusterRestartPlan, *, health: HealthCheck | None, runner: RestartRunner | None,
+          health_timeout: float) -> ClusterRestartReport:
+    """Each node's restarts, one node at a time, each node healthy before the next."""
+    from kubepki.restarts import apply_restarts, check_health
+
+    remote = ssh_restart(dry_run=False)
+
+    def default_runner(node_plan: RestartPlan, node: Node) -> RestartReport | RemoteRestartReport:
+        if isinstance(node.fs, LocalPaths):  # the phase's own backup was taken before any write
+            return apply_restarts(node_plan, node=node, take_backup=False)
+        return remote(node_plan, node)
+
+    plans = {turn.label: turn.plan for turn in plan}
+
+    from kubepki.restarts import Action
+
+    def default_health(label: str, node: Node) -> bool:
+        comps = [s.component for s in plans[label].steps if s.action is Action.RESTART]
+        return all(h.healthy is not False for h in check_health(node, comps))
+
+    return apply_cluster_restarts(plan, health=health or default_health, dry_run=False,
+                                  health_timeout=health_timeout, restart=runner or default_runner)
 
 
 def _check_fresh(sites: Sequence[_Site], plan: RotationPlan) -> None:
@@ -884,34 +1122,37 @@ def _apply_node(site: _Site, plan: RotationPlan) -> None:
     site.node.fs.fsync_dir(site.ca_crt.parent)
 
 
-def _verify(cluster: Cluster, phase: Phase, action: str, backups: dict[str, str], *, doc: dict[str, Any] | None,
-            when: dt.datetime) -> RotationResult:
-    sites = _sites(cluster)
+def _verify(cluster: Cluster, spec: _Spec, phase: Phase, action: str, backups: dict[str, str], *,
+            doc: dict[str, Any] | None, when: dt.datetime, problems: Sequence[str] = (),
+            restarts: ClusterRestartReport | None = None, objects: ObjectSync | None = None) -> RotationResult:
+    sites = _sites(cluster, spec)
     trust = check_trust(Cluster([s.node for s in sites], labels=[s.label for s in sites]), now=when)
-    problems = [f"broken TLS edge {e.name} ({e.kind.value})" for e in trust.broken]
+    found = [*problems, *(f"broken TLS edge {e.name} ({e.kind.value})" for e in trust.broken)]
     if doc is not None and action == "apply":
-        problems += _phase_problems(sites, phase, doc)
+        found += _phase_problems(sites, phase, doc)
         doc = dict(doc)
-        if not problems:
-            doc.update({"phase": phase.value, "applying": None})
-        doc["history"] = _history(doc, phase=phase.value, event="verified" if not problems else "verify-failed",
+        if not found:
+            doc.update({"phase": phase.value, "applying": None, "items": {}})
+        doc["history"] = _history(doc, phase=phase.value, event="verified" if not found else "verify-failed",
                                   at=when.isoformat())
         for site in sites:  # the caller holds every node's lock
-            if site.control_plane:
+            if site.signer:
                 _save_record(site, doc)
-    return RotationResult(ca=_CA, phase=phase, action=action, backups=backups, trust=trust,
-                          problems=tuple(problems))
+    return RotationResult(ca=spec.name, phase=phase, action=action, backups=backups, trust=trust,
+                          problems=tuple(found), restarts=restarts, objects=objects)
 
 
 def _certs_of(site: _Site) -> Iterator[tuple[str, x509.Certificate]]:
-    """Every certificate on ``site`` the cluster CA signs, as the rotation re-issues them."""
-    for name in ("apiserver", "apiserver-kubelet-client", "kubelet-server-current.pem"):
+    """Every certificate on ``site`` the CA signs, as the rotation re-issues them."""
+    for name in site.spec.leaves:
         entry = _catalog.get(name)
         path = site.node.path_of(entry, FileRole.CERT if entry.kind is Kind.CERTIFICATE else None)
         if not site.node.profile.has(entry) or site.node.fs.stat(path) is None:
             continue
         if (data := site.read(site.node.fs.resolve(path))) is not None:
             yield f"{site.label}:{path}", load_certificates(data)[0]
+    if not site.spec.kubeconfigs:
+        return
     for entry in (e for e in _catalog.CATALOG if e.kind is Kind.KUBECONFIG):
         path = site.node.path_of(entry)
         if not site.node.profile.has(entry) or (data := site.read(path)) is None:
@@ -924,10 +1165,11 @@ def _certs_of(site: _Site) -> Iterator[tuple[str, x509.Certificate]]:
 
 
 def _trust_files(site: _Site) -> Iterator[tuple[str, list[x509.Certificate]]]:
-    """Every CA bundle on ``site`` a component of the cluster trusts the cluster CA through."""
-    for path in (site.ca_crt, site.bundle):
-        if (data := site.read(path)) is not None:
-            yield f"{site.label}:{path}", load_certificates(data)
+    """Every CA bundle on ``site`` a component trusts the CA through."""
+    if (data := site.read(site.ca_crt)) is not None:
+        yield f"{site.label}:{site.ca_crt}", load_certificates(data)
+    if not site.spec.kubeconfigs:
+        return
     for entry in (e for e in _catalog.CATALOG if e.kind is Kind.KUBECONFIG):
         path = site.node.path_of(entry)
         if site.node.profile.has(entry) and (data := site.read(path)) is not None:
@@ -946,44 +1188,87 @@ def _phase_problems(sites: Sequence[_Site], phase: Phase, doc: dict[str, Any]) -
     return [p for site in sites for p in _site_problems(site, phase, new_sha, old_sha)]
 
 
-def _site_problems(site: _Site, phase: Phase, new_sha: str, old_sha: str) -> list[str]:
+def _signer_problem(site: _Site, crt: PurePosixPath, key: PurePosixPath, want: str, what: str) -> str | None:
+    """Why ``crt``'s first certificate is not the CA ``want`` (SHA-256) with ``key`` its key, else None."""
+    crt_pem, key_pem = site.read(crt), site.read(key)
+    if crt_pem is None or key_pem is None:
+        return f"{site.label}: {what} {crt} or its key is missing"
+    cert = load_certificate(crt_pem)
+    if _fingerprint(cert) != want:
+        return f"{site.label}:{crt} does not start with the {what}"
+    try:
+        Signer.from_key(site.spec.name, cert, load_private_key(key_pem))
+    except KubepkiError:
+        return f"{site.label}:{key} is not the {what}'s key"
+    return None
+
+
+def _ca_file_problems(site: _Site, phase: Phase, new_sha: str, old_sha: str) -> list[str]:
+    """The CA file holds the phase's CAs in the phase's order, and the signer signs with the right one."""
+    want = {Phase.TRUST_BOTH: [old_sha, new_sha], Phase.REISSUE: [new_sha, old_sha], Phase.DROP_OLD: [new_sha]}
     problems = []
-    if site.control_plane and phase is not Phase.DROP_OLD:
-        staged = site.read(site.staged_crt)
-        if staged is None or _sha(staged) != new_sha:
-            problems.append(f"{site.label}: the staged new CA is missing or another")
-    if phase in (Phase.TRUST_BOTH, Phase.REISSUE):
-        for where, certs in _trust_files(site):
-            if not where.endswith(str(site.ca_crt)) and {old_sha, new_sha} - {_fingerprint(c) for c in certs}:
-                problems.append(f"{where} does not trust both CAs")
-    if phase in (Phase.REISSUE, Phase.DROP_OLD):
-        ca_pem = site.read(site.ca_crt)
-        if ca_pem is None or _sha(ca_pem) != new_sha:
-            return [*problems, f"{site.label}:{site.ca_crt} is not the new CA"]
-        new = load_certificate(ca_pem)
-        problems += [f"{where} is not issued by the new CA" for where, cert in _certs_of(site)
-                     if not signed_by(cert, new)]
-    if phase is Phase.DROP_OLD:
-        problems += [f"{where} still trusts the old CA" for where, certs in _trust_files(site)
-                     if old_sha in {_fingerprint(c) for c in certs}]
+    in_file = [_fingerprint(c) for c in load_certificates(site.read(site.ca_crt) or b"")]
+    if in_file != want[phase]:
+        names = " + ".join("new" if s == new_sha else "old" for s in want[phase])
+        problems.append(f"{site.label}:{site.ca_crt} is not {names}")
+    signing = new_sha if phase is not Phase.TRUST_BOTH else old_sha
+    what = "signing CA (" + ("old" if signing == old_sha else "new") + ")"
+    if site.signer and (p := _signer_problem(site, site.ca_crt, site.ca_key, signing, what)):
+        problems.append(p)
+    if site.signer and phase is not Phase.DROP_OLD and site.read(site.signing_crt) is not None \
+            and (p := _signer_problem(site, site.signing_crt, site.signing_key, signing, "signing copy")):
+        problems.append(p)
     return problems
 
 
-def abort_rotation(cluster: Cluster | Sequence[Node | str], *, now: dt.datetime | None = None) -> RotationResult:
-    """Undo the latest phase (the one under way, else the last verified one) on every node from its undo
-    record, byte for byte with modes and owners, holding every node's lock; the rotation is then at the
-    previous verified phase (none: aborting ``prepare`` removes the staged CA and the records). Every undo
-    record is read and checked before anything is written. Refused once ``drop-old`` has started: the
-    old CA is then in the backups only. An abort killed half-way is finished by aborting again."""
+def _site_problems(site: _Site, phase: Phase, new_sha: str, old_sha: str) -> list[str]:
+    problems = []
+    if site.signer and phase is not Phase.DROP_OLD:
+        staged = site.read(site.staged_crt)
+        if staged is None or _sha(staged) != new_sha:
+            problems.append(f"{site.label}: the staged new CA is missing or another")
+    if site.has_ca and phase is not Phase.PREPARE:
+        problems += _ca_file_problems(site, phase, new_sha, old_sha)
+    if phase in (Phase.TRUST_BOTH, Phase.REISSUE):
+        for where, certs in _trust_files(site):
+            if {old_sha, new_sha} - {_fingerprint(c) for c in certs}:
+                problems.append(f"{where} does not trust both CAs")
+    if phase in (Phase.REISSUE, Phase.DROP_OLD) and site.has_ca:
+        new = load_certificate(site.read(site.ca_crt) or b"")
+        if _fingerprint(new) == new_sha:
+            problems += [f"{where} is not issued by the new CA" for where, cert in _certs_of(site)
+                         if not signed_by(cert, new)]
+    if phase is Phase.DROP_OLD:
+        problems += [f"{where} still trusts the old CA" for where, certs in _trust_files(site)
+                     if old_sha in {_fingerprint(c) for c in certs}]
+        if site.node.fs.stat(site.signing_crt, follow=False) is not None:
+            problems.append(f"{site.label}:{site.signing_crt} (the signing copy) is still there")
+    return problems
+
+
+def abort_rotation(cluster: Cluster | Sequence[Node | str], *, ca: str = "ca", now: dt.datetime | None = None,
+                   restart: bool = False, policy: str = "minimal", method: str | None = None,
+                   health: HealthCheck | None = None, runner: RestartRunner | None = None,
+                   health_timeout: float = 300.0,
+                   kubeconfig: str | os.PathLike[str] | None = None) -> RotationResult:
+    """Undo the latest phase of the rotation of ``ca`` (the one under way, else the last verified one) on
+    every node from its undo record, byte for byte with modes and owners, holding every node's lock; the
+    rotation is then at the previous verified phase (none: aborting ``prepare`` removes the staged CA and
+    the records). Every undo record is read and checked before anything is written. With ``restart``, the
+    components that read what was put back restart node by node, and with ``kubeconfig`` the live objects
+    follow the files back, as in :func:`apply_rotation`. Refused once
+    ``drop-old`` has started: the old CA is then in the backups only. An abort killed half-way is finished
+    by aborting again."""
+    spec = _spec(ca)
     c = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
     when = _utc(now)
-    sites = _sites(c)
+    sites = _sites(c, spec)
     with contextlib.ExitStack() as locks:
         for site in sites:
             locks.enter_context(node_lock(site.node))
-        status, record = _status(sites)
+        status, record = _status(sites, spec)
         if record is None:
-            raise ConfigError("no rotation of ca is under way: nothing to abort")
+            raise ConfigError(f"no rotation of {spec.name} is under way: nothing to abort")
         target = status.applying or status.phase or Phase.PREPARE  # a record exists: prepare at least started
         if target is Phase.DROP_OLD:
             # drop-old removes the undo records with the old CA's key: from its start, forward is the only way
@@ -991,25 +1276,68 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, now: dt.datetime 
                               "or restore the backups to go back")
         previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
         undos = {site.label: _undo_record(site, target) for site in sites}
+        items: dict[str, set[str]] = {}
         for site in sites:
             undo = undos[site.label]
             if undo is not None:
-                chown = site.node.fs.can_chown()
-                for entry in reversed(undo):
-                    if entry.before is None:
-                        site.node.fs.unlink(entry.path)
-                    else:
-                        site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
-                                                  uid=entry.uid if chown else None, gid=entry.gid if chown else None)
-                    _checkpoint("rotate-ca:undone")
+                items[site.label] = _replay(site, undo)
                 site.node.fs.unlink(site.undo(target))
         for site in sites:  # the records last: an abort killed before this point is simply run again
-            if site.control_plane:
+            if site.signer:
                 if previous is None:
                     site.node.fs.unlink(site.state)
                 else:
                     doc = dict(record)
-                    doc.update({"phase": previous.value, "applying": None})
+                    doc.update({"phase": previous.value, "applying": None, "items": {}})
                     doc["history"] = _history(record, phase=target.value, event="aborted", at=when.isoformat())
                     _save_record(site, doc)
-        return _verify(c, target, "abort", {}, doc=None, when=when)
+    rolled = None
+    problems: list[str] = []
+    restarts = _restart_plan(c, items, policy=policy, method=method)
+    if restart and _restarted(restarts):
+        rolled = _roll(restarts, health=health, runner=runner, health_timeout=health_timeout)
+        if not rolled.ok:
+            problems.append(f"the restarts stopped at {rolled.failed}: {rolled.error}")
+    objects = _sync(sites, spec, str(record["old_ca_pem"]).encode(), _staged_or_signing(sites, record), kubeconfig)
+    problems += objects.problems if objects is not None else ()
+    return _verify(c, spec, target, "abort", {}, doc=None, when=when, problems=problems, restarts=rolled,
+                   objects=objects)
+
+
+def _staged_or_signing(sites: Sequence[_Site], record: dict[str, Any]) -> bytes:
+    """The rotation's new CA as PEM, from a staged copy (or, aborted prepare, the record alone)."""
+    for s in sites:
+        if s.signer and (crt := s.read(s.staged_crt)) is not None:
+            return crt
+    return str(record["old_ca_pem"]).encode()  # prepare aborted: no new CA left to take out of bundles
+
+
+def _replay(site: _Site, undo: Sequence[_Undo]) -> set[str]:
+    """Put back every file of ``undo`` (last first); the catalog items they belong to."""
+    chown = site.node.fs.can_chown()
+    items = set()
+    for entry in reversed(undo):
+        if (name := _item_of(site, entry.path)) is not None:
+            items.add(name)
+        if entry.before is None:
+            site.node.fs.unlink(entry.path)
+        else:
+            site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
+                                      uid=entry.uid if chown else None, gid=entry.gid if chown else None)
+        _checkpoint("rotate-ca:undone")
+    return items
+
+
+def _item_of(site: _Site, path: PurePosixPath) -> str | None:
+    """The catalog item a file the rotation writes belongs to (what its restarts are planned from)."""
+    if path in (site.ca_crt, site.ca_key, site.signing_crt, site.signing_key):
+        return site.spec.name
+    for entry in _catalog.CATALOG:
+        if not site.node.profile.has(entry):
+            continue
+        roles = (FileRole.CERT, FileRole.KEY) if entry.kind is Kind.CERTIFICATE else (None,)
+        for role in roles:
+            own = site.node.path_of(entry, role) if role is not None else site.node.path_of(entry)
+            if own == path or site.node.fs.resolve(own) == path:
+                return entry.name
+    return None
