@@ -258,6 +258,32 @@ def test_an_ecdsa_key_is_rotated_to_an_ecdsa_key(tmp_path: Path) -> None:
     assert isinstance(new, ec.EllipticCurvePrivateKey) and new.curve.name == old.curve.name
 
 
+def test_a_staged_leftover_without_a_record_is_replaced(roots: dict[str, Path]) -> None:
+    """A staged key with no record (left by hand, or another tool): prepare stages a fresh one everywhere;
+    a prepare killed after its record (the control) keeps the key some control planes have already."""
+    leftover = roots["cp2"] / PKI / ".kubepki-rotation-sa-new.key"
+    leftover.write_bytes((roots["cp2"] / PKI / "sa.key").read_bytes())
+    leftover.chmod(0o600)
+    c = cluster(roots)
+    plan = plan_sa_rotation(c)
+    assert ("cp2", str("/" / Path(PKI) / leftover.name), "write") in {(ch.node, ch.path, ch.action)
+                                                                      for ch in plan.changes}
+    assert apply_sa_rotation(plan, backup_dir=BACKUPS).ok
+    staged = {(roots[cp] / PKI / leftover.name).read_bytes() for cp in CPS}
+    assert len(staged) == 1 and staged != {(roots["cp2"] / PKI / "sa.key").read_bytes()}
+    for cp in ("cp1", "cp3"):  # a prepare resumed after its record: what is staged already is kept
+        (roots[cp] / PKI / leftover.name).unlink()
+    doc = json.loads((roots["cp1"] / STATE).read_text())
+    for cp in CPS:
+        (roots[cp] / STATE).write_text(json.dumps({**doc, "phase": None, "applying": "prepare"}))
+    assert apply_sa_rotation(plan_sa_rotation(c), backup_dir=BACKUPS).ok
+    assert {(roots[cp] / PKI / leftover.name).read_bytes() for cp in CPS} == staged
+    for cp in CPS:  # staged copies replaced by the key in use: trust-both would rotate nothing
+        (roots[cp] / PKI / leftover.name).write_bytes((roots[cp] / PKI / "sa.key").read_bytes())
+    with pytest.raises(ConfigError, match="the key in use"):
+        plan_sa_rotation(c)
+
+
 def test_keys_an_operator_added_to_sa_pub_are_kept(roots: dict[str, Path]) -> None:
     extra = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     extra_pem = extra.public_key().public_bytes(serialization.Encoding.PEM,

@@ -741,12 +741,15 @@ def _keys(cps: Sequence[_Site], phase: Phase, record: dict[str, Any] | None) -> 
         new_pem, new = _signing(cps, str(record["new_sha256"]))
         return load_public_key(str(record["old_pub_pem"]).encode()), new_pem, new
     old = _old_key(cps) if record is None else load_public_key(str(record["old_pub_pem"]).encode())
-    staged = _staged(cps, required=phase is not Phase.PREPARE)
+    # without a record, staged files are a leftover (apply records before it stages): a fresh key replaces them
+    staged = _staged(cps, required=phase is not Phase.PREPARE) if record is not None else None
     if staged is None:
         key = generate_key(key_algorithm(old))  # sa.key's algorithm, as kubeadm would make it
         new_pem = key_to_pem(key)
         return old, new_pem, _public_of(new_pem, "the new key")
     new_pem, new = staged  # staged already (prepare resumed, or a later phase)
+    if _key_id(new) == _key_id(old):
+        raise ConfigError("the staged new key is the key in use (sa.key): abort and prepare again")
     if record is not None and phase is not Phase.PREPARE and _key_id(new) != record.get("new_sha256"):
         raise ConfigError("the staged new key is not the one the rotation's record names: abort and prepare again")
     return old, new_pem, new
