@@ -43,6 +43,7 @@ from kubepki.cluster import (
 from kubepki.errors import ConfigError, LockError
 from kubepki.node import Node, node_lock
 from kubepki.pki import load_certificates, load_private_key, public_key_der, signed_by
+from tests import sshd
 from tests._hardening import snapshot
 from tests.kubeadm_trees import materialize
 
@@ -803,3 +804,34 @@ def test_a_ca_bundle_gets_the_phases_cas_and_keeps_its_others(pristine: testing.
     # negative controls: a bundle without the rotated CA (a webhook's own CA) and bytes that are no PEM
     assert _rebundled(_pem([other]), rotated, [new]) is None
     assert _rebundled(b"not a certificate", rotated, [new]) is None
+
+
+# -- over SSH: the same rotation through SFTP ---------------------------------------------------
+
+
+@pytest.mark.skipif(sshd.SKIP_REASON is not None, reason=sshd.SKIP_REASON or "")
+def test_the_four_phases_over_ssh(tmp_path: Path) -> None:
+    """Two control planes and a worker, each behind its own real sshd (the rotation reads, locks, backs
+    up and writes through SFTP): every phase verified, and the end state as on local directories."""
+    demo = testing.build_cluster(tmp_path / "served", nodes=2, workers=1)
+    roots = {n.name: n.root for n in demo.nodes}
+    old = ca_of(roots["cp1"])
+    with sshd.fleet(tmp_path / "sshd", 3) as fleet:
+        known_hosts = fleet.known_hosts(tmp_path / "known_hosts")
+        targets = {n.name: f"ssh://root@127.0.0.1:{s.port}{n.root}"
+                   for n, s in zip(demo.nodes, fleet.servers, strict=True)}
+        for phase in PHASES:
+            with Cluster.from_targets(targets, key=fleet.client_key, known_hosts=known_hosts,
+                                      roles={"w1": "worker"}) as c:
+                plan = plan_rotation(c)
+                assert plan.phase is phase
+                result = apply_rotation(plan, backup_dir=BACKUPS)
+                assert result.ok, result.problems
+                assert set(result.backups) == {"cp1", "cp2", "w1"}
+                assert rotation_status(c).phase is phase
+    new = ca_of(roots["cp1"])
+    assert new != old
+    assert_rotated(roots, old, new)
+    assert_trusted(roots)
+    for name, root in roots.items():  # each node's backups were written on the node, through SFTP
+        assert list((root / BACKUPS.lstrip("/")).glob("*.tar*")), name
