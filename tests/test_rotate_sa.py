@@ -555,6 +555,20 @@ def test_untrusted_sa_pub_bytes_are_a_typed_error(roots: dict[str, Path], data: 
     assert trees(roots) == before
 
 
+def test_a_fifo_in_place_of_sa_pub_is_never_opened(roots: dict[str, Path]) -> None:
+    """A FIFO (opening it would block) where sa.pub or the record is: a ConfigError naming it, no hang."""
+    c = cluster(roots)
+    assert plan_sa_rotation(c).phase is Phase.PREPARE  # positive control: the regular file plans
+    pub = roots["cp3"] / PKI / "sa.pub"
+    pub.unlink()
+    os.mkfifo(pub)
+    with pytest.raises(ConfigError, match=r"cp3:/etc/kubernetes/pki/sa.pub is not a regular file"):
+        plan_sa_rotation(c)
+    os.mkfifo(roots["cp1"] / STATE)
+    with pytest.raises(ConfigError, match=r"cp1:.*\.kubepki-rotation-sa\.json is not a regular file"):
+        sa_rotation_status(c)
+
+
 def test_a_damaged_record_names_what_is_damaged(roots: dict[str, Path]) -> None:
     c = cluster(roots)
     for _ in range(3):
