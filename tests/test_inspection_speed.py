@@ -158,6 +158,20 @@ def test_cis_pki_targets_of_a_kubeadm_tree(tmp_path: Path) -> None:
     assert not [p for p in files["1.1.20"] if p.endswith(".key")]  # control: the suffixes are kept apart
 
 
+
+def test_kubelet_pem_is_read_and_parsed_once_for_both_items(tmp_path: Path) -> None:
+    """kubelet.conf names kubelet-client-current.pem, an item of its own: one read, one parse, same facts."""
+    demo = testing.build_node(tmp_path / "a", issued_at=WHEN)
+    inv = kubepki.inspect(demo.root, now=WHEN)
+    conf, pem = inv["kubelet.conf"], inv["kubelet-client-current.pem"]
+    assert conf.facts is not None and conf.facts is pem.facts  # one certificate object behind both
+    referenced = [f for f in conf.files if f.role.value == "referenced"]
+    own = [f for f in pem.files if f.path == referenced[0].path]
+    assert referenced and own and referenced[0].sha256 == own[0].sha256
+    assert (referenced[0].role.value, own[0].role.value) == ("referenced", "cert_and_key")  # each its own role
+    # Negative control: distinct certificates keep distinct facts.
+    assert inv["apiserver"].facts is not inv["apiserver-kubelet-client"].facts
+
 # -- YAML: the alias check is skipped only where no alias can start ----------------------------------
 
 

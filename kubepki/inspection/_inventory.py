@@ -369,6 +369,9 @@ class _Context:
         self._cas: dict[str, _CA] = {}
         self._facts: dict[int, tuple[x509.Certificate, CertFacts]] = {}
         self._parsed: dict[bytes, x509.Certificate] = {}
+        self._keys: dict[bytes, PrivateKey] = {}
+        # One read per file: an item's file and another item's reference to it (kubelet.conf's PEM).
+        self._reads: dict[PurePosixPath, _Loaded] = {}
         self._san_values = profile.san_values()
 
     # -- files ---------------------------------------------------------------------
@@ -376,7 +379,12 @@ class _Context:
     def load(self, path: PurePosixPath, role: ItemFileRole) -> _Loaded:
         key = (path, role)
         if key not in self._files:
-            self._files[key] = self._load(path, role)
+            read = self._reads.get(path)
+            if read is None:
+                read = self._reads[path] = self._load(path, role)
+            elif read.info.role is not role:
+                read = _Loaded(attrs.evolve(read.info, role=role), data=read.data, error=read.error)
+            self._files[key] = read
         return self._files[key]
 
     def _load(self, path: PurePosixPath, role: ItemFileRole) -> _Loaded:
@@ -405,6 +413,14 @@ class _Context:
             cert = load_certificate(data, path=shown)
             self._parsed[data] = cert
         return cert
+
+    def key(self, data: bytes, shown: str) -> PrivateKey:
+        """load_private_key, parsed once per distinct content (a combined PEM is read as two items)."""
+        key = self._keys.get(data)
+        if key is None:
+            key = load_private_key(data, path=shown)
+            self._keys[data] = key
+        return key
 
     # -- CAs -------------------------------------------------------------------------
 
@@ -487,7 +503,7 @@ class _Context:
                 findings.append(key_file.error)
         if key_data is not None:
             try:
-                key = load_private_key(key_data, path=str(key_shown))
+                key = self.key(key_data, str(key_shown))
             except ParseError as exc:
                 findings.append(make(_code(exc, "bad-key"), f"{key_shown}: {exc.message}"))
         if key is not None and public_key_der(key) != public_key_der(_pub(cert)):
@@ -621,13 +637,13 @@ class _Context:
             return self._finish(entry, path, None, findings, files)
         shown = str(cert_cred.file) if cert_cred.file else f"{path} (client-certificate-data)"
         try:
-            cert = load_certificate(cert_data, path=shown)
+            cert = self.cert(cert_data, shown)  # kubelet.conf's is kubelet-client-current.pem's: parsed once
         except ParseError as exc:
             findings.append(make(_code(exc), f"{shown}: {exc.message}"))
             return self._finish(entry, path, None, findings, files)
         if key_data is not None:
             try:
-                key = load_private_key(key_data, path=str(key_cred.file or path))
+                key = self.key(key_data, str(key_cred.file or path))
             except ParseError as exc:
                 findings.append(make(_code(exc, "bad-key"), f"client key of {path}: {exc.message}"))
             else:
@@ -681,7 +697,7 @@ class _Context:
         pub: PublicKey | None = None
         if key_file.data is not None:
             try:
-                key = load_private_key(key_file.data, path=str(key_path))
+                key = self.key(key_file.data, str(key_path))
             except ParseError as exc:
                 findings.append(make(_code(exc, "bad-key"), f"{key_path}: {exc.message}"))
         if pub_file.data is not None:
