@@ -1081,6 +1081,20 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
         return wait_until(f"a new {component} container", check, timeout, 0.5)
 
+    def restart_runner(self, *, start: float = 330.0) -> Callable[[Any, Any], Any]:
+        """kubepki's own restarts for ``runner=`` of kubepki's rolling restarts (``apply_rotation``): the static
+        pods as kubepki restarts them; the kubelet as this harness runs it (without systemd)."""
+        from kubepki.restarts import Timeouts, apply_restarts
+
+        def restart_kubelet() -> None:
+            self.stop_kubelet()
+            self.start_kubelet()
+
+        def run(plan: Any, node: Any) -> Any:
+            return apply_restarts(plan, node=node, take_backup=False, kubelet_restart=restart_kubelet,
+                                  timeout=Timeouts(stop=90, start=start, serve=60))
+        return run
+
     def restart_static_pod(self, component: str, timeout: float = 120) -> Container:
         """Restart a static pod as an operator would, independently of kubepki: move its manifest
         out of the kubelet's directory, wait until containerd has no container of it, move it back."""

@@ -618,8 +618,8 @@ def test_cli(roots: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None
     doc = json.loads(capsys.readouterr().out)
     assert doc["kind"] == "SARotationStatus" and doc["next"] == "prepare"
     assert doc["token_lifetime_seconds"] == 1 << 32
-    assert main(cli(roots, "plan")) == 3  # --no-restart is required
-    assert "--no-restart" in capsys.readouterr().err
+    assert main(cli(roots, "plan", "-o", "json")) == 0  # a plan restarts nothing: the same with --no-restart
+    assert json.loads(capsys.readouterr().out)["phase"] == "prepare"
     assert main(cli(roots, "plan", "--no-restart", "-o", "json")) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["kind"] == "SARotationPlan" and plan["phase"] == "prepare" and plan["restarts"] == {}
@@ -721,8 +721,52 @@ def test_sigkill_during_abort_is_finished_by_aborting_again(roots: dict[str, Pat
         apply_next(c)
     after_trust_both = trees(roots)
     apply_next(c)
-    assert run_cli(roots, "abort", "--apply", crash_at=crash_at) == -9
+    assert run_cli(roots, "abort", "--no-restart", "--apply", crash_at=crash_at) == -9
     assert sa_rotation_status(c).phase is Phase.REISSUE  # the records are saved last
     assert abort_sa_rotation(c).ok
     assert {p for n in changed(after_trust_both, trees(roots)).values() for p in n} == {"/" + STATE}
     assert sa_rotation_status(c).phase is Phase.TRUST_BOTH
+
+
+def test_restarts_roll_the_control_planes_one_at_a_time() -> None:
+    """With restart=True each phase's listed restarts roll control plane by control plane, each healthy
+    before the next (a recording runner stands in for the component restarts, which need running
+    components: the real node's are in tests/test_rotate_sa_realcluster.py); a node that stays unhealthy
+    stops the roll there and the phase is not verified."""
+    import tempfile
+
+    from kubepki.errors import ConfigError as _ConfigError
+    from kubepki.restarts import RestartReport
+
+    with tempfile.TemporaryDirectory() as tmp:
+        demo = testing.build_cluster(Path(tmp), nodes=3, workers=1)
+        c = Cluster([n.root for n in demo.nodes], labels=[n.name for n in demo.nodes])
+        calls: list[tuple[str | None, tuple[str, ...]]] = []
+
+        def runner(node_plan, node):  # type: ignore[no-untyped-def]
+            calls.append((node_plan.node, tuple(s.component.value for s in node_plan.steps
+                                                if s.action.value == "restart")))
+            return RestartReport(node=node_plan.node, plan=node_plan, dry_run=False, outcomes=())
+
+        def sick_cp2(label: str, node: object) -> bool:
+            if label == "cp2":
+                raise _ConfigError("cp2's kube-apiserver does not answer")
+            return True
+
+        assert apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW, restart=True,
+                                 runner=runner).ok
+        assert calls == []  # prepare restarts nothing
+        result = apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW, restart=True,
+                                   runner=runner, health=sick_cp2, health_timeout=0.1)
+        assert not result.ok and any("restarts stopped at cp2" in p for p in result.problems)
+        assert calls == [("cp1", ("kube-apiserver",)), ("cp2", ("kube-apiserver",))]  # not cp3, not w1
+        assert sa_rotation_status(c).applying is Phase.TRUST_BOTH
+        calls.clear()
+        ok = lambda label, node: True  # noqa: E731
+        assert apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW, restart=True,
+                                 runner=runner, health=ok).ok
+        assert [n for n, _ in calls] == ["cp1", "cp2", "cp3"]
+        calls.clear()
+        assert apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW, restart=True,
+                                 runner=runner, health=ok).ok  # reissue: the signer restarts too
+        assert calls == [(cp, ("kube-apiserver", "kube-controller-manager")) for cp in ("cp1", "cp2", "cp3")]

@@ -3,8 +3,8 @@
 A token signed by the old key (one forged as kube-apiserver signs, one a TokenRequest issued before the
 rotation) keeps working through trust-both and reissue; a TokenRequest token issued after reissue is
 signed by the new key (checked with cryptography) and accepted; after drop-old (forced) the old key's
-tokens get 401 and the new one 200. Between phases the node restarts what each plan lists, as an
-operator would with ``--no-restart`` (the static-pod manifest moved out and back). At the end sa.key and
+tokens get 401 and the new one 200. Each phase restarts what its plan lists, by kubepki (``restart=True``:
+the static pods through their manifests, one node at a time, before the phase is verified). At the end sa.key and
 sa.pub are restored from the first backup and both components restarted: other tests share the cluster.
 
 Run: ``KUBEPKI_REALCLUSTER_PORT_OFFSET=N python3 -m pytest -m realcluster tests/test_rotate_sa_realcluster.py``
@@ -120,11 +120,11 @@ def test_sa_rotation_judged_by_tokens(real_cluster: RealCluster) -> None:
             assert plan.phase is phase
             if phase is Phase.DROP_OLD:
                 assert plan.forced and any("legacy Secret-based tokens" in n for n in plan.notes)
-            result = apply_sa_rotation(plan, backup_dir=BACKUPS)
+            # kubepki restarts what the plan lists (kube-apiserver, and KCM at reissue) before it verifies
+            result = apply_sa_rotation(plan, backup_dir=BACKUPS, restart=True, runner=c.restart_runner())
             assert result.ok, result.problems
             first_backup = first_backup or result.backups[LABEL]
-            for component in plan.restarts.get(LABEL, ()):  # what --no-restart leaves to the operator
-                c.restart_static_pod(component)
+            c.wait_ready(120)
             status = {n: review(c, t) for n, t in old_tokens.items()}
             if phase is not Phase.DROP_OLD:
                 assert status == {"forged": 201, "requested": 201}, phase

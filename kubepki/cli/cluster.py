@@ -606,16 +606,14 @@ def _add_sa_options(a: argparse.ArgumentParser, action: str) -> None:
 def _run_sa_next(args: argparse.Namespace) -> int:
     from kubepki.cluster import apply_sa_rotation, plan_sa_rotation
 
-    if not args.no_restart:
-        raise ConfigError("give --no-restart: kubepki applies a rotation's file changes only, for now, and "
-                          "lists the restarts each node needs")
     if args.new_ca_cert or args.new_ca_key:
         raise ConfigError("--new-ca-cert/--new-ca-key are for a CA; --sa generates the new key pair")
     with _cluster(args) as cluster:
         plan = plan_sa_rotation(cluster, force=args.force)
         if args.rotate_action == "plan" or not args.apply:
             return _emit_report(args, plan)
-        result = apply_sa_rotation(plan, backup_dir=args.backup_dir)
+        result = apply_sa_rotation(plan, backup_dir=args.backup_dir, restart=not args.no_restart, policy=args.policy,
+                                   method=args.method, health_timeout=args.health_timeout)
     if args.output != "json":
         emit(plan.table())
     return _emit_report(args, result)
@@ -638,5 +636,6 @@ def _run_sa_abort(args: argparse.Namespace) -> int:
             latest = status.applying or status.phase
             emit(f"abort would undo {latest.value} (sa)" if latest else "no rotation of sa under way: nothing to abort")
             return EXIT_OK
-        result = abort_sa_rotation(cluster)
+        result = abort_sa_rotation(cluster, restart=not args.no_restart, policy=args.policy, method=args.method,
+                                   health_timeout=args.health_timeout)
     return _emit_report(args, result)

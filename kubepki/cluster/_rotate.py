@@ -1085,7 +1085,9 @@ def _roll(plan: ClusterRestartPlan, *, health: HealthCheck | None, runner: Resta
         comps = [s.component for s in plans[label].steps if s.action is Action.RESTART]
         return all(h.healthy is not False for h in check_health(node, comps))
 
-    return apply_cluster_restarts(plan, health=health or default_health, dry_run=False,
+    # a node with nothing but notes is not visited (over SSH that would run kubepki there for nothing)
+    busy = tuple(t for t in plan if any(s.action is not Action.NOTE for s in t.plan.steps))
+    return apply_cluster_restarts(attrs.evolve(plan, order=busy), health=health or default_health, dry_run=False,
                                   health_timeout=health_timeout, restart=runner or default_runner)
 
 

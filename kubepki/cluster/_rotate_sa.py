@@ -31,7 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -43,8 +43,8 @@ from kubepki._crash import checkpoint as _checkpoint
 from kubepki._report import Cell, Outcome, Report, Table
 from kubepki.backups import backup
 from kubepki.catalog import FileRole, NodeRole
-from kubepki.cluster._cluster import Cluster
-from kubepki.cluster._rotate import PHASES, Phase, RotationChange
+from kubepki.cluster._cluster import Cluster, HealthCheck
+from kubepki.cluster._rotate import PHASES, Phase, RestartRunner, RotationChange, _restart_plan, _roll
 from kubepki.errors import ConfigError, KubepkiError
 from kubepki.node import Node, node_lock, parse_duration
 from kubepki.pki import (
@@ -785,14 +785,20 @@ def _history(record: dict[str, Any] | None, **entry: Any) -> list[dict[str, Any]
     return [*((record or {}).get("history") or []), entry]
 
 
-def apply_sa_rotation(plan: SARotationPlan, *, backup_dir: str, now: dt.datetime | None = None) -> SARotationResult:
+def apply_sa_rotation(plan: SARotationPlan, *, backup_dir: str, now: dt.datetime | None = None,
+                      restart: bool = False, policy: str = "minimal", method: str | None = None,
+                      health: HealthCheck | None = None, runner: RestartRunner | None = None,
+                      health_timeout: float = 300.0) -> SARotationResult:
     """Carry out ``plan`` holding every node's lock: back every control plane up first, record on the
     control planes that the phase is under way, then node by node write the undo record and each file
     atomically (mode and owner kept); then verify the phase on every control plane.
 
     ``backup_dir`` is a directory on each node (a node path). The phase is recorded as verified only
-    when every check passed (reissue's time too: drop-old's wait counts from it). Restarts nothing:
-    :attr:`SARotationPlan.restarts` lists what a running node needs. Raises
+    when every check passed (reissue's time too: drop-old's wait counts from it). With ``restart``, the
+    components :attr:`SARotationPlan.restarts` lists restart one control plane at a time, each healthy
+    before the next, before the verification (as :func:`~kubepki.cluster.apply_rotation` rolls them:
+    ``policy``, ``method``, ``health``, ``runner``, ``health_timeout``); without it they are the
+    operator's. Raises
     :class:`~kubepki.LockError` when a node's lock is taken (nothing written), and
     :class:`~kubepki.ConfigError` for a plan out of date (another phase, or files changed since).
     """
@@ -821,7 +827,33 @@ def apply_sa_rotation(plan: SARotationPlan, *, backup_dir: str, now: dt.datetime
             _checkpoint("rotate-sa:recorded")
         for site in sites:
             _apply_node(site, plan)
-        return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when)
+    # the restarts take each node's lock themselves; meanwhile the record says the phase is under way
+    problems = _restart(plan.cluster, plan.restarts, restart=restart, policy=policy, method=method,
+                        health=health, runner=runner, health_timeout=health_timeout)
+    with contextlib.ExitStack() as locks:
+        for site in sites:
+            locks.enter_context(node_lock(site.node))
+        return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when, problems=problems)
+
+
+def _restart(cluster: Cluster, restarts: Mapping[str, tuple[str, ...]], *, restart: bool, policy: str,
+             method: str | None, health: HealthCheck | None, runner: RestartRunner | None,
+             health_timeout: float) -> list[str]:
+    """Roll the listed restarts node by node (nothing without ``restart``); the problems, if it stopped."""
+    if not restart or not restarts:
+        return []
+    from kubepki.restarts import Action
+
+    plan = _restart_plan(cluster, {label: {"sa"} for label in restarts}, policy="safe" if policy == "safe"
+                         else "minimal", method=method)
+    turns = []
+    for turn in plan:  # sa.key and sa.pub are one catalog item: keep the restarts this phase needs
+        wanted = restarts.get(turn.label, ())
+        steps = tuple(st for st in turn.plan.steps if st.action is not Action.RESTART or st.component.value in wanted)
+        turns.append(attrs.evolve(turn, plan=attrs.evolve(turn.plan, steps=steps)))
+    rolled = _roll(attrs.evolve(plan, order=tuple(turns)), health=health, runner=runner,
+                   health_timeout=health_timeout)
+    return [] if rolled.ok else [f"the restarts stopped at {rolled.failed}: {rolled.error}"]
 
 
 def _check_fresh(sites: Sequence[_Site], plan: SARotationPlan) -> None:
@@ -867,9 +899,9 @@ def _apply_node(site: _Site, plan: SARotationPlan) -> None:
 
 
 def _verify(cluster: Cluster, phase: Phase, action: str, backups: dict[str, str], *, doc: dict[str, Any] | None,
-            when: dt.datetime) -> SARotationResult:
+            when: dt.datetime, problems: Sequence[str] = ()) -> SARotationResult:
     sites = _sites(cluster)
-    problems = _cross_problems(sites)
+    problems = [*problems, *_cross_problems(sites)]
     if doc is not None and action == "apply":
         problems += [p for s in _control_planes(sites) for p in _site_problems(s, phase, doc)]
         doc = dict(doc)
@@ -969,12 +1001,15 @@ def _undo_record(site: _Site, phase: Phase) -> list[_Undo] | None:
 
 
 def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
-                      now: dt.datetime | None = None) -> SARotationResult:
+                      now: dt.datetime | None = None, restart: bool = False, policy: str = "minimal",
+                      method: str | None = None, health: HealthCheck | None = None,
+                      runner: RestartRunner | None = None, health_timeout: float = 300.0) -> SARotationResult:
     """Undo the latest phase (the one under way, else the last verified one) on every control plane from
     its undo record, byte for byte with modes and owners, holding every node's lock; the rotation is then
     at the previous verified phase (none: aborting prepare removes the staged key and the records).
     Every undo record is checked before anything is written. Refused once drop-old has started. An abort
-    killed half-way is finished by aborting again. Restart what the aborted phase's plan listed."""
+    killed half-way is finished by aborting again. With ``restart``, what the aborted phase's plan listed
+    restarts node by node (as in :func:`apply_sa_rotation`); else restart it yourself."""
     c = _cluster_of(cluster)
     when = _utc(now)
     sites = _sites(c)
@@ -1015,4 +1050,7 @@ def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
                     doc.pop("reissue_lifetime_seconds", None)
                 doc["history"] = _history(record, phase=target.value, event="aborted", at=when.isoformat())
                 _save_record(site, doc)
-        return _verify(c, target, "abort", {}, doc=None, when=when)
+    restarts = {site.label: _RESTARTS[target] for site in cps if undos[site.label] is not None and _RESTARTS[target]}
+    problems = _restart(c, restarts, restart=restart, policy=policy, method=method, health=health, runner=runner,
+                        health_timeout=health_timeout)
+    return _verify(c, target, "abort", {}, doc=None, when=when, problems=problems)
