@@ -835,3 +835,23 @@ def test_the_four_phases_over_ssh(tmp_path: Path) -> None:
     assert_trusted(roots)
     for name, root in roots.items():  # each node's backups were written on the node, through SFTP
         assert list((root / BACKUPS.lstrip("/")).glob("*.tar*")), name
+
+
+def test_restarts_on_node_directories_are_refused_before_anything_is_written(
+        roots: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing to restart runs on a node directory: restarting would wait minutes for components that
+    never come, so the phase (and an abort) is refused before any write; --no-restart is the way."""
+    c = cluster(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS, restart=True).ok  # prepare: no restart
+    before = snapshot_all(roots)
+    with pytest.raises(ConfigError, match=r"none of the components to restart runs on cp1 \(.*kube-controller-manager"):
+        apply_rotation(plan_rotation(c), backup_dir=BACKUPS, restart=True)
+    assert snapshot_all(roots) == before  # not even a backup
+    assert main(cli(roots, "next", "--apply")) == 3
+    assert "--no-restart" in capsys.readouterr().err
+    assert snapshot_all(roots) == before
+    assert main(cli(roots, "next", "--no-restart", "--apply")) == 0  # positive control
+    with pytest.raises(ConfigError, match="none of the components to restart runs"):
+        abort_rotation(c, restart=True)
+    assert rotation_status(c).phase is Phase.TRUST_BOTH  # the abort wrote nothing
+    assert abort_rotation(c).ok

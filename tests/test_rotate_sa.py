@@ -770,3 +770,17 @@ def test_restarts_roll_the_control_planes_one_at_a_time() -> None:
         assert apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW, restart=True,
                                  runner=runner, health=ok).ok  # reissue: the signer restarts too
         assert calls == [(cp, ("kube-apiserver", "kube-controller-manager")) for cp in ("cp1", "cp2", "cp3")]
+
+
+def test_sa_restarts_on_node_directories_are_refused_before_anything_is_written(
+        roots: dict[str, Path]) -> None:
+    c = cluster(roots)
+    assert apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW, restart=True).ok
+    before = trees(roots)
+    with pytest.raises(ConfigError, match=r"none of the components to restart runs on cp1 \(kube-apiserver\)"):
+        apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW, restart=True)
+    assert trees(roots) == before
+    assert apply_sa_rotation(plan_sa_rotation(c, now=NOW), backup_dir=BACKUPS, now=NOW).ok  # positive control
+    with pytest.raises(ConfigError, match="none of the components to restart runs"):
+        abort_sa_rotation(c, restart=True)
+    assert abort_sa_rotation(c).ok

@@ -1015,6 +1015,8 @@ def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | No
     spec = _spec(plan.ca)
     when = _utc(now)
     sites = _sites(plan.cluster, spec)
+    if restart and plan.restarts:
+        _preflight(plan.restart_plan, runner)
     with contextlib.ExitStack() as locks:
         for site in sites:
             locks.enter_context(node_lock(site.node))
@@ -1063,6 +1065,27 @@ def _sync(sites: Sequence[_Site], spec: _Spec, old_pem: bytes, new_pem: bytes,
     want = next((load_certificates(data) for s in sites if s.signer and (data := s.read(s.ca_crt)) is not None), [])
     return sync_objects(kubeconfig, ca=spec.name, want=want,
                         rotated=[load_certificate(old_pem), load_certificate(new_pem)])
+
+
+def _preflight(plan: ClusterRestartPlan, runner: RestartRunner | None) -> None:
+    """Refuse restarts (before anything is written) on a local node where none of the components to
+    restart runs: a node directory, where kubepki would wait minutes for components that never come.
+    A node over SSH is judged by the kubepki that runs there; a caller's ``runner`` restarts its own way."""
+    if runner is not None:
+        return
+    from kubepki.restarts import Action, ProcScanner
+
+    idle = []
+    for turn in plan:
+        node = plan.cluster[turn.label]
+        wanted = {st.component for st in turn.plan.steps if st.action is Action.RESTART}
+        if not wanted or not isinstance(node.fs, LocalPaths):
+            continue
+        if not wanted & {i.component for i in ProcScanner("/proc", node=node).instances()}:
+            idle.append(f"{turn.label} ({', '.join(sorted(c.value for c in wanted))})")
+    if idle:
+        raise ConfigError(f"none of the components to restart runs on {'; '.join(idle)}: node directories? "
+                          "Give --no-restart (restart=False) to change the files only; the plan lists the restarts")
 
 
 def _roll(plan: ClusterRestartPlan, *, health: HealthCheck | None, runner: RestartRunner | None,
@@ -1278,11 +1301,16 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, ca: str = "ca", n
                               "or restore the backups to go back")
         previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
         undos = {site.label: _undo_record(site, target) for site in sites}
-        items: dict[str, set[str]] = {}
+        # what reads the files put back restarts: refused now (nothing written yet) where nothing runs
+        items = {site.label: {i for e in undo if (i := _item_of(site, e.path)) is not None}
+                 for site in sites if (undo := undos[site.label]) is not None}
+        restarts = _restart_plan(c, items, policy=policy, method=method)
+        if restart and _restarted(restarts):
+            _preflight(restarts, runner)
         for site in sites:
             undo = undos[site.label]
             if undo is not None:
-                items[site.label] = _replay(site, undo)
+                _replay(site, undo)
                 site.node.fs.unlink(site.undo(target))
         for site in sites:  # the records last: an abort killed before this point is simply run again
             if site.signer:
@@ -1295,7 +1323,6 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, ca: str = "ca", n
                     _save_record(site, doc)
     rolled = None
     problems: list[str] = []
-    restarts = _restart_plan(c, items, policy=policy, method=method)
     if restart and _restarted(restarts):
         rolled = _roll(restarts, health=health, runner=runner, health_timeout=health_timeout)
         if not rolled.ok:
@@ -1314,20 +1341,16 @@ def _staged_or_signing(sites: Sequence[_Site], record: dict[str, Any]) -> bytes:
     return str(record["old_ca_pem"]).encode()  # prepare aborted: no new CA left to take out of bundles
 
 
-def _replay(site: _Site, undo: Sequence[_Undo]) -> set[str]:
-    """Put back every file of ``undo`` (last first); the catalog items they belong to."""
+def _replay(site: _Site, undo: Sequence[_Undo]) -> None:
+    """Put back every file of ``undo``, last first."""
     chown = site.node.fs.can_chown()
-    items = set()
     for entry in reversed(undo):
-        if (name := _item_of(site, entry.path)) is not None:
-            items.add(name)
         if entry.before is None:
             site.node.fs.unlink(entry.path)
         else:
             site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
                                       uid=entry.uid if chown else None, gid=entry.gid if chown else None)
         _checkpoint("rotate-ca:undone")
-    return items
 
 
 def _item_of(site: _Site, path: PurePosixPath) -> str | None:

@@ -43,8 +43,8 @@ from kubepki._crash import checkpoint as _checkpoint
 from kubepki._report import Cell, Outcome, Report, Table
 from kubepki.backups import backup
 from kubepki.catalog import FileRole, NodeRole
-from kubepki.cluster._cluster import Cluster, HealthCheck
-from kubepki.cluster._rotate import PHASES, Phase, RestartRunner, RotationChange, _restart_plan, _roll
+from kubepki.cluster._cluster import Cluster, ClusterRestartPlan, HealthCheck
+from kubepki.cluster._rotate import PHASES, Phase, RestartRunner, RotationChange, _preflight, _restart_plan, _roll
 from kubepki.errors import ConfigError, KubepkiError
 from kubepki.node import Node, node_lock, parse_duration
 from kubepki.pki import (
@@ -804,6 +804,8 @@ def apply_sa_rotation(plan: SARotationPlan, *, backup_dir: str, now: dt.datetime
     """
     when = _utc(now)
     sites = _sites(plan.cluster)
+    if restart and plan.restarts:
+        _preflight(_sa_restart_plan(plan.cluster, plan.restarts, policy=policy, method=method), runner)
     with contextlib.ExitStack() as locks:
         for site in sites:
             locks.enter_context(node_lock(site.node))
@@ -836,22 +838,28 @@ def apply_sa_rotation(plan: SARotationPlan, *, backup_dir: str, now: dt.datetime
         return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when, problems=problems)
 
 
+def _sa_restart_plan(cluster: Cluster, restarts: Mapping[str, tuple[str, ...]], *, policy: str,
+                     method: str | None) -> ClusterRestartPlan:
+    """The listed restarts as kubepki's rolling restart plan (sa.key and sa.pub are one catalog item:
+    only the components the phase lists restart)."""
+    from kubepki.restarts import Action
+
+    plan = _restart_plan(cluster, {label: {"sa"} for label in restarts}, policy=policy, method=method)
+    turns = []
+    for turn in plan:
+        wanted = restarts.get(turn.label, ())
+        steps = tuple(st for st in turn.plan.steps if st.action is not Action.RESTART or st.component.value in wanted)
+        turns.append(attrs.evolve(turn, plan=attrs.evolve(turn.plan, steps=steps)))
+    return attrs.evolve(plan, order=tuple(turns))
+
+
 def _restart(cluster: Cluster, restarts: Mapping[str, tuple[str, ...]], *, restart: bool, policy: str,
              method: str | None, health: HealthCheck | None, runner: RestartRunner | None,
              health_timeout: float) -> list[str]:
     """Roll the listed restarts node by node (nothing without ``restart``); the problems, if it stopped."""
     if not restart or not restarts:
         return []
-    from kubepki.restarts import Action
-
-    plan = _restart_plan(cluster, {label: {"sa"} for label in restarts}, policy="safe" if policy == "safe"
-                         else "minimal", method=method)
-    turns = []
-    for turn in plan:  # sa.key and sa.pub are one catalog item: keep the restarts this phase needs
-        wanted = restarts.get(turn.label, ())
-        steps = tuple(st for st in turn.plan.steps if st.action is not Action.RESTART or st.component.value in wanted)
-        turns.append(attrs.evolve(turn, plan=attrs.evolve(turn.plan, steps=steps)))
-    rolled = _roll(attrs.evolve(plan, order=tuple(turns)), health=health, runner=runner,
+    rolled = _roll(_sa_restart_plan(cluster, restarts, policy=policy, method=method), health=health, runner=runner,
                    health_timeout=health_timeout)
     return [] if rolled.ok else [f"the restarts stopped at {rolled.failed}: {rolled.error}"]
 
@@ -1000,6 +1008,18 @@ def _undo_record(site: _Site, phase: Phase) -> list[_Undo] | None:
     return out
 
 
+def _replay(site: _Site, undo: Sequence[_Undo]) -> None:
+    """Put back every file of ``undo``, last first, modes and owners too."""
+    chown = site.node.fs.can_chown()
+    for entry in reversed(undo):
+        if entry.before is None:
+            site.node.fs.unlink(entry.path)
+        else:
+            site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
+                                      uid=entry.uid if chown else None, gid=entry.gid if chown else None)
+        _checkpoint("rotate-sa:undone")
+
+
 def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
                       now: dt.datetime | None = None, restart: bool = False, policy: str = "minimal",
                       method: str | None = None, health: HealthCheck | None = None,
@@ -1026,19 +1046,15 @@ def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
         previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
         cps = _control_planes(sites)
         undos = {site.label: _undo_record(site, target) for site in cps}
+        restarts = {site.label: _RESTARTS[target] for site in cps
+                    if undos[site.label] is not None and _RESTARTS[target]}
+        if restart and restarts:  # refused now (nothing written yet) where nothing runs
+            _preflight(_sa_restart_plan(c, restarts, policy=policy, method=method), runner)
         for site in cps:
             undo = undos[site.label]
-            if undo is None:
-                continue
-            chown = site.node.fs.can_chown()
-            for entry in reversed(undo):
-                if entry.before is None:
-                    site.node.fs.unlink(entry.path)
-                else:
-                    site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
-                                              uid=entry.uid if chown else None, gid=entry.gid if chown else None)
-                _checkpoint("rotate-sa:undone")
-            site.node.fs.unlink(site.undo(target))
+            if undo is not None:
+                _replay(site, undo)
+                site.node.fs.unlink(site.undo(target))
         for site in cps:  # the records last: an abort killed before this point is simply run again
             if previous is None:
                 site.node.fs.unlink(site.state)
@@ -1050,7 +1066,6 @@ def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
                     doc.pop("reissue_lifetime_seconds", None)
                 doc["history"] = _history(record, phase=target.value, event="aborted", at=when.isoformat())
                 _save_record(site, doc)
-    restarts = {site.label: _RESTARTS[target] for site in cps if undos[site.label] is not None and _RESTARTS[target]}
     problems = _restart(c, restarts, restart=restart, policy=policy, method=method, health=health, runner=runner,
                         health_timeout=health_timeout)
     return _verify(c, target, "abort", {}, doc=None, when=when, problems=problems)
