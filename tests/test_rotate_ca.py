@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -44,6 +45,7 @@ from kubepki.errors import ConfigError, LockError
 from kubepki.node import Node, node_lock
 from kubepki.pki import load_certificates, load_private_key, public_key_der, signed_by
 from tests import sshd
+from tests._figures import count
 from tests._hardening import snapshot
 from tests.kubeadm_trees import materialize
 
@@ -54,6 +56,7 @@ CPS, WORKERS = ("cp1", "cp2", "cp3"), ("w1", "w2")
 #: What a node's tree holds besides the plan's paths: the backups taken first, and the lock file.
 OUTSIDE = ("var/backups", "etc/kubernetes/.kubepki.lock")
 CAS = ("ca", "front-proxy-ca", "etcd-ca")
+_SHA = hashes.SHA256()
 #: Each CA's certificate file (node-relative) and the leaves it signs as files.
 CA_FILE = {"ca": f"{PKI}/ca.crt", "front-proxy-ca": f"{PKI}/front-proxy-ca.crt", "etcd-ca": f"{PKI}/etcd/ca.crt"}
 LEAVES = {
@@ -701,8 +704,9 @@ def checkpoints(roots: dict[str, Path], ca: str, tmp: Path) -> int:
 
 #: Where to kill: the first checkpoint (the first backup), the first record, the middle of the files, the last.
 WHERE = {"first": lambda n: 1, "record": lambda n: 6, "middle": lambda n: n // 2 + 3, "last": lambda n: n}
-CRASHES = [("ca", p, w) for p in PHASES for w in WHERE] + [
-    (ca, p, w) for ca in ("front-proxy-ca", "etcd-ca") for p in PHASES for w in ("record", "last")]
+#: Through the CLI (a real process, killed for real); every checkpoint of every CA is swept in-process
+#: by test_sigkill_at_every_checkpoint_of_every_phase_resumes.
+CRASHES = [("ca", p, w) for p in PHASES for w in ("record", "last")] + [("etcd-ca", Phase.REISSUE, "middle")]
 
 
 @pytest.mark.parametrize(("ca", "phase", "where"), CRASHES, ids=[f"{c}-{p.value}-{w}" for c, p, w in CRASHES])
@@ -855,3 +859,66 @@ def test_restarts_on_node_directories_are_refused_before_anything_is_written(
         abort_rotation(c, restart=True)
     assert rotation_status(c).phase is Phase.TRUST_BOTH  # the abort wrote nothing
     assert abort_rotation(c).ok
+
+
+# -- every checkpoint: a forked child is SIGKILLed at each one, the parent resumes ------------------
+
+
+def _copy(roots: dict[str, Path], dest: Path) -> dict[str, Path]:
+    out = {}
+    for name, root in roots.items():
+        out[name] = dest / name
+        shutil.copytree(root, out[name], symlinks=True)
+    return out
+
+
+def _killed_at(roots: dict[str, Path], ca: str, n: int) -> int:
+    """Run the next phase in a forked child that SIGKILLs itself at its n-th checkpoint; the signal."""
+    from kubepki import _crash
+
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            _crash._count[0] = 0
+            os.environ[_crash.CRASH_ENV] = str(n)
+            apply_rotation(plan_rotation(cluster(roots), ca=ca), backup_dir=BACKUPS)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else -os.WEXITSTATUS(status)
+
+
+@pytest.mark.parametrize("ca", CAS)
+def test_sigkill_at_every_checkpoint_of_every_phase_resumes(pristine: testing.DemoCluster, tmp_path: Path,
+                                                            ca: str) -> None:
+    """For each phase and each of its checkpoints (each node's backup, each record, each file): killed
+    there, the phase resumed by the next apply is verified, the CA files hold the phase's CAs in the
+    phase's order, and no TLS edge is broken; one past the last checkpoint nothing is killed."""
+    base = _copy({n.name: n.root for n in pristine.nodes}, tmp_path / "base")
+    killed = 0
+    for i, phase in enumerate(PHASES):
+        total = checkpoints(base, ca, tmp_path / f"count-{i}")
+        for n in range(1, total + 1):
+            work = _copy(base, tmp_path / f"{i}-{n}")
+            assert _killed_at(work, ca, n) == 9, (phase, n)
+            killed += 1
+            c = cluster(work)
+            assert rotation_status(c, ca=ca).phase is (PHASES[i - 1] if i else None)
+            result = apply_rotation(plan_rotation(c, ca=ca), backup_dir=BACKUPS)
+            assert result.ok, (phase, n, result.problems)
+            status = rotation_status(c, ca=ca)
+            assert status.phase is phase and status.applying is None, (phase, n)
+            files = {name: [x.fingerprint(_SHA).hex() for x in ca_certs(root, ca)] for name, root in work.items()
+                     if (root / CA_FILE[ca]).exists()}
+            want = {Phase.PREPARE: [status.old_ca], Phase.TRUST_BOTH: [status.old_ca, status.new_ca],
+                    Phase.REISSUE: [status.new_ca, status.old_ca], Phase.DROP_OLD: [status.new_ca]}[phase]
+            assert all(f == want for f in files.values()), (phase, n, files)
+            shutil.rmtree(tmp_path / f"{i}-{n}")
+        work = _copy(base, tmp_path / f"{i}-past")
+        assert _killed_at(work, ca, total + 1) == 0  # control: one past the last checkpoint, no kill
+        assert rotation_status(cluster(work), ca=ca).phase is phase
+        assert apply_rotation(plan_rotation(cluster(base), ca=ca), backup_dir=BACKUPS).ok
+    assert_trusted(base)
+    count("crashes survived", killed)

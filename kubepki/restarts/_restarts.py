@@ -454,6 +454,10 @@ def _written_after_start(node: Node, inst: Instance, *, times: Mapping[str, list
                 # rewritten unchanged. A hot-reloaded pair stays listed as relying on reload, proven so.
                 continue
             files = mtimes.get(entry.name, [])
+            if entry.kind is Kind.KEYPAIR and (named := inst.flags.get(consumer.flag[2:])):
+                # sa.key and sa.pub are one item read by different flags: kube-controller-manager's
+                # --service-account-private-key-file reads sa.key alone, so a newer sa.pub is not its
+                files = [f for f in files if f[0] == named]
             if not files or not _reads(inst, consumer):
                 continue
             path, newest = max(files, key=lambda f: f[1])
