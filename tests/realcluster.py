@@ -1097,8 +1097,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def restart_static_pod(self, component: str, timeout: float = 120) -> Container:
         """Restart a static pod as an operator would, independently of kubepki: move its manifest
-        out of the kubelet's directory, wait until containerd has no container of it, move it back."""
-        old = self.container(component)
+        out of the kubelet's directory, wait until containerd has no container of it, move it back.
+        A component in the kubelet's crash back-off (a scheduler that lost its lease while an earlier
+        test restarted the apiserver) is waited for first: up to the back-off's 5 minutes."""
+        old = self.wait_container(component, timeout=max(timeout, 330))
         manifest = self.manifests / f"{component}.yaml"
         parked = self.workdir / f"{component}.yaml.parked"
         shutil.move(manifest, parked)
