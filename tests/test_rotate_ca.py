@@ -47,14 +47,19 @@ from kubepki.pki import load_certificates, load_private_key, public_key_der, sig
 from tests import sshd
 from tests._figures import count
 from tests._hardening import snapshot
-from tests.kubeadm_trees import materialize
+from tests.rotation_trees import (
+    BACKUPS,
+    CPS,
+    PKI,
+    WORKERS,
+    changed,
+    cluster,
+    copy_cluster,
+    ha_trees,
+    trees,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-PKI = "etc/kubernetes/pki"
-BACKUPS = "/var/backups/kubepki"
-CPS, WORKERS = ("cp1", "cp2", "cp3"), ("w1", "w2")
-#: What a node's tree holds besides the plan's paths: the backups taken first, and the lock file.
-OUTSIDE = ("var/backups", "etc/kubernetes/.kubepki.lock")
 CAS = ("ca", "front-proxy-ca", "etcd-ca")
 _SHA = hashes.SHA256()
 #: Each CA's certificate file (node-relative) and the leaves it signs as files.
@@ -76,20 +81,12 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> testing.DemoCluster:
 @pytest.fixture
 def roots(pristine: testing.DemoCluster, tmp_path: Path) -> dict[str, Path]:
     """A private copy of the 3 + 2 cluster: node name -> root."""
-    out = {}
-    for n in pristine.nodes:
-        out[n.name] = tmp_path / n.name
-        shutil.copytree(n.root, out[n.name], symlinks=True)
-    return out
+    return copy_cluster(pristine, tmp_path)
 
 
 @pytest.fixture
 def ha_roots(tmp_path: Path) -> dict[str, Path]:
-    return {f"cp{i}": materialize(f"ha-cp{i}", tmp_path / f"cp{i}") for i in (1, 2, 3)}
-
-
-def cluster(roots: dict[str, Path]) -> Cluster:
-    return Cluster(list(roots.values()), labels=list(roots))
+    return ha_trees(tmp_path)
 
 
 def record(ca: str) -> str:
@@ -97,21 +94,6 @@ def record(ca: str) -> str:
     return "/" + str(Path(CA_FILE[ca]).parent / f".kubepki-rotation-{ca}.json")
 
 
-Tree = dict[str, dict[str, tuple[str, int, int, int, str]]]
-
-
-def trees(roots: dict[str, Path]) -> Tree:
-    """Every node's files (type, mode, owner, content; not mtime) outside the backups and the lock."""
-    return {name: {p: (e.kind, e.mode, e.uid, e.gid, e.content) for p, e in snapshot(root).items()
-                   if not p.startswith(OUTSIDE)}
-            for name, root in roots.items()}
-
-
-def changed(before: Tree, after: Tree) -> dict[str, set[str]]:
-    """Each node's paths (node paths) added, removed or changed; directories are judged by their entries."""
-    return {n: {"/" + p for p in before[n].keys() | after[n].keys()
-                if before[n].get(p) != after[n].get(p) and (after[n].get(p) or before[n][p])[0] != "dir"}
-            for n in before}
 
 
 def assert_trusted(roots: dict[str, Path]) -> None:

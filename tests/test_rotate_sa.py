@@ -44,13 +44,18 @@ from kubepki.cluster import (
 from kubepki.errors import ConfigError, LockError
 from kubepki.node import Node, node_lock
 from tests._hardening import snapshot
-from tests.kubeadm_trees import materialize
+from tests.rotation_trees import (
+    BACKUPS,
+    CPS,
+    PKI,
+    changed,
+    cluster,
+    copy_cluster,
+    ha_trees,
+    trees,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-PKI = "etc/kubernetes/pki"
-BACKUPS = "/var/backups/kubepki"
-CPS, WORKERS = ("cp1", "cp2", "cp3"), ("w1", "w2")
-OUTSIDE = ("var/backups", "etc/kubernetes/.kubepki.lock")
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.timezone.utc)
 STATE = f"{PKI}/.kubepki-rotation-sa.json"
 
@@ -63,35 +68,14 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> testing.DemoCluster:
 @pytest.fixture
 def roots(pristine: testing.DemoCluster, tmp_path: Path) -> dict[str, Path]:
     """A private copy of the 3 + 2 cluster: node name -> root."""
-    out = {}
-    for n in pristine.nodes:
-        out[n.name] = tmp_path / n.name
-        shutil.copytree(n.root, out[n.name], symlinks=True)
-    return out
+    return copy_cluster(pristine, tmp_path)
 
 
 @pytest.fixture
 def ha_roots(tmp_path: Path) -> dict[str, Path]:
-    return {f"cp{i}": materialize(f"ha-cp{i}", tmp_path / f"cp{i}") for i in (1, 2, 3)}
+    return ha_trees(tmp_path)
 
 
-def cluster(roots: dict[str, Path]) -> Cluster:
-    return Cluster(list(roots.values()), labels=list(roots))
-
-
-Tree = dict[str, dict[str, tuple[str, int, int, int, str]]]
-
-
-def trees(roots: dict[str, Path]) -> Tree:
-    return {name: {p: (e.kind, e.mode, e.uid, e.gid, e.content) for p, e in snapshot(root).items()
-                   if not p.startswith(OUTSIDE)}
-            for name, root in roots.items()}
-
-
-def changed(before: Tree, after: Tree) -> dict[str, set[str]]:
-    return {n: {"/" + p for p in before[n].keys() | after[n].keys()
-                if before[n].get(p) != after[n].get(p) and (after[n].get(p) or before[n][p])[0] != "dir"}
-            for n in before}
 
 
 # -- tokens, signed and verified as kube-apiserver does (RS256 / ES256 JWS) -----------------------------

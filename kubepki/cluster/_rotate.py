@@ -35,14 +35,9 @@ replaced keys), which :func:`abort_rotation` replays to return to the previous v
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import datetime as dt
-import enum
 import functools
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -59,7 +54,7 @@ from kubepki._clock import utc as _utc
 from kubepki._crash import checkpoint as _checkpoint
 from kubepki._report import Cell, Outcome, Report, Table
 from kubepki.backups import backup
-from kubepki.catalog import FileRole, Kind, NodeRole
+from kubepki.catalog import FileRole, Kind
 from kubepki.cluster._cluster import (
     Cluster,
     ClusterRestartPlan,
@@ -70,9 +65,29 @@ from kubepki.cluster._cluster import (
 )
 from kubepki.cluster._remote import RemoteRestartReport, ssh_restart
 from kubepki.cluster._rotate_objects import ObjectSync, sync_objects
+from kubepki.cluster._rotation import (
+    PHASES,
+    Phase,
+    RotationChange,
+    Site,
+    abort_target,
+    apply_node,
+    change_table,
+    check_fresh,
+    history,
+    locked,
+    merge,
+    next_phase,
+    phase_table,
+    read_record,
+    read_undo,
+    require_next,
+    rewind,
+    save_record,
+)
 from kubepki.cluster._trust import TrustReport, check_trust
 from kubepki.errors import ConfigError, KubepkiError
-from kubepki.node import LocalPaths, Node, node_lock
+from kubepki.node import LocalPaths, Node
 from kubepki.pki import (
     LeafTemplate,
     Signer,
@@ -99,7 +114,7 @@ __all__ = ["PHASES", "ROTATION_CAS", "Phase", "RotationChange", "RotationPlan", 
 
 _NEW_CA_VALIDITY = dt.timedelta(days=3650)  # kubeadm's CA lifetime
 _BACKDATE = dt.timedelta(minutes=5)  # kubeadm backdates NotBefore for clock skew
-_MAX = 1 << 20
+_UNDO = "CARotationUndo"
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----\r?\n?", re.S)
 
 
@@ -134,40 +149,6 @@ def _spec(ca: str) -> _Spec:
     return _SPECS[ca]
 
 
-class Phase(str, enum.Enum):
-    """A phase of the rotation, in order."""
-
-    PREPARE = "prepare"
-    TRUST_BOTH = "trust-both"
-    REISSUE = "reissue"
-    DROP_OLD = "drop-old"
-
-
-#: The phases in the order they are applied.
-PHASES: tuple[Phase, ...] = tuple(Phase)
-_PHASE_NAMES = frozenset(p.value for p in PHASES)
-
-@attrs.frozen(kw_only=True)
-class RotationChange:
-    """One file a phase writes or removes on one node."""
-
-    node: str
-    path: str
-    #: ``create``, ``write`` (an existing file, its mode and owner kept) or ``remove``.
-    action: str
-    why: str
-    data: bytes | None = attrs.field(default=None, repr=False, eq=False)
-    #: The mode of a created file.
-    mode: int = 0o644
-    #: The SHA-256 (hex) of the file the change was planned from (``write``, ``remove``); a ``create``'s
-    #: path must not exist. Apply refuses a plan whose files moved since (another writer).
-    planned_from: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (never the bytes: they may be a key)."""
-        return {"node": self.node, "path": self.path, "action": self.action, "why": self.why}
-
-
 @attrs.frozen(kw_only=True)
 class RotationStatus(Report):
     """Where a rotation of ``ca`` stands, from the control planes' records."""
@@ -192,12 +173,7 @@ class RotationStatus(Report):
     @property
     def next_phase(self) -> Phase | None:
         """The phase ``next`` plans: the unfinished one, else the one after the last verified; None when done."""
-        if self.applying is not None:
-            return self.applying
-        if self.phase is None:
-            return Phase.PREPARE
-        i = PHASES.index(self.phase)
-        return PHASES[i + 1] if i + 1 < len(PHASES) else None
+        return next_phase(self.phase, self.applying)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -210,13 +186,7 @@ class RotationStatus(Report):
 
     def rows(self) -> Table:
         """One row per phase: done, in progress or to do."""
-        done = PHASES.index(self.phase) if self.phase else -1
-        rows = []
-        for i, p in enumerate(PHASES):
-            state, tone = (("verified", "ok") if i <= done else ("in progress", "warning") if p is self.applying
-                           else ("next", "dim") if p is self.next_phase else ("to do", "dim"))
-            rows.append([Cell(p.value, strong=True), Cell(state, tone, badge=True)])
-        return Table(f"CA ROTATION ({self.ca})", ("PHASE", "STATE"), rows)
+        return phase_table(f"CA ROTATION ({self.ca})", self.phase, self.applying)
 
     @property
     def outcome(self) -> Outcome:
@@ -266,8 +236,7 @@ class RotationPlan(Report):
 
     def rows(self) -> Table:
         """One row per change."""
-        return Table(f"CA ROTATION ({self.ca}): {self.phase.value}", ("NODE", "ACTION", "PATH", "WHY"),
-                     [[Cell(c.node, strong=True), Cell(c.action), Cell(c.path), Cell(c.why)] for c in self.changes])
+        return change_table(f"CA ROTATION ({self.ca}): {self.phase.value}", self.changes)
 
     def table(self) -> str:
         """The plan as text: the changes, the restarts --no-restart leaves to the operator, the notes."""
@@ -341,16 +310,10 @@ class RotationResult(Report):
 
 
 @attrs.frozen
-class _Site:
+class _Site(Site):
     """One node and the paths the rotation of one CA uses on it."""
 
-    label: str
-    node: Node
     spec: _Spec
-
-    @property
-    def control_plane(self) -> bool:
-        return self.node.profile.role is NodeRole.CONTROL_PLANE
 
     @property
     def ca_crt(self) -> PurePosixPath:
@@ -370,16 +333,13 @@ class _Site:
         """True when the node holds the CA's key: where the new CA is staged and the record kept."""
         return self.has_ca and self.node.fs.stat(self.ca_key) is not None
 
-    def beside(self, name: str) -> PurePosixPath:
-        return self.ca_crt.parent / name
+    @property
+    def directory(self) -> PurePosixPath:
+        return self.ca_crt.parent
 
     @property
     def prefix(self) -> str:
         return f".kubepki-rotation-{self.spec.name}"
-
-    @property
-    def state(self) -> PurePosixPath:
-        return self.beside(f"{self.prefix}.json")
 
     @property
     def staged_crt(self) -> PurePosixPath:
@@ -397,17 +357,6 @@ class _Site:
     def signing_key(self) -> PurePosixPath:
         return self.beside(f"{self.prefix}-signing.key")
 
-    def undo(self, phase: Phase) -> PurePosixPath:
-        return self.beside(f"{self.prefix}-undo-{phase.value}.json")
-
-    def read(self, path: PurePosixPath) -> bytes | None:
-        found = self.node.fs.read_file(path, limit=_MAX)
-        if found is None:
-            return None
-        if found[2] is None:
-            raise ConfigError(f"{self.label}:{path} is not a regular file (or too large)", path=str(path))
-        return found[2]
-
 
 def _sites(cluster: Cluster, spec: _Spec) -> list[_Site]:
     # fresh Node objects: a profile is cached, and each phase changes what discovery reads
@@ -420,21 +369,12 @@ def _sha(pem: bytes) -> str:
 
 
 def _record(site: _Site) -> dict[str, Any] | None:
-    data = site.read(site.state)
-    if data is None:
-        return None
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise ConfigError(f"{site.label}:{site.state} is not a rotation record (not JSON)",
-                          path=str(site.state)) from None
-    if not isinstance(doc, dict) or doc.get("kind") != "CARotationState":
-        raise ConfigError(f"{site.label}:{site.state} is not a rotation record", path=str(site.state))
+    return read_record(site, kind="CARotationState", what="CA rotation", check=functools.partial(_damaged, site))
+
+
+def _damaged(site: _Site, doc: dict[str, Any]) -> list[str]:
+    """The CA rotation's own fields of a record that are not what apply writes."""
     bad = [k for k in ("old_ca_pem", "old_ca_sha256", "new_ca_sha256") if not isinstance(doc.get(k), str)]
-    bad += [k for k in ("phase", "applying")
-            if doc.get(k) is not None and (not isinstance(doc.get(k), str) or doc.get(k) not in _PHASE_NAMES)]
-    if not isinstance(doc.get("history", []), list) or not all(isinstance(h, dict) for h in doc.get("history", [])):
-        bad.append("history")
     items = doc.get("items") or {}
     if not isinstance(items, dict) or not all(isinstance(v, list) and all(isinstance(i, str) for i in v)
                                               for v in items.values()):
@@ -444,78 +384,14 @@ def _record(site: _Site) -> dict[str, Any] | None:
             load_certificate(doc["old_ca_pem"].encode(), path=str(site.state))
         except (KubepkiError, UnicodeError):
             bad.append("old_ca_pem")
-    if bad:
-        raise ConfigError(f"{site.label}:{site.state} is a damaged rotation record ({', '.join(bad)})",
-                          path=str(site.state))
-    return doc
-
-
-@attrs.frozen
-class _Undo:
-    path: PurePosixPath
-    before: bytes | None
-    mode: int
-    uid: int | None
-    gid: int | None
-
-
-def _undo_record(site: _Site, phase: Phase) -> list[_Undo] | None:
-    """The node's undo record of ``phase``, every entry checked before one is used; None when absent."""
-    path = site.undo(phase)
-    data = site.read(path)
-    if data is None:
-        return None
-    out = []
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("kind") != "CARotationUndo" or doc.get("phase") != phase.value:
-            raise ValueError("not an undo record of this phase")
-        for entry in doc["files"]:
-            node_path = PurePosixPath(entry["path"])
-            before = entry["before"]
-            if not node_path.is_absolute() or (before is not None and not isinstance(before, str)):
-                raise ValueError("an entry's path or content")
-            ints = [entry[k] for k in ("mode", "uid", "gid")]
-            if before is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                                              for i in ints):
-                raise ValueError("an entry's mode or owner")
-            out.append(_Undo(node_path, base64.b64decode(before, validate=True) if before is not None else None,
-                             ints[0] if before is not None else 0, ints[1], ints[2]))
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise ConfigError(f"{site.label}:{path} is a damaged undo record ({exc}): restore the backup taken "
-                          "before the phase", path=str(path)) from None
-    return out
-
-
-def _phase_of(value: Any) -> Phase | None:
-    if value is None:
-        return None
-    try:
-        return Phase(value)
-    except ValueError:
-        raise ConfigError(f"unknown rotation phase in a record: {value!r}") from None
+    return bad
 
 
 def _status(sites: Sequence[_Site], spec: _Spec) -> tuple[RotationStatus, dict[str, Any] | None]:
     records = {s.label: r for s in sites if s.signer and (r := _record(s)) is not None}
     if not records:
         return RotationStatus(ca=spec.name, phase=None, applying=None, nodes=()), None
-    # the record that got furthest decides (a crash may leave the nodes' records a step apart)
-    def rank(r: dict[str, Any]) -> tuple[int, int]:
-        p, a = _phase_of(r.get("phase")), _phase_of(r.get("applying"))
-        return (PHASES.index(p) if p else -1, PHASES.index(a) if a else -1)
-    best = max(records.values(), key=rank)
-    olds = {r.get("old_ca_sha256") for r in records.values()}
-    if len(olds) > 1:
-        raise ConfigError(f"the nodes' {spec.name} rotation records name different old CAs: {sorted(records)}")
-    phase, applying = _phase_of(best.get("phase")), _phase_of(best.get("applying"))
-    if any(rank(r) != rank(best) for r in records.values()):
-        # a run killed while saving the records: the phase verified on every node is the lowest, and the
-        # furthest any record got is under way (next re-applies it, idempotent; abort undoes it)
-        verified = min(rank(r)[0] for r in records.values())
-        furthest = max(max(rank(r)) for r in records.values())
-        phase = PHASES[verified] if verified >= 0 else None
-        applying = PHASES[furthest] if furthest > verified else None
+    phase, applying, best = merge(records, old="old_ca_sha256", what=spec.name)
     status = RotationStatus(ca=spec.name, phase=phase, applying=applying, nodes=tuple(records),
                             new_ca=best.get("new_ca_sha256"), old_ca=best.get("old_ca_sha256"),
                             history=tuple(best.get("history") or ()))
@@ -961,35 +837,6 @@ def plan_rotation(
 # Applying, verifying, aborting
 
 
-def _write(site: _Site, path: PurePosixPath, data: bytes, mode: int) -> None:
-    st = site.node.fs.stat(path)
-    chown = site.node.fs.can_chown()
-    if st is not None:
-        site.node.fs.write_atomic(path, data, mode=st.mode, uid=st.uid if chown else None,
-                                  gid=st.gid if chown else None)
-    else:
-        site.node.fs.write_atomic(path, data, mode=mode)
-
-
-def _save_record(site: _Site, doc: dict[str, Any]) -> None:
-    _write(site, site.state, json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n", 0o600)
-
-
-def _undo_entries(site: _Site, changes: Sequence[RotationChange]) -> list[dict[str, Any]]:
-    out = []
-    for ch in changes:
-        path = PurePosixPath(ch.path)
-        st = site.node.fs.stat(path)
-        before = site.read(path) if st is not None else None
-        out.append({"path": ch.path, "before": base64.b64encode(before).decode() if before is not None else None,
-                    "mode": st.mode if st else None, "uid": st.uid if st else None, "gid": st.gid if st else None})
-    return out
-
-
-def _history(record: dict[str, Any] | None, **entry: Any) -> list[dict[str, Any]]:
-    return [*((record or {}).get("history") or []), entry]
-
-
 #: ``restart(node_plan, node)``: carries one node's restarts out (see :func:`~kubepki.cluster.apply_cluster_restarts`).
 RestartRunner = Callable[["RestartPlan", Node], "RestartReport | RemoteRestartReport"]
 
@@ -1017,30 +864,26 @@ def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | No
     sites = _sites(plan.cluster, spec)
     if restart and plan.restarts:
         _preflight(plan.restart_plan, runner)
-    with contextlib.ExitStack() as locks:
-        for site in sites:
-            locks.enter_context(node_lock(site.node))
+    with locked(sites):
         status, record = _status(sites, spec)  # under the locks: no other run moves the rotation meanwhile
         if plan.again and status.active and status.next_phase is None:
             status, record = _fresh(status, record)
-        if status.next_phase is not plan.phase:
-            raise ConfigError(f"the plan is for {plan.phase.value}, but the rotation's next phase is "
-                              f"{status.next_phase.value if status.next_phase else 'none (done)'}: plan again")
+        require_next(status.next_phase, plan.phase)
         doc: dict[str, Any] = dict(record or {})
         doc.update({"kind": "CARotationState", "ca": spec.name, "old_ca_pem": plan.old_ca_pem.decode(),
                     "old_ca_sha256": _sha(plan.old_ca_pem), "new_ca_sha256": _sha(plan.new_ca_pem),
                     "phase": status.phase.value if status.phase else None, "applying": plan.phase.value,
                     "items": {label: list(names) for label, names in plan.items.items()}})
-        doc["history"] = _history(record, phase=plan.phase.value, event="started", at=when.isoformat())
-        _check_fresh(sites, plan)
+        doc["history"] = history(record, phase=plan.phase.value, event="started", at=when.isoformat())
+        check_fresh(sites, plan.changes)
         backups = {site.label: str(backup(site.node, backup_dir, now=when, on_node=True, lock_held=True).path)
                    for site in sites}
         for site in sites:
             if site.signer:
-                _save_record(site, doc)
+                save_record(site, doc)
                 _checkpoint("rotate-ca:recorded")
         for site in sites:
-            _apply_node(site, plan)
+            apply_node(site, plan.phase, plan.changes, kind=_UNDO, tag="rotate-ca")
     # the restarts take each node's lock themselves (apply_restarts); meanwhile the record says "applying"
     problems: list[str] = []
     rolled = None
@@ -1050,9 +893,7 @@ def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | No
             problems.append(f"the restarts stopped at {rolled.failed}: {rolled.error}")
     objects = _sync(sites, spec, plan.old_ca_pem, plan.new_ca_pem, kubeconfig)
     problems += objects.problems if objects is not None else ()
-    with contextlib.ExitStack() as locks:
-        for site in sites:
-            locks.enter_context(node_lock(site.node))
+    with locked(sites):
         return _verify(plan.cluster, spec, plan.phase, "apply", backups, doc=doc, when=when, problems=problems,
                        restarts=rolled, objects=objects)
 
@@ -1114,39 +955,6 @@ def _roll(plan: ClusterRestartPlan, *, health: HealthCheck | None, runner: Resta
                                   health_timeout=health_timeout, restart=runner or default_runner)
 
 
-def _check_fresh(sites: Sequence[_Site], plan: RotationPlan) -> None:
-    """Refuse a plan one of whose files changed since it was made: it would overwrite that change."""
-    by_label = {s.label: s for s in sites}
-    for ch in plan.changes:
-        site = by_label.get(ch.node)
-        if site is None or ch.action == "record":
-            continue
-        current = site.read(PurePosixPath(ch.path))
-        now = hashlib.sha256(current).hexdigest() if current is not None else None
-        if now != ch.planned_from:
-            raise ConfigError(f"{ch.node}:{ch.path} changed since the plan was made: plan again", path=ch.path)
-
-
-def _apply_node(site: _Site, plan: RotationPlan) -> None:
-    changes = [c for c in plan.changes if c.node == site.label]
-    if any(c.action == "record" and c.path == str(site.undo(plan.phase)) for c in changes) \
-            and site.node.fs.stat(site.undo(plan.phase)) is None:
-        # a resumed phase keeps the first record: it holds the files as they were before the phase
-        files = _undo_entries(site, [c for c in changes if c.action != "record"])
-        undo = {"kind": "CARotationUndo", "phase": plan.phase.value, "files": files}
-        site.node.fs.write_atomic(site.undo(plan.phase), json.dumps(undo).encode(), mode=0o600)
-    for ch in changes:
-        path = PurePosixPath(ch.path)
-        if ch.action == "record":
-            continue
-        if ch.action == "remove":
-            site.node.fs.unlink(path)
-        elif ch.data is not None:
-            _write(site, path, ch.data, ch.mode)
-        _checkpoint("rotate-ca:file")
-    site.node.fs.fsync_dir(site.ca_crt.parent)
-
-
 def _verify(cluster: Cluster, spec: _Spec, phase: Phase, action: str, backups: dict[str, str], *,
             doc: dict[str, Any] | None, when: dt.datetime, problems: Sequence[str] = (),
             restarts: ClusterRestartReport | None = None, objects: ObjectSync | None = None) -> RotationResult:
@@ -1158,11 +966,11 @@ def _verify(cluster: Cluster, spec: _Spec, phase: Phase, action: str, backups: d
         doc = dict(doc)
         if not found:
             doc.update({"phase": phase.value, "applying": None, "items": {}})
-        doc["history"] = _history(doc, phase=phase.value, event="verified" if not found else "verify-failed",
+        doc["history"] = history(doc, phase=phase.value, event="verified" if not found else "verify-failed",
                                   at=when.isoformat())
         for site in sites:  # the caller holds every node's lock
             if site.signer:
-                _save_record(site, doc)
+                save_record(site, doc)
     return RotationResult(ca=spec.name, phase=phase, action=action, backups=backups, trust=trust,
                           problems=tuple(found), restarts=restarts, objects=objects)
 
@@ -1288,39 +1096,20 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, ca: str = "ca", n
     c = cluster if isinstance(cluster, Cluster) else Cluster(cluster)
     when = _utc(now)
     sites = _sites(c, spec)
-    with contextlib.ExitStack() as locks:
-        for site in sites:
-            locks.enter_context(node_lock(site.node))
+    with locked(sites):
         status, record = _status(sites, spec)
         if record is None:
             raise ConfigError(f"no rotation of {spec.name} is under way: nothing to abort")
-        target = status.applying or status.phase or Phase.PREPARE  # a record exists: prepare at least started
-        if target is Phase.DROP_OLD:
-            # drop-old removes the undo records with the old CA's key: from its start, forward is the only way
-            raise ConfigError("drop-old has started: the old CA is being dropped; finish it with next --apply, "
-                              "or restore the backups to go back")
-        previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
-        undos = {site.label: _undo_record(site, target) for site in sites}
+        target, previous = abort_target(status.applying, status.phase, old="CA")
+        undos = {site.label: read_undo(site, target, kind=_UNDO) for site in sites}
         # what reads the files put back restarts: refused now (nothing written yet) where nothing runs
         items = {site.label: {i for e in undo if (i := _item_of(site, e.path)) is not None}
                  for site in sites if (undo := undos[site.label]) is not None}
         restarts = _restart_plan(c, items, policy=policy, method=method)
         if restart and _restarted(restarts):
             _preflight(restarts, runner)
-        for site in sites:
-            undo = undos[site.label]
-            if undo is not None:
-                _replay(site, undo)
-                site.node.fs.unlink(site.undo(target))
-        for site in sites:  # the records last: an abort killed before this point is simply run again
-            if site.signer:
-                if previous is None:
-                    site.node.fs.unlink(site.state)
-                else:
-                    doc = dict(record)
-                    doc.update({"phase": previous.value, "applying": None, "items": {}})
-                    doc["history"] = _history(record, phase=target.value, event="aborted", at=when.isoformat())
-                    _save_record(site, doc)
+        rewind(undos, record, undo_sites=sites, record_sites=[s for s in sites if s.signer], target=target,
+               previous=previous, when=when, tag="rotate-ca", reset={"items": {}})
     rolled = None
     problems: list[str] = []
     if restart and _restarted(restarts):
@@ -1339,18 +1128,6 @@ def _staged_or_signing(sites: Sequence[_Site], record: dict[str, Any]) -> bytes:
         if s.signer and (crt := s.read(s.staged_crt)) is not None:
             return crt
     return str(record["old_ca_pem"]).encode()  # prepare aborted: no new CA left to take out of bundles
-
-
-def _replay(site: _Site, undo: Sequence[_Undo]) -> None:
-    """Put back every file of ``undo``, last first."""
-    chown = site.node.fs.can_chown()
-    for entry in reversed(undo):
-        if entry.before is None:
-            site.node.fs.unlink(entry.path)
-        else:
-            site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
-                                      uid=entry.uid if chown else None, gid=entry.gid if chown else None)
-        _checkpoint("rotate-ca:undone")
 
 
 def _item_of(site: _Site, path: PurePosixPath) -> str | None:

@@ -24,12 +24,8 @@ control planes (``pki/.kubepki-rotation-sa.json``), undo records beside it
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import datetime as dt
 import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
@@ -42,11 +38,31 @@ from kubepki._clock import utc as _utc
 from kubepki._crash import checkpoint as _checkpoint
 from kubepki._report import Cell, Outcome, Report, Table
 from kubepki.backups import backup
-from kubepki.catalog import FileRole, NodeRole
+from kubepki.catalog import FileRole
 from kubepki.cluster._cluster import Cluster, ClusterRestartPlan, HealthCheck
-from kubepki.cluster._rotate import PHASES, Phase, RestartRunner, RotationChange, _preflight, _restart_plan, _roll
+from kubepki.cluster._rotate import RestartRunner, _preflight, _restart_plan, _roll
+from kubepki.cluster._rotation import (
+    PHASES,
+    Phase,
+    RotationChange,
+    Site,
+    abort_target,
+    apply_node,
+    change_table,
+    check_fresh,
+    history,
+    locked,
+    merge,
+    next_phase,
+    phase_table,
+    read_record,
+    read_undo,
+    require_next,
+    rewind,
+    save_record,
+)
 from kubepki.errors import ConfigError, KubepkiError
-from kubepki.node import Node, node_lock, parse_duration
+from kubepki.node import Node, parse_duration
 from kubepki.pki import (
     PublicKey,
     generate_key,
@@ -63,8 +79,7 @@ __all__ = ["SARotationPlan", "SARotationResult", "SARotationStatus", "TokenLifet
 
 _SA = "sa"
 _PREFIX = ".kubepki-rotation-sa"
-_MAX = 1 << 20
-_PHASE_NAMES = frozenset(p.value for p in PHASES)
+_UNDO = "SARotationUndo"
 
 # kubernetes pkg/serviceaccount/claims.go: a kubelet-projected token asks for WarnOnlyBoundTokenExpirationSeconds
 # (1 h 7 s) and, with --service-account-extend-token-expiration (default true), gets ExpirationExtensionSeconds
@@ -159,12 +174,7 @@ class SARotationStatus(Report):
     @property
     def next_phase(self) -> Phase | None:
         """The phase ``next`` plans: the unfinished one, else the one after the last verified; None when done."""
-        if self.applying is not None:
-            return self.applying
-        if self.phase is None:
-            return Phase.PREPARE
-        i = PHASES.index(self.phase)
-        return PHASES[i + 1] if i + 1 < len(PHASES) else None
+        return next_phase(self.phase, self.applying)
 
     @property
     def token_lifetime(self) -> dt.timedelta | None:
@@ -216,13 +226,7 @@ class SARotationStatus(Report):
 
     def rows(self) -> Table:
         """One row per phase: done, in progress or to do."""
-        done = PHASES.index(self.phase) if self.phase else -1
-        rows = []
-        for i, p in enumerate(PHASES):
-            state, tone = (("verified", "ok") if i <= done else ("in progress", "warning") if p is self.applying
-                           else ("next", "dim") if p is self.next_phase else ("to do", "dim"))
-            rows.append([Cell(p.value, strong=True), Cell(state, tone, badge=True)])
-        return Table("SERVICE-ACCOUNT KEY ROTATION (sa)", ("PHASE", "STATE"), rows)
+        return phase_table("SERVICE-ACCOUNT KEY ROTATION (sa)", self.phase, self.applying)
 
     def table(self) -> str:
         """The status as text, with its notes."""
@@ -267,8 +271,7 @@ class SARotationPlan(Report):
 
     def rows(self) -> Table:
         """One row per change."""
-        return Table(f"SERVICE-ACCOUNT KEY ROTATION (sa): {self.phase.value}", ("NODE", "ACTION", "PATH", "WHY"),
-                     [[Cell(c.node, strong=True), Cell(c.action), Cell(c.path), Cell(c.why)] for c in self.changes])
+        return change_table(f"SERVICE-ACCOUNT KEY ROTATION (sa): {self.phase.value}", self.changes)
 
     def table(self) -> str:
         """The plan as text: the changes, the restarts --no-restart leaves to the operator, the notes."""
@@ -323,13 +326,8 @@ class SARotationResult(Report):
 
 
 @attrs.frozen
-class _Site:
-    label: str
-    node: Node
-
-    @property
-    def control_plane(self) -> bool:
-        return self.node.profile.role is NodeRole.CONTROL_PLANE
+class _Site(Site):
+    """One node and the paths of the service-account key pair's rotation on it."""
 
     @property
     def key(self) -> PurePosixPath:
@@ -339,12 +337,13 @@ class _Site:
     def pub(self) -> PurePosixPath:
         return self.node.path_of(_SA, FileRole.PUBLIC_KEY)
 
-    def beside(self, name: str) -> PurePosixPath:
-        return self.key.parent / name
+    @property
+    def directory(self) -> PurePosixPath:
+        return self.key.parent
 
     @property
-    def state(self) -> PurePosixPath:
-        return self.beside(f"{_PREFIX}.json")
+    def prefix(self) -> str:
+        return _PREFIX
 
     @property
     def staged_key(self) -> PurePosixPath:
@@ -353,17 +352,6 @@ class _Site:
     @property
     def staged_pub(self) -> PurePosixPath:
         return self.beside(f"{_PREFIX}-new.pub")
-
-    def undo(self, phase: Phase) -> PurePosixPath:
-        return self.beside(f"{_PREFIX}-undo-{phase.value}.json")
-
-    def read(self, path: PurePosixPath) -> bytes | None:
-        found = self.node.fs.read_file(path, limit=_MAX)
-        if found is None:
-            return None
-        if found[2] is None:
-            raise ConfigError(f"{self.label}:{path} is not a regular file (or too large)", path=str(path))
-        return found[2]
 
 
 def _sites(cluster: Cluster) -> list[_Site]:
@@ -421,30 +409,13 @@ def _public_of(private_pem: bytes, where: str) -> PublicKey:
 
 
 def _record(site: _Site) -> dict[str, Any] | None:
-    data = site.read(site.state)
-    if data is None:
-        return None
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise ConfigError(f"{site.label}:{site.state} is not a rotation record (not JSON)",
-                          path=str(site.state)) from None
-    if not isinstance(doc, dict) or doc.get("kind") != "SARotationState":
-        raise ConfigError(f"{site.label}:{site.state} is not a service-account rotation record", path=str(site.state))
-    bad = _damaged(doc, str(site.state))
-    if bad:
-        raise ConfigError(f"{site.label}:{site.state} is a damaged rotation record ({', '.join(bad)})",
-                          path=str(site.state))
-    return doc
+    return read_record(site, kind="SARotationState", what="service-account rotation",
+                       check=lambda doc: _damaged(doc, str(site.state)))
 
 
 def _damaged(doc: dict[str, Any], where: str) -> list[str]:
-    """The fields of a rotation record that are not what apply writes."""
+    """The service-account rotation's own fields of a record that are not what apply writes."""
     bad = [k for k in ("old_pub_pem", "old_sha256", "new_sha256") if not isinstance(doc.get(k), str)]
-    bad += [k for k in ("phase", "applying")
-            if doc.get(k) is not None and (not isinstance(doc.get(k), str) or doc.get(k) not in _PHASE_NAMES)]
-    if not isinstance(doc.get("history", []), list) or not all(isinstance(h, dict) for h in doc.get("history", [])):
-        bad.append("history")
     if doc.get("reissued_at") is not None:
         try:
             when = dt.datetime.fromisoformat(doc["reissued_at"])
@@ -463,10 +434,6 @@ def _damaged(doc: dict[str, Any], where: str) -> list[str]:
         except (KubepkiError, UnicodeError):
             bad.append("old_pub_pem")
     return bad
-
-
-def _phase_of(value: Any) -> Phase | None:
-    return None if value is None else Phase(value)  # _record checked it is a phase's name
 
 
 def _bool_flag(value: str, where: str) -> bool:
@@ -501,20 +468,7 @@ def _status(sites: Sequence[_Site]) -> tuple[SARotationStatus, dict[str, Any] | 
     if not records:
         return SARotationStatus(phase=None, applying=None, nodes=(), lifetimes=lifetimes), None
 
-    def rank(r: dict[str, Any]) -> tuple[int, int]:
-        p, a = _phase_of(r.get("phase")), _phase_of(r.get("applying"))
-        return (PHASES.index(p) if p else -1, PHASES.index(a) if a else -1)
-
-    best = max(records.values(), key=rank)
-    if len({r.get("old_sha256") for r in records.values()}) > 1:
-        raise ConfigError(f"the control planes' rotation records name different old keys: {sorted(records)}")
-    phase, applying = _phase_of(best.get("phase")), _phase_of(best.get("applying"))
-    if any(rank(r) != rank(best) for r in records.values()):
-        # a run killed while saving the records: the lowest verified phase holds, the furthest is under way
-        verified = min(rank(r)[0] for r in records.values())
-        furthest = max(max(rank(r)) for r in records.values())
-        phase = PHASES[verified] if verified >= 0 else None
-        applying = PHASES[furthest] if furthest > verified else None
+    phase, applying, best = merge(records, old="old_sha256", what="service-account key")
     reissued = min((dt.datetime.fromisoformat(r["reissued_at"]) for r in records.values() if r.get("reissued_at")),
                    default=None) if phase in (Phase.REISSUE, Phase.DROP_OLD) else None
     recorded = max((int(r["reissue_lifetime_seconds"]) for r in records.values()
@@ -767,24 +721,6 @@ def _worst(status: SARotationStatus) -> str:
 # Applying, verifying, aborting
 
 
-def _write(site: _Site, path: PurePosixPath, data: bytes, mode: int) -> None:
-    st = site.node.fs.stat(path)
-    chown = site.node.fs.can_chown()
-    if st is not None:
-        site.node.fs.write_atomic(path, data, mode=st.mode, uid=st.uid if chown else None,
-                                  gid=st.gid if chown else None)
-    else:
-        site.node.fs.write_atomic(path, data, mode=mode)
-
-
-def _save_record(site: _Site, doc: dict[str, Any]) -> None:
-    _write(site, site.state, json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n", 0o600)
-
-
-def _history(record: dict[str, Any] | None, **entry: Any) -> list[dict[str, Any]]:
-    return [*((record or {}).get("history") or []), entry]
-
-
 def apply_sa_rotation(plan: SARotationPlan, *, backup_dir: str, now: dt.datetime | None = None,
                       restart: bool = False, policy: str = "minimal", method: str | None = None,
                       health: HealthCheck | None = None, runner: RestartRunner | None = None,
@@ -806,35 +742,29 @@ def apply_sa_rotation(plan: SARotationPlan, *, backup_dir: str, now: dt.datetime
     sites = _sites(plan.cluster)
     if restart and plan.restarts:
         _preflight(_sa_restart_plan(plan.cluster, plan.restarts, policy=policy, method=method), runner)
-    with contextlib.ExitStack() as locks:
-        for site in sites:
-            locks.enter_context(node_lock(site.node))
+    with locked(sites):
         status, record = _status(sites)  # under the locks: no other run moves the rotation meanwhile
-        if status.next_phase is not plan.phase:
-            raise ConfigError(f"the plan is for {plan.phase.value}, but the rotation's next phase is "
-                              f"{status.next_phase.value if status.next_phase else 'none (done)'}: plan again")
+        require_next(status.next_phase, plan.phase)
         doc: dict[str, Any] = dict(record or {})
         doc.update({"kind": "SARotationState", "old_pub_pem": plan.old_pub_pem.decode(),
                     "old_sha256": _key_id(load_public_key(plan.old_pub_pem)),
                     "new_sha256": _key_id(load_public_key(plan.new_pub_pem)),
                     "phase": status.phase.value if status.phase else None, "applying": plan.phase.value})
-        doc["history"] = _history(record, phase=plan.phase.value, event="started", at=when.isoformat(),
-                                  **({"forced": True} if plan.forced else {}))
-        _check_fresh(sites, plan)
+        doc["history"] = history(record, phase=plan.phase.value, event="started", at=when.isoformat(),
+                                 **({"forced": True} if plan.forced else {}))
+        check_fresh(sites, plan.changes)
         # the control planes only: a worker holds no service-account key and the phases leave it alone
         backups = {site.label: str(backup(site.node, backup_dir, now=when, on_node=True, lock_held=True).path)
                    for site in _control_planes(sites)}
         for site in _control_planes(sites):
-            _save_record(site, doc)
+            save_record(site, doc)
             _checkpoint("rotate-sa:recorded")
         for site in sites:
-            _apply_node(site, plan)
+            apply_node(site, plan.phase, plan.changes, kind=_UNDO, tag="rotate-sa")
     # the restarts take each node's lock themselves; meanwhile the record says the phase is under way
     problems = _restart(plan.cluster, plan.restarts, restart=restart, policy=policy, method=method,
                         health=health, runner=runner, health_timeout=health_timeout)
-    with contextlib.ExitStack() as locks:
-        for site in sites:
-            locks.enter_context(node_lock(site.node))
+    with locked(sites):
         return _verify(plan.cluster, plan.phase, "apply", backups, doc=doc, when=when, problems=problems)
 
 
@@ -864,48 +794,6 @@ def _restart(cluster: Cluster, restarts: Mapping[str, tuple[str, ...]], *, resta
     return [] if rolled.ok else [f"the restarts stopped at {rolled.failed}: {rolled.error}"]
 
 
-def _check_fresh(sites: Sequence[_Site], plan: SARotationPlan) -> None:
-    """Refuse a plan one of whose files changed since it was made: it would overwrite that change."""
-    by_label = {s.label: s for s in sites}
-    for ch in plan.changes:
-        site = by_label.get(ch.node)
-        if site is None or ch.action == "record":
-            continue
-        current = site.read(PurePosixPath(ch.path))
-        digest = hashlib.sha256(current).hexdigest() if current is not None else None
-        if digest != ch.planned_from:
-            raise ConfigError(f"{ch.node}:{ch.path} changed since the plan was made: plan again", path=ch.path)
-
-
-def _apply_node(site: _Site, plan: SARotationPlan) -> None:
-    changes = [c for c in plan.changes if c.node == site.label]
-    if not changes:
-        return
-    if any(c.action == "record" and c.path == str(site.undo(plan.phase)) for c in changes) \
-            and site.node.fs.stat(site.undo(plan.phase)) is None:
-        # a resumed phase keeps the first record: it holds the files as they were before the phase
-        files = []
-        for ch in (c for c in changes if c.action != "record"):
-            path = PurePosixPath(ch.path)
-            st = site.node.fs.stat(path)
-            before = site.read(path) if st is not None else None
-            files.append({"path": ch.path, "before": base64.b64encode(before).decode() if before is not None else None,
-                          "mode": st.mode if st else None, "uid": st.uid if st else None,
-                          "gid": st.gid if st else None})
-        undo = {"kind": "SARotationUndo", "phase": plan.phase.value, "files": files}
-        site.node.fs.write_atomic(site.undo(plan.phase), json.dumps(undo).encode(), mode=0o600)
-    for ch in changes:
-        if ch.action == "record":
-            continue
-        path = PurePosixPath(ch.path)
-        if ch.action == "remove":
-            site.node.fs.unlink(path)
-        elif ch.data is not None:
-            _write(site, path, ch.data, ch.mode)
-        _checkpoint("rotate-sa:file")
-    site.node.fs.fsync_dir(site.key.parent)
-
-
 def _verify(cluster: Cluster, phase: Phase, action: str, backups: dict[str, str], *, doc: dict[str, Any] | None,
             when: dt.datetime, problems: Sequence[str] = ()) -> SARotationResult:
     sites = _sites(cluster)
@@ -919,10 +807,10 @@ def _verify(cluster: Cluster, phase: Phase, action: str, backups: dict[str, str]
                 doc["reissued_at"] = when.isoformat()
                 doc["reissue_lifetime_seconds"] = int(max(_lifetime(s).longest for s in _control_planes(sites))
                                                       .total_seconds())
-        doc["history"] = _history(doc, phase=phase.value, event="verified" if not problems else "verify-failed",
+        doc["history"] = history(doc, phase=phase.value, event="verified" if not problems else "verify-failed",
                                   at=when.isoformat())
         for site in _control_planes(sites):  # the caller holds every node's lock
-            _save_record(site, doc)
+            save_record(site, doc)
     return SARotationResult(phase=phase, action=action, backups=backups, problems=tuple(problems))
 
 
@@ -969,57 +857,6 @@ def _site_problems(site: _Site, phase: Phase, doc: dict[str, Any]) -> list[str]:
     return problems
 
 
-@attrs.frozen
-class _Undo:
-    path: PurePosixPath
-    before: bytes | None
-    mode: int
-    uid: int | None
-    gid: int | None
-
-
-def _undo_record(site: _Site, phase: Phase) -> list[_Undo] | None:
-    """The node's undo record of ``phase``, every entry checked before one is used; None when absent."""
-    path = site.undo(phase)
-    data = site.read(path)
-    if data is None:
-        return None
-    out = []
-    try:
-        doc = json.loads(data)
-        if not isinstance(doc, dict) or doc.get("kind") != "SARotationUndo" or doc.get("phase") != phase.value:
-            raise ValueError("not an undo record of this phase")
-        if not isinstance(doc.get("files"), list):
-            raise ValueError("no list of files")
-        for entry in doc["files"]:
-            node_path = PurePosixPath(entry["path"])
-            before = entry["before"]
-            if not node_path.is_absolute() or (before is not None and not isinstance(before, str)):
-                raise ValueError("an entry's path or content")
-            ints = [entry[k] for k in ("mode", "uid", "gid")]
-            if before is not None and not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
-                                              for i in ints):
-                raise ValueError("an entry's mode or owner")
-            out.append(_Undo(node_path, base64.b64decode(before, validate=True) if before is not None else None,
-                             ints[0] if before is not None else 0, ints[1], ints[2]))
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise ConfigError(f"{site.label}:{path} is a damaged undo record ({exc}): restore the backup taken "
-                          "before the phase", path=str(path)) from None
-    return out
-
-
-def _replay(site: _Site, undo: Sequence[_Undo]) -> None:
-    """Put back every file of ``undo``, last first, modes and owners too."""
-    chown = site.node.fs.can_chown()
-    for entry in reversed(undo):
-        if entry.before is None:
-            site.node.fs.unlink(entry.path)
-        else:
-            site.node.fs.write_atomic(entry.path, entry.before, mode=entry.mode,
-                                      uid=entry.uid if chown else None, gid=entry.gid if chown else None)
-        _checkpoint("rotate-sa:undone")
-
-
 def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
                       now: dt.datetime | None = None, restart: bool = False, policy: str = "minimal",
                       method: str | None = None, health: HealthCheck | None = None,
@@ -1033,39 +870,20 @@ def abort_sa_rotation(cluster: Cluster | Sequence[Node | str], *,
     c = _cluster_of(cluster)
     when = _utc(now)
     sites = _sites(c)
-    with contextlib.ExitStack() as locks:
-        for site in sites:
-            locks.enter_context(node_lock(site.node))
+    with locked(sites):
         status, record = _status(sites)
         if record is None:
             raise ConfigError("no rotation of sa is under way: nothing to abort")
-        target = status.applying or status.phase or Phase.PREPARE
-        if target is Phase.DROP_OLD:
-            raise ConfigError("drop-old has started: the old key is being dropped; finish it with next --apply, "
-                              "or restore the backups to go back")
-        previous = PHASES[PHASES.index(target) - 1] if target is not Phase.PREPARE else None
+        target, previous = abort_target(status.applying, status.phase, old="key")
         cps = _control_planes(sites)
-        undos = {site.label: _undo_record(site, target) for site in cps}
+        undos = {site.label: read_undo(site, target, kind=_UNDO) for site in cps}
         restarts = {site.label: _RESTARTS[target] for site in cps
                     if undos[site.label] is not None and _RESTARTS[target]}
         if restart and restarts:  # refused now (nothing written yet) where nothing runs
             _preflight(_sa_restart_plan(c, restarts, policy=policy, method=method), runner)
-        for site in cps:
-            undo = undos[site.label]
-            if undo is not None:
-                _replay(site, undo)
-                site.node.fs.unlink(site.undo(target))
-        for site in cps:  # the records last: an abort killed before this point is simply run again
-            if previous is None:
-                site.node.fs.unlink(site.state)
-            else:
-                doc = dict(record)
-                doc.update({"phase": previous.value, "applying": None})
-                if target is Phase.REISSUE:
-                    doc.pop("reissued_at", None)
-                    doc.pop("reissue_lifetime_seconds", None)
-                doc["history"] = _history(record, phase=target.value, event="aborted", at=when.isoformat())
-                _save_record(site, doc)
+        rewind(undos, record, undo_sites=cps, record_sites=cps, target=target, previous=previous, when=when,
+               tag="rotate-sa", reset={},
+               drop=("reissued_at", "reissue_lifetime_seconds") if target is Phase.REISSUE else ())
     problems = _restart(c, restarts, restart=restart, policy=policy, method=method, health=health, runner=runner,
                         health_timeout=health_timeout)
     return _verify(c, target, "abort", {}, doc=None, when=when, problems=problems)
