@@ -48,6 +48,33 @@ def test_same_outcome_as_pyyaml_for_any_text(text: str) -> None:
     assert _outcome(_yaml._load_all, data) == _outcome(_pyyaml, data)
 
 
+#: Plain scalars whose first character the resolvers key on, and their look-alikes starting elsewhere.
+_WORDS = ("yes", "No", "ON", "off", "y", "n", "true", "False", "~", "null", "Null", "NULL", "", "0", "-1", "+2",
+          "1_000", "0b101", "0x1f", "0o7", "07", "1:30", ".5", ".inf", "-.Inf", ".NaN", "2026-12-07",
+          "2026-12-07 12:00:00", "<<", "=", "Yes please", "on-call", "nullable", "truecolor", "xtrue", "a1",
+          "/etc/kubernetes", "_1", "é", "kube-apiserver", "v1.28.4", "127.0.0.1", "6443", "'quoted'", '"2"')
+
+
+@pytest.mark.parametrize("word", _WORDS)
+def test_each_scalar_resolves_as_pyyaml_resolves_it(word: str) -> None:
+    """Every first character the implicit resolvers key on (and the others) gives PyYAML's type."""
+    for text in (f"k: {word}\n", f"- {word}\n- [{word}]\n", f"{word}\n"):
+        data = text.encode()
+        fast, slow = _outcome(_yaml._load_all, data), _outcome(_pyyaml, data)
+        if "nan" in word.lower():
+            assert repr(fast) == repr(slow)
+        else:
+            assert fast == slow
+            assert [type(v) for v in fast[1]] == [type(v) for v in slow[1]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12))
+def test_any_plain_word_resolves_as_pyyaml(word: str) -> None:
+    data = f"k: {word}\n".encode()
+    assert repr(_outcome(_yaml._load_all, data)) == repr(_outcome(_pyyaml, data))
+
+
 @pytest.mark.parametrize("text", [
     "a: &x {b: 1}\nc:\n  <<: *x\n  d: 2\n",          # merge key: PyYAML's constructor builds it
     "? [1, 2]\n: pairs\n",                            # a non-string key (a list: unhashable -> error)
