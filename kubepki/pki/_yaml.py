@@ -49,23 +49,6 @@ _SCALARS: dict[str, Callable[[Any, yaml.ScalarNode], Any]] = {
 }
 
 
-class _FastResolver(_Loader):  # type: ignore[valid-type,misc]
-    """The loader with ``BaseResolver.resolve``'s answer given without its Python work where it is fixed:
-    a plain scalar whose first character starts none of the implicit resolvers' patterns, and any
-    quoted one, is a string; a mapping is a map and a sequence a seq (a safe loader has no path
-    resolvers; with any, or a wildcard resolver added, PyYAML's own method decides)."""
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        resolvers = self.yaml_implicit_resolvers
-        if None in resolvers or self.yaml_path_resolvers:
-            return super().resolve(kind, value, implicit)
-        if kind is yaml.ScalarNode:
-            if not implicit[0] or (value and value[0] not in resolvers):
-                return _STR
-            return super().resolve(kind, value, implicit)
-        return _MAP if kind is yaml.MappingNode else _SEQ
-
-
 class _Slow(Exception):
     """A node the fast constructor leaves to PyYAML's (merge keys, non-string keys, other tags)."""
 
@@ -74,7 +57,7 @@ def _load_all(data: bytes) -> list[Any]:
     """``yaml.load_all(data, Loader=_Loader)``, equal in result, built without PyYAML's constructor
     for plain maps, lists, strings and numbers: its per-node bookkeeping was most of the time
     spent reading kubeconfigs and manifests (tests/test_yaml_fast.py compares the two)."""
-    loader = _FastResolver(data)
+    loader = _Loader(data)
     try:
         docs = []
         while loader.check_node():
