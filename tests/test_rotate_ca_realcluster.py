@@ -57,9 +57,9 @@ def _pems(text: str) -> list[x509.Certificate]:
 
 def _kubelet_restarting(cause: str) -> bool:
     """The answers kube-apiserver gives for pods/log while the kubelet restarts: the stopping kubelet
-    drops the connection (``read tcp``), its port is closed (``dial tcp``), then the new kubelet has not
-    registered the pod yet (404)."""
-    return "read tcp" in cause or "dial tcp" in cause or "could not find the requested resource" in cause
+    drops the connection (``read tcp``, or ``unexpected EOF`` mid-answer), its port is closed (``dial tcp``),
+    then the new kubelet has not registered the pod yet (404)."""
+    return any(s in cause for s in ("read tcp", "unexpected EOF", "dial tcp", "could not find the requested resource"))
 
 
 def _webhook_with_the_cluster_ca(c: RealCluster, ca: x509.Certificate) -> str:
