@@ -1,4 +1,4 @@
-"""What the rotation tests (CA and service-account key) share: a 3 + 2 demo cluster copied per test,
+"""What the rotation and trust tests share: a 3 + 2 demo cluster copied per test,
 kubeadm's own HA trees, and snapshots of every node's files to judge which paths a phase touched."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ OUTSIDE = ("var/backups", "etc/kubernetes/.kubepki.lock")
 Tree = dict[str, dict[str, tuple[str, int, int, int, str]]]
 
 
-def copy_cluster(pristine: testing.DemoCluster, tmp_path: Path) -> dict[str, Path]:
-    """A private copy of ``pristine``'s nodes under ``tmp_path``: node name -> root."""
+def copy_cluster(pristine: testing.DemoCluster, tmp_path: Path, *, nodes: int | None = None) -> dict[str, Path]:
+    """A private copy of ``pristine``'s nodes (the first ``nodes`` of them) under ``tmp_path``: node name -> root."""
     out = {}
-    for n in pristine.nodes:
+    for n in pristine.nodes[:nodes]:
         out[n.name] = tmp_path / n.name
         shutil.copytree(n.root, out[n.name], symlinks=True)
     return out

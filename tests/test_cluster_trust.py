@@ -35,6 +35,7 @@ from kubepki.cluster import (
 from kubepki.pki import load_certificate
 from tests import sshd
 from tests.kubeadm_trees import materialize
+from tests.rotation_trees import copy_cluster
 
 WHEN = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
 NOW = WHEN + dt.timedelta(days=1)
@@ -62,11 +63,7 @@ def other(tmp_path_factory: pytest.TempPathFactory, pristine: testing.DemoCluste
 @pytest.fixture
 def mixed(pristine: testing.DemoCluster, tmp_path: Path) -> dict[str, Path]:
     """A private copy of cluster A to damage: node name -> root."""
-    roots = {}
-    for n in pristine.nodes:
-        roots[n.name] = tmp_path / n.name
-        shutil.copytree(n.root, roots[n.name], symlinks=True)
-    return roots
+    return copy_cluster(pristine, tmp_path)
 
 
 def trust(roots: dict[str, Path], now: dt.datetime = NOW) -> TrustReport:
@@ -493,12 +490,7 @@ def test_unreachable_node_is_incomplete(mixed: dict[str, Path], tmp_path: Path) 
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory, pristine: testing.DemoCluster) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("fuzz")
-    roots = {}
-    for n in pristine.nodes[:3]:
-        roots[n.name] = base / n.name
-        shutil.copytree(n.root, roots[n.name], symlinks=True)
-    return roots
+    return copy_cluster(pristine, tmp_path_factory.mktemp("fuzz"), nodes=3)
 
 
 DAMAGED = ("etc/kubernetes/admin.conf", "etc/kubernetes/pki/apiserver.crt", "etc/kubernetes/pki/etcd/ca.crt",
