@@ -592,6 +592,18 @@ def test_a_damaged_record_names_what_is_damaged(roots: dict[str, Path]) -> None:
         rotation_status(c)
 
 
+def test_records_naming_different_old_cas_are_refused(roots: dict[str, Path]) -> None:
+    """The nodes' records must be of one rotation: one naming another old CA is refused, not merged."""
+    c = cluster(roots)
+    assert apply_rotation(plan_rotation(c), backup_dir=BACKUPS).ok
+    assert rotation_status(c).nodes == CPS  # positive control: three records of one rotation
+    state = roots["cp3"] / PKI / ".kubepki-rotation-ca.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "old_ca_sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match=r"the nodes' ca rotation records name different old CAs: "
+                                          r"\['cp1', 'cp2', 'cp3'\]"):
+        rotation_status(c)
+
+
 def test_a_damaged_undo_record_is_refused_before_any_write(roots: dict[str, Path]) -> None:
     c = cluster(roots)
     for _ in range(2):

@@ -391,7 +391,7 @@ def _status(sites: Sequence[_Site], spec: _Spec) -> tuple[RotationStatus, dict[s
     records = {s.label: r for s in sites if s.signer and (r := _record(s)) is not None}
     if not records:
         return RotationStatus(ca=spec.name, phase=None, applying=None, nodes=()), None
-    phase, applying, best = merge(records, old="old_ca_sha256", what=spec.name)
+    phase, applying, best = merge(records, old="old_ca_sha256", what=spec.name, olds="CAs")
     status = RotationStatus(ca=spec.name, phase=phase, applying=applying, nodes=tuple(records),
                             new_ca=best.get("new_ca_sha256"), old_ca=best.get("old_ca_sha256"),
                             history=tuple(best.get("history") or ()))

@@ -468,7 +468,7 @@ def _status(sites: Sequence[_Site]) -> tuple[SARotationStatus, dict[str, Any] | 
     if not records:
         return SARotationStatus(phase=None, applying=None, nodes=(), lifetimes=lifetimes), None
 
-    phase, applying, best = merge(records, old="old_sha256", what="service-account key")
+    phase, applying, best = merge(records, old="old_sha256", what="service-account key", olds="keys")
     reissued = min((dt.datetime.fromisoformat(r["reissued_at"]) for r in records.values() if r.get("reissued_at")),
                    default=None) if phase in (Phase.REISSUE, Phase.DROP_OLD) else None
     recorded = max((int(r["reissue_lifetime_seconds"]) for r in records.values()

@@ -185,10 +185,10 @@ def phase_of(value: Any) -> Phase | None:
     return None if value is None else Phase(value)
 
 
-def merge(records: dict[str, dict[str, Any]], *, old: str,
-          what: str) -> tuple[Phase | None, Phase | None, dict[str, Any]]:
+def merge(records: dict[str, dict[str, Any]], *, old: str, what: str,
+          olds: str) -> tuple[Phase | None, Phase | None, dict[str, Any]]:
     """(verified phase, phase under way, the record that got furthest) of the nodes' records; refused when
-    they name different old material (``old``: its field)."""
+    they name different old material (``old``: its field; ``what`` the rotation, ``olds`` the material)."""
 
     def rank(r: dict[str, Any]) -> tuple[int, int]:
         p, a = phase_of(r.get("phase")), phase_of(r.get("applying"))
@@ -196,7 +196,7 @@ def merge(records: dict[str, dict[str, Any]], *, old: str,
 
     best = max(records.values(), key=rank)
     if len({r.get(old) for r in records.values()}) > 1:
-        raise ConfigError(f"the nodes' {what} rotation records name different old ones: {sorted(records)}")
+        raise ConfigError(f"the nodes' {what} rotation records name different old {olds}: {sorted(records)}")
     phase, applying = phase_of(best.get("phase")), phase_of(best.get("applying"))
     if any(rank(r) != rank(best) for r in records.values()):
         # a run killed while saving the records: the phase verified on every node is the lowest, and the
