@@ -30,10 +30,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from kubepki.cluster import PHASES, Cluster, Phase, apply_rotation, check_trust, plan_rotation, rotation_status
+from kubepki.cluster import (
+    PHASES,
+    Cluster,
+    Phase,
+    abort_rotation,
+    apply_rotation,
+    check_trust,
+    plan_rotation,
+    rotation_status,
+)
+from kubepki.errors import ConfigError
 from kubepki.node import Node
 from kubepki.pki import load_certificates, signed_by
-from tests.loadgen import ADMIN, KUBELET, SERVICE_ACCOUNT, LoadGenerator, configmap_value
+from tests.loadgen import ADMIN, KUBELET, SERVICE_ACCOUNT, LoadGenerator, configmap_value, expect
 from tests.realcluster import RealCluster
 
 pytestmark = pytest.mark.realcluster
@@ -104,9 +114,66 @@ def _settle(c: RealCluster, lg: LoadGenerator, ca: str, phase: Phase, rotated: s
     if ca == "front-proxy-ca":  # kube-apiserver republishes --requestheader-client-ca-file (E5, E8)
         _await_published(lg, "kube-system", "extension-apiserver-authentication", "requestheader-client-ca-file",
                          want=want, rotated=rotated, timeout=60)
-    if ca == "ca" and phase is not Phase.PREPARE:  # KCM (restarted) publishes --root-ca-file everywhere
-        _await_published(lg, "default", "kube-root-ca.crt", "ca.crt", want=want, rotated=rotated, timeout=120)
+    if ca == "ca":  # KCM (restarted) published --root-ca-file everywhere: kubepki waited for it
+        lagging = _root_ca_lagging(lg, want=want, rotated=rotated)
+        assert lagging == [], f"kube-root-ca.crt lags in {lagging} after {ca} {phase.value}"
     time.sleep(2 * lg.refresh + 1)  # the readers' own refresh (a real aggregated server watches: faster)
+
+
+def _root_ca_lagging(lg: LoadGenerator, *, want: list[x509.Certificate], rotated: set[bytes]) -> list[str]:
+    """The active namespaces whose kube-root-ca.crt, read now through admin.conf, does not carry of the
+    rotation's CAs exactly ``want``."""
+    wanted = {c.fingerprint(_SHA256) for c in want}
+    namespaces = json.loads(expect(*lg.admin.request("/api/v1/namespaces")))["items"]
+    active = {n["metadata"]["name"] for n in namespaces if n.get("status", {}).get("phase") == "Active"}
+    maps = json.loads(expect(*lg.admin.request("/api/v1/configmaps?fieldSelector=metadata.name%3Dkube-root-ca.crt")))
+    carried = {m["metadata"]["namespace"] for m in maps["items"]
+               if {x.fingerprint(_SHA256) for x in _pems(m["data"]["ca.crt"])} & (rotated | wanted) == wanted}
+    assert active, "no namespace listed"
+    return sorted(active - carried)
+
+
+def test_reissue_is_refused_while_kube_root_ca_crt_lacks_the_new_ca(real_cluster: RealCluster) -> None:
+    """trust-both without restarts: kube-controller-manager reads --root-ca-file at start only, so it keeps
+    publishing the old CA alone in every namespace's kube-root-ca.crt, and reissue is refused with nothing
+    written. Aborting both phases (no restarts either) leaves the cluster as it was."""
+    c = real_cluster
+    c.wait_ready(120)
+    c.wait_pods_ready(300)
+    cluster = Cluster([Node(c.root)], labels=[c.node_name])
+    admin_conf = str(c.root / "etc/kubernetes/admin.conf")
+    files = ("ca.crt", "ca.key")
+    before = {f: (c.pki / f).read_bytes() for f in files}
+    published = c.api("/api/v1/namespaces/default/configmaps/kube-root-ca.crt").json()["data"]["ca.crt"]
+    assert _pems(published) == load_certificates(before["ca.crt"])
+    try:
+        for phase in (Phase.PREPARE, Phase.TRUST_BOTH):
+            result = apply_rotation(plan_rotation(cluster), backup_dir="/var/backups/kubepki-rotation",
+                                    kubeconfig=admin_conf)
+            assert result.ok, (phase, result.problems)
+        lag = result.objects.root_ca if result.objects is not None else None
+        assert lag is not None and lag.namespaces >= 4 and set(lag.lagging) == set(_active_namespaces(c))
+        bundle = (c.pki / "ca.crt").read_bytes()
+        plan = plan_rotation(cluster)
+        assert plan.phase is Phase.REISSUE
+        with pytest.raises(ConfigError, match=r"kube-root-ca\.crt in \d+ of \d+ namespaces .* does not carry the "
+                                              r"new CA yet"):
+            apply_rotation(plan, backup_dir="/var/backups/kubepki-rotation", kubeconfig=admin_conf)
+        assert (c.pki / "ca.crt").read_bytes() == bundle  # nothing written
+        assert rotation_status(cluster).next_phase is Phase.REISSUE
+        # judged from the API server: the old CA alone, as kube-controller-manager published it at its start
+        assert c.api("/api/v1/namespaces/default/configmaps/kube-root-ca.crt").json()["data"]["ca.crt"] == published
+    finally:
+        for _ in range(2):
+            if rotation_status(cluster).active:
+                assert abort_rotation(cluster, kubeconfig=admin_conf).ok
+    assert {f: (c.pki / f).read_bytes() for f in files} == before
+    assert not rotation_status(cluster).active
+
+
+def _active_namespaces(c: RealCluster) -> list[str]:
+    return [n["metadata"]["name"] for n in c.api("/api/v1/namespaces").json()["items"]
+            if n.get("status", {}).get("phase") == "Active"]
 
 
 def test_rotating_front_proxy_ca_and_ca_under_load(real_cluster: RealCluster, tmp_path: Path,
@@ -135,9 +202,13 @@ def test_rotating_front_proxy_ca_and_ca_under_load(real_cluster: RealCluster, tm
                     applied = time.monotonic() - started
                     rotated = {x.fingerprint(_SHA256) for x in [old[ca], *load_certificates(plan.new_ca_pem)]}
                     _settle(c, lg, ca, phase, rotated)
+                    waited = (f", of which {result.pods_waited:.0f} s waiting for the pods' kube-root-ca.crt"
+                              if result.pods_waited is not None else "")
                     timings.append(f"{ca} {phase.value}: applied and restarted in {applied:.1f} s "
-                                   f"({', '.join(plan.restarts.get(c.node_name, ())) or 'no restart'}), "
+                                   f"({', '.join(plan.restarts.get(c.node_name, ())) or 'no restart'}{waited}), "
                                    f"settled after {time.monotonic() - started:.1f} s")
+                    if ca == "ca" and phase is Phase.REISSUE:
+                        assert result.pods_waited is not None  # kubepki looked before the new CA signed
                 assert rotation_status(cluster, ca=ca).next_phase is None
             lg.phase("after")
             time.sleep(10)

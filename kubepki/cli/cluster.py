@@ -457,8 +457,10 @@ by node (each node healthy before the next), and verified (every TLS edge still 
 
 What restarts is what --policy says for the files each phase changes (minimal: only what does not
 reload by itself; kube-apiserver reloads ca.crt and front-proxy-ca.crt, so rotating them restarts no
-kube-apiserver). Wait between phases for what reloads late (the plan's notes: kube-root-ca.crt in
-every namespace, client-go's 5-minute certificate check). --no-restart applies the file changes only
+kube-apiserver). Wait between phases for what reloads late (the plan's notes; client-go's 5-minute
+certificate check). With --kubeconfig, each phase of ca waits for kube-root-ca.crt in every namespace
+after its restarts, and reissue is refused while a namespace lacks the new CA, then waits for the
+kubelets to refresh the pods' copies. --no-restart applies the file changes only
 and lists the restarts (node directories with no running components). The state is on the nodes, so
 status and next resume anywhere; abort undoes the latest phase, until drop-old starts."""
 
@@ -503,8 +505,9 @@ def _register_rotate_ca(actions: Any) -> None:
                            help="how long each node may take to be healthy after its restarts (default 300)")
             a.add_argument("--kubeconfig", metavar="FILE",
                            help="also bring the live objects in step through this API (kube-public/cluster-info, "
-                                "webhook and APIService caBundles carrying the CA); read at that moment, so "
-                                "admin.conf of a node root works through the rotation")
+                                "webhook and APIService caBundles carrying the CA; for ca, kube-root-ca.crt in "
+                                "every namespace is waited for, and reissue refused while one lacks the new CA); "
+                                "read at that moment, so admin.conf of a node root works through the rotation")
         if name in ("plan", "next"):
             a.add_argument("--again", action="store_true",
                            help="after a finished rotation of this CA, start another (prepare)")

@@ -49,6 +49,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
         plan_rotation as plan_rotation,
         rotation_status as rotation_status,
     )
+    from kubepki.cluster._rotate_objects import (
+        POD_REFRESH as POD_REFRESH,
+        ObjectSync as ObjectSync,
+        RootCALag as RootCALag,
+    )
     from kubepki.cluster._rotate_sa import (
         SARotationPlan as SARotationPlan,
         SARotationResult as SARotationResult,
@@ -114,6 +119,11 @@ __getattr__, __dir__, __all__ = attach(
             "apply_rotation",
             "rotation_status",
             "abort_rotation",
+        ),
+        "_rotate_objects": (
+            "POD_REFRESH",
+            "ObjectSync",
+            "RootCALag",
         ),
         "_rotate_sa": (
             "SARotationPlan",

@@ -40,6 +40,7 @@ import functools
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ from kubepki.cluster._cluster import (
     plan_cluster_restarts,
 )
 from kubepki.cluster._remote import RemoteRestartReport, ssh_restart
-from kubepki.cluster._rotate_objects import ObjectSync, sync_objects
+from kubepki.cluster._rotate_objects import POD_REFRESH, ObjectSync, root_ca_lag, sync_objects
 from kubepki.cluster._rotation import (
     PHASES,
     Phase,
@@ -265,6 +266,9 @@ class RotationResult(Report):
     restarts: ClusterRestartReport | None = attrs.field(default=None, repr=False)
     #: The live objects brought in step (None: no API given).
     objects: ObjectSync | None = attrs.field(default=None, repr=False)
+    #: Seconds ``reissue`` of ``ca`` waited, before writing, for the kubelets to refresh the pods' copies
+    #: of ``kube-root-ca.crt`` (None: not looked at: no API given, or another phase or CA).
+    pods_waited: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -282,6 +286,7 @@ class RotationResult(Report):
                 "outcome": self.outcome.value, "backups": dict(self.backups), "problems": list(self.problems),
                 "restarts": self.restarts.to_dict() if self.restarts is not None else None,
                 "objects": self.objects.to_dict() if self.objects is not None else None,
+                "podsWaitedSeconds": None if self.pods_waited is None else round(self.pods_waited, 1),
                 "trust": {"edges": len(self.trust.edges), "broken": [e.name for e in self.trust.broken]}}
 
     def rows(self) -> Table:
@@ -299,8 +304,15 @@ class RotationResult(Report):
                       + (f", healthy after {self.restarts.healthy_after[n]:.1f} s"
                          if n in self.restarts.healthy_after else "") for n, r in self.restarts.reports.items()]
             lines += [f"not restarted (stopped before): {n}" for n in self.restarts.not_attempted]
+        if self.pods_waited is not None:
+            lines.append(f"kube-root-ca.crt carried the new CA in every namespace; waited {self.pods_waited:.0f} s "
+                         "for the kubelets to refresh the pods' copies")
         if self.objects is not None:
             lines += [f"updated {o}" for o in self.objects.updated]
+            if (lag := self.objects.root_ca) is not None:
+                lines.append(f"{lag.describe()}: " + ("the CA file's certificates" if lag.ok else
+                             "not the CA file's certificates yet (kube-controller-manager publishes them when it "
+                             "starts)"))
         lines += [f"problem: {p}" for p in self.problems]
         return "\n".join(lines) + "\n"
 
@@ -817,6 +829,11 @@ def plan_rotation(
         planner.notes.append("kube-system/extension-apiserver-authentication (what aggregated API servers trust) "
                              "keeps the old CA: kube-apiserver adds CAs to it and never removes one; give "
                              "--kubeconfig (kubeconfig=) and kubepki sets it to the new CA, or edit it")
+    if spec.name == "ca" and phase is Phase.REISSUE:
+        planner.notes.append(f"pods trust kube-apiserver by their namespace's kube-root-ca.crt: with --kubeconfig "
+                             f"(kubeconfig=) reissue is refused while one lacks the new CA, and waits until "
+                             f"{POD_REFRESH:.0f} s have passed since it was last written (the kubelet's refresh of "
+                             f"the pods' copies); without it, that wait is yours")
     if spec.name == "ca" and phase in (Phase.REISSUE, Phase.DROP_OLD):
         planner.notes.append(f"kubeadm join --discovery-token-ca-cert-hash {_join_hash(new_pem)} (the new CA; "
                              f"the old CA's {_join_hash(old_pem)} works until drop-old)")
@@ -844,14 +861,22 @@ RestartRunner = Callable[["RestartPlan", Node], "RestartReport | RemoteRestartRe
 def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | None = None, restart: bool = False,
                    health: HealthCheck | None = None, runner: RestartRunner | None = None,
                    health_timeout: float = 300.0,
-                   kubeconfig: str | os.PathLike[str] | None = None) -> RotationResult:
+                   kubeconfig: str | os.PathLike[str] | None = None,
+                   pod_refresh: float = POD_REFRESH) -> RotationResult:
     """Carry out ``plan`` holding every node's lock: back every node up first, record on the nodes holding
     the CA's key that the phase is under way, then node by node record the undo and write each file
     atomically (mode and owner kept); with ``restart``, roll :attr:`RotationPlan.restart_plan` one node at
     a time, each healthy (``health``, default: every restarted component answers its own probe) before
     the next; with ``kubeconfig`` (read at that moment: the rotation rewrites admin.conf), bring the live
-    objects carrying the CA in step (``kube-public/cluster-info``, webhook and APIService ``caBundle``s);
-    then verify the cluster's trust and the phase's own checks.
+    objects carrying the CA in step (``kube-public/cluster-info``, webhook and APIService ``caBundle``s),
+    and wait (with ``restart``) for kube-controller-manager to publish the CA file in every namespace's
+    ``kube-root-ca.crt``; then verify the cluster's trust and the phase's own checks.
+
+    With ``kubeconfig``, ``reissue`` of ``ca`` first makes sure every pod trusts the new CA before it
+    signs what kube-apiserver serves: it raises :class:`~kubepki.ConfigError` (nothing written) while a
+    namespace's ``kube-root-ca.crt`` lacks it, and waits until ``pod_refresh`` seconds (the kubelet's
+    refresh of mounted ConfigMaps, :data:`~kubepki.cluster.POD_REFRESH`) have passed since it was last
+    written.
 
     ``backup_dir`` is a directory on each node (a node path). The phase is recorded as verified only when
     every check passed, so a crash or a failed check leaves a phase that :func:`plan_rotation` plans again
@@ -876,6 +901,8 @@ def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | No
                     "items": {label: list(names) for label, names in plan.items.items()}})
         doc["history"] = history(record, phase=plan.phase.value, event="started", at=when.isoformat())
         check_fresh(sites, plan.changes)
+        pods_waited = (_pods_trust_new_ca(sites, plan, kubeconfig, now=when, pod_refresh=pod_refresh)
+                       if kubeconfig is not None and spec.name == "ca" and plan.phase is Phase.REISSUE else None)
         backups = {site.label: str(backup(site.node, backup_dir, now=when, on_node=True, lock_held=True).path)
                    for site in sites}
         for site in sites:
@@ -891,21 +918,55 @@ def apply_rotation(plan: RotationPlan, *, backup_dir: str, now: dt.datetime | No
         rolled = _roll(plan.restart_plan, health=health, runner=runner, health_timeout=health_timeout)
         if not rolled.ok:
             problems.append(f"the restarts stopped at {rolled.failed}: {rolled.error}")
-    objects = _sync(sites, spec, plan.old_ca_pem, plan.new_ca_pem, kubeconfig)
+    objects = _sync(sites, spec, plan.old_ca_pem, plan.new_ca_pem, kubeconfig,
+                    publish_wait=health_timeout if rolled is not None else 0.0)
     problems += objects.problems if objects is not None else ()
     with locked(sites):
-        return _verify(plan.cluster, spec, plan.phase, "apply", backups, doc=doc, when=when, problems=problems,
-                       restarts=rolled, objects=objects)
+        result = _verify(plan.cluster, spec, plan.phase, "apply", backups, doc=doc, when=when, problems=problems,
+                         restarts=rolled, objects=objects)
+    return attrs.evolve(result, pods_waited=pods_waited)
+
+
+def _ca_file_now(sites: Sequence[_Site]) -> list[x509.Certificate]:
+    """The CA file's certificates as they are now on a node holding the key."""
+    return next((load_certificates(data) for s in sites if s.signer and (data := s.read(s.ca_crt)) is not None), [])
 
 
 def _sync(sites: Sequence[_Site], spec: _Spec, old_pem: bytes, new_pem: bytes,
-          kubeconfig: str | os.PathLike[str] | None) -> ObjectSync | None:
+          kubeconfig: str | os.PathLike[str] | None, *, publish_wait: float = 0.0) -> ObjectSync | None:
     """The live objects in step with the CA file as it is now on a node holding the key (None: no API)."""
     if kubeconfig is None:
         return None
-    want = next((load_certificates(data) for s in sites if s.signer and (data := s.read(s.ca_crt)) is not None), [])
-    return sync_objects(kubeconfig, ca=spec.name, want=want,
-                        rotated=[load_certificate(old_pem), load_certificate(new_pem)])
+    return sync_objects(kubeconfig, ca=spec.name, want=_ca_file_now(sites),
+                        rotated=[load_certificate(old_pem), load_certificate(new_pem)], publish_wait=publish_wait)
+
+
+def _pods_trust_new_ca(sites: Sequence[_Site], plan: RotationPlan, kubeconfig: str | os.PathLike[str], *,
+                       now: dt.datetime, pod_refresh: float, sleep: Callable[[float], None] = time.sleep) -> float:
+    """Before ``reissue`` lets the new CA sign what kube-apiserver serves: every namespace's
+    ``kube-root-ca.crt`` (what pods trust the API server by) carries it, and the kubelets have had
+    ``pod_refresh`` seconds since its last write to refresh the pods' copies (waited out here, at most
+    ``pod_refresh``); the seconds waited. Raises :class:`ConfigError` when a namespace lacks the new CA or
+    the ConfigMaps cannot be read: the pods there would stop trusting kube-apiserver."""
+    from kubepki.objects import APIError, KubeClient
+
+    rotated = [load_certificate(plan.old_ca_pem), load_certificate(plan.new_ca_pem)]
+    try:
+        with KubeClient.from_kubeconfig(kubeconfig) as client:
+            lag = root_ca_lag(client, want=_ca_file_now(sites), rotated=rotated)
+    except (APIError, KubepkiError, OSError) as exc:
+        raise ConfigError(f"reissue first checks that every pod trusts the new CA, and could not read "
+                          f"kube-root-ca.crt: {exc}") from None
+    if not lag.ok:
+        raise ConfigError(f"{lag.describe()} does not carry the new CA yet: pods there would stop trusting "
+                          "kube-apiserver once reissue lets the new CA sign its certificate. kube-controller-"
+                          "manager publishes its --root-ca-file when it starts: restart it (trust-both with "
+                          "--no-restart does not), then run reissue again")
+    since = pod_refresh if lag.updated_at is None else (now - lag.updated_at).total_seconds()
+    remaining = min(pod_refresh, max(0.0, pod_refresh - since))
+    if remaining > 0:
+        sleep(remaining)
+    return remaining
 
 
 def _preflight(plan: ClusterRestartPlan, runner: RestartRunner | None) -> None:
@@ -1116,7 +1177,8 @@ def abort_rotation(cluster: Cluster | Sequence[Node | str], *, ca: str = "ca", n
         rolled = _roll(restarts, health=health, runner=runner, health_timeout=health_timeout)
         if not rolled.ok:
             problems.append(f"the restarts stopped at {rolled.failed}: {rolled.error}")
-    objects = _sync(sites, spec, str(record["old_ca_pem"]).encode(), _staged_or_signing(sites, record), kubeconfig)
+    objects = _sync(sites, spec, str(record["old_ca_pem"]).encode(), _staged_or_signing(sites, record), kubeconfig,
+                    publish_wait=health_timeout if rolled is not None else 0.0)
     problems += objects.problems if objects is not None else ()
     return _verify(c, spec, target, "abort", {}, doc=None, when=when, problems=problems, restarts=rolled,
                    objects=objects)

@@ -525,9 +525,10 @@ class KubeClient:
                            url=path)
         raise APIError(f"{self.server} kept answering 429/503 to {path}", url=path)  # pragma: no cover
 
-    def list(self, resource: Resource, *, namespace: str | None = None, page_size: int = 500
-             ) -> Iterator[dict[str, Any]]:
-        """Every object of ``resource`` (in ``namespace`` if namespaced and given), page by page.
+    def list(self, resource: Resource, *, namespace: str | None = None, page_size: int = 500,
+             field_selector: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every object of ``resource`` (in ``namespace`` if namespaced and given, matching
+        ``field_selector`` if given: ``metadata.name=kube-root-ca.crt``), page by page.
 
         Each object gets its ``kind`` (list items lack it). Each page is decoded as a
         stream; only one object is held at a time.
@@ -537,6 +538,8 @@ class KubeClient:
         token: str | None = None
         while True:
             query = {"limit": str(page_size)}
+            if field_selector:
+                query["fieldSelector"] = field_selector
             if token:
                 query["continue"] = token
             response = self.get(resource.path(namespace), query)
