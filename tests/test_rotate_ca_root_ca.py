@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from kubepki.errors import ConfigError
 from kubepki.objects import KubeClient
 from kubepki.pki import load_certificates
 from tests.rotation_trees import BACKUPS, PKI, changed, cluster, copy_cluster, trees
+from tests.test_apiclient import _Handler as _JSONHandler  # its quiet log and JSON answers
 
 TOKEN = "kubepki-root-ca-test-token"
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # the demo certificates are issued now
@@ -82,20 +83,8 @@ class FakeAPI(ThreadingHTTPServer):
         self.thread.join(5)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: FakeAPI
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-    def _send(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+class _Handler(_JSONHandler):
+    server: FakeAPI  # type: ignore[assignment]
 
     def _list(self, items: list[dict[str, Any]]) -> None:
         self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items})
