@@ -489,7 +489,6 @@ class RealCluster:
         self._holder: subprocess.Popen[bytes] | None = None
         self._containerd: subprocess.Popen[bytes] | None = None
         self._kubelets: list[subprocess.Popen[bytes]] = []
-        self._log_seen = 0  # how much of the kubelet's log reset_crash_back_off has read
         self._labels: dict[str, dict[str, str]] = {}
         self._mntns = ""
         #: Where the host reaches the node's endpoints (a node in a network namespace of its own has
@@ -834,37 +833,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """Start the kubelet again (as ``systemctl start kubelet``: there is no systemd here); the process."""
         self._start_kubelet()
         return self._kubelets[-1]
-
-    def reset_crash_back_off(self, timeout: float = 120) -> bool:
-        """Restart the kubelet when it has held a static pod's container in crash back-off since the last
-        call (its log says ``CrashLoopBackOff``) or one of the four components runs no container now.
-
-        kube-controller-manager and kube-scheduler exit when an apiserver restart outlasts their leader
-        lease, and the kubelet doubles the wait before each restart of a container that exited within
-        10 minutes of the last (up to 5 minutes; the back-off is kept in memory, per pod and container:
-        pkg/kubelet/kuberuntime, ``doBackOff``). A shared cluster whose tests restart the apiserver every
-        minute or two builds that up, which a node renewed once a year never does; each test here starts
-        from a kubelet with no back-off. The containers keep running; True when the kubelet restarted."""
-        log = self.logs / "kubelet.log"
-        try:
-            with open(log, "rb") as fh:
-                fh.seek(self._log_seen)
-                text = fh.read()
-        except OSError:
-            return False
-        self._log_seen += len(text)
-        running = {c.name for c in self.containers()}
-        if b"CrashLoopBackOff" not in text and set(COMPONENTS) <= running:
-            return False
-        self._mark("kubelet restarted: crash back-off reset")
-        self.stop_kubelet()
-        self.start_kubelet()
-        wait_until("the four components running again", lambda: set(COMPONENTS) <= {c.name for c in self.containers()},
-                   timeout, 0.5)
-        self.wait_ready(timeout)
-        with open(log, "rb") as fh:  # what the stopping kubelet logged is not a new back-off
-            self._log_seen = fh.seek(0, os.SEEK_END)
-        return True
 
     def extract_admin(self) -> None:
         """Write admin.conf's client certificate and key to :attr:`admin_cert` and :attr:`admin_key`."""
@@ -1217,14 +1185,6 @@ def _unavailable(reason: str) -> None:
     if os.environ.get(ENV_REQUIRE) == "1":
         pytest.fail(f"{ENV_REQUIRE}=1 but the real cluster cannot run: {reason}", pytrace=False)
     pytest.skip(f"real cluster: {reason}")
-
-
-@pytest.fixture(autouse=True)
-def _real_cluster_without_crash_back_off(request: pytest.FixtureRequest) -> None:
-    """Each test of the shared real cluster starts with the kubelet holding nothing in crash back-off
-    (:meth:`RealCluster.reset_crash_back_off`); tests that do not use the cluster do not start it."""
-    if "real_cluster" in request.fixturenames:
-        request.getfixturevalue("real_cluster").reset_crash_back_off()
 
 
 @pytest.fixture(scope="session")

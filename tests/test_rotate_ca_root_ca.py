@@ -39,7 +39,9 @@ from tests.rotation_trees import BACKUPS, PKI, changed, cluster, copy_cluster, t
 from tests.test_apiclient import _Handler as _JSONHandler  # its quiet log and JSON answers
 
 TOKEN = "kubepki-root-ca-test-token"
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)  # the demo certificates are issued now
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.timezone.utc)
+#: The demo clusters' certificates are issued a day before NOW (the rotation's checks run at NOW).
+ISSUED = NOW - dt.timedelta(days=1)
 
 
 class FakeAPI(ThreadingHTTPServer):
@@ -122,7 +124,7 @@ class _Handler(_JSONHandler):
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> testing.DemoCluster:
-    return testing.build_cluster(tmp_path_factory.mktemp("rootca"), nodes=1, workers=1)
+    return testing.build_cluster(tmp_path_factory.mktemp("rootca"), nodes=1, workers=1, issued_at=ISSUED)
 
 
 @pytest.fixture
