@@ -825,18 +825,7 @@ def plan_rotation(
             planner.add(site, site.undo(phase), "record", "the undo record abort replays (0600)")
         if site.signer:
             planner.add(site, site.state, "record", "the rotation record status and next read (0600)")
-    if phase is Phase.DROP_OLD and spec.name in ("ca", "front-proxy-ca"):
-        planner.notes.append("kube-system/extension-apiserver-authentication (what aggregated API servers trust) "
-                             "keeps the old CA: kube-apiserver adds CAs to it and never removes one; give "
-                             "--kubeconfig (kubeconfig=) and kubepki sets it to the new CA, or edit it")
-    if spec.name == "ca" and phase is Phase.REISSUE:
-        planner.notes.append(f"pods trust kube-apiserver by their namespace's kube-root-ca.crt: with --kubeconfig "
-                             f"(kubeconfig=) reissue is refused while one lacks the new CA, and waits until "
-                             f"{POD_REFRESH:.0f} s have passed since it was last written (the kubelet's refresh of "
-                             f"the pods' copies); without it, that wait is yours")
-    if spec.name == "ca" and phase in (Phase.REISSUE, Phase.DROP_OLD):
-        planner.notes.append(f"kubeadm join --discovery-token-ca-cert-hash {_join_hash(new_pem)} (the new CA; "
-                             f"the old CA's {_join_hash(old_pem)} works until drop-old)")
+    planner.notes += _phase_notes(spec, phase, old_pem=old_pem, new_pem=new_pem)
     items = {label: set(names) for label, names in planner.items.items()}
     if record is not None and record.get("applying") == phase.value:
         # resumed: the files written before the crash are planned no more, but their readers still restart
@@ -848,6 +837,24 @@ def plan_rotation(
                         notes=tuple(planner.notes), restart_plan=restarts,
                         items={label: tuple(sorted(names)) for label, names in items.items()}, again=again,
                         new_ca_pem=new_pem, new_key_pem=new_key, old_ca_pem=old_pem, cluster=c)
+
+
+def _phase_notes(spec: _Spec, phase: Phase, *, old_pem: bytes, new_pem: bytes) -> list[str]:
+    """What the plan of ``phase`` tells the operator beyond its changes."""
+    notes: list[str] = []
+    if phase is Phase.DROP_OLD and spec.name in ("ca", "front-proxy-ca"):
+        notes.append("kube-system/extension-apiserver-authentication (what aggregated API servers trust) "
+                     "keeps the old CA: kube-apiserver adds CAs to it and never removes one; give "
+                     "--kubeconfig (kubeconfig=) and kubepki sets it to the new CA, or edit it")
+    if spec.name == "ca" and phase is Phase.REISSUE:
+        notes.append(f"pods trust kube-apiserver by their namespace's kube-root-ca.crt: with --kubeconfig "
+                     f"(kubeconfig=) reissue is refused while one lacks the new CA, and waits until "
+                     f"{POD_REFRESH:.0f} s have passed since it was last written (the kubelet's refresh of "
+                     f"the pods' copies); without it, that wait is yours")
+    if spec.name == "ca" and phase in (Phase.REISSUE, Phase.DROP_OLD):
+        notes.append(f"kubeadm join --discovery-token-ca-cert-hash {_join_hash(new_pem)} (the new CA; "
+                     f"the old CA's {_join_hash(old_pem)} works until drop-old)")
+    return notes
 
 
 # --------------------------------------------------------------------------------------
