@@ -119,8 +119,9 @@ def root_ca_lag(client: Any, *, want: Sequence[x509.Certificate], rotated: Seque
     """The active namespaces whose ``kube-root-ca.crt`` does not carry, of ``rotated`` (the old and the
     new CA), exactly ``want`` (its other certificates are not the rotation's). Raises
     :class:`~kubepki.objects.APIError` when the namespaces or the ConfigMaps cannot be listed."""
-    from kubepki.objects import Resource
+    from kubepki.objects import RESOURCES, Resource
 
+    configmaps = next(r for r in RESOURCES if r.kind == "ConfigMap")
     wanted = {_fp(c) for c in want}
     ours = {_fp(c) for c in rotated} | wanted
     active = {ns.get("metadata", {}).get("name") for ns in client.list(Resource("Namespace", "/api/v1", "namespaces",
@@ -128,8 +129,7 @@ def root_ca_lag(client: Any, *, want: Sequence[x509.Certificate], rotated: Seque
               if (ns.get("status") or {}).get("phase", "Active") == "Active"}  # the publisher skips the others
     carried: set[str] = set()
     latest: dt.datetime | None = None
-    for cm in client.list(Resource("ConfigMap", "/api/v1", "configmaps", True),
-                          field_selector=f"metadata.name={ROOT_CA_CONFIGMAP}"):
+    for cm in client.list(configmaps, field_selector=f"metadata.name={ROOT_CA_CONFIGMAP}"):
         data = (cm.get("data") or {}).get("ca.crt")
         if not isinstance(data, str):
             continue
