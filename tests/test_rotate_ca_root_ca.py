@@ -49,8 +49,9 @@ class FakeAPI(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, tls: ssl.SSLContext) -> None:
+    def __init__(self, tls: ssl.SSLContext, ca_pem: bytes) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.ca_pem = ca_pem  # what its serving certificate chains to
         self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.namespaces: dict[str, str] = {}  # name -> phase
         self.configmaps: dict[tuple[str, str], dict[str, Any]] = {}
@@ -132,14 +133,13 @@ def api(pristine: testing.DemoCluster, tmp_path: Path) -> Iterator[FakeAPI]:
     serving = testing.build_cluster(tmp_path / "serving", nodes=1).first.root / PKI  # any CA and a serving pair
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(serving / "apiserver.crt", serving / "apiserver.key")
-    server = FakeAPI(ctx)
-    server.ca_pem = (serving / "ca.crt").read_bytes()  # type: ignore[attr-defined]
+    server = FakeAPI(ctx, (serving / "ca.crt").read_bytes())
     yield server
     server.stop()
 
 
 def _kubeconfig(path: Path, api: FakeAPI) -> Path:
-    ca = api.ca_pem  # type: ignore[attr-defined]
+    ca = api.ca_pem
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "admin",
         "clusters": [{"name": "k", "cluster": {"server": f"https://127.0.0.1:{api.server_address[1]}",

@@ -949,7 +949,7 @@ def _sync(sites: Sequence[_Site], spec: _Spec, old_pem: bytes, new_pem: bytes,
 
 
 def _pods_trust_new_ca(sites: Sequence[_Site], plan: RotationPlan, kubeconfig: str | os.PathLike[str], *,
-                       now: dt.datetime, pod_refresh: float, sleep: Callable[[float], None] = time.sleep) -> float:
+                       now: dt.datetime, pod_refresh: float) -> float:
     """Before ``reissue`` lets the new CA sign what kube-apiserver serves: every namespace's
     ``kube-root-ca.crt`` (what pods trust the API server by) carries it, and the kubelets have had
     ``pod_refresh`` seconds since its last write to refresh the pods' copies (waited out here, at most
@@ -972,7 +972,7 @@ def _pods_trust_new_ca(sites: Sequence[_Site], plan: RotationPlan, kubeconfig: s
     since = pod_refresh if lag.updated_at is None else (now - lag.updated_at).total_seconds()
     remaining = min(pod_refresh, max(0.0, pod_refresh - since))
     if remaining > 0:
-        sleep(remaining)
+        time.sleep(remaining)
     return remaining
 
 
